@@ -1,0 +1,112 @@
+"""Batches for training: the fast tensor loader and torch's standard DataLoader, same batches.
+
+Shapes: B batch size, D = 3 * S * S features. Both loaders draw epoch e's order from
+``epoch_order(n, seed, e)``, which depends on (seed, epoch) alone, so a resumed run
+and either loader see exactly the same batches. Each yields (x (B, D) float32, y (B,) int64)
+on the training device, preprocessed by the same ``Preprocess``.
+"""
+import torch
+
+from .data import DataError, image_transform, open_cifar10
+
+LOADERS = ("tensor", "dataloader")
+
+
+def epoch_order(n, seed, epoch):
+    """The permutation of range(n) used in epoch `epoch` (CPU generator: same on every device)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+class TensorLoader:
+    """The fast default: the whole uint8 split lives on the device, batches are index gathers.
+
+    No per-image Python work per epoch: one randperm, then per step one gather of B rows
+    of uint8 and one fused scale-and-shift into float32.
+    """
+
+    def __init__(self, split, preprocess, batch_size, device, seed=0, shuffle=True):
+        self.x = split.x.reshape(len(split), -1).to(device)        # (N, D) uint8
+        self.y = split.y.to(device)
+        self.preprocess = preprocess.to(device)
+        self.batch_size, self.seed, self.shuffle, self.device = batch_size, seed, shuffle, device
+
+    def __len__(self):
+        return -(-len(self.y) // self.batch_size)
+
+    def batches(self, epoch=0, start=0):
+        """Yield epoch `epoch`'s batches from batch index `start` on (to resume mid-epoch)."""
+        n = len(self.y)
+        order = epoch_order(n, self.seed, epoch).to(self.device) if self.shuffle else None
+        for i in range(start * self.batch_size, n, self.batch_size):
+            if order is None:
+                xb, yb = self.x[i:i + self.batch_size], self.y[i:i + self.batch_size]
+            else:
+                idx = order[i:i + self.batch_size]
+                xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
+            yield self.preprocess(xb), yb
+
+
+class _EpochBatches(torch.utils.data.Sampler):
+    """A batch sampler giving DataLoader the same index batches as TensorLoader."""
+
+    def __init__(self, n, batch_size, seed, shuffle):
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.epoch, self.start = 0, 0
+
+    def __len__(self):
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        order = epoch_order(self.n, self.seed, self.epoch) if self.shuffle else torch.arange(self.n)
+        for i in range(self.start * self.batch_size, self.n, self.batch_size):
+            yield order[i:i + self.batch_size].tolist()
+
+
+def _torchvision_split(dataset, split_name):
+    """The torchvision Dataset behind a split plus the indices into it, for the DataLoader path."""
+    from torchvision.datasets import ImageFolder
+    src = dataset.source
+    transform = image_transform(src["image_size"])
+    if src["dataset"] == "cifar10":
+        ds = open_cifar10(src["data_dir"], split_name != "test", transform)
+        indices = None if split_name == "test" else src[f"{split_name}_indices"].tolist()
+        return ds, indices
+    if src["dataset"] == "imagefolder":
+        part = dataset.test if split_name == "test" else getattr(dataset, split_name)
+        folder = "test" if split_name == "test" else "train"
+        ds = ImageFolder(f"{src['data_dir']}/{folder}", transform=transform)
+        where = {path: i for i, (path, _) in enumerate(ds.samples)}
+        return ds, [where[f] for f in part.files]
+    part = dataset.test if split_name == "test" else getattr(dataset, split_name)
+    return torch.utils.data.TensorDataset(part.x, part.y), None
+
+
+class DataLoaderLoader:
+    """torch.utils.data.DataLoader over the torchvision dataset with per-image transforms."""
+
+    def __init__(self, dataset, split_name, preprocess, batch_size, device, seed=0, shuffle=True, workers=0):
+        ds, indices = _torchvision_split(dataset, split_name)
+        if indices is not None:
+            ds = torch.utils.data.Subset(ds, indices)
+        self.sampler = _EpochBatches(len(ds), batch_size, seed, shuffle)
+        self.loader = torch.utils.data.DataLoader(ds, batch_sampler=self.sampler, num_workers=workers,
+                                                  pin_memory=str(device).startswith("cuda"))
+        self.preprocess, self.device, self.batch_size = preprocess.to(device), device, batch_size
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def batches(self, epoch=0, start=0):
+        self.sampler.epoch, self.sampler.start = epoch, start
+        for xb, yb in self.loader:
+            yield self.preprocess(xb.to(self.device, non_blocking=True)), yb.to(self.device, non_blocking=True)
+
+
+def make_loader(kind, dataset, split_name, preprocess, batch_size, device, seed=0, shuffle=True, workers=0):
+    """kind "tensor" (fast, default) or "dataloader" -> an object with len() and batches(epoch, start)."""
+    if kind == "tensor":
+        split = getattr(dataset, split_name)
+        return TensorLoader(split, preprocess, batch_size, device, seed, shuffle)
+    if kind == "dataloader":
+        return DataLoaderLoader(dataset, split_name, preprocess, batch_size, device, seed, shuffle, workers)
+    raise DataError(f"unknown loader {kind!r}; expected one of {', '.join(LOADERS)}")
