@@ -1,0 +1,340 @@
+"""Gradient check: lintorch's hand-written backward passes against three references.
+
+Shapes: N examples, D features, C classes, K stacked models (as in lintorch.functional).
+
+Every Function (linear, svm_loss in both forms, hinge and squared, softmax_loss, the
+l2/l1/elastic-net penalties) and the total loss L = data loss + lam R(W) through linear,
+each also with the K dimension, is checked three ways:
+
+    autograd   torch autograd on an independent reference (F.cross_entropy,
+               C * F.multi_margin_loss, plain tensor expressions), float32 and float64
+    numeric    centered finite differences in float64, the lecture's numeric gradient:
+               every coordinate for small shapes, sampled coordinates for N=64, D=3072
+    gradcheck  torch.autograd.gradcheck, float64
+
+Relative error is the lecture's |a - b| / max(|a|, |b|) per coordinate (0 where both are 0),
+its denominator floored at a fraction of the reference gradient's largest entry: rounding in
+a sum is relative to the sum's terms, so an entry that cancels to ~0 is judged against the
+gradient's scale (the whole scale for autograd, 1% of it for finite differences, whose
+rounding is eps |L| / h). Hinge kinks: a coordinate whose finite-difference step can carry
+a margin across zero is counted as a kink and left out, never failed; the strict checks
+draw their inputs so that no margin lies within GAP of zero, and one check sits on kinks
+on purpose.
+
+    python -m lintorch.gradcheck [--device cpu|cuda] [--seed N]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import functional as LF
+
+log = logging.getLogger(__name__)
+
+H = 1e-5          # finite-difference step; hinge losses are piecewise linear (squared: quadratic), so exact off kinks
+GAP = 1e-3        # strict inputs keep every hinge margin (and |W| for l1) this far from its kink
+TOL = {("autograd", torch.float32): 1e-6, ("autograd", torch.float64): 1e-12, ("numeric", torch.float64): 1e-7}
+FLOOR = {"autograd": 1.0, "numeric": 1e-2}   # denominator floor, as a fraction of max |reference|
+SAMPLES = 15      # coordinates per input for the large-shape numeric check
+
+
+@dataclass
+class Row:
+    """One check's result: errors of the analytic gradient a against the reference b."""
+    function: str
+    method: str
+    where: str                    # "float64/cpu"
+    max_abs: float
+    max_rel: float
+    passed: bool
+    kinks: Optional[int] = None   # coordinates left out because a hinge kink lies within h
+
+
+@dataclass
+class Case:
+    """fn(*inputs) under test against ref(*inputs); gradients w.r.t. inputs[i] for i in wrt.
+
+    inputs are float64 CPU tensors (targets int64); kinks(inputs, h) gives one bool mask per
+    wrt input: the coordinates whose finite-difference step crosses a kink.
+    """
+    name: str
+    fn: Callable
+    ref: Callable
+    inputs: list
+    wrt: tuple
+    kinks: Optional[Callable] = None
+    large: bool = False           # numeric check on sampled coordinates only, no gradcheck
+
+
+def rel_error(a, b, floor=0.0):
+    """|a - b| / max(|a|, |b|, floor) per coordinate; 0 where the denominator is 0."""
+    den = torch.maximum(a.abs(), b.abs()).clamp_min(floor)
+    return torch.where(den > 0, (a - b).abs() / den, torch.zeros_like(den))
+
+
+def numeric_gradient(f, x, h=H, coords=None):
+    """Centered differences (f(x + h e_i) - f(x - h e_i)) / 2h of the scalar f(x).
+
+    x is perturbed in place and restored. coords: flat indices to evaluate (the lecture's
+    sampled check) or None for all. Returns the gradient shaped like x, or (len(coords),).
+    """
+    flat = x.detach().view(-1)
+    idx = range(flat.numel()) if coords is None else [int(i) for i in coords]
+    grad = torch.zeros(len(idx), dtype=torch.float64)
+    with torch.no_grad():
+        for k, i in enumerate(idx):
+            old = flat[i].item()
+            flat[i] = old + h
+            fp = float(f(x))
+            flat[i] = old - h
+            fm = float(f(x))
+            flat[i] = old
+            grad[k] = (fp - fm) / (2 * h)
+    return grad.view(x.shape) if coords is None else grad
+
+
+def hinge_kinks(scores, target, margin=1.0, form="weston-watkins", tol=H):
+    """bool (..., N): examples with a wrong-class margin within tol of zero (Crammer-Singer:
+    the largest one, or the two largest within tol of each other, where the max switches)."""
+    idx = target.view(-1, 1).expand(*scores.shape[:-1], 1)
+    wrong = torch.ones_like(scores, dtype=torch.bool).scatter(-1, idx, False)
+    m = (scores - scores.gather(-1, idx) + margin).masked_fill(~wrong, -float("inf"))
+    if form == "weston-watkins":
+        return ((m.abs() < tol) & wrong).any(-1)
+    top = m.topk(min(2, m.shape[-1]), -1).values
+    tie = (top[..., 0] - top[..., -1] < tol) if m.shape[-1] > 2 else torch.zeros_like(top[..., 0], dtype=torch.bool)
+    return (top[..., 0].abs() < tol) | tie
+
+
+# --------------------------------------------------------------------------- the three checks
+
+def _prepare(case, dtype, device):
+    return [t.to(device, dtype, copy=True).requires_grad_(i in case.wrt) if t.is_floating_point()
+            else t.to(device) for i, t in enumerate(case.inputs)]
+
+
+def _cotangent(out):
+    """A fixed random dL/dout, so reduction="none" and (K,) outputs get a non-uniform gradient."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.device, out.dtype)
+
+
+def _grads(fn, xs, wrt):
+    out = fn(*xs)
+    return out, list(torch.autograd.grad(out, [xs[i] for i in wrt], _cotangent(out)))
+
+
+def _row(name, method, dtype, device, a, b, tol, kinks=None):
+    a = [t.detach().double().reshape(-1).cpu() for t in a]
+    b = [t.detach().double().reshape(-1).cpu() for t in b]
+    errs = [(float((p - q).abs().max()), float(rel_error(p, q, FLOOR[method] * q.abs().max()).max()))
+            for p, q in zip(a, b) if q.numel()] or [(0.0, 0.0)]
+    max_abs, max_rel = (max(e) for e in zip(*errs))
+    row = Row(name, method, f"{str(dtype).removeprefix('torch.')}/{device}", max_abs, max_rel,
+              max_rel <= tol, kinks)  # nan compares False: fails
+    log.debug("%s", row)
+    return row
+
+
+def check_autograd(case, dtype=torch.float64, device="cpu"):
+    """Value and gradients of case.fn against torch autograd through case.ref."""
+    xs = _prepare(case, dtype, device)
+    out, ga = _grads(case.fn, xs, case.wrt)
+    ref, gb = _grads(case.ref, xs, case.wrt)
+    return _row(case.name, "autograd", dtype, device, [out, *ga], [ref, *gb], TOL["autograd", dtype])
+
+
+def check_numeric(case, device="cpu", h=H, samples=None, seed=0):
+    """Analytic gradients of case.fn against centered finite differences in float64; kink
+    coordinates are counted, not compared. samples: coordinates per input (None: all)."""
+    xs = _prepare(case, torch.float64, device)
+    out, grads = _grads(case.fn, xs, case.wrt)
+    v = _cotangent(out)
+    masks = case.kinks(xs, h) if case.kinks else [None] * len(case.wrt)
+    gen = torch.Generator().manual_seed(seed)
+    a, b, kinks = [], [], 0
+    for i, g, mask in zip(case.wrt, grads, masks):
+        def f(t, i=i):
+            return (case.fn(*xs[:i], t, *xs[i + 1:]) * v).sum()
+        n = g.numel()
+        coords = torch.arange(n) if samples is None else torch.randperm(n, generator=gen)[:samples]
+        keep = torch.ones(len(coords), dtype=torch.bool) if mask is None else ~mask.reshape(-1).cpu()[coords]
+        kinks += int((~keep).sum())
+        a.append(g.reshape(-1).cpu()[coords][keep])
+        b.append(numeric_gradient(f, xs[i], h, coords[keep]))
+    return _row(case.name, "numeric", torch.float64, device, a, b, TOL["numeric", torch.float64], kinks)
+
+
+def check_gradcheck(case, device="cpu"):
+    """torch.autograd.gradcheck of case.fn in float64 (its own eps=1e-6, atol=1e-5, rtol=1e-3)."""
+    xs = _prepare(case, torch.float64, device)
+    ok = torch.autograd.gradcheck(case.fn, xs, raise_exception=False)
+    return Row(case.name, "gradcheck", f"float64/{device}", float("nan"), float("nan"), bool(ok))
+
+
+# --------------------------------------------------------------------------- the cases
+
+def _svm_ref(s, y, margin=1.0, squared=False, form="weston-watkins", reduction="mean"):
+    """Weston-Watkins: C * F.multi_margin_loss (torch divides by C); Crammer-Singer: plain tensor ops."""
+    if form == "weston-watkins":
+        return s.shape[1] * F.multi_margin_loss(s, y, p=2 if squared else 1, margin=margin, reduction=reduction)
+    m = s - s.gather(1, y[:, None]) + margin
+    losses = m.masked_fill(F.one_hot(y, s.shape[1]).bool(), -float("inf")).max(1).values.clamp_min(0)
+    losses = losses ** 2 if squared else losses
+    return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
+
+
+PENALTY_REFS = {"l2": lambda W, beta: (W ** 2).sum((-2, -1)), "l1": lambda W, beta: W.abs().sum((-2, -1)),
+                "elasticnet": lambda W, beta: beta * (W ** 2).sum((-2, -1)) + W.abs().sum((-2, -1))}
+
+
+def _per_model(ref):
+    """A 2-D reference applied to each of K stacked models: (K, N, C) -> stacked results."""
+    return lambda s, y: torch.stack([ref(sk, y) for sk in s]) if s.dim() == 3 else ref(s, y)
+
+
+def _data_losses(fns, reduction):
+    """(label, form, fn(s, y), ref(s, y)) for softmax_loss and the four SVM variants."""
+    losses = [("softmax_loss", None, partial(fns["softmax_loss"], reduction=reduction),
+               partial(F.cross_entropy, reduction=reduction))]
+    for form in LF.SVM_FORMS:
+        for squared in (False, True):
+            kw = dict(margin=1.0, squared=squared, form=form, reduction=reduction)
+            label = f"svm_loss[{form.split('-')[0]},{'squared' if squared else 'hinge'}]"
+            losses.append((label, form, partial(fns["svm_loss"], **kw), partial(_svm_ref, **kw)))
+    return losses
+
+
+def _score_kinks(xs, h, form):
+    s, y = xs
+    return [hinge_kinks(s, y, 1.0, form, h)[..., None].expand_as(s)]
+
+
+def _resample(draw, ok, tries=100):
+    for _ in range(tries):
+        t = draw()
+        if ok(t):
+            return t
+    raise RuntimeError("could not draw inputs away from the kinks")
+
+
+def _total(label, fns, x, y, lead, C, randn, kind="l2", lam=0.1, scale=0.5, large=False):
+    """L = svm_loss(linear(x, W, b), y) + lam R(W) (softmax_loss when kind is not l2),
+    gradients w.r.t. W and b, with W and b drawn off the kinks."""
+    name = "svm_loss" if kind == "l2" else "softmax_loss"
+    _, _, loss, ref = _data_losses(fns, "mean")[1 if kind == "l2" else 0]
+
+    def fn(x, W, b, y):
+        return loss(fns["linear"](x, W, b), y) + lam * fns["penalty"](W, kind, 0.5)
+
+    def reference(x, W, b, y):
+        return _per_model(ref)(x @ W.mT + b.unsqueeze(-2), y) + lam * PENALTY_REFS[kind](W, 0.5)
+
+    def near(x, W, b, y, tol):   # (K,) or (): does any example of the model sit within tol of a kink
+        if name != "svm_loss":
+            return torch.zeros(W.shape[:-2], dtype=torch.bool, device=W.device)
+        return hinge_kinks(x @ W.mT + b.unsqueeze(-2), y, 1.0, "weston-watkins", tol).any(-1)
+
+    def kinks(xs, h):   # a weight step h moves every example's scores by up to h max|x|
+        x, W, b, y = xs
+        k = near(x, W, b, y, h * max(1.0, float(x.abs().max())))
+        return [k[..., None, None].expand_as(W) | ((W.abs() < h) & (kind != "l2")), k[..., None].expand_as(b)]
+
+    draw = lambda: (scale * randn(*lead, C, x.shape[1]), randn(*lead, C))                  # noqa: E731
+    ok = lambda Wb: not near(x, *Wb, y, GAP).any() and (kind == "l2" or bool((Wb[0].abs() >= GAP).all()))  # noqa: E731
+    return Case(f"total[{name}+{lam}*{kind}]{label}", fn, reference, [x, *_resample(draw, ok), y], (1, 2),
+                kinks, large)
+
+
+def make_cases(seed=0, fns=None):
+    """The checked cases; fns overrides the Functions under test by name ("linear", "svm_loss",
+    "softmax_loss", "penalty"), e.g. with a deliberately broken one."""
+    fns = {"linear": LF.linear, "svm_loss": LF.svm_loss, "softmax_loss": LF.softmax_loss,
+           "penalty": LF.penalty, **(fns or {})}
+    gen = torch.Generator().manual_seed(seed)
+    randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)   # noqa: E731
+    N, D, C, K = 5, 4, 4, 3
+    x, y = randn(N, D), torch.randint(0, C, (N,), generator=gen)
+    cases = []
+    for lead in ((), (K,)):                       # one model, then K stacked ones
+        tag = f"[K={K}]" if lead else ""
+        cases.append(Case("linear" + tag, fns["linear"], lambda x, W, b: x @ W.mT + b.unsqueeze(-2),
+                          [x, randn(*lead, C, D), randn(*lead, C)], (0, 1, 2)))
+        W = _resample(lambda: randn(*lead, C, D), lambda W: bool((W.abs() >= GAP).all()))
+        for kind, ref in PENALTY_REFS.items():
+            cases.append(Case(f"penalty[{kind}]{tag}", partial(fns["penalty"], kind=kind, beta=0.5),
+                              partial(ref, beta=0.5), [W], (0,), lambda xs, h: [xs[0].abs() < h]))
+        for j, reduction in enumerate(("mean", "sum", "none", "mean", "sum")):   # each reduction, cycled
+            label, form, fn, ref = _data_losses(fns, reduction)[j]
+            s = _resample(lambda: 2 * randn(*lead, N, C),
+                          lambda s: form is None or not hinge_kinks(s, y, 1.0, form, GAP).any())
+            cases.append(Case(f"{label}[{reduction}]{tag}", fn, _per_model(ref), [s, y], (0,),
+                              None if form is None else partial(_score_kinks, form=form)))
+        cases += [_total(tag, fns, x, y, lead, C, randn, "l2"), _total(tag, fns, x, y, lead, C, randn, "elasticnet")]
+    # the lecture's numeric gradient on a CIFAR-sized batch, on sampled coordinates
+    cases.append(_total("[N=64,D=3072]", fns, randn(64, 3072), torch.randint(0, 10, (64,), generator=gen), (), 10,
+                        randn, scale=1e-2, large=True))
+    # on kinks on purpose: the lecture's scores plus rows whose margins are exactly 0
+    s = torch.tensor([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1], [2.0, 1.0, -3.0], [0.0, 0.0, 0.0]],
+                     dtype=torch.float64)
+    label, form, fn, ref = _data_losses(fns, "sum")[1]
+    cases.append(Case(label + "[sum][on kinks]", fn, ref, [s, torch.tensor([0, 1, 2, 0, 1])], (0,),
+                      partial(_score_kinks, form=form)))
+    return cases
+
+
+def run_checks(device="cpu", seed=0, fns=None):
+    """Every case three ways on device -> list[Row]. Large cases skip gradcheck (it is O(inputs)
+    backward passes), and so does the case sitting on kinks (gradcheck has no notion of them)."""
+    rows = []
+    for case in make_cases(seed, fns):
+        rows += [check_autograd(case, dtype, device) for dtype in (torch.float32, torch.float64)]
+        rows.append(check_numeric(case, device, samples=SAMPLES if case.large else None, seed=seed))
+        on_kink = case.kinks is not None and any(m.any() for m in case.kinks(case.inputs, GAP))
+        if not case.large and not on_kink:
+            rows.append(check_gradcheck(case, device))
+    return rows
+
+
+def format_table(rows):
+    """The rows as a text table with a summary line."""
+    fmt = "{:<44} {:<9} {:<13} {:>9} {:>9}  {}"
+    lines = [fmt.format("function", "method", "dtype/device", "max abs", "max rel", "result")]
+    for r in rows:
+        num = lambda v: "-" if v != v else f"{v:.1e}"   # noqa: E731  (nan: gradcheck reports no errors)
+        result = ("pass" if r.passed else "FAIL") + ("" if r.kinks is None else f"  kinks={r.kinks}")
+        lines.append(fmt.format(r.function, r.method, r.where, num(r.max_abs), num(r.max_rel), result))
+    failed = sum(not r.passed for r in rows)
+    kinks = sum(r.kinks or 0 for r in rows)
+    lines.append(f"{len(rows)} checks: {len(rows) - failed} passed, {failed} failed; "
+                 f"{kinks} kink coordinates left out")
+    return "\n".join(lines)
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description="Check lintorch's hand-written gradients three ways.")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device to run the checks on")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random inputs")
+    return p
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda requested but CUDA is not available", file=sys.stderr)
+        return 2
+    rows = run_checks(args.device, args.seed)
+    print(format_table(rows))
+    return 0 if all(r.passed for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""TensorBoard logging for a run: scalars, pictures, histograms, the config and hparams.
+
+One Monitor writes one TensorBoard run (one folder, one event file). Tags:
+loss/data loss/reg loss/total acc/train acc/val lr norm/weight norm/grad update_ratio
+time/epoch_seconds time/images_per_second; images templates (each epoch), confusion_matrix (end);
+histograms weight, grad; text config; hparams with final metrics in the same event file.
+"""
+import json
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+
+class Monitor:
+    def __init__(self, logdir, purge_step=None):
+        self.writer = SummaryWriter(log_dir=logdir, purge_step=purge_step, flush_secs=30)
+
+    def scalars(self, values, step):
+        """values: {tag: number}."""
+        for tag, v in values.items():
+            self.writer.add_scalar(tag, float(v), step)
+
+    def epoch(self, step, weight, grad, templates=None):
+        """Once per epoch: weight/gradient histograms, the templates picture; then flush so a
+        watcher sees live curves."""
+        self.writer.add_histogram("weight", weight.detach().float().cpu(), step)
+        if grad is not None:
+            self.writer.add_histogram("grad", grad.detach().float().cpu(), step)
+        if templates is not None:
+            self.writer.add_image("templates", templates, step)
+        self.writer.flush()
+
+    def image(self, tag, img, step):
+        self.writer.add_image(tag, img, step)
+
+    def config(self, config):
+        self.writer.add_text("config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```", 0)
+
+    def hparams(self, hparam_dict, metric_dict, step):
+        """Hyperparameters and final metrics in this run's own event file: one row per run in the
+        HPARAMS tab (SummaryWriter.add_hparams would write a separate sub-run instead)."""
+        clean = {k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in hparam_dict.items()}
+        for summary in hparams(clean, metric_dict):
+            self.writer.file_writer.add_summary(summary, step)
+        for tag, v in metric_dict.items():
+            self.writer.add_scalar(tag, v, step)
+
+    def close(self):
+        self.writer.flush()
+        self.writer.close()
+
+
+def update_ratio(before, after):
+    """||W_after - W_before|| / ||W_before||, per model: (C, D) -> (), (K, C, D) -> (K,). Healthy ~1e-3."""
+    dims = (-2, -1)
+    return torch.linalg.vector_norm(after - before, dim=dims) / torch.linalg.vector_norm(before, dim=dims).clamp_min(1e-12)
