@@ -236,15 +236,17 @@ def _cifar10(data_dir, image_size):
     return train, test, classes
 
 
-def _synthetic(image_size, seed, n_train=2000, n_test=500, num_classes=10):
-    """A learnable toy set: each class a smooth random template, each image template + noise."""
+def _synthetic(image_size, seed, n_train=4000, n_test=1000, num_classes=10, contrast=0.08, noise=0.25):
+    """A learnable toy set: each class a faint smooth random template on grey, each image
+    template + strong pixel noise, so a linear model learns it well but not perfectly."""
     g = torch.Generator().manual_seed(1000 + seed)
-    coarse = torch.rand(num_classes, 3, 4, 4, generator=g)
-    templates = torch.nn.functional.interpolate(coarse, size=(image_size, image_size), mode="bilinear")
+    coarse = torch.rand(num_classes, 3, 4, 4, generator=g) - 0.5
+    templates = 0.5 + contrast * torch.nn.functional.interpolate(coarse, size=(image_size, image_size),
+                                                                 mode="bilinear")
 
     def split(n):
         y = torch.randint(0, num_classes, (n,), generator=g)
-        x = templates[y] + 0.35 * torch.randn(n, 3, image_size, image_size, generator=g)
+        x = templates[y] + noise * torch.randn(n, 3, image_size, image_size, generator=g)
         return Split((x.clamp(0, 1) * 255).round().to(torch.uint8), y)
     return split(n_train), split(n_test), [f"class{i}" for i in range(num_classes)]
 

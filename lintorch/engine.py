@@ -69,6 +69,11 @@ class EpochStats:
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
+    def state_dict(self):
+        """Plain values for a checkpoint (resuming an epoch keeps its running sums)."""
+        return {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
+                for k, v in vars(self).items() if k != "extra"}
+
     def means(self):
         """-> (data loss, reg loss, accuracy) as CPU tensors (one host sync)."""
         n = max(self.steps, 1)
@@ -77,7 +82,7 @@ class EpochStats:
 
 
 def train_one_epoch(model, loader, optimizer, objective, epoch, *, lr_at, lr_scale=None, start=0,
-                    check_every=1, log_every=50, on_log=None, should_stop=None, progress=None):
+                    check_every=1, log_every=50, on_log=None, should_stop=None, progress=None, stats=None):
     """Train one epoch from batch `start`; -> (EpochStats, next batch index or None when done).
 
     lr_at(global_step) sets the optimizer's learning rate each step. lr_scale (K,) multiplies
@@ -85,11 +90,12 @@ def train_one_epoch(model, loader, optimizer, objective, epoch, *, lr_at, lr_sca
     Non-finite loss is checked every `check_every` steps (1 on CPU: free; more on CUDA: no sync).
     on_log(global_step, stats, extras) is called every `log_every` steps; should_stop() is polled
     after each step and, if true, the epoch ends early and the next batch index is returned.
+    stats carries the sums of an epoch interrupted part-way (resume), else they start at zero.
     """
     steps_per_epoch = len(loader)
-    stats = EpochStats()
+    stats = EpochStats() if stats is None else stats
     W = model.weight
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - stats.seconds
     for i, (xb, yb) in enumerate(loader.batches(epoch, start), start):
         step = epoch * steps_per_epoch + i
         lr = lr_at(step)

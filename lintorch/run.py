@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, resolve, save_atomic
 from .data import DataError, Preprocess, load_dataset
-from .engine import NonFiniteLoss, Objective, evaluate, lr_factor, train_one_epoch
+from .engine import EpochStats, NonFiniteLoss, Objective, evaluate, lr_factor, train_one_epoch
 from .loaders import TensorLoader, make_loader
 from .model import LinearClassifier
 from .monitor import Monitor, update_ratio
@@ -188,9 +188,7 @@ class Run:
         monitor.image(f"confusion_matrix/{cm_split}", confusion_image(shown["confusion"], self.classes), step)
         grid = template_grid(weight, self.classes, self.image_shape)
         write_png(grid, os.path.join(self.logdir, "templates.png"))
-        final = {"hparam/val_acc": metrics["val_acc"], "hparam/train_acc": metrics["train_acc"]}
-        if metrics["test_acc"] is not None:
-            final["hparam/test_acc"] = metrics["test_acc"]
+        final = {f"hparam/{k}": metrics[k] for k in ("val_acc", "train_acc", "test_acc") if metrics[k] is not None}
         monitor.hparams(hparams, final, step)
         self.write_json("metrics.json", metrics)
         return metrics
@@ -249,7 +247,13 @@ def train_sgd(run, resume_ckpt=None, stop=None):
 
     best_w = model.weight.detach().clone()
     best_b = model.bias.detach().clone()
-    best_vals = torch.full((K or 1,), -1.0, dtype=torch.float64)
+    best_vals = torch.full((K or 1,), best_val, dtype=torch.float64)
+    best_path = os.path.join(run.logdir, "checkpoint.pt")
+    if resume_ckpt is not None and os.path.exists(best_path):  # the best model so far, not the last
+        kept = load_checkpoint(best_path)["model"]
+        best_w, best_b = kept["weight"].to(device), kept["bias"].to(device)
+    partial = None if resume_ckpt is None else resume_ckpt.get("partial")
+    last_train = torch.full((K or 1,), math.nan, dtype=torch.float64)
 
     def on_log(step, stats, extra):
         W = model.weight.detach()
@@ -277,7 +281,9 @@ def train_sgd(run, resume_ckpt=None, stop=None):
             stats, next_step = train_one_epoch(model, run.train_loader, optimizer, run.objective, epoch,
                                                lr_at=lr_at, lr_scale=lr_scale, start=first_step,
                                                check_every=check_every, log_every=args.log_every,
-                                               on_log=on_log, should_stop=stop, progress=bar)
+                                               on_log=on_log, should_stop=stop, progress=bar,
+                                               stats=EpochStats(**partial) if partial else None)
+            partial = None
         except NonFiniteLoss as e:
             log.error(f"error: {e}; checkpoint.pt keeps the best model so far")
             status, exit_code = "diverged", 1
@@ -291,7 +297,8 @@ def train_sgd(run, resume_ckpt=None, stop=None):
         if next_step is not None:  # interrupted: save where we are, resume continues from here
             if K is None:
                 run.save(run.checkpoint(model.weight, model.bias, epoch, next_step, gstep, best_val, optimizer,
-                                        {"best_epoch": best_epoch, "history": history}), "last.pt")
+                                        {"best_epoch": best_epoch, "history": history,
+                                         "partial": stats.state_dict()}), "last.pt")
             status, exit_code = "interrupted", 128 + stop.signum
             log.info(f"interrupted at epoch {epoch + 1}, step {next_step}: saved last.pt "
                      f"(continue with --resume {run.logdir})")
@@ -307,6 +314,7 @@ def train_sgd(run, resume_ckpt=None, stop=None):
             g = None if model.weight.grad is None else (model.weight.grad[k] if K is not None else model.weight.grad)
             m.epoch(gstep, w, g, template_grid(w, run.classes, run.image_shape))
         val_accs = val["acc"].reshape(-1)
+        last_train = train_acc.reshape(-1)
         improved = val_accs > best_vals
         best_vals = torch.where(improved, val_accs, best_vals)
         with torch.no_grad():
@@ -337,13 +345,13 @@ def train_sgd(run, resume_ckpt=None, stop=None):
             run.save(run.checkpoint(best_w[kb], best_b[kb], epoch + 1, 0, gstep, best_val, None,
                                     {"sweep_config": run.sweep[kb]}), "checkpoint.pt")
             log.info(f"epoch {epoch + 1}/{args.epochs}  val acc best {_fmt_pct(best_val)} ({names[kb]})  "
-                     f"{stats.seconds:.2f}s  {ips:,.0f} img/s per model")
+                     f"{stats.seconds:.2f}s  {ips:,.0f} img/s")
 
     results = []
     final_train = None
     for k, m in enumerate(monitors):
-        last_train = history[-1]["train_acc"] if history and K is None else None
-        metrics = {"status": status, "train_acc": last_train if K is None else None,
+        train_k = float(last_train[k]) if math.isfinite(last_train[k]) else None
+        metrics = {"status": status, "train_acc": train_k,
                    "val_acc": float(best_vals[k]) if best_vals[k] >= 0 else None,
                    "best_epoch": best_epoch if K is None else None, "epochs": epoch + (status == "completed"),
                    "seconds": seconds, "images_per_second": images / max(seconds, 1e-9), "device": str(device),
