@@ -23,7 +23,6 @@ on purpose.
 
     python -m lintorch.gradcheck [--device cpu|cuda] [--seed N]
 """
-from __future__ import annotations
 
 import argparse
 import logging
@@ -80,11 +79,13 @@ def rel_error(a, b, floor=0.0):
     return torch.where(den > 0, (a - b).abs() / den, torch.zeros_like(den))
 
 
-def numeric_gradient(f, x, h=H, coords=None):
-    """Centered differences (f(x + h e_i) - f(x - h e_i)) / 2h of the scalar f(x).
+def numeric_gradient(f, x, h=H, coords=None, df=None):
+    """Centered differences (f(x + h e_i) - f(x - h e_i)) / 2h, the lecture's numeric gradient.
 
-    x is perturbed in place and restored. coords: flat indices to evaluate (the lecture's
-    sampled check) or None for all. Returns the gradient shaped like x, or (len(coords),).
+    f(x) -> a scalar, or any tensor with df (dL/df, its shape): then the gradient of sum(df * f),
+    differenced entry by entry before the sum, as cs231n's eval_numerical_gradient_array, so
+    entries that do not move cancel exactly. x is perturbed in place and restored. coords: flat
+    indices to evaluate (the sampled check) or None for all. Returns x's shape, or (len(coords),).
     """
     flat = x.detach().view(-1)
     idx = range(flat.numel()) if coords is None else [int(i) for i in coords]
@@ -93,25 +94,25 @@ def numeric_gradient(f, x, h=H, coords=None):
         for k, i in enumerate(idx):
             old = flat[i].item()
             flat[i] = old + h
-            fp = float(f(x))
+            fp = f(x).double()
             flat[i] = old - h
-            fm = float(f(x))
+            fm = f(x).double()
             flat[i] = old
-            grad[k] = (fp - fm) / (2 * h)
+            delta = fp - fm if df is None else ((fp - fm) * df).sum()
+            grad[k] = float(delta) / (2 * h)
     return grad.view(x.shape) if coords is None else grad
 
 
 def hinge_kinks(scores, target, margin=1.0, form="weston-watkins", tol=H):
-    """bool (..., N): examples with a wrong-class margin within tol of zero (Crammer-Singer:
-    the largest one, or the two largest within tol of each other, where the max switches)."""
+    """bool (..., N): examples with a wrong-class margin within tol of zero (Crammer-Singer: the
+    largest one, or the two largest within tol of each other, where the max switches). C >= 2."""
     idx = target.view(-1, 1).expand(*scores.shape[:-1], 1)
     wrong = torch.ones_like(scores, dtype=torch.bool).scatter(-1, idx, False)
     m = (scores - scores.gather(-1, idx) + margin).masked_fill(~wrong, -float("inf"))
     if form == "weston-watkins":
-        return ((m.abs() < tol) & wrong).any(-1)
-    top = m.topk(min(2, m.shape[-1]), -1).values
-    tie = (top[..., 0] - top[..., -1] < tol) if m.shape[-1] > 2 else torch.zeros_like(top[..., 0], dtype=torch.bool)
-    return (top[..., 0].abs() < tol) | tie
+        return (m.abs() < tol).any(-1)
+    top = m.topk(2, -1).values                     # with C = 2 the second is -inf: never a tie
+    return (top[..., 0].abs() < tol) | (top[..., 0] - top[..., 1] < tol)
 
 
 # --------------------------------------------------------------------------- the three checks
@@ -122,9 +123,11 @@ def _prepare(case, dtype, device):
 
 
 def _cotangent(out):
-    """A fixed random dL/dout, so reduction="none" and (K,) outputs get a non-uniform gradient."""
+    """A fixed random dL/dout in [0.5, 1.5), so reduction="none" and (K,) outputs get a non-uniform
+    gradient. Uniform, not normal: never equal to the (normal) inputs of the same seed, where
+    dW = v^T x would be symmetric and blind to a transposed dW."""
     g = torch.Generator().manual_seed(0)
-    return torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.device, out.dtype)
+    return (torch.rand(out.shape, generator=g, dtype=torch.float64) + 0.5).to(out.device, out.dtype)
 
 
 def _grads(fn, xs, wrt):
@@ -132,14 +135,20 @@ def _grads(fn, xs, wrt):
     return out, list(torch.autograd.grad(out, [xs[i] for i in wrt], _cotangent(out)))
 
 
-def _row(name, method, dtype, device, a, b, tol, kinks=None):
-    a = [t.detach().double().reshape(-1).cpu() for t in a]
-    b = [t.detach().double().reshape(-1).cpu() for t in b]
-    errs = [(float((p - q).abs().max()), float(rel_error(p, q, FLOOR[method] * q.abs().max()).max()))
-            for p, q in zip(a, b) if q.numel()] or [(0.0, 0.0)]
-    max_abs, max_rel = (max(e) for e in zip(*errs))
+def _max_errors(a, b, floor_frac):
+    """Max |a - b| and max rel_error over tensors compared as one vector (a value, or a
+    gradient over all inputs); the floor is floor_frac times the largest reference entry."""
+    a, b = (torch.cat([t.detach().double().reshape(-1).cpu() for t in ts]) for ts in (a, b))
+    if not b.numel():
+        return 0.0, 0.0
+    return float((a - b).abs().max()), float(rel_error(a, b, floor_frac * float(b.abs().max())).max())
+
+
+def _row(name, method, dtype, device, groups, tol, kinks=None):
+    """groups: (analytic, reference) pairs of tensor lists, each compared as one vector."""
+    max_abs, max_rel = (max(e) for e in zip(*(_max_errors(a, b, FLOOR[method]) for a, b in groups)))
     row = Row(name, method, f"{str(dtype).removeprefix('torch.')}/{device}", max_abs, max_rel,
-              max_rel <= tol, kinks)  # nan compares False: fails
+              max_rel <= tol, kinks)   # a nan error compares False: fails
     log.debug("%s", row)
     return row
 
@@ -149,7 +158,7 @@ def check_autograd(case, dtype=torch.float64, device="cpu"):
     xs = _prepare(case, dtype, device)
     out, ga = _grads(case.fn, xs, case.wrt)
     ref, gb = _grads(case.ref, xs, case.wrt)
-    return _row(case.name, "autograd", dtype, device, [out, *ga], [ref, *gb], TOL["autograd", dtype])
+    return _row(case.name, "autograd", dtype, device, [([out], [ref]), (ga, gb)], TOL["autograd", dtype])
 
 
 def check_numeric(case, device="cpu", h=H, samples=None, seed=0):
@@ -163,14 +172,15 @@ def check_numeric(case, device="cpu", h=H, samples=None, seed=0):
     a, b, kinks = [], [], 0
     for i, g, mask in zip(case.wrt, grads, masks):
         def f(t, i=i):
-            return (case.fn(*xs[:i], t, *xs[i + 1:]) * v).sum()
+            return case.fn(*xs[:i], t, *xs[i + 1:])
         n = g.numel()
         coords = torch.arange(n) if samples is None else torch.randperm(n, generator=gen)[:samples]
         keep = torch.ones(len(coords), dtype=torch.bool) if mask is None else ~mask.reshape(-1).cpu()[coords]
         kinks += int((~keep).sum())
         a.append(g.reshape(-1).cpu()[coords][keep])
-        b.append(numeric_gradient(f, xs[i], h, coords[keep]))
-    return _row(case.name, "numeric", torch.float64, device, a, b, TOL["numeric", torch.float64], kinks)
+        b.append(numeric_gradient(f, xs[i], h, coords[keep], df=v))
+    return _row(case.name, "numeric", torch.float64, device, [(a, b)], TOL["numeric", torch.float64],
+                None if case.kinks is None else kinks)
 
 
 def check_gradcheck(case, device="cpu"):
@@ -182,8 +192,9 @@ def check_gradcheck(case, device="cpu"):
 
 # --------------------------------------------------------------------------- the cases
 
-def _svm_ref(s, y, margin=1.0, squared=False, form="weston-watkins", reduction="mean"):
-    """Weston-Watkins: C * F.multi_margin_loss (torch divides by C); Crammer-Singer: plain tensor ops."""
+def svm_reference(s, y, margin=1.0, squared=False, form="weston-watkins", reduction="mean"):
+    """The SVM loss by torch autograd: Weston-Watkins as C * F.multi_margin_loss (torch divides
+    by C), Crammer-Singer as plain tensor ops. s (N, C), y (N,)."""
     if form == "weston-watkins":
         return s.shape[1] * F.multi_margin_loss(s, y, p=2 if squared else 1, margin=margin, reduction=reduction)
     m = s - s.gather(1, y[:, None]) + margin
@@ -201,19 +212,26 @@ def _per_model(ref):
     return lambda s, y: torch.stack([ref(sk, y) for sk in s]) if s.dim() == 3 else ref(s, y)
 
 
-def _data_losses(fns, reduction):
-    """(label, form, fn(s, y), ref(s, y)) for softmax_loss and the four SVM variants."""
-    losses = [("softmax_loss", None, partial(fns["softmax_loss"], reduction=reduction),
+def _label(name, *tags):
+    tags = [t for t in tags if t]
+    return f"{name}[{','.join(tags)}]" if tags else name
+
+
+def _data_losses(fns, reduction, tag=""):
+    """(label, form, fn(s, y), ref(s, y)) for softmax_loss and the four SVM variants
+    (form is None for the smooth softmax loss: no kinks)."""
+    losses = [(_label("softmax_loss", reduction, tag), None, partial(fns["softmax_loss"], reduction=reduction),
                partial(F.cross_entropy, reduction=reduction))]
-    for form in LF.SVM_FORMS:
+    for form, short in zip(LF.SVM_FORMS, ("ww", "cs")):
         for squared in (False, True):
             kw = dict(margin=1.0, squared=squared, form=form, reduction=reduction)
-            label = f"svm_loss[{form.split('-')[0]},{'squared' if squared else 'hinge'}]"
-            losses.append((label, form, partial(fns["svm_loss"], **kw), partial(_svm_ref, **kw)))
+            label = _label("svm_loss", short, "squared" if squared else "hinge", reduction, tag)
+            losses.append((label, form, partial(fns["svm_loss"], **kw), partial(svm_reference, **kw)))
     return losses
 
 
 def _score_kinks(xs, h, form):
+    """Every score of an example that sits within h of a kink (a score step h moves a margin by h)."""
     s, y = xs
     return [hinge_kinks(s, y, 1.0, form, h)[..., None].expand_as(s)]
 
@@ -226,32 +244,35 @@ def _resample(draw, ok, tries=100):
     raise RuntimeError("could not draw inputs away from the kinks")
 
 
-def _total(label, fns, x, y, lead, C, randn, kind="l2", lam=0.1, scale=0.5, large=False):
-    """L = svm_loss(linear(x, W, b), y) + lam R(W) (softmax_loss when kind is not l2),
-    gradients w.r.t. W and b, with W and b drawn off the kinks."""
-    name = "svm_loss" if kind == "l2" else "softmax_loss"
-    _, _, loss, ref = _data_losses(fns, "mean")[1 if kind == "l2" else 0]
+def _total(loss, kind, fns, x, y, lead, C, randn, tag="", scale=0.5, large=False, lam=0.1):
+    """L = loss(linear(x, W, b), y) + lam R(W), gradients w.r.t. W and b, drawn off the kinks.
+    loss is a _data_losses entry; R is the penalty `kind` (elasticnet with beta 0.5)."""
+    label, form, data_loss, ref = loss
 
     def fn(x, W, b, y):
-        return loss(fns["linear"](x, W, b), y) + lam * fns["penalty"](W, kind, 0.5)
+        return data_loss(fns["linear"](x, W, b), y) + lam * fns["penalty"](W, kind, 0.5)
 
     def reference(x, W, b, y):
         return _per_model(ref)(x @ W.mT + b.unsqueeze(-2), y) + lam * PENALTY_REFS[kind](W, 0.5)
 
-    def near(x, W, b, y, tol):   # (K,) or (): does any example of the model sit within tol of a kink
-        if name != "svm_loss":
+    def near(x, W, b, y, tol):   # per model: does any example sit within tol of a hinge kink
+        if form is None:
             return torch.zeros(W.shape[:-2], dtype=torch.bool, device=W.device)
-        return hinge_kinks(x @ W.mT + b.unsqueeze(-2), y, 1.0, "weston-watkins", tol).any(-1)
+        return hinge_kinks(x @ W.mT + b.unsqueeze(-2), y, 1.0, form, tol).any(-1)
 
     def kinks(xs, h):   # a weight step h moves every example's scores by up to h max|x|
         x, W, b, y = xs
         k = near(x, W, b, y, h * max(1.0, float(x.abs().max())))
         return [k[..., None, None].expand_as(W) | ((W.abs() < h) & (kind != "l2")), k[..., None].expand_as(b)]
 
-    draw = lambda: (scale * randn(*lead, C, x.shape[1]), randn(*lead, C))                  # noqa: E731
-    ok = lambda Wb: not near(x, *Wb, y, GAP).any() and (kind == "l2" or bool((Wb[0].abs() >= GAP).all()))  # noqa: E731
-    return Case(f"total[{name}+{lam}*{kind}]{label}", fn, reference, [x, *_resample(draw, ok), y], (1, 2),
-                kinks, large)
+    def draw():
+        return scale * randn(*lead, C, x.shape[1]), randn(*lead, C)
+
+    def off_kinks(Wb):
+        return not near(x, *Wb, y, GAP).any() and (kind == "l2" or bool((Wb[0].abs() >= GAP).all()))
+
+    name = _label("total", f"{label.split('[')[0]}+{lam}*{kind}", tag)
+    return Case(name, fn, reference, [x, *_resample(draw, off_kinks), y], (1, 2), kinks, large)
 
 
 def make_cases(seed=0, fns=None):
@@ -260,33 +281,38 @@ def make_cases(seed=0, fns=None):
     fns = {"linear": LF.linear, "svm_loss": LF.svm_loss, "softmax_loss": LF.softmax_loss,
            "penalty": LF.penalty, **(fns or {})}
     gen = torch.Generator().manual_seed(seed)
-    randn = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)   # noqa: E731
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
     N, D, C, K = 5, 4, 4, 3
     x, y = randn(N, D), torch.randint(0, C, (N,), generator=gen)
     cases = []
-    for lead in ((), (K,)):                       # one model, then K stacked ones
-        tag = f"[K={K}]" if lead else ""
-        cases.append(Case("linear" + tag, fns["linear"], lambda x, W, b: x @ W.mT + b.unsqueeze(-2),
+    for lead, tag in (((), ""), ((K,), f"K={K}")):          # one model, then K stacked ones
+        cases.append(Case(_label("linear", tag), fns["linear"], lambda x, W, b: x @ W.mT + b.unsqueeze(-2),
                           [x, randn(*lead, C, D), randn(*lead, C)], (0, 1, 2)))
         W = _resample(lambda: randn(*lead, C, D), lambda W: bool((W.abs() >= GAP).all()))
         for kind, ref in PENALTY_REFS.items():
-            cases.append(Case(f"penalty[{kind}]{tag}", partial(fns["penalty"], kind=kind, beta=0.5),
-                              partial(ref, beta=0.5), [W], (0,), lambda xs, h: [xs[0].abs() < h]))
-        for j, reduction in enumerate(("mean", "sum", "none", "mean", "sum")):   # each reduction, cycled
-            label, form, fn, ref = _data_losses(fns, reduction)[j]
+            cases.append(Case(_label("penalty", kind, tag), partial(fns["penalty"], kind=kind, beta=0.5),
+                              partial(ref, beta=0.5), [W], (0,),
+                              None if kind == "l2" else lambda xs, h: [xs[0].abs() < h]))
+        for j, reduction in enumerate(("mean", "sum", "none", "mean", "sum")):   # the reductions, cycled
+            label, form, fn, ref = _data_losses(fns, reduction, tag)[j]
             s = _resample(lambda: 2 * randn(*lead, N, C),
                           lambda s: form is None or not hinge_kinks(s, y, 1.0, form, GAP).any())
-            cases.append(Case(f"{label}[{reduction}]{tag}", fn, _per_model(ref), [s, y], (0,),
+            cases.append(Case(label, fn, _per_model(ref), [s, y], (0,),
                               None if form is None else partial(_score_kinks, form=form)))
-        cases += [_total(tag, fns, x, y, lead, C, randn, "l2"), _total(tag, fns, x, y, lead, C, randn, "elasticnet")]
+        losses = _data_losses(fns, "mean")
+        cases += [_total(losses[1], "l2", fns, x, y, lead, C, randn, tag),
+                  _total(losses[0], "elasticnet", fns, x, y, lead, C, randn, tag)]
     # the lecture's numeric gradient on a CIFAR-sized batch, on sampled coordinates
-    cases.append(_total("[N=64,D=3072]", fns, randn(64, 3072), torch.randint(0, 10, (64,), generator=gen), (), 10,
-                        randn, scale=1e-2, large=True))
-    # on kinks on purpose: the lecture's scores plus rows whose margins are exactly 0
-    s = torch.tensor([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1], [2.0, 1.0, -3.0], [0.0, 0.0, 0.0]],
-                     dtype=torch.float64)
-    label, form, fn, ref = _data_losses(fns, "sum")[1]
-    cases.append(Case(label + "[sum][on kinks]", fn, ref, [s, torch.tensor([0, 1, 2, 0, 1])], (0,),
+    x, y = randn(64, 3072), torch.randint(0, 10, (64,), generator=gen)
+    cases += [_total(loss, "l2", fns, x, y, (), 10, randn, "N=64,D=3072", scale=1e-2, large=True)
+              for loss in _data_losses(fns, "mean")[1::-1]]
+    # on kinks on purpose: the lecture's scores plus a row whose margin is exactly 0
+    s = torch.tensor([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1], [2.0, 1.0, -3.0]], dtype=torch.float64)
+    label, form, fn, ref = _data_losses(fns, "sum", "on kinks")[1]
+    cases.append(Case(label, fn, ref, [s, torch.tensor([0, 1, 2, 0])], (0,),
                       partial(_score_kinks, form=form)))
     return cases
 
@@ -304,14 +330,17 @@ def run_checks(device="cpu", seed=0, fns=None):
     return rows
 
 
+def _num(v):
+    return "-" if v != v else f"{v:.1e}"        # nan: gradcheck reports no errors
+
+
 def format_table(rows):
     """The rows as a text table with a summary line."""
     fmt = "{:<44} {:<9} {:<13} {:>9} {:>9}  {}"
     lines = [fmt.format("function", "method", "dtype/device", "max abs", "max rel", "result")]
     for r in rows:
-        num = lambda v: "-" if v != v else f"{v:.1e}"   # noqa: E731  (nan: gradcheck reports no errors)
         result = ("pass" if r.passed else "FAIL") + ("" if r.kinks is None else f"  kinks={r.kinks}")
-        lines.append(fmt.format(r.function, r.method, r.where, num(r.max_abs), num(r.max_rel), result))
+        lines.append(fmt.format(r.function, r.method, r.where, _num(r.max_abs), _num(r.max_rel), result))
     failed = sum(not r.passed for r in rows)
     kinks = sum(r.kinks or 0 for r in rows)
     lines.append(f"{len(rows)} checks: {len(rows) - failed} passed, {failed} failed; "
@@ -320,7 +349,8 @@ def format_table(rows):
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(description="Check lintorch's hand-written gradients three ways.")
+    p = argparse.ArgumentParser(prog="python -m lintorch.gradcheck",
+                                description="Check lintorch's hand-written gradients three ways and print a table.")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device to run the checks on")
     p.add_argument("--seed", type=int, default=0, help="seed for the random inputs")
     return p

@@ -1,0 +1,398 @@
+"""lintorch.functional: the lecture's worked numbers, gradients against independent references
+(torch's own losses, plain tensor expressions), dtypes, layouts, stacked models, autocast, sanity
+checks of a LinearClassifier, and the ValueError of each bad input.
+
+Shapes: N examples, D features, C classes, K stacked models. Every random input is seeded.
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lintorch
+from lintorch import functional as LF
+from lintorch.gradcheck import PENALTY_REFS, svm_reference
+
+LECTURE_SCORES = [[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]]   # rows: the cat, car, frog images
+LECTURE_TARGETS = [0, 1, 2]
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _svm(**kw):
+    return (lambda s, y, r: LF.svm_loss(s, y, reduction=r, **kw),
+            lambda s, y, r: svm_reference(s, y, reduction=r, **kw))
+
+
+# name -> (lintorch's loss, independent reference), both called as f(scores, target, reduction)
+LOSSES = {
+    "softmax": (lambda s, y, r: LF.softmax_loss(s, y, reduction=r),
+                lambda s, y, r: F.cross_entropy(s, y, reduction=r)),
+    "hinge": _svm(),
+    "squared-hinge": _svm(squared=True),
+    "hinge-margin-2.5": _svm(margin=2.5),
+    "hinge-margin-0": _svm(margin=0.0),
+    "crammer-singer": _svm(form="crammer-singer"),
+    "crammer-singer-squared": _svm(form="crammer-singer", squared=True),
+}
+TOL = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6)}
+
+
+def tensor(data, device="cpu", dtype=torch.float64):
+    return torch.tensor(data, dtype=dtype, device=device)
+
+
+def random_scores(N, C, seed, device="cpu", dtype=torch.float64, scale=3.0):
+    """Seeded scores (N, C) and targets (N,)."""
+    g = torch.Generator().manual_seed(seed)
+    s = scale * torch.randn(N, C, generator=g, dtype=torch.float64)
+    return s.to(device, dtype), torch.randint(0, C, (N,), generator=g).to(device)
+
+
+def loss_and_grad(fn, s, y, reduction="mean", v=None):
+    """fn(s, y, reduction) and d(sum(v * loss))/ds (v = 1 when None) -> (loss, grad)."""
+    s = s.detach().clone().requires_grad_()
+    loss = fn(s, y, reduction)
+    (grad,) = torch.autograd.grad(loss, s, torch.ones_like(loss) if v is None else v)
+    return loss.detach(), grad
+
+
+def cotangent(shape, device, dtype=torch.float64, seed=99):
+    """A seeded, non-uniform dL/dloss for reduction="none" and stacked outputs."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
+
+
+# --------------------------------------------------------------------------- the lecture's numbers
+
+def test_lecture_hinge_losses(device):
+    s, y = tensor(LECTURE_SCORES, device), torch.tensor(LECTURE_TARGETS, device=device)
+    assert lintorch.svm_loss(s, y, reduction="none").tolist() == pytest.approx([2.9, 0.0, 12.9], abs=1e-12)
+    assert round(lintorch.svm_loss(s, y).item(), 2) == 5.27
+    assert lintorch.svm_loss(s, y, reduction="sum").item() == pytest.approx(15.8, abs=1e-12)
+
+
+def test_lecture_scores_squared_and_crammer_singer(device):
+    """Squared hinge (Q6): 2.9^2 and 6.3^2 + 6.6^2; Crammer-Singer keeps the largest margin only."""
+    s, y = tensor(LECTURE_SCORES, device), torch.tensor(LECTURE_TARGETS, device=device)
+    squared = lintorch.svm_loss(s, y, squared=True, reduction="none")
+    assert squared.tolist() == pytest.approx([8.41, 0.0, 83.25], abs=1e-12)
+    cs = lintorch.svm_loss(s, y, form="crammer-singer", reduction="none")
+    assert cs.tolist() == pytest.approx([2.9, 0.0, 6.6], abs=1e-12)
+
+
+def test_lecture_softmax_loss(device):
+    loss = lintorch.softmax_loss(tensor(LECTURE_SCORES[:1], device), torch.tensor([0], device=device))
+    assert round(loss.item(), 2) == 2.04
+    assert loss.item() == pytest.approx(-math.log(torch.softmax(tensor(LECTURE_SCORES[0]), 0)[0].item()))
+
+
+def test_lecture_second_example_and_the_slides_base_10_slip(device):
+    """[-2.85, 0.86, 0.28], target 2: hinge 1.58, cross-entropy 1.04 (natural log). The slide's
+    0.452 is -log10(0.353), the same probability in base 10."""
+    s, y = tensor([[-2.85, 0.86, 0.28]], device), torch.tensor([2], device=device)
+    assert round(lintorch.svm_loss(s, y).item(), 2) == 1.58
+    ce = lintorch.softmax_loss(s, y).item()
+    p = torch.softmax(s, 1)[0, 2].item()
+    assert round(ce, 2) == 1.04 and ce == pytest.approx(-math.log(p))
+    assert round(p, 3) == 0.353 and round(-math.log10(p), 3) == 0.452
+
+
+@pytest.mark.parametrize("C", [2, 3, 10, 100])
+def test_all_zero_scores_give_C_minus_1_and_log_C(C, device):
+    s, y = torch.zeros(4, C, device=device), torch.arange(4, device=device) % C
+    assert lintorch.svm_loss(s, y).item() == pytest.approx(C - 1)
+    assert lintorch.softmax_loss(s, y).item() == pytest.approx(math.log(C))
+    stacked = torch.zeros(3, 4, C, device=device)
+    assert lintorch.svm_loss(stacked, y).tolist() == pytest.approx([C - 1] * 3)
+
+
+def test_doubling_W_keeps_a_zero_loss_example_at_zero(device):
+    """The lecture's car, scores [1.3, 4.9, 2.0], has zero hinge loss; so does 2W's [2.6, 9.8, 4.0]."""
+    x, y = tensor([[1.0, 2.0]], device), torch.tensor([1], device=device)
+    W = tensor([[1.3, 0.0], [0.9, 2.0], [1.0, 0.5]], device)
+    assert lintorch.linear(x, W)[0].tolist() == pytest.approx([1.3, 4.9, 2.0])
+    for scale in (1, 2, 4):
+        assert lintorch.svm_loss(lintorch.linear(x, scale * W), y).item() == 0.0
+
+
+def test_lecture_2d_example_scores(device):
+    W, b, x = tensor([[1, 4], [5, 3]], device), tensor([-12, 0], device), tensor([[2, 2]], device)
+    assert lintorch.linear(x, W, b).tolist() == [[-2.0, 16.0]]
+
+
+def test_l2_penalty_prefers_spread_weights(device):
+    """w1 = [1, 0, 0, 0] and w2 = [1/4] * 4 score x = [1, 1, 1, 1] the same; L2 prefers w2 (L1 cannot tell)."""
+    x, w1, w2 = tensor([[1, 1, 1, 1]], device), tensor([[1, 0, 0, 0]], device), tensor([[0.25] * 4], device)
+    assert lintorch.linear(x, w1).item() == lintorch.linear(x, w2).item() == 1.0
+    assert lintorch.penalty(w2, "l2").item() == 0.25 < lintorch.penalty(w1, "l2").item() == 1.0
+    assert lintorch.penalty(w1, "l1").item() == lintorch.penalty(w2, "l1").item() == 1.0
+
+
+# --------------------------------------------------------------------------- gradients vs references
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("N,C,seed", [(1, 2, 0), (7, 2, 1), (16, 10, 2), (5, 100, 3)])
+def test_loss_and_gradient_match_reference(loss, reduction, dtype, N, C, seed, device):
+    ours, ref = LOSSES[loss]
+    s, y = random_scores(N, C, seed, device, dtype)
+    v = cotangent((N,), device, dtype) if reduction == "none" else None
+    la, ga = loss_and_grad(ours, s, y, reduction, v)
+    lb, gb = loss_and_grad(ref, s, y, reduction, v)
+    assert la.dtype == ga.dtype == dtype
+    torch.testing.assert_close(la, lb, **TOL[dtype])
+    torch.testing.assert_close(ga, gb, **TOL[dtype])
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)], ids=["float16", "bfloat16"])
+def test_half_precision_against_float64_reference(loss, dtype, tol, device):
+    """Half inputs compute in float32 and come back in their dtype, within their rounding."""
+    ours, ref = LOSSES[loss]
+    s, y = random_scores(16, 10, 5, device, dtype)
+    for reduction in REDUCTIONS:
+        la, ga = loss_and_grad(ours, s, y, reduction)
+        lb, gb = loss_and_grad(ref, s.double(), y, reduction)      # the same rounded scores, in float64
+        assert la.dtype == ga.dtype == dtype
+        torch.testing.assert_close(la.double(), lb, rtol=tol, atol=tol)
+        torch.testing.assert_close(ga.double(), gb, rtol=tol, atol=tol * gb.abs().max().item())
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_ties_in_scores(loss, device):
+    """Integer scores tie often and put hinge margins exactly on their kinks: both sides take the
+    strict-inequality subgradient, and Crammer-Singer's max goes to the first of equal classes."""
+    ours, ref = LOSSES[loss]
+    g = torch.Generator().manual_seed(6)
+    s = torch.randint(-2, 3, (12, 5), generator=g).double().to(device)
+    s[0] = 1.0                                                        # a row of equal scores
+    y = torch.randint(0, 5, (12,), generator=g).to(device)
+    for reduction in REDUCTIONS:
+        la, ga = loss_and_grad(ours, s, y, reduction)
+        lb, gb = loss_and_grad(ref, s, y, reduction)
+        torch.testing.assert_close(la, lb, **TOL[torch.float64])
+        torch.testing.assert_close(ga, gb, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_extreme_logits_give_finite_loss_and_gradient(dtype, device):
+    s = tensor([[1e4, -1e4, 0.0], [-1e4, 1e4, 5e3], [-1e4, -1e4, -1e4]], device, dtype)
+    y = torch.tensor([1, 1, 2], device=device)
+    for name, (ours, ref) in LOSSES.items():
+        la, ga = loss_and_grad(ours, s, y, "none")
+        lb, gb = loss_and_grad(ref, s, y, "none")
+        assert torch.isfinite(la).all() and torch.isfinite(ga).all(), name
+        torch.testing.assert_close(la, lb, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-6)
+    la, ga = loss_and_grad(LOSSES["softmax"][0], s, y, "none")
+    assert la.tolist() == pytest.approx([2e4, 0.0, math.log(3)], rel=1e-6)
+    assert ga[0].tolist() == pytest.approx([1.0, -1.0, 0.0])
+
+
+@pytest.mark.parametrize("scale", [30.0, 1e3])
+def test_softmax_gradient_keeps_float32_accuracy_for_large_logits(scale, device):
+    """P = softmax(s) to float32 rounding (as torch's own) even when |s| is large: the lse is taken
+    of the max-shifted scores (logsumexp(s) alone rounds to ulp(max s): errors of 1e-5 at s ~ 1e3)."""
+    s, y = random_scores(64, 10, 15, device, torch.float32, scale)
+    _, ga = loss_and_grad(LOSSES["softmax"][0], s, y, "sum")
+    _, gb = loss_and_grad(LOSSES["softmax"][1], s.double(), y, "sum")
+    assert (ga.double() - gb).abs().max().item() < 2.5e-7
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_non_contiguous_scores(loss, device):
+    ours, ref = LOSSES[loss]
+    s, y = random_scores(9, 6, 7, device)
+    for strided in (s.t().contiguous().t(), torch.stack([s, s], -1)[..., 0]):
+        assert not strided.is_contiguous()
+        la, ga = loss_and_grad(ours, strided, y)
+        lb, gb = loss_and_grad(ref, s, y)
+        torch.testing.assert_close(la, lb, **TOL[torch.float64])
+        torch.testing.assert_close(ga, gb, **TOL[torch.float64])
+
+
+def _per_model(fn):
+    """A 2-D loss applied to each model of (K, N, C) scores."""
+    return lambda s, y, r: torch.stack([fn(sk, y, r) for sk in s]) if s.dim() == 3 else fn(s, y, r)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_expanded_and_non_contiguous_grad_output(loss, device):
+    """reduction="none" then .sum() hands backward an expanded (stride 0) gradient; a transposed
+    (K, N) loss hands it a non-contiguous one. Both give the reference's gradients."""
+    ours, ref = LOSSES[loss]
+    s, y = random_scores(8, 5, 8, device)
+    stacked = torch.stack([s, 2 * s, -s])                              # (K, N, C)
+    w = cotangent((8, 3), device)                                      # (N, K)
+
+    def grads(fn):
+        a = s.detach().clone().requires_grad_()
+        fn(a, y, "none").sum().backward()
+        k = stacked.detach().clone().requires_grad_()
+        (fn(k, y, "none").t() * w).sum().backward()
+        return a.grad, k.grad
+
+    got = grads(ours)
+    for g_ours, g_ref in zip(got, grads(_per_model(ref))):
+        torch.testing.assert_close(g_ours, g_ref, **TOL[torch.float64])
+    _, g_sum = loss_and_grad(ours, s, y, "sum")
+    torch.testing.assert_close(got[0], g_sum, rtol=0, atol=0)
+    # handed in directly: 2 * ones expanded (stride 0) and every other entry of a longer vector
+    for v in (torch.full((1,), 2.0, device=device, dtype=torch.float64).expand(8), cotangent((16,), device)[::2]):
+        torch.testing.assert_close(loss_and_grad(ours, s, y, "none", v)[1], loss_and_grad(ref, s, y, "none", v)[1],
+                                   **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_stacked_models_equal_per_model(loss, reduction, device):
+    """Scores (K, N, C) give each model's loss and gradient exactly as K separate calls."""
+    ours, _ = LOSSES[loss]
+    g = torch.Generator().manual_seed(9)
+    s = (3 * torch.randn(3, 6, 4, generator=g, dtype=torch.float64)).to(device)
+    y = torch.randint(0, 4, (6,), generator=g).to(device)
+    v = cotangent((3, 6) if reduction == "none" else (3,), device)
+    la, ga = loss_and_grad(ours, s, y, reduction, v)
+    for k in range(3):
+        lk, gk = loss_and_grad(ours, s[k], y, reduction, v[k])
+        torch.testing.assert_close(la[k], lk, rtol=1e-14, atol=1e-14)
+        torch.testing.assert_close(ga[k], gk, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("K", [None, 3])
+def test_linear_matches_reference(dtype, bias, K, device):
+    """dx = dS W, dW = dS^T x, db = sum dS, also for non-contiguous x and W and K stacked models."""
+    g = torch.Generator().manual_seed(10)
+    lead = () if K is None else (K,)
+    x = torch.randn(7, 6, generator=g, dtype=torch.float64).to(device, dtype).t().contiguous().t()  # non-contiguous
+    W = torch.randn(*lead, 6, 5, generator=g, dtype=torch.float64).to(device, dtype).transpose(-1, -2)  # (C, D) view
+    b = torch.randn(*lead, 5, generator=g, dtype=torch.float64).to(device, dtype) if bias else None
+    v = cotangent((*lead, 7, 5), device, dtype)
+    results = []
+    for fn in (LF.linear, lambda x, W, b: x @ W.mT + (0 if b is None else b.unsqueeze(-2))):
+        ins = [t.detach().clone().requires_grad_() for t in (x, W, b) if t is not None]
+        out = fn(*ins, *([None] if b is None else []))
+        results.append([out, *torch.autograd.grad(out, ins, v)])
+    for a, r in zip(*results):
+        torch.testing.assert_close(a, r, **TOL[dtype])
+    if K is not None:                                                 # each model as a separate call
+        for k in range(K):
+            torch.testing.assert_close(results[0][0][k], LF.linear(x, W[k], None if b is None else b[k]),
+                                       rtol=1e-14, atol=1e-5 if dtype == torch.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("kind", LF.PENALTIES)
+@pytest.mark.parametrize("shape", [(4, 6), (3, 4, 6)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_penalties_match_reference(kind, shape, dtype, device):
+    g = torch.Generator().manual_seed(11)
+    W = torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
+    v = cotangent(shape[:-2], device, dtype)
+    ra, ga = loss_and_grad(lambda W, _, beta: LF.penalty(W, kind, beta), W, None, 0.3, v)
+    rb, gb = loss_and_grad(lambda W, _, beta: PENALTY_REFS[kind](W, beta), W, None, 0.3, v)
+    torch.testing.assert_close(ra, rb, **TOL[dtype])
+    torch.testing.assert_close(ga, gb, **TOL[dtype])
+    W0 = torch.zeros(3, 2, device=device, dtype=dtype)
+    _, g0 = loss_and_grad(lambda W, _, beta: LF.penalty(W, kind, beta), W0, None, 0.3)
+    assert (g0 == 0).all()                                            # sign(0) = 0, the minimum-norm subgradient
+
+
+def test_autocast_losses_compute_in_float32(device):
+    """Under autocast linear gives half-precision scores, the losses float32, and backward works."""
+    half = torch.bfloat16 if device == "cpu" else torch.float16
+    torch.manual_seed(12)
+    model = lintorch.LinearClassifier(12, 5).to(device)
+    x, y = torch.randn(8, 12, device=device), torch.randint(0, 5, (8,), device=device)
+    for loss_fn in (lintorch.softmax_loss, lintorch.svm_loss):
+        model.zero_grad()
+        with torch.autocast(device, dtype=half):
+            scores = model(x)
+            loss = loss_fn(scores, y)
+        assert scores.dtype == half and loss.dtype == torch.float32
+        assert loss.item() == pytest.approx(loss_fn(scores.float(), y).item(), rel=1e-6)
+        loss.backward()
+        assert model.weight.grad.dtype == torch.float32 and torch.isfinite(model.weight.grad).all()
+        assert model.weight.grad.abs().sum() > 0
+
+
+def test_hinge_kink_subgradient_is_zero(device):
+    """A margin of exactly 0 contributes nothing (strict m > 0): PyTorch's minimum-norm convention."""
+    s, y = tensor([[2.0, 1.0, -3.0]], device), torch.tensor([0], device=device)    # m_1 = 1 - 2 + 1 = 0
+    for squared in (False, True):
+        loss, grad = loss_and_grad(lambda s, y, r: LF.svm_loss(s, y, squared=squared, reduction=r), s, y)
+        assert loss.item() == 0.0 and grad.tolist() == [[0.0, 0.0, 0.0]]
+        _, ref = loss_and_grad(lambda s, y, r: 3 * F.multi_margin_loss(s, y, p=1 + squared, reduction=r), s, y)
+        assert ref.tolist() == [[0.0, 0.0, 0.0]]
+    _, grad = loss_and_grad(lambda s, y, r: LF.svm_loss(s, y, margin=1.0 + 2 ** -20, reduction=r), s, y)
+    assert grad.tolist() == [[-1.0, 1.0, 0.0]]                        # just past the kink: active
+
+
+# --------------------------------------------------------------------------- sanity checks
+
+def test_initial_loss_is_log_C_and_C_minus_1_with_tiny_weights():
+    torch.manual_seed(13)
+    model = lintorch.LinearClassifier(3072, 10)
+    x, y = torch.randn(256, 3072), torch.randint(0, 10, (256,))
+    with torch.no_grad():
+        scores = model(x)
+    assert lintorch.softmax_loss(scores, y).item() == pytest.approx(math.log(10), abs=0.05)
+    assert lintorch.svm_loss(scores, y).item() == pytest.approx(9.0, abs=0.5)
+
+
+@pytest.mark.parametrize("loss_fn", [lintorch.softmax_loss, lintorch.svm_loss])
+def test_overfits_20_examples(loss_fn):
+    """Plain SGD on the hand-written gradients drives 20 random examples to 100% train accuracy."""
+    torch.manual_seed(14)
+    x, y = torch.randn(20, 30), torch.randint(0, 5, (20,))
+    model = lintorch.LinearClassifier(30, 5)
+    for _ in range(200):
+        model.zero_grad()
+        loss_fn(model(x), y).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+    assert (model.predict(x) == y).all()
+    assert loss_fn(model(x), y).item() < 0.1
+
+
+# --------------------------------------------------------------------------- bad input
+
+S, Y = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+BAD_SCORES_TARGETS = [
+    ("target out of range", S, torch.tensor([0, 1, 3, 1]), {}, "out of range"),
+    ("negative target", S, torch.tensor([0, -1, 2, 1]), {}, "out of range"),
+    ("float target", S, Y.float(), {}, "integer class indices"),
+    ("wrong length", S, Y[:3], {}, "target must have shape"),
+    ("1-D scores", S[0], Y[:1], {}, "2-D"),
+    ("4-D scores", S[None, None], Y, {}, "2-D"),
+    ("empty batch", S[:0], Y[:0], {}, "empty batch"),
+    ("integer scores", S.long(), Y, {}, "floating-point"),
+    ("unknown reduction", S, Y, {"reduction": "avg"}, "unknown reduction"),
+]
+
+
+@pytest.mark.parametrize("loss_fn", [lintorch.svm_loss, lintorch.softmax_loss])
+@pytest.mark.parametrize("case", BAD_SCORES_TARGETS, ids=[c[0] for c in BAD_SCORES_TARGETS])
+def test_bad_scores_or_target_raise_value_error(loss_fn, case, device):
+    _, s, y, kw, match = case
+    with pytest.raises(ValueError, match=match):
+        loss_fn(s.to(device), y.to(device), **kw)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: lintorch.svm_loss(S, Y, margin=-1.0), "margin must be"),
+    (lambda: lintorch.svm_loss(S, Y, form="one-vs-rest"), "unknown SVM form"),
+    (lambda: lintorch.penalty(S, "l3"), "unknown penalty"),
+    (lambda: lintorch.penalty(S, "elasticnet", beta=-1.0), "beta must be"),
+    (lambda: lintorch.linear(S[0], S), "x must be 2-D"),
+    (lambda: lintorch.linear(S, torch.randn(3, 5)), "weight must be"),
+    (lambda: lintorch.linear(S, torch.randn(2, 3), torch.randn(3)), "bias must have shape"),
+], ids=["negative margin", "unknown form", "unknown penalty", "negative beta", "x not 2-D", "weight D",
+        "bias shape"])
+def test_bad_arguments_raise_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

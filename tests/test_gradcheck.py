@@ -1,0 +1,164 @@
+"""lintorch.gradcheck: its helpers, its command line, and proof that it catches a wrong backward
+(test-local broken Functions), so the checker itself cannot silently pass."""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.autograd import Function
+
+from lintorch import functional as LF
+from lintorch import gradcheck as G
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- helpers
+
+def test_rel_error_is_the_lectures_with_0_over_0_as_0():
+    a, b = torch.tensor([1.0, 0.0, -2.0, 3.0]), torch.tensor([1.5, 0.0, 2.0, 3.0])
+    assert G.rel_error(a, b).tolist() == pytest.approx([0.5 / 1.5, 0.0, 2.0, 0.0])
+    assert G.rel_error(b, a).tolist() == G.rel_error(a, b).tolist()
+    assert G.rel_error(torch.tensor([1e-9]), torch.tensor([0.0]), floor=1.0).item() == pytest.approx(1e-9)
+
+
+def test_numeric_gradient_full_sampled_and_array():
+    """Centered differences of sum(x^3) give 3x^2 to O(h^2), and x is restored afterwards."""
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    before = x.clone()
+    grad = G.numeric_gradient(lambda t: (t ** 3).sum(), x, h=1e-5)
+    torch.testing.assert_close(grad, 3 * x ** 2, rtol=1e-8, atol=1e-9)
+    coords = torch.tensor([0, 5, 11])
+    sampled = G.numeric_gradient(lambda t: (t ** 3).sum(), x, h=1e-5, coords=coords)
+    torch.testing.assert_close(sampled, (3 * x ** 2).reshape(-1)[coords], rtol=1e-8, atol=1e-9)
+    df = torch.rand(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    array = G.numeric_gradient(lambda t: t ** 3, x, h=1e-5, df=df)        # of sum(df * x^3)
+    torch.testing.assert_close(array, 3 * df * x ** 2, rtol=1e-8, atol=1e-9)
+    assert torch.equal(x, before)
+
+
+def test_hinge_kinks_marks_margins_within_tol_of_zero():
+    s = torch.tensor([[2.0, 1.0, -3.0], [2.0, 0.5, -3.0], [0.0, 1.0, 1.0 + 1e-9]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 0])
+    assert G.hinge_kinks(s, y, tol=1e-6).tolist() == [True, False, False]
+    # Crammer-Singer: also where the two largest wrong-class scores (nearly) tie and the max switches
+    assert G.hinge_kinks(s, y, form="crammer-singer", tol=1e-6).tolist() == [True, False, True]
+
+
+def test_every_check_passes_for_another_seed(device):
+    rows = G.run_checks(device, seed=1)
+    failed = [r for r in rows if not r.passed]
+    assert not failed, G.format_table(failed)
+    assert {r.method for r in rows} == {"autograd", "numeric", "gradcheck"}
+    names = {r.function.split("[")[0] for r in rows}
+    assert names == {"linear", "penalty", "softmax_loss", "svm_loss", "total"}
+    assert any("K=3" in r.function for r in rows) and any("D=3072" in r.function for r in rows)
+    assert {r.where.split("/")[0] for r in rows} == {"float32", "float64"}
+
+
+def test_kinks_are_counted_not_failed():
+    """The case sitting on a kink passes with its kink coordinates left out; without the kink
+    mask the same finite differences disagree there (a one-sided slope against a subgradient of 0)."""
+    case = next(c for c in G.make_cases(0) if "on kinks" in c.name)
+    row = G.check_numeric(case)
+    assert row.passed and row.kinks == 3
+    case.kinks = None
+    unmasked = G.check_numeric(case)
+    assert not unmasked.passed and unmasked.max_rel == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- the command
+
+def test_cli_exits_0_and_prints_its_table():
+    p = subprocess.run([sys.executable, "-m", "lintorch.gradcheck", "--seed", "0"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert lines[0].split()[:3] == ["function", "method", "dtype/device"]
+    assert "FAIL" not in p.stdout and " 0 failed" in lines[-1]
+    body = lines[1:-1]
+    assert len(body) == int(lines[-1].split()[0]) > 50
+    assert all(line.split()[-1].startswith(("pass", "kinks=")) for line in body)
+    assert any("kinks=3" in line for line in body)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
+def test_cli_cuda_without_cuda_is_a_one_line_error():
+    p = subprocess.run([sys.executable, "-m", "lintorch.gradcheck", "--device", "cuda"], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stdout == ""
+    assert len(p.stderr.strip().splitlines()) == 1 and "CUDA" in p.stderr
+
+
+# --------------------------------------------------------------------------- broken Functions
+
+class _SoftmaxMissingOnehot(Function):
+    """softmax_loss whose backward forgets the -onehot(y) term: dscores = P, not P - onehot."""
+
+    @staticmethod
+    def forward(scores, target, reduction):
+        return LF.softmax_loss(scores, target, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.reduction = inputs[2]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (s,) = ctx.saved_tensors
+        scale = {"mean": 1 / s.shape[-2], "sum": 1.0, "none": 1.0}[ctx.reduction]
+        g = grad.unsqueeze(-1) if ctx.reduction == "none" else grad[..., None, None]
+        return torch.softmax(s, -1) * g * scale, None, None
+
+
+def softmax_missing_onehot(scores, target, reduction="mean"):
+    return _SoftmaxMissingOnehot.apply(scores, target, reduction)
+
+
+class _LinearTransposedDW(Function):
+    """linear whose backward returns (x^T dS) instead of dS^T x for dW: the transpose, which has
+    the right shape when C == D (as in the checker's small cases), so only the values can tell."""
+
+    @staticmethod
+    def forward(x, weight, bias):
+        return LF.linear(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], inputs[1])
+
+    @staticmethod
+    def backward(ctx, dS):                                            # dS (N, C) or (K, N, C)
+        x, W = ctx.saved_tensors
+        dx = torch.einsum("...nc,...cd->nd", dS, W)
+        dW = torch.einsum("...nc,nd->...dc", dS, x)                   # should be ...cd
+        return dx, dW, dS.sum(-2)
+
+
+def linear_transposed_dW(x, weight, bias=None):
+    return _LinearTransposedDW.apply(x, weight, bias)
+
+
+@pytest.mark.parametrize("name,broken,hit", [
+    ("softmax_loss", softmax_missing_onehot, ("softmax_loss", "total[softmax_loss")),
+    ("linear", linear_transposed_dW, ("linear", "total[")),
+])
+def test_checker_catches_a_wrong_backward(name, broken, hit):
+    """Every check of every case that goes through the broken Function FAILs (autograd, numeric
+    and gradcheck alike); cases that do not use it (a sample of them) still pass."""
+    cases = [c for c in G.make_cases(0, fns={name: broken}) if not c.large]   # large: D != C, shape error
+    assert {(c.inputs[1].shape[-2:]) for c in cases if c.name.startswith("linear")} == {(4, 4)}
+    bystanders = [c for c in cases if not c.name.startswith(hit)]
+    cases = [c for c in cases if c.name.startswith(hit)] + bystanders[::4]
+    for case in cases:
+        rows = [G.check_autograd(case, torch.float32), G.check_autograd(case), G.check_numeric(case)]
+        if "on kinks" not in case.name:
+            rows.append(G.check_gradcheck(case))
+        uses_broken = case.name.startswith(hit)
+        for row in rows:
+            assert row.passed != uses_broken, (case.name, row)
+    failing = [G.check_numeric(c) for c in cases if c.name.startswith(hit)]
+    assert all(r.max_rel > 1e-3 and math.isfinite(r.max_abs) for r in failing)
