@@ -12,3 +12,164 @@ def device(request):
     """The device name: "cpu", then "cuda" (skipped without CUDA)."""
     return request.param
 
+
+# --------------------------------------------------------------------------- training, data, evaluate, predict
+# Tiny data sets made here (a CIFAR-10-format folder, an ImageFolder tree), the trained runs that
+# tests/test_train.py, test_data.py and test_cli_use.py share, and the shared CIFAR-10 JPEGs.
+import hashlib
+import json
+import pickle
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpg.tar.gz"
+FOLDER_COLOURS = {"blue": (40, 70, 200), "green": (50, 170, 60), "red": (210, 50, 40)}
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR_PER_BATCH = 20
+
+
+def _run_cli(*argv, timeout=600):
+    """`python *argv` from the repository root -> CompletedProcess with text stdout/stderr."""
+    return subprocess.run([sys.executable, *map(str, argv)], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _train_main(*argv):
+    """lintorch.run.main(parse_args(argv)) in this process, so monkeypatches hold -> exit status."""
+    from lintorch.config import parse_args
+    from lintorch.run import main
+    return main(parse_args([str(a) for a in argv]))
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """run_cli("train.py", "--epochs", 1, ...) -> CompletedProcess (a real subprocess)."""
+    return _run_cli
+
+
+@pytest.fixture(scope="session")
+def train_main():
+    """train_main("--dataset", "synthetic", ...) -> train.py's exit status, run in this process."""
+    return _train_main
+
+
+@pytest.fixture(scope="session")
+def read_json():
+    def read(path):
+        with open(path) as f:
+            return json.load(f)
+    return read
+
+
+def colour_image(rgb, size, g, noise=25):
+    """A noisy solid-colour PIL RGB image of size (width, height), the ImageFolder classes."""
+    from PIL import Image
+    w, h = size
+    x = torch.tensor(rgb, dtype=torch.float32).view(1, 1, 3) + noise * torch.randn(h, w, 3, generator=g)
+    return Image.fromarray(x.clamp(0, 255).round().to(torch.uint8).numpy(), "RGB")
+
+
+def _write_folder_split(root, per_class, g):
+    """root/<colour>/NNN.png|.jpg in mixed formats, sizes and modes, as real folders are."""
+    sizes = [(32, 32), (40, 30), (24, 24), (50, 61)]
+    for name, rgb in FOLDER_COLOURS.items():
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            im = colour_image(rgb, sizes[i % len(sizes)], g)
+            if i % 3 == 0:
+                im.save(folder / f"{i:03d}.jpg", quality=95)
+            elif i % 3 == 1:
+                im.convert("RGBA").save(folder / f"{i:03d}.png")
+            else:
+                im.save(folder / f"{i:03d}.png")
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    """An ImageFolder tree: train/{blue,green,red}/ 16 images each, test/ 5 each."""
+    root = tmp_path_factory.mktemp("imagefolder")
+    g = torch.Generator().manual_seed(7)
+    _write_folder_split(root / "train", 16, g)
+    _write_folder_split(root / "test", 5, g)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar10_files(tmp_path_factory):
+    """A tiny CIFAR-10 copy in torchvision's format: data_batch_1..5, test_batch (20 images each,
+    each class a smooth random colour pattern plus noise) and batches.meta.
+    -> (root, {file name: md5}, {file name: (data (20, 3072) uint8, labels)})."""
+    root = tmp_path_factory.mktemp("cifar10")
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    g = torch.Generator().manual_seed(11)
+    templates = 255 * torch.nn.functional.interpolate(torch.rand(10, 3, 4, 4, generator=g), size=(32, 32),
+                                                      mode="bilinear")
+    written = {}
+    for b, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        labels = [(b + 3 * i) % 10 for i in range(CIFAR_PER_BATCH)]
+        x = templates[labels] + 20 * torch.randn(CIFAR_PER_BATCH, 3, 32, 32, generator=g)
+        data = x.clamp(0, 255).round().to(torch.uint8).reshape(CIFAR_PER_BATCH, 3072).numpy()  # channel-major rows
+        with open(folder / name, "wb") as f:
+            pickle.dump({"batch_label": name, "labels": labels, "data": data,
+                         "filenames": [f"{name}_{i}.png" for i in range(CIFAR_PER_BATCH)]}, f)
+        written[name] = (data, labels)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": CIFAR_CLASSES, "num_cases_per_batch": CIFAR_PER_BATCH, "num_vis": 3072}, f)
+    md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    return root, md5, written
+
+
+@pytest.fixture
+def cifar10_root(cifar10_files, monkeypatch):
+    """The tiny CIFAR-10 folder, with torchvision's expected md5 sums set to those of the files
+    written above for this test only: the product's integrity check itself stays as it is."""
+    from torchvision.datasets import CIFAR10
+    root, md5, _ = cifar10_files
+    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
+    return root
+
+
+SYNTHETIC_ARGS = ("--dataset", "synthetic", "--epochs", 4, "--log-every", 5, "--quiet", "--device", "cpu")
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory):
+    """A short softmax run on the synthetic set, trained in this process -> its run folder."""
+    logdir = tmp_path_factory.mktemp("runs") / "synthetic"
+    assert _train_main(*SYNTHETIC_ARGS, "--logdir", logdir) == 0
+    return logdir
+
+
+FOLDER_ARGS = ("--image-size", 16, "--val-size", 12, "--batch-size", 8, "--epochs", 6, "--quiet", "--device", "cpu")
+
+
+@pytest.fixture(scope="session")
+def folder_run(tmp_path_factory, image_folder):
+    """train.py run as a subprocess (the real command line) on the ImageFolder tree -> its run folder."""
+    logdir = tmp_path_factory.mktemp("runs") / "folder"
+    p = _run_cli("train.py", "--dataset", "imagefolder", "--data-dir", image_folder, *FOLDER_ARGS, "--logdir", logdir)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return logdir
+
+
+@pytest.fixture(scope="session")
+def cifar10_jpg(tmp_path_factory):
+    """The shared CIFAR-10 training JPEGs extracted once -> the folder holding train/<class>/."""
+    if not SHARED_ARCHIVE.is_file():
+        pytest.skip(f"the real-data test needs {SHARED_ARCHIVE} (shared/data beside the checkout), absent here")
+    dest = tmp_path_factory.mktemp("cifar10-jpg")
+    with tarfile.open(SHARED_ARCHIVE) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:  # Python without extraction filters (< 3.11.4): the archive is our own shared data
+            tar.extractall(dest)
+    root = dest / "cifar10-jpg"
+    assert (root / "train").is_dir(), f"{SHARED_ARCHIVE} holds no cifar10-jpg/train/"
+    return root

@@ -1,0 +1,128 @@
+"""Evaluate a trained checkpoint on a data split: accuracy, per-class accuracy, confusion matrix.
+
+Shapes: N images in the split, D features, C classes; the confusion matrix is (C, C), rows the
+true class, columns the predicted one. The data set, data folder, seed and validation size
+default to the checkpoint's own training config, so the val split is the very split carved
+during training, and the preprocessing is the checkpoint's (never refitted).
+
+    python -m lintorch.evaluate runs/X                     # the val split it was validated on
+    python -m lintorch.evaluate runs/X --split test --json
+"""
+import argparse
+import json
+import sys
+
+import torch
+
+from .checkpoint import CheckpointError, check_compatible
+from .config import _number
+from .data import DATASETS, DataError, load_dataset
+from .engine import Objective, evaluate
+from .loaders import TensorLoader
+from .predict import checkpoint_path, load_model
+
+SPLITS = ("val", "test", "train")
+
+
+def _names(classes, shown=5):
+    return ", ".join(classes[:shown]) + (", ..." if len(classes) > shown else "")
+
+
+def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=None, val_size=None,
+                        cache_dir=None, device="cpu", batch_size=4096):
+    """-> dict: accuracy, correct, n, loss, per_class {class: accuracy or None}, confusion (C x C
+    lists), classes, split, dataset, data_dir, checkpoint. Unset data arguments come from the
+    checkpoint's config. DataError or CheckpointError when data and model do not fit."""
+    path = checkpoint_path(path)
+    model, preprocess, ckpt = load_model(path, device)
+    cfg = ckpt.get("config") or {}
+
+    def pick(value, key, default):
+        return value if value is not None else cfg.get(key, default)
+    dataset, data_dir = pick(dataset, "dataset", "cifar10"), pick(data_dir, "data_dir", "./data")
+    seed, val_size = pick(seed, "seed", 0), pick(val_size, "val_size", 1000)
+    data = load_dataset(dataset, data_dir, ckpt["image_size"], val_size, seed, pick(cache_dir, "cache_dir", None),
+                        cfg.get("skip_bad_images", False))
+    check_compatible(ckpt, path, data.classes, data.image_size)
+    if list(data.classes) != list(ckpt["classes"]):
+        raise CheckpointError(f"{path}: the model's classes ({_names(ckpt['classes'])}) are not the data's "
+                              f"({_names(data.classes)})")
+    part = getattr(data, split)
+    if part is None:
+        raise DataError(f"the data set has no {split} split ({dataset} at {data_dir}); use --split val")
+    C = len(data.classes)
+    objective = Objective(ckpt["loss"], 0.0, margin=cfg.get("margin", 1.0), squared=cfg.get("squared_hinge", False),
+                          form=cfg.get("svm_form", "weston-watkins"))
+    # the same loader and batch size as training's validation, so the numbers match to the bit
+    loader = TensorLoader(part, preprocess, batch_size, model.weight.device, shuffle=False)
+    result = evaluate(model, loader, objective, num_classes=C)
+    cm = result["confusion"]                                             # (C, C)
+    per_class = {}
+    for c, name in enumerate(data.classes):
+        total = int(cm[c].sum())
+        per_class[name] = int(cm[c, c]) / total if total else None
+    return {"checkpoint": path, "dataset": dataset, "data_dir": data_dir, "split": split, "n": result["n"],
+            "accuracy": float(result["acc"]), "correct": int(cm.diagonal().sum()), "loss": float(result["loss"]),
+            "loss_kind": ckpt["loss"], "classes": list(data.classes), "per_class": per_class,
+            "per_class_n": {name: int(cm[c].sum()) for c, name in enumerate(data.classes)},
+            "confusion": cm.tolist()}
+
+
+def format_report(r):
+    """The text report: accuracy, a per-class table and the confusion matrix."""
+    classes = r["classes"]
+    lines = [f"{r['checkpoint']} on the {r['split']} split of {r['dataset']} ({r['data_dir']}): "
+             f"accuracy {100 * r['accuracy']:.2f}% ({r['correct']}/{r['n']}), mean {r['loss_kind']} loss "
+             f"{r['loss']:.4f}", "", "per-class accuracy:"]
+    w = max(len(c) for c in classes)
+    for c in classes:
+        acc = r["per_class"][c]
+        lines.append(f"  {c:<{w}}  {'n/a' if acc is None else f'{100 * acc:6.2f}%'}  (n={r['per_class_n'][c]})")
+    cw = max(max(len(str(v)) for row in r["confusion"] for v in row), min(10, w))
+    lines += ["", "confusion matrix (rows: true class, columns: predicted):",
+              " " * (w + 2) + " ".join(f"{c[:cw]:>{cw}}" for c in classes)]
+    for c, row in zip(classes, r["confusion"]):
+        lines.append(f"  {c:<{w}}" + " ".join(f"{v:>{cw}}" for v in row))
+    return "\n".join(lines)
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m lintorch.evaluate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Evaluate a trained lintorch checkpoint: accuracy, per-class accuracy and the confusion "
+        "matrix. Data arguments left out come from the checkpoint's training config.")
+    p.add_argument("checkpoint", help="a checkpoint .pt file, or a run folder (its checkpoint.pt, the best model)")
+    p.add_argument("--dataset", choices=DATASETS, default=None, help="data set (default: the one it trained on)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: the one it trained on)")
+    p.add_argument("--split", choices=SPLITS, default="val", help="which split: val is the one carved "
+                   "from train during training (same seed and size), test the data set's own test split")
+    p.add_argument("--seed", type=_number(int, 0), default=None, help="split seed (default: the training seed)")
+    p.add_argument("--val-size", type=_number(int, 1), default=None, help="validation size (default: the training one)")
+    p.add_argument("--cache-dir", default=None, help="decoded image cache (default: the training one)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return p
+
+
+def main(argv=None):
+    """The command line; -> exit status (0 ok, 2 bad input: one line on stderr)."""
+    args = get_args_parser().parse_args(argv)
+    from .run import UserError, resolve_device
+    try:
+        device = resolve_device(args.device)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # as in training, so its numbers are reproduced
+        r = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_dir, args.split, args.seed, args.val_size,
+                                args.cache_dir, device)
+    except (DataError, CheckpointError, UserError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(r, indent=2) if args.json else format_report(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
