@@ -173,11 +173,19 @@ def _cached_folder_split(root, classes, image_size, cache_dir, skip_bad_images, 
     if path and os.path.exists(path):
         try:
             c = torch.load(path, weights_only=True)
-            if c.get("version") == CACHE_VERSION and c.get("key") == key and c["x"].dtype == torch.uint8:
-                return Split(c["x"], c["y"], c["files"]), classes
-            log.info("cache %s is stale (other version or changed files): rebuilding", path)
         except Exception as e:
             log.warning("cache %s is unreadable (%s): rebuilding", path, e)
+            c = {}
+        x = c.get("x")
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            bad = int((~torch.isfinite(x)).sum())
+            if bad:
+                raise DataError(f"the data cache {path} holds {bad} NaN/inf values (corrupt): delete it "
+                                f"and lintorch rebuilds it from the images")
+        if c.get("version") == CACHE_VERSION and c.get("key") == key and x is not None and x.dtype == torch.uint8:
+            return Split(x, c["y"], c["files"]), classes
+        if c:
+            log.info("cache %s is stale (another version, data set or changed files): rebuilding", path)
     x, keep = _decode(files, image_size, skip_bad_images)
     split = Split(x, torch.tensor(labels, dtype=torch.long)[keep], [files[i] for i in keep])
     if path:

@@ -466,7 +466,7 @@ def main(args):
         if args.optimizer in ("random-search", "random-local-search"):
             return train_search(run, stop)
         return train_sgd(run, resume_ckpt, stop)
-    except (DataError, CheckpointError, UserError) as e:
+    except (DataError, CheckpointError, UserError, OSError) as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
