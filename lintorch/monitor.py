@@ -24,9 +24,12 @@ class Monitor:
     def epoch(self, step, weight, grad, templates=None):
         """Once per epoch: weight/gradient histograms, the templates picture; then flush so a
         watcher sees live curves."""
-        self.writer.add_histogram("weight", weight.detach().float().cpu(), step)
-        if grad is not None:
-            self.writer.add_histogram("grad", grad.detach().float().cpu(), step)
+        for tag, t in (("weight", weight), ("grad", grad)):
+            if t is not None:
+                values = t.detach().float().cpu().flatten()
+                values = values[values.abs() < 1e20]           # TensorBoard's buckets end at 1e20;
+                if values.numel():                              # a diverged sweep member has none
+                    self.writer.add_histogram(tag, values, step)
         if templates is not None:
             self.writer.add_image("templates", templates, step)
         self.writer.flush()

@@ -153,9 +153,11 @@ class Run:
 
     # ---------------------------------------------------------------- checkpoints
 
-    def checkpoint(self, weight, bias, epoch, step, global_step, best_val_acc, optimizer=None, extra=None):
-        """A single model's checkpoint (a sweep saves its best configuration's)."""
+    def checkpoint(self, weight, bias, epoch, step, global_step, best_val_acc, optimizer=None, extra=None,
+                   sweep_config=None):
+        """A single model's checkpoint; a sweep's carries its configuration's lr and reg."""
         config = {k: v for k, v in vars(self.args).items() if k != "sweep"}
+        config.update(sweep_config or {})
         return {"format": FORMAT, "version": VERSION,
                 "model": {"weight": weight.detach().cpu().clone(), "bias": bias.detach().cpu().clone()},
                 "preprocess": self.preprocess.state_dict(), "classes": list(self.classes),
@@ -254,6 +256,7 @@ def train_sgd(run, resume_ckpt=None, stop=None):
         best_w, best_b = kept["weight"].to(device), kept["bias"].to(device)
     partial = None if resume_ckpt is None else resume_ckpt.get("partial")
     last_train = torch.full((K or 1,), math.nan, dtype=torch.float64)
+    best_epochs = torch.full((K or 1,), best_epoch or 0, dtype=torch.long)
 
     def on_log(step, stats, extra):
         W = model.weight.detach()
@@ -317,6 +320,7 @@ def train_sgd(run, resume_ckpt=None, stop=None):
         last_train = train_acc.reshape(-1)
         improved = val_accs > best_vals
         best_vals = torch.where(improved, val_accs, best_vals)
+        best_epochs[improved] = epoch + 1
         with torch.no_grad():
             sel = improved.to(device)
             if K is None:
@@ -343,7 +347,7 @@ def train_sgd(run, resume_ckpt=None, stop=None):
             kb = int(best_vals.argmax())
             best_val, best_epoch = float(best_vals[kb]), epoch + 1 if bool(improved[kb]) else best_epoch
             run.save(run.checkpoint(best_w[kb], best_b[kb], epoch + 1, 0, gstep, best_val, None,
-                                    {"sweep_config": run.sweep[kb]}), "checkpoint.pt")
+                                    sweep_config=run.sweep[kb]), "checkpoint.pt")
             log.info(f"epoch {epoch + 1}/{args.epochs}  val acc best {_fmt_pct(best_val)} ({names[kb]})  "
                      f"{stats.seconds:.2f}s  {ips:,.0f} img/s")
 
@@ -353,7 +357,7 @@ def train_sgd(run, resume_ckpt=None, stop=None):
         train_k = float(last_train[k]) if math.isfinite(last_train[k]) else None
         metrics = {"status": status, "train_acc": train_k,
                    "val_acc": float(best_vals[k]) if best_vals[k] >= 0 else None,
-                   "best_epoch": best_epoch if K is None else None, "epochs": epoch + (status == "completed"),
+                   "best_epoch": int(best_epochs[k]) or None, "epochs": epoch + (status == "completed"),
                    "seconds": seconds, "images_per_second": images / max(seconds, 1e-9), "device": str(device),
                    "history": history if K is None else None}
         if K is not None:
@@ -364,7 +368,9 @@ def train_sgd(run, resume_ckpt=None, stop=None):
                 run.logdir, sweep_dir = os.path.join(run.logdir, names[k]), run.logdir
             run.finish(m, wk, bk, _hparams(args, run.sweep[k] if K else None), metrics,
                        epoch * steps_per_epoch + steps_per_epoch)
-            if K is not None:
+            if K is not None:  # each configuration's best model in its own run folder
+                run.save(run.checkpoint(wk, bk, epoch + 1, 0, epoch * steps_per_epoch + steps_per_epoch,
+                                        metrics["val_acc"], sweep_config=run.sweep[k]), "checkpoint.pt")
                 run.logdir = sweep_dir
         m.close()
         results.append(metrics)

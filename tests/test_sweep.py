@@ -1,0 +1,62 @@
+"""The sweep: K configurations trained at once equal each configuration trained alone."""
+import json
+
+import pytest
+import torch
+
+from lintorch.config import parse_args
+from lintorch.run import main
+
+COMMON = ["--dataset", "synthetic", "--epochs", "2", "--batch-size", "64", "--seed", "5", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sweep")
+    assert main(parse_args([*COMMON, "--logdir", str(d), "--sweep", "lr=0.003,0.03", "reg=0,0.05"])) == 0
+    return d
+
+
+@pytest.mark.parametrize("lr, reg", [("0.03", "0.05"), ("0.003", "0")])
+def test_sweep_member_equals_the_configuration_alone(sweep_dir, tmp_path, lr, reg):
+    assert main(parse_args([*COMMON, "--logdir", str(tmp_path), "--lr", lr, "--reg", reg])) == 0
+    alone = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    member = torch.load(sweep_dir / f"lr={float(lr):g},reg={float(reg):g}" / "checkpoint.pt", weights_only=True)
+    assert member["config"]["lr"] == float(lr) and member["config"]["reg"] == float(reg)
+    for name in ("weight", "bias"):
+        a, b = alone["model"][name], member["model"][name]
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (name, (a - b).abs().max())
+    m_alone = json.loads((tmp_path / "metrics.json").read_text())
+    m_member = json.loads((sweep_dir / f"lr={float(lr):g},reg={float(reg):g}" / "metrics.json").read_text())
+    assert m_alone["val_acc"] == m_member["val_acc"] and m_alone["best_epoch"] == m_member["best_epoch"]
+
+
+def test_sweep_ranks_configs_and_keeps_the_best(sweep_dir):
+    summary = json.loads((sweep_dir / "metrics.json").read_text())
+    accs = [c["val_acc"] for c in summary["configs"]]
+    assert len(accs) == 4 and summary["best"]["val_acc"] == max(accs)
+    best = torch.load(sweep_dir / "checkpoint.pt", weights_only=True)
+    assert best["best_val_acc"] == max(accs)
+    assert {best["config"]["lr"], best["config"]["reg"]} <= {0.003, 0.03, 0.0, 0.05}
+
+
+def test_each_configuration_is_its_own_tensorboard_run_with_hparams(sweep_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert [p.name for p in runs] == ["lr=0.003,reg=0", "lr=0.003,reg=0.05", "lr=0.03,reg=0", "lr=0.03,reg=0.05"]
+    for run in runs:
+        acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "tensors": 0})
+        acc.Reload()
+        assert "acc/val" in acc.Tags()["scalars"] and "hparam/val_acc" in acc.Tags()["scalars"]
+        assert "hparams" in acc.PluginTagToContent("hparams") or acc.PluginTagToContent("hparams")
+        assert not [p for p in run.iterdir() if p.is_dir()]          # no extra timestamped sub-run
+
+
+def test_diverging_configuration_does_not_spoil_the_others(tmp_path):
+    code = main(parse_args([*COMMON, "--logdir", str(tmp_path), "--sweep", "lr=0.01,1e30"]))
+    assert code == 0
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    good = [c for c in summary["configs"] if c["config"]["lr"] == 0.01][0]
+    assert good["val_acc"] > 0.5
+    best = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert best["config"]["lr"] == 0.01 and torch.isfinite(best["model"]["weight"]).all()
