@@ -59,20 +59,28 @@ class Preprocess:
         self.mean, self.std, self.mode = mean, std, mode       # (D,), (D,) or None
         inv = torch.ones_like(mean) if std is None else 1.0 / std
         self.scale = inv / 255.0                               # x * scale - shift, one fused op
-        self.shift = mean * inv
+        self.neg_shift = -(mean * inv)
 
     @classmethod
-    def fit(cls, x, mode="pixel", standardize=False, chunk=8192):
-        """x uint8 (N, 3, S, S) -> Preprocess fitted on it (float64 sums, in chunks)."""
+    def fit(cls, x, mode="pixel", standardize=False, chunk=4096):
+        """x uint8 (N, 3, S, S) -> Preprocess fitted on it.
+
+        The sums are exact with no float64 copy of the data: a float32 sum of at most 4096 uint8
+        values is an integer below 2^24; chunk sums accumulate in float64.
+        """
         if mode not in ("pixel", "channel"):
             raise ValueError(f"unknown mean mode {mode!r}; expected pixel or channel")
         N, D = x.shape[0], x[0].numel()
+        flat = x.reshape(N, D)
         s = torch.zeros(D, dtype=torch.float64)
         s2 = torch.zeros(D, dtype=torch.float64)
         for i in range(0, N, chunk):
-            xb = x[i:i + chunk].reshape(-1, D).to(torch.float64) / 255.0
+            xb = flat[i:i + chunk].float()                             # (chunk, D)
             s += xb.sum(0)
-            s2 += xb.square().sum(0)
+            if standardize:
+                s2 += xb.double().square_().sum(0)
+        s /= 255.0
+        s2 /= 255.0 ** 2
         if mode == "channel":
             per = D // 3
             s = s.view(3, per).sum(1, keepdim=True).expand(3, per).reshape(D) / per
@@ -86,7 +94,9 @@ class Preprocess:
 
     def __call__(self, x):
         """x uint8 (N, 3, S, S) or (N, D) -> float32 (N, D) on x's device."""
-        return torch.addcmul(-self.shift, x.reshape(x.shape[0], -1).float(), self.scale)
+        xf = x.reshape(x.shape[0], -1).to(torch.float32, copy=True)   # our own buffer
+        # in place: a second batch-sized temporary per step costs page faults on CPU
+        return torch.addcmul(self.neg_shift, xf, self.scale, out=xf)
 
     def state_dict(self):
         return {"mean": self.mean.cpu(), "std": None if self.std is None else self.std.cpu(), "mode": self.mode}

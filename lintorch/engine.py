@@ -2,7 +2,8 @@
 
 Shapes: B batch, D features, C classes; K stacked models in a sweep (weight (K, C, D),
 per-model losses (K,)), else scalars. One loop serves both: a single run is the K-free case.
-Every gradient comes from lintorch's hand-written backward passes; the update is torch.optim.SGD.
+Every gradient comes from lintorch's hand-written backward passes (functional.objective_and_grad
+chains them without an autograd graph); the update is torch.optim.SGD.
 """
 import math
 import time
@@ -45,6 +46,12 @@ class Objective:
         if self.loss == "svm":
             return LF.svm_loss(scores, y, self.margin, self.squared, reduction, self.form, validate=False)
         return LF.softmax_loss(scores, y, reduction, validate=False)
+
+    def loss_and_grad(self, model, x, y):
+        """One step's scores, data loss, reg * R(W) and the gradients dW, db, by lintorch's
+        hand-written backward passes chained without an autograd graph (objective_and_grad)."""
+        return LF.objective_and_grad(x, model.weight, model.bias, y, self.loss, self.reg, self.penalty,
+                                     self.beta, self.margin, self.squared, self.form)
 
     def regularization(self, weight):
         """weight (C, D) or (K, C, D) -> reg * R(W): () or (K,)."""
@@ -101,20 +108,19 @@ def train_one_epoch(model, loader, optimizer, objective, epoch, *, lr_at, lr_sca
         lr = lr_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        scores = model(xb)                                             # (B, C) or (K, B, C)
-        data = objective.data(scores, yb)
-        reg = objective.regularization(W)
+        scores, data, reg, dW, db = objective.loss_and_grad(model, xb, yb)   # scores (B, C) or (K, B, C)
         total = data + reg
-        if check_every and (i + 1) % check_every == 0 and not bool(torch.isfinite(total).all()):
+        if check_every and (i + 1) % check_every == 0:
             if lr_scale is None:
-                raise NonFiniteLoss(f"loss became {total.item()} at epoch {epoch + 1}, step {i + 1} "
-                                    f"(lr {lr:.3g}): lower --lr")
-            lr_scale.masked_fill_(~torch.isfinite(total), 0.0)         # a sweep freezes diverged models
-        optimizer.zero_grad(set_to_none=True)
-        total.sum().backward()
+                if not math.isfinite(total.item()):
+                    raise NonFiniteLoss(f"loss became {total.item()} at epoch {epoch + 1}, step {i + 1} "
+                                        f"(lr {lr:.3g}): lower --lr")
+            else:
+                lr_scale.masked_fill_(~torch.isfinite(total), 0.0)     # a sweep freezes diverged models
         if lr_scale is not None:
-            for p in model.parameters():
-                p.grad.mul_(lr_scale.view(-1, *([1] * (p.dim() - 1))))
+            dW.mul_(lr_scale.view(-1, 1, 1))
+            db.mul_(lr_scale.view(-1, 1))
+        model.weight.grad, model.bias.grad = dW, db
         logging_step = on_log is not None and (i + 1) % log_every == 0
         before = W.detach().clone() if logging_step else None
         optimizer.step()

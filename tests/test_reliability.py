@@ -123,13 +123,15 @@ def test_nonfinite_loss_stops_and_keeps_best(tmp_path, monkeypatch, capsys):
     from lintorch.config import parse_args
     from lintorch.run import main
     calls = {"n": 0}
-    real = engine.Objective.regularization
+    real = engine.Objective.loss_and_grad
 
-    def poisoned(self, weight):
+    def poisoned(self, model, x, y):
         calls["n"] += 1
-        r = real(self, weight)
-        return r * float("nan") if calls["n"] > 20 else r   # 12 steps per epoch at batch 256
-    monkeypatch.setattr(engine.Objective, "regularization", poisoned)
+        scores, data, reg, dW, db = real(self, model, x, y)
+        if calls["n"] > 20:                                  # 12 steps per epoch at batch 256
+            data, dW = data * float("nan"), dW * float("nan")
+        return scores, data, reg, dW, db
+    monkeypatch.setattr(engine.Objective, "loss_and_grad", poisoned)
     code = main(parse_args([*SMALL, "--epochs", "3", "--logdir", str(tmp_path)]))
     out = capsys.readouterr()
     assert code == 1
