@@ -152,6 +152,26 @@ def lintorch_epoch(data, preprocess, loss, batch_size, device):
     return timed(device, run)
 
 
+def sweep_epoch(data, preprocess, K, batch_size, device):
+    """An epoch of train.py --sweep with K configurations (softmax): K stacked (K, C, D) weights,
+    one GEMM per step, per-model learning rates (lr_scale) and regularization strengths."""
+    lr, reg = _lr_reg("softmax")
+    loader = TensorLoader(data.train, preprocess, batch_size, device, seed=0)
+    torch.manual_seed(0)
+    model = LinearClassifier(data.train.x[0].numel(), len(data.classes), num_models=K).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
+    objective = Objective("softmax", torch.linspace(0, 2 * reg, K, device=device))
+    lr_scale = torch.linspace(lr / 4, 2 * lr, K, device=device)
+    check_every = 1 if device.type == "cpu" else 50
+    epoch = [0]
+
+    def run():
+        train_one_epoch(model, loader, optimizer, objective, epoch[0] % 10, check_every=check_every,
+                        lr_at=lambda step: 1.0, lr_scale=lr_scale)
+        epoch[0] += 1
+    return timed(device, run)
+
+
 def plain_epoch(X, y, num_classes, loss, batch_size, device):
     """What a user writes: nn.Linear + F.cross_entropy / C * F.multi_margin_loss + SGD (weight_decay
     for L2) over preloaded float tensors X (N, D), randperm batches."""
@@ -496,6 +516,12 @@ def run_benchmark(args, say=print):
     }
     rows += [_row("epoch", name, t, N, f"{notes[name]}; {len(t)} rounds") for name, t in times.items()]
 
+    say(f"sweep: {args.sweep_k} configurations in one pass vs one configuration")
+    t = alternate({"one configuration": lintorch_epoch(data, preprocess, "softmax", B, device),
+                   f"sweep of {args.sweep_k}": sweep_epoch(data, preprocess, args.sweep_k, B, device)},
+                  R, budget_s=args.epoch_budget)
+    rows += [_row("sweep epoch", name, v, N, f"softmax, B {B}; {len(v)} rounds") for name, v in t.items()]
+
     for b in (256, 4096):
         say(f"losses fwd+bwd at B {b}")
         t = alternate(loss_contenders(b, C, device, args.loss_seconds), R)
@@ -557,6 +583,10 @@ def check_targets(rows):
             TARGETS["epoch_vs_plain"], TARGETS["epoch_vs_plain_at_worst"])
     for k in lint:
         add(f"lintorch {k} epoch <= 1.5x GEMM bound", lint[k] / bound, TARGETS["epoch_vs_bound"])
+    one = _median(rows, "sweep epoch", "one configuration")
+    sweep = next((r for r in rows if r["section"] == "sweep epoch" and r["name"] != "one configuration"), None)
+    if one and sweep:
+        add(f"{sweep['name']} costs <= 4x one configuration", sweep["seconds"] / one, 4.0)
     dl = [r["seconds"] for r in rows if r["section"] == "epoch" and r["name"].startswith("DataLoader")]
     if dl:
         speedup = min(dl) / lint["softmax"]
@@ -636,6 +666,7 @@ def get_args_parser():
                    "and scaled from (default 3000, 512 with --quick)")
     p.add_argument("--loss-seconds", type=float, default=None, help="length of one loss timing sample "
                    "(default 0.05 s, 0.005 s with --quick)")
+    p.add_argument("--sweep-k", type=int, default=16, help="configurations in the sweep-cost section")
     p.add_argument("--target-acc", type=float, default=0.40, help="validation accuracy of the time-to-accuracy race")
     p.add_argument("--tta-limit", type=float, default=30.0, help="training seconds after which a time-to-accuracy "
                    "contender is reported as not reached")

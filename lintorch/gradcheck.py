@@ -4,7 +4,8 @@ Shapes: N examples, D features, C classes, K stacked models (as in lintorch.func
 
 Every Function (linear, svm_loss in both forms, hinge and squared, softmax_loss, the
 l2/l1/elastic-net penalties) and the total loss L = data loss + lam R(W) through linear,
-each also with the K dimension, is checked three ways:
+each also with the K dimension, and the graph-free training step objective_and_grad that
+train.py uses, is checked three ways:
 
     autograd   torch autograd on an independent reference (F.cross_entropy,
                C * F.multi_margin_loss, plain tensor expressions), float32 and float64
@@ -275,6 +276,28 @@ def _total(loss, kind, fns, x, y, lead, C, randn, tag="", scale=0.5, large=False
     return Case(name, fn, reference, [x, *_resample(draw, off_kinks), y], (1, 2), kinks, large)
 
 
+class _StepAsFunction(torch.autograd.Function):
+    """functional.objective_and_grad, the graph-free training step, seen by autograd: its own
+    dW, db (scaled per model by the incoming gradient) are the backward pass under check."""
+    @staticmethod
+    def forward(ctx, x, W, b, y, loss, form, kind):
+        _, data, reg, dW, db = LF.objective_and_grad(x, W, b, y, loss, 0.1, kind, 0.5, 1.0, False, form)
+        ctx.save_for_backward(dW, db)
+        return data + reg
+
+    @staticmethod
+    def backward(ctx, grad):
+        dW, db = ctx.saved_tensors
+        return None, dW * grad[..., None, None], db * grad[..., None], None, None, None, None
+
+
+def _step(total_case, loss, form, kind, tag):
+    """The training step's gradient, checked against the same references as the total loss."""
+    total_case.fn = lambda x, W, b, y: _StepAsFunction.apply(x, W, b, y, loss, form, kind)
+    total_case.name = _label("objective_and_grad", f"{loss}+0.1*{kind}", tag)
+    return total_case
+
+
 def make_cases(seed=0, fns=None):
     """The checked cases; fns overrides the Functions under test by name ("linear", "svm_loss",
     "softmax_loss", "penalty"), e.g. with a deliberately broken one."""
@@ -305,6 +328,9 @@ def make_cases(seed=0, fns=None):
         losses = _data_losses(fns, "mean")
         cases += [_total(losses[1], "l2", fns, x, y, lead, C, randn, tag),
                   _total(losses[0], "elasticnet", fns, x, y, lead, C, randn, tag)]
+        cases += [_step(_total(losses[1], "l2", fns, x, y, lead, C, randn, tag), "svm", "weston-watkins", "l2", tag),
+                  _step(_total(losses[0], "elasticnet", fns, x, y, lead, C, randn, tag), "softmax",
+                        "weston-watkins", "elasticnet", tag)]
     # the lecture's numeric gradient on a CIFAR-sized batch, on sampled coordinates
     x, y = randn(64, 3072), torch.randint(0, 10, (64,), generator=gen)
     cases += [_total(loss, "l2", fns, x, y, (), 10, randn, "N=64,D=3072", scale=1e-2, large=True)
@@ -336,7 +362,7 @@ def _num(v):
 
 def format_table(rows):
     """The rows as a text table with a summary line."""
-    fmt = "{:<44} {:<9} {:<13} {:>9} {:>9}  {}"
+    fmt = "{:<46} {:<9} {:<13} {:>9} {:>9}  {}"
     lines = [fmt.format("function", "method", "dtype/device", "max abs", "max rel", "result")]
     for r in rows:
         result = ("pass" if r.passed else "FAIL") + ("" if r.kinks is None else f"  kinks={r.kinks}")

@@ -32,7 +32,8 @@ def test_quick_run_writes_table_and_json(tmp_path, capsys):
     assert all(r["seconds"] > 0 and len(r["all"]) == 1 for r in res["rows"])
     assert not any(r["section"] in ("time to acc", "memory") for r in res["rows"])  # --quick, random data
     statuses = {t["status"] for t in res["targets"]}
-    assert len(res["targets"]) == 9 and statuses <= {"pass", "pass at worst", "MISS"}
+    assert {n for s, n in names if s == "sweep epoch"} == {"one configuration", "sweep of 16"}
+    assert len(res["targets"]) == 10 and statuses <= {"pass", "pass at worst", "MISS"}
     table = capsys.readouterr().out
     assert "GEMM bound" in table and "-- targets" in table and "scaled from 64 images" in table
 

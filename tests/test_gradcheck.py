@@ -53,7 +53,7 @@ def test_every_check_passes_for_another_seed(device):
     assert not failed, G.format_table(failed)
     assert {r.method for r in rows} == {"autograd", "numeric", "gradcheck"}
     names = {r.function.split("[")[0] for r in rows}
-    assert names == {"linear", "penalty", "softmax_loss", "svm_loss", "total"}
+    assert names == {"linear", "penalty", "softmax_loss", "svm_loss", "total", "objective_and_grad"}
     assert any("K=3" in r.function for r in rows) and any("D=3072" in r.function for r in rows)
     assert {r.where.split("/")[0] for r in rows} == {"float32", "float64"}
 
