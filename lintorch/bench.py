@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import functional as LF
-from .config import get_args_parser as train_args_parser
+from .config import HelpFormatter, get_args_parser as train_args_parser
 from .data import DataSet, Preprocess, Split, load_dataset
 from .engine import Objective, evaluate, lr_factor, train_one_epoch
 from .loaders import TensorLoader
@@ -651,7 +651,7 @@ def format_table(res):
 
 def get_args_parser():
     p = argparse.ArgumentParser(prog="python -m lintorch.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--data-dir", default=None, help="ImageFolder root with train/<class>/*.jpg (decoded once into "
                    "lintorch's uint8 cache); random CIFAR-shaped uint8 data when not given")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")

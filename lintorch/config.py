@@ -12,6 +12,13 @@ SCHEDULES = ("constant", "step", "cosine")
 SWEEPABLE = ("lr", "reg")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, except None (such flags say in their help what they default to)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def _number(kind, low=None, low_open=False, high=None):
     """An argparse type: a finite int/float within bounds, else a usage error naming the value."""
     def parse(text):
@@ -54,7 +61,7 @@ def get_args_parser():
     p = argparse.ArgumentParser(
         prog="train.py", description="Train a linear classifier scores = Wx + b on images, with "
         "lintorch's hand-written gradients, logging to TensorBoard.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     pos_int, pos_float = _number(int, 1), _number(float, 0.0, low_open=True)
     nonneg = _number(float, 0.0)
     d = p.add_argument_group("data")

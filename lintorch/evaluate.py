@@ -15,7 +15,7 @@ import sys
 import torch
 
 from .checkpoint import CheckpointError, check_compatible
-from .config import _number
+from .config import HelpFormatter, _number
 from .data import DATASETS, DataError, load_dataset
 from .engine import Objective, evaluate
 from .loaders import TensorLoader
@@ -88,7 +88,7 @@ def format_report(r):
 
 def get_args_parser():
     p = argparse.ArgumentParser(
-        prog="python -m lintorch.evaluate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m lintorch.evaluate", formatter_class=HelpFormatter,
         description="Evaluate a trained lintorch checkpoint: accuracy, per-class accuracy and the confusion "
         "matrix. Data arguments left out come from the checkpoint's training config.")
     p.add_argument("checkpoint", help="a checkpoint .pt file, or a run folder (its checkpoint.pt, the best model)")

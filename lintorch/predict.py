@@ -15,7 +15,7 @@ import sys
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import _number
+from .config import HelpFormatter, _number
 from .data import DataError, Preprocess, image_transform, load_image
 from .model import LinearClassifier
 
@@ -92,7 +92,7 @@ def top_k(s, classes, k, probabilities):
 
 def get_args_parser():
     p = argparse.ArgumentParser(
-        prog="python -m lintorch.predict", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m lintorch.predict", formatter_class=HelpFormatter,
         description="Classify images with a trained lintorch checkpoint: the predicted class and the top "
         "classes, with probabilities for softmax models and raw scores for SVM models.")
     p.add_argument("checkpoint", help="a checkpoint .pt file, or a run folder (its checkpoint.pt, the best model)")
