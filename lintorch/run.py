@@ -94,6 +94,17 @@ def _setup_logging(quiet):
     root.propagate = False
 
 
+def _new_run_folder(args):
+    """runs/<timestamp>-<dataset>-<loss>, with -2, -3, ... when two runs start in the same second."""
+    kind = "sweep" if args.sweep else args.loss
+    base = os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{args.dataset}-{kind}")
+    path, n = base, 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{base}-{n}"
+    return path
+
+
 def _resume_args(args):
     """Continue the run whose last.pt is given: its own config, this command's epochs and device."""
     path = resolve(args.resume)
@@ -121,9 +132,11 @@ def main(args):
             args, resume_ckpt = _resume_args(args)
         fill_defaults(args)
         if args.logdir is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            kind = "sweep" if args.sweep else args.loss
-            args.logdir = os.path.join("runs", f"{stamp}-{args.dataset}-{kind}")
+            args.logdir = _new_run_folder(args)
+        elif not args.resume and any(os.path.exists(os.path.join(args.logdir, f))
+                                     for f in ("checkpoint.pt", "last.pt", "metrics.json")):
+            raise UserError(f"{args.logdir} already holds a run: continue it with --resume {args.logdir}, "
+                            f"or give another --logdir (nothing was overwritten)")
         run = Run(args, resolve_device(args.device), resume_ckpt)
         run.write_json("config.json", vars(args))
         log.info(f"{args.dataset}: {len(run.data.train)} train / {len(run.data.val)} val"

@@ -101,7 +101,7 @@ def test_sigkill_never_leaves_a_corrupt_checkpoint(tmp_path):
     from lintorch.checkpoint import load_checkpoint
     loaded = 0
     for i, delay in enumerate((0.05, 0.4, 0.9, 1.6)):
-        logdir = tmp_path / "kill"  # the same folder every time: each run overwrites the last's files
+        logdir = tmp_path / f"kill{i}"
         p = subprocess.Popen(train_cmd(logdir, "--epochs", 50, "--batch-size", 512), cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         for line in p.stdout:
@@ -300,6 +300,13 @@ def test_bad_data_dir_is_one_line_exit_2(tmp_path, layout, message):
              "--logdir", str(tmp_path / "run")])
     assert r.returncode == 2 and message in r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_an_existing_run_is_never_overwritten(reference_run):
+    before = (reference_run / "checkpoint.pt").read_bytes()
+    r = run(train_cmd(reference_run, "--epochs", 1))
+    assert r.returncode == 2 and "already holds a run" in r.stderr and "--resume" in r.stderr
+    assert (reference_run / "checkpoint.pt").read_bytes() == before
 
 
 def test_cuda_requested_without_cuda(tmp_path):
