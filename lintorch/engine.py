@@ -131,7 +131,7 @@ def train_one_epoch(model, loader, optimizer, objective, epoch, *, lr_at, lr_sca
         stats.seen += len(yb)
         stats.steps += 1
         if progress is not None:
-            progress.update(1)
+            progress.update(len(yb))
         if logging_step:
             on_log(step + 1, stats, {"before": before, "data": data.detach(), "reg": reg.detach(), "lr": lr})
         if should_stop is not None and should_stop():

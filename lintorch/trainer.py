@@ -196,8 +196,10 @@ def train_sgd(run, resume_ckpt=None, stop=None):
     epoch = start_epoch
     for epoch in range(start_epoch, args.epochs):
         first_step = start_step if epoch == start_epoch else 0
-        bar = None if args.quiet else tqdm(total=steps_per_epoch, initial=first_step, leave=False,
-                                           desc=f"epoch {epoch + 1}/{args.epochs}", unit="step")
+        n_train = len(run.data.train)  # the bar counts images, so its rate is the throughput
+        bar = None if args.quiet else tqdm(total=n_train, initial=min(first_step * args.batch_size, n_train),
+                                           leave=False, desc=f"epoch {epoch + 1}/{args.epochs}", unit="img",
+                                           unit_scale=True)
         try:
             stats, next_step = train_one_epoch(model, run.train_loader, optimizer, run.objective, epoch,
                                                lr_at=lr_at, lr_scale=lr_scale, start=first_step,
