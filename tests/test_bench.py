@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from lintorch import bench
+from lintorch import bench, contenders
 from lintorch.data import load_dataset
 
 
@@ -66,8 +66,8 @@ def test_check_targets_keeps_misses_visible():
 def test_time_to_accuracy_on_a_learnable_set():
     data = load_dataset("synthetic", val_size=200, seed=0)
     cpu = torch.device("cpu")
-    ours = bench.time_to_accuracy_lintorch(data, cpu, target=0.3, check_every=5, limit_s=60)
-    plain = bench.time_to_accuracy_plain(data, cpu, 64, target=0.3, check_every=5, limit_s=60)
+    ours = contenders.time_to_accuracy_lintorch(data, cpu, target=0.3, check_every=5, limit_s=60)
+    plain = contenders.time_to_accuracy_plain(data, cpu, 64, target=0.3, check_every=5, limit_s=60)
     for r in (ours, plain):
         assert r["reached"] and r["acc"] >= 0.3 and r["steps"] % 5 == 0
         assert 0 < r["seconds"] <= r["wall_seconds"]
@@ -75,21 +75,21 @@ def test_time_to_accuracy_on_a_learnable_set():
 
 
 def test_time_to_accuracy_reports_not_reached():
-    data = bench.random_dataset(300)                                          # random labels: unlearnable
-    r = bench.time_to_accuracy_plain(data, torch.device("cpu"), 64, target=0.99, check_every=2, limit_s=0.0)
+    data = contenders.random_dataset(300)                                          # random labels: unlearnable
+    r = contenders.time_to_accuracy_plain(data, torch.device("cpu"), 64, target=0.99, check_every=2, limit_s=0.0)
     assert not r["reached"] and r["steps"] == 2
 
 
 def test_peak_rss_of_a_child_process():
-    rss, rc = bench.peak_rss([sys.executable, "-c", "x = bytearray(200_000_000); x[::4096] = b'1' * len(x[::4096])"])
+    rss, rc = contenders.peak_rss([sys.executable, "-c", "x = bytearray(200_000_000); x[::4096] = b'1' * len(x[::4096])"])
     assert rc == 0 and rss >= 200_000_000
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_dataloader_epoch_scales_a_subset(workers):
-    data = bench.random_dataset(200)
-    subset = bench.per_image_dataset(data, None, 40)
+    data = contenders.random_dataset(200)
+    subset = contenders.per_image_dataset(data, None, 40)
     x, label = subset[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and isinstance(label, int)
-    run = bench.dataloader_epoch(subset, 400, 10, 16, torch.device("cpu"), workers)
+    run = contenders.dataloader_epoch(subset, 400, 10, 16, torch.device("cpu"), workers)
     assert run() > 0

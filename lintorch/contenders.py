@@ -1,0 +1,431 @@
+"""What lintorch.bench times: the timing helpers, the data sets, and each contender (lintorch's
+epoch and sweep, the plain PyTorch loop, the GEMM bound, the per-image DataLoader pipeline, the
+losses alone, time to accuracy, peak memory). Each contender is a zero-argument callable that
+returns its seconds, so the benchmark can alternate them.
+
+Shapes: N training images, D = 3 * S * S features, C classes, B the batch size, K configurations.
+"""
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import functional as LF
+from .config import get_args_parser as train_args_parser
+from .data import DataSet, Preprocess, Split, load_dataset
+from .engine import Objective, evaluate, lr_factor, train_one_epoch
+from .loaders import TensorLoader
+from .model import LinearClassifier
+from .run import fill_defaults
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # what tutorials Normalize with
+
+
+# --------------------------------------------------------------------------- timing
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device, fn):
+    """-> a contender: runs fn() between device syncs and returns its wall seconds."""
+    def run():
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        return time.perf_counter() - t0
+    return run
+
+
+def alternate(contenders, repeats, budget_s=None, min_repeats=3):
+    """contenders {name: () -> seconds}; one warm-up round, then `repeats` rounds in which each runs
+    once, in turn; after min_repeats rounds, no new round starts once budget_s has passed (a loaded
+    machine keeps the whole benchmark within its time). -> {name: [seconds per round]}."""
+    t0 = time.perf_counter()
+    for run in contenders.values():
+        run()
+    times = {name: [] for name in contenders}
+    for r in range(repeats):
+        if budget_s is not None and r >= min_repeats and time.perf_counter() - t0 > budget_s:
+            break
+        for name, run in contenders.items():
+            times[name].append(run())
+    return times
+
+
+# --------------------------------------------------------------------------- data
+
+def random_dataset(n, seed=0, num_classes=10, image_size=32):
+    """CIFAR-10-shaped random uint8 images: n - val train, val = min(1000, n // 10)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    v = min(1000, n // 10)
+    return DataSet(Split(x[v:], y[v:]), Split(x[:v], y[:v]), None, [f"class{i}" for i in range(num_classes)],
+                   image_size, {"dataset": "random"})
+
+
+def bench_dataset(data_dir, n=None, seed=0):
+    """The cached image folder (decoded uint8 in memory), or random data; n keeps a random subset."""
+    if data_dir is None:
+        return random_dataset(n or 50_000, seed)
+    data = load_dataset("imagefolder", data_dir, seed=seed)
+    if n is not None and n < len(data.train) + len(data.val):
+        keep = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+        keep = keep[:max(n - len(data.val), 1)].sort().values
+        data.train = Split(data.train.x[keep], data.train.y[keep])
+    return data
+
+
+class PILImages(torch.utils.data.Dataset):
+    """uint8 images served one by one as PIL images through a per-image transform, exactly as
+    torchvision's CIFAR10 dataset does: the standard pipeline when there are no image files."""
+
+    def __init__(self, x, y, transform):
+        self.x, self.y, self.transform = x.permute(0, 2, 3, 1).contiguous().numpy(), y.tolist(), transform
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.x[i])), self.y[i]
+
+
+def per_image_dataset(data, data_dir, subset, seed=0):
+    """`subset` images behind the standard per-image pipeline: ImageFolder (JPEG decode) with
+    ToTensor/Normalize, or PILImages over random uint8 data."""
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
+    g = torch.Generator().manual_seed(seed)
+    if data_dir is None:
+        idx = torch.randperm(len(data.train), generator=g)[:subset]
+        return PILImages(data.train.x[idx], data.train.y[idx], transform)
+    folder = ImageFolder(os.path.join(data_dir, "train"), transform=transform)
+    return torch.utils.data.Subset(folder, torch.randperm(len(folder), generator=g)[:subset].tolist())
+
+
+# --------------------------------------------------------------------------- epoch contenders
+
+def _lr_reg(loss):
+    args = fill_defaults(train_args_parser().parse_args(["--loss", loss]))
+    return args.lr, args.reg
+
+
+def lintorch_epoch(data, preprocess, loss, batch_size, device):
+    """lintorch's epoch as train.py runs it: TensorLoader + train_one_epoch + Objective + SGD(0.9)."""
+    lr, reg = _lr_reg(loss)
+    loader = TensorLoader(data.train, preprocess, batch_size, device, seed=0)
+    torch.manual_seed(0)
+    model = LinearClassifier(data.train.x[0].numel(), len(data.classes)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    objective = Objective(loss, reg)
+    total = 10 * len(loader)
+    check_every = 1 if device.type == "cpu" else 50  # as train.py: a host sync per step only on CPU
+    epoch = [0]
+
+    def run():
+        train_one_epoch(model, loader, optimizer, objective, epoch[0] % 10, check_every=check_every,
+                        lr_at=lambda step: lr * lr_factor("cosine", step / total))
+        epoch[0] += 1
+    return timed(device, run)
+
+
+def sweep_epoch(data, preprocess, K, batch_size, device):
+    """An epoch of train.py --sweep with K configurations (softmax): K stacked (K, C, D) weights,
+    one GEMM per step, per-model learning rates (lr_scale) and regularization strengths."""
+    lr, reg = _lr_reg("softmax")
+    loader = TensorLoader(data.train, preprocess, batch_size, device, seed=0)
+    torch.manual_seed(0)
+    model = LinearClassifier(data.train.x[0].numel(), len(data.classes), num_models=K).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
+    objective = Objective("softmax", torch.linspace(0, 2 * reg, K, device=device))
+    lr_scale = torch.linspace(lr / 4, 2 * lr, K, device=device)
+    check_every = 1 if device.type == "cpu" else 50
+    epoch = [0]
+
+    def run():
+        train_one_epoch(model, loader, optimizer, objective, epoch[0] % 10, check_every=check_every,
+                        lr_at=lambda step: 1.0, lr_scale=lr_scale)
+        epoch[0] += 1
+    return timed(device, run)
+
+
+def plain_epoch(X, y, num_classes, loss, batch_size, device):
+    """What a user writes: nn.Linear + F.cross_entropy / C * F.multi_margin_loss + SGD (weight_decay
+    for L2) over preloaded float tensors X (N, D), randperm batches."""
+    lr, reg = _lr_reg(loss)
+    torch.manual_seed(0)
+    model = nn.Linear(X.shape[1], num_classes).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=2 * reg)
+
+    def run():
+        perm = torch.randperm(len(y), device=device)
+        for i in range(0, len(y), batch_size):
+            idx = perm[i:i + batch_size]
+            xb, yb = X[idx], y[idx]
+            scores = model(xb)
+            if loss == "softmax":
+                L = F.cross_entropy(scores, yb)
+            else:
+                L = num_classes * F.multi_margin_loss(scores, yb)
+            optimizer.zero_grad(set_to_none=True)
+            L.backward()
+            optimizer.step()
+    return timed(device, run)
+
+
+GEMM_LAYOUTS = {
+    "fwd": {"X @ W.t(), W (C, D)": lambda x, W, Wt: x @ W.t(), "X @ Wt, Wt (D, C)": lambda x, W, Wt: x @ Wt},
+    "bwd": {"dS.t() @ X": lambda x, dS: dS.t() @ x, "(X.t() @ dS).t()": lambda x, dS: (x.t() @ dS).t()},
+}
+
+
+def gemm_epoch(X, num_classes, batch_size, device, fwd, bwd):
+    """The bound: per batch only scores = X W^T and dW = dS^T X, on contiguous preloaded float32
+    batches (no gather, no loss, no optimizer); fwd/bwd name entries of GEMM_LAYOUTS."""
+    W = torch.randn(num_classes, X.shape[1], device=device) * 1e-3
+    Wt = W.t().contiguous()
+    f, b = GEMM_LAYOUTS["fwd"][fwd], GEMM_LAYOUTS["bwd"][bwd]
+
+    def run():
+        for i in range(0, len(X), batch_size):
+            xb = X[i:i + batch_size]
+            b(xb, f(xb, W, Wt))  # the scores stand in for dS: same shape, same cost
+    return timed(device, run)
+
+
+def fastest_gemm_layout(X, num_classes, batch_size, device, rounds=2):
+    """-> (fwd, bwd) names of the fastest layouts, by median over `rounds` alternating epochs."""
+    best = {}
+    for part, default in (("fwd", "dS.t() @ X"), ("bwd", "X @ W.t(), W (C, D)")):
+        runs = {}
+        for name in GEMM_LAYOUTS[part]:
+            args = (name, default) if part == "fwd" else (default, name)
+            runs[name] = gemm_epoch(X, num_classes, batch_size, device, *args)
+        times = alternate(runs, rounds)
+        best[part] = min(times, key=lambda k: statistics.median(times[k]))
+    return best["fwd"], best["bwd"]
+
+
+def loader_only(loader):
+    """Only the batches of a lintorch TensorLoader (uint8 gather + preprocess): its data cost."""
+    def run():
+        for _ in loader.batches(0):
+            pass
+    return timed(loader.device, run)
+
+
+def float_gather_only(X, batch_size, device):
+    """Only the batches of the plain loop (randperm + float gather X[idx]): its data cost."""
+    def run():
+        perm = torch.randperm(len(X), device=device)
+        for i in range(0, len(X), batch_size):
+            X[perm[i:i + batch_size]]
+    return timed(device, run)
+
+
+def dataloader_epoch(dataset, n_full, num_classes, batch_size, device, workers):
+    """The standard pipeline: DataLoader(shuffle, per-image transforms, `workers`) + nn.Linear +
+    F.cross_entropy + SGD over `dataset` (a subset), scaled to an epoch of n_full images: the time to
+    the first batch (worker start-up) counts once, the rest per image."""
+    lr, _ = _lr_reg("softmax")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                         pin_memory=device.type == "cuda")
+    torch.manual_seed(0)
+    x0, _ = dataset[0]
+    model = nn.Linear(x0.numel(), num_classes).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+
+    def run():
+        _sync(device)
+        t0 = time.perf_counter()
+        first, n_first, seen = None, 0, 0
+        for xb, yb in loader:
+            xb, yb = xb.to(device, non_blocking=True).flatten(1), yb.to(device, non_blocking=True)
+            L = F.cross_entropy(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            L.backward()
+            optimizer.step()
+            seen += len(yb)
+            if first is None:
+                _sync(device)
+                first, n_first = time.perf_counter() - t0, seen
+        _sync(device)
+        rest = time.perf_counter() - t0 - first
+        return first + rest * (n_full - n_first) / max(seen - n_first, 1)
+    return run
+
+
+# --------------------------------------------------------------------------- losses alone
+
+LOSSES = {
+    "softmax": {"lintorch softmax_loss": lambda s, y: LF.softmax_loss(s, y, validate=False),
+                "torch F.cross_entropy": lambda s, y: F.cross_entropy(s, y)},
+    "svm": {"lintorch svm_loss": lambda s, y: LF.svm_loss(s, y, validate=False),
+            "torch C*F.multi_margin_loss": lambda s, y: s.shape[1] * F.multi_margin_loss(s, y)},
+}
+
+
+def loss_contenders(batch_size, num_classes, device, min_seconds):
+    """{name: () -> seconds per forward+backward call} for both losses at this batch size; each
+    sample loops enough calls (the same count for all) to last about min_seconds."""
+    g = torch.Generator(device=device).manual_seed(0)
+    s = torch.randn(batch_size, num_classes, device=device, generator=g).requires_grad_()
+    y = torch.randint(0, num_classes, (batch_size,), device=device, generator=g)
+
+    def one(fn):
+        fn(s, y).backward()
+        s.grad = None
+
+    def calls_for(fn):
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < min_seconds / 4 or n < 4:
+            one(fn)
+            n += 1
+        _sync(device)
+        return max(4, int(4 * n * min_seconds / (4 * (time.perf_counter() - t0))))
+
+    fns = {name: fn for group in LOSSES.values() for name, fn in group.items()}
+    calls = min(calls_for(fn) for fn in fns.values())
+
+    def contender(fn):
+        def run():
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                one(fn)
+            _sync(device)
+            return (time.perf_counter() - t0) / calls
+        return run
+    return {name: contender(fn) for name, fn in fns.items()}
+
+
+# --------------------------------------------------------------------------- time to accuracy
+
+def time_to_accuracy_lintorch(data, device, target=0.40, check_every=20, limit_s=30.0):
+    """From the decoded uint8 data in memory to `target` validation accuracy with lintorch's
+    defaults (train.py's flags, run.DEFAULTS for the loss). The clock covers preprocessing fit,
+    loaders, model and training; it is paused while the validation accuracy is checked every
+    `check_every` steps. -> dict(seconds, wall_seconds (evals included), steps, acc, reached)."""
+    args = fill_defaults(train_args_parser().parse_args([]))
+    _sync(device)
+    t0 = time.perf_counter()
+    preprocess = Preprocess.fit(data.train.x, args.mean, args.standardize)
+    train = TensorLoader(data.train, preprocess, args.batch_size, device, args.seed)
+    val = TensorLoader(data.val, preprocess, 4096, device, shuffle=False)
+    torch.manual_seed(args.seed)
+    model = LinearClassifier(data.train.x[0].numel(), len(data.classes)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    objective = Objective(args.loss, args.reg, args.penalty, args.beta, args.margin, args.squared_hinge,
+                          args.svm_form)
+    total = args.epochs * len(train)
+    clock = _StopClock(t0, device, lambda: evaluate(model, val)["acc"], target, check_every, limit_s)
+    clock.mark_setup()
+    for epoch in range(args.epochs):
+        train_one_epoch(model, train, optimizer, objective, epoch, should_stop=clock,
+                        check_every=1 if device.type == "cpu" else 50,
+                        lr_at=lambda step: args.lr * lr_factor(args.schedule, step / total))
+        if clock.done:
+            break
+    return clock.result(f"softmax lr {args.lr:g} reg {args.reg:g} B {args.batch_size} momentum {args.momentum:g} "
+                        f"{args.schedule} over {args.epochs} epochs, {args.mean} mean")
+
+
+def time_to_accuracy_plain(data, device, batch_size=256, lr=0.001, momentum=0.9, target=0.40, check_every=20,
+                           limit_s=30.0, max_epochs=20):
+    """The same race for plain PyTorch: x / 255 normalized with CIFAR's per-channel mean/std, nn.Linear +
+    F.cross_entropy + SGD(lr, momentum), constant lr; same clock as lintorch's. The default lr 0.001 with
+    momentum 0.9 is the PyTorch CIFAR-10 tutorial's, and the fastest to 40% of lr in {1e-3, 3e-3, 1e-2, 3e-2}
+    with momentum 0.9 and {1e-2, 3e-2, 1e-1} without, measured on the CIFAR-10 JPEGs at B 256."""
+    _sync(device)
+    t0 = time.perf_counter()
+    mean = torch.tensor(CIFAR_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD, device=device).view(1, 3, 1, 1)
+
+    def features(split):
+        return ((split.x.to(device).float() / 255 - mean) / std).flatten(1)
+    X, y, Xv, yv = features(data.train), data.train.y.to(device), features(data.val), data.val.y.to(device)
+    torch.manual_seed(0)
+    model = nn.Linear(X.shape[1], len(data.classes)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+
+    @torch.inference_mode()
+    def val_acc():
+        return (model(Xv).argmax(1) == yv).double().mean()
+    clock = _StopClock(t0, device, val_acc, target, check_every, limit_s)
+    clock.mark_setup()
+    for _ in range(max_epochs):
+        perm = torch.randperm(len(y), device=device)
+        for i in range(0, len(y), batch_size):
+            idx = perm[i:i + batch_size]
+            L = F.cross_entropy(model(X[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            L.backward()
+            optimizer.step()
+            if clock():
+                break
+        if clock.done:
+            break
+    return clock.result(f"nn.Linear + F.cross_entropy, SGD lr {lr:g} momentum {momentum:g}, B {batch_size}, "
+                        f"per-channel Normalize")
+
+
+class _StopClock:
+    """A should_stop callback: counts steps, every check_every-th measures accuracy with the clock
+    paused; done when accuracy >= target or the training clock passes limit_s."""
+
+    def __init__(self, t0, device, accuracy, target, check_every, limit_s):
+        self.t0, self.device, self.accuracy, self.target = t0, device, accuracy, target
+        self.check_every, self.limit_s = check_every, limit_s
+        self.paused, self.steps, self.acc, self.done, self.reached = 0.0, 0, 0.0, False, False
+        self.setup = None
+
+    def mark_setup(self):
+        """The set-up (preprocessing, copies, model) ends here; training starts."""
+        _sync(self.device)
+        self.setup = time.perf_counter() - self.t0
+
+    def __call__(self):
+        self.steps += 1
+        if self.steps % self.check_every:
+            return False
+        _sync(self.device)
+        t = time.perf_counter()
+        self.acc = float(self.accuracy())
+        self.reached = self.acc >= self.target
+        self.done = self.reached or t - self.t0 - self.paused > self.limit_s
+        self.paused += time.perf_counter() - t
+        return self.done
+
+    def result(self, config):
+        wall = time.perf_counter() - self.t0
+        return {"seconds": wall - self.paused, "wall_seconds": wall, "setup_seconds": self.setup,
+                "steps": self.steps, "acc": self.acc, "reached": self.reached, "config": config}
+
+
+# --------------------------------------------------------------------------- peak memory
+
+def peak_rss(command, timeout=600):
+    """Peak resident memory in bytes of `command` (a list) run to completion in a fresh process,
+    read from getrusage(RUSAGE_CHILDREN) in a wrapper whose only child it is. -> (bytes, exit code)."""
+    wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, timeout=timeout)
+    kb = int(out.stdout.strip().splitlines()[-1])
+    return kb * (1 if sys.platform == "darwin" else 1024), out.returncode
+
+
+def train_command(data_dir, device, logdir):
+    """train.py for one CIFAR-10 epoch on the image folder (python -c runs what train.py runs)."""
+    return [sys.executable, "-c", "import sys; from lintorch.config import parse_args; from lintorch.run import main; "
+            "sys.exit(main(parse_args()))", "--dataset", "imagefolder", "--data-dir", data_dir, "--epochs", "1",
+            "--quiet", "--device", str(device), "--logdir", logdir]
