@@ -27,6 +27,15 @@ class LinearClassifier(nn.Module):
         self.weight = nn.Parameter(torch.randn(*lead, num_classes, in_features) * weight_scale)
         self.bias = nn.Parameter(torch.zeros(*lead, num_classes)) if bias else None
 
+    @classmethod
+    def from_weights(cls, weight, bias):
+        """A single classifier holding copies of weight (C, D) and bias (C,), on weight's device."""
+        model = cls(weight.shape[1], weight.shape[0]).to(weight.device)
+        with torch.no_grad():
+            model.weight.copy_(weight)
+            model.bias.copy_(bias)
+        return model
+
     def forward(self, x):
         """x (N, D) or images (N, ...) flattened to D -> scores (N, C), or (K, N, C)."""
         return LF.linear(x.flatten(1), self.weight, self.bias)

@@ -97,10 +97,7 @@ class Run:
 
     def finish(self, monitor, weight, bias, hparams, metrics, step):
         """Evaluate the kept model on the test split, draw its pictures, write metrics.json."""
-        model = LinearClassifier(self.D, len(self.classes)).to(self.device)
-        with torch.no_grad():
-            model.weight.copy_(weight)
-            model.bias.copy_(bias)
+        model = LinearClassifier.from_weights(weight.to(self.device), bias.to(self.device))
         test = evaluate(model, self.test_loader, num_classes=len(self.classes)) if self.test_loader else None
         shown = test or evaluate(model, self.val_loader, num_classes=len(self.classes))
         metrics["test_acc"] = None if test is None else float(test["acc"])
@@ -337,9 +334,7 @@ def train_search(run, stop=None):
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
-    model = LinearClassifier(run.D, len(run.classes)).to(run.device)
-    with torch.no_grad():
-        model.weight.copy_(W)
+    model = LinearClassifier.from_weights(W.to(run.device), b.to(run.device))
     train_acc = float(evaluate(model, full)["acc"])
     val_acc = float(evaluate(model, run.val_loader)["acc"])
     monitor.scalars({"acc/train": train_acc, "acc/val": val_acc}, args.trials)
