@@ -84,18 +84,20 @@ class Run:
                 "global_step": global_step, "best_val_acc": best_val_acc,
                 "optimizer": None if optimizer is None else optimizer.state_dict(), **(extra or {})}
 
-    def save(self, ckpt, name):
-        save_atomic(ckpt, os.path.join(self.logdir, name))
+    def save(self, ckpt, name, folder=None):
+        """Atomically write ckpt as folder/name (folder: the run folder, or a sweep member's)."""
+        save_atomic(ckpt, os.path.join(folder or self.logdir, name))
 
-    def write_json(self, name, obj):
-        tmp = os.path.join(self.logdir, f".{name}.tmp")
+    def write_json(self, name, obj, folder=None):
+        folder = folder or self.logdir
+        tmp = os.path.join(folder, f".{name}.tmp")
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2, default=float)
-        os.replace(tmp, os.path.join(self.logdir, name))
+        os.replace(tmp, os.path.join(folder, name))
 
     # ---------------------------------------------------------------- the end of a run
 
-    def finish(self, monitor, weight, bias, hparams, metrics, step):
+    def finish(self, monitor, weight, bias, hparams, metrics, step, folder=None):
         """Evaluate the kept model on the test split, draw its pictures, write metrics.json."""
         model = LinearClassifier.from_weights(weight.to(self.device), bias.to(self.device))
         test = evaluate(model, self.test_loader, num_classes=len(self.classes)) if self.test_loader else None
@@ -104,10 +106,10 @@ class Run:
         cm_split = "test" if test else "val"
         monitor.image(f"confusion_matrix/{cm_split}", confusion_image(shown["confusion"], self.classes), step)
         grid = template_grid(weight, self.classes, self.image_shape)
-        write_png(grid, os.path.join(self.logdir, "templates.png"))
+        write_png(grid, os.path.join(folder or self.logdir, "templates.png"))
         final = {f"hparam/{k}": metrics[k] for k in ("val_acc", "train_acc", "test_acc") if metrics[k] is not None}
         monitor.hparams(hparams, final, step)
-        self.write_json("metrics.json", metrics)
+        self.write_json("metrics.json", metrics, folder)
         return metrics
 
 
@@ -281,14 +283,12 @@ def train_sgd(run, resume_ckpt=None, stop=None):
             metrics["config"] = run.sweep[k]
         wk, bk = (best_w, best_b) if K is None else (best_w[k], best_b[k])
         if metrics["val_acc"] is not None:
-            if K is not None:
-                run.logdir, sweep_dir = os.path.join(run.logdir, names[k]), run.logdir
-            run.finish(m, wk, bk, _hparams(args, run.sweep[k] if K else None), metrics,
-                       epoch * steps_per_epoch + steps_per_epoch)
+            folder = None if K is None else os.path.join(run.logdir, names[k])
+            end_step = (epoch + 1) * steps_per_epoch
+            run.finish(m, wk, bk, _hparams(args, run.sweep[k] if K else None), metrics, end_step, folder)
             if K is not None:  # each configuration's best model in its own run folder
-                run.save(run.checkpoint(wk, bk, epoch + 1, 0, epoch * steps_per_epoch + steps_per_epoch,
-                                        metrics["val_acc"], sweep_config=run.sweep[k]), "checkpoint.pt")
-                run.logdir = sweep_dir
+                run.save(run.checkpoint(wk, bk, epoch + 1, 0, end_step, metrics["val_acc"],
+                                        sweep_config=run.sweep[k]), "checkpoint.pt", folder)
         m.close()
         results.append(metrics)
         final_train = metrics
