@@ -19,7 +19,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
-def _number(kind, low=None, low_open=False, high=None):
+def number(kind, low=None, low_open=False, high=None):
     """An argparse type: a finite int/float within bounds, else a usage error naming the value."""
     def parse(text):
         try:
@@ -42,7 +42,7 @@ def parse_sweep_item(text):
     if not sep or name not in SWEEPABLE:
         raise argparse.ArgumentTypeError(f"sweep item {text!r} must be NAME=V1,V2,... with NAME one of "
                                          f"{', '.join(SWEEPABLE)}")
-    check = _number(float, 0.0, low_open=name == "lr")
+    check = number(float, 0.0, low_open=name == "lr")
     vals = [check(v) for v in values.split(",") if v.strip()]
     if not vals:
         raise argparse.ArgumentTypeError(f"sweep item {text!r} has no values")
@@ -62,8 +62,8 @@ def get_args_parser():
         prog="train.py", description="Train a linear classifier scores = Wx + b on images, with "
         "lintorch's hand-written gradients, logging to TensorBoard.",
         formatter_class=HelpFormatter)
-    pos_int, pos_float = _number(int, 1), _number(float, 0.0, low_open=True)
-    nonneg = _number(float, 0.0)
+    pos_int, pos_float = number(int, 1), number(float, 0.0, low_open=True)
+    nonneg = number(float, 0.0)
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=DATASETS, default="cifar10", help="data set to train on")
     d.add_argument("--data-dir", default="./data", help="cifar10: where cifar-10-batches-py is (or is "
@@ -77,7 +77,7 @@ def get_args_parser():
     d.add_argument("--standardize", action="store_true", help="also divide by the training std")
     d.add_argument("--loader", choices=LOADERS, default="tensor",
                    help="tensor: decoded once, batched on the device; dataloader: torch DataLoader")
-    d.add_argument("--workers", type=_number(int, 0), default=0, help="DataLoader workers (--loader dataloader)")
+    d.add_argument("--workers", type=number(int, 0), default=0, help="DataLoader workers (--loader dataloader)")
     d.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
 
     m = p.add_argument_group("loss and regularization")
@@ -99,7 +99,7 @@ def get_args_parser():
                    "(default: 10 for sgd, 100 for gd)")
     o.add_argument("--batch-size", type=pos_int, default=None, help="minibatch size (default: tuned, see README)")
     o.add_argument("--lr", type=pos_float, default=None, help="learning rate (default: tuned for --loss)")
-    o.add_argument("--momentum", type=_number(float, 0.0, high=0.999), default=0.9, help="SGD momentum")
+    o.add_argument("--momentum", type=number(float, 0.0, high=0.999), default=0.9, help="SGD momentum")
     o.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule")
     o.add_argument("--trials", type=pos_int, default=1000, help="random search: number of random W tried")
     o.add_argument("--sweep", nargs="+", type=parse_sweep_item, default=None, metavar="NAME=V1,V2",
@@ -107,7 +107,7 @@ def get_args_parser():
                    f"{', '.join(SWEEPABLE)}, e.g. --sweep lr=1e-3,3e-3 reg=1e-3,1e-2")
 
     r = p.add_argument_group("run")
-    r.add_argument("--seed", type=_number(int, 0), default=0, help="random seed (split, init, order)")
+    r.add_argument("--seed", type=number(int, 0), default=0, help="random seed (split, init, order)")
     r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     r.add_argument("--logdir", default=None, help="run folder (default: runs/<timestamp>-<dataset>-<loss>)")
     r.add_argument("--resume", default=None, metavar="RUN_DIR_OR_CHECKPOINT",

@@ -15,7 +15,7 @@ import sys
 import torch
 
 from .checkpoint import CheckpointError, check_compatible
-from .config import HelpFormatter, _number
+from .config import HelpFormatter, number
 from .data import DATASETS, DataError, load_dataset
 from .engine import Objective, evaluate
 from .loaders import TensorLoader
@@ -96,8 +96,8 @@ def get_args_parser():
     p.add_argument("--data-dir", default=None, help="data folder (default: the one it trained on)")
     p.add_argument("--split", choices=SPLITS, default="val", help="which split: val is the one carved "
                    "from train during training (same seed and size), test the data set's own test split")
-    p.add_argument("--seed", type=_number(int, 0), default=None, help="split seed (default: the training seed)")
-    p.add_argument("--val-size", type=_number(int, 1), default=None, help="validation size (default: the training one)")
+    p.add_argument("--seed", type=number(int, 0), default=None, help="split seed (default: the training seed)")
+    p.add_argument("--val-size", type=number(int, 1), default=None, help="validation size (default: the training one)")
     p.add_argument("--cache-dir", default=None, help="decoded image cache (default: the training one)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")

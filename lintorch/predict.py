@@ -15,7 +15,7 @@ import sys
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import HelpFormatter, _number
+from .config import HelpFormatter, number
 from .data import DataError, Preprocess, image_transform, load_image
 from .model import LinearClassifier
 
@@ -98,7 +98,7 @@ def get_args_parser():
     p.add_argument("checkpoint", help="a checkpoint .pt file, or a run folder (its checkpoint.pt, the best model)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size or mode; resized "
                    "to the checkpoint's image size and converted to RGB)")
-    p.add_argument("--top-k", type=_number(int, 1), default=3, help="how many of the best classes to show per image")
+    p.add_argument("--top-k", type=number(int, 1), default=3, help="how many of the best classes to show per image")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--device", default="cpu", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
