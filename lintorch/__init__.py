@@ -1,12 +1,23 @@
-"""lintorch: linear image classifiers with hand-written, verified gradients."""
+"""lintorch: linear image classifiers with hand-written, verified gradients.
+
+The public functions are imported on first use, so `import lintorch.config` (argument parsing)
+does not import torch.
+"""
 import os
 
 # MKL otherwise picks its thread count per call from the machine's load, which changes float
 # rounding from run to run; the same seed and data must give the same weights (resume relies on it).
 os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
-from .functional import linear, softmax_loss, svm_loss, penalty
-from .model import LinearClassifier
-
 __all__ = ["linear", "softmax_loss", "svm_loss", "penalty", "LinearClassifier"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in ("linear", "softmax_loss", "svm_loss", "penalty"):
+        from . import functional
+        return getattr(functional, name)
+    if name == "LinearClassifier":
+        from .model import LinearClassifier
+        return LinearClassifier
+    raise AttributeError(f"module 'lintorch' has no attribute {name!r}")

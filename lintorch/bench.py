@@ -23,14 +23,13 @@ import time
 
 import torch
 
-from .config import HelpFormatter
+from .cli import HelpFormatter, resolve_device
 from .contenders import (alternate, bench_dataset, dataloader_epoch, fastest_gemm_layout, float_gather_only,
                          gemm_epoch, lintorch_epoch, loader_only, loss_contenders, peak_rss, per_image_dataset,
                          plain_epoch, sweep_epoch, time_to_accuracy_lintorch,
                          time_to_accuracy_plain, train_command)
 from .data import Preprocess
 from .loaders import TensorLoader
-from .run import resolve_device
 
 TARGETS = {"epoch_vs_plain": 0.8, "epoch_vs_plain_at_worst": 1.0, "epoch_vs_bound": 1.5,
            "dataloader_speedup": 10.0, "loss_vs_torch": 1.0, "peak_rss_bytes": 1.5e9, "time_to_acc_s": 3.0}

@@ -1,51 +1,71 @@
-"""train.py's command line: every flag with help, checked by argparse (usage error, exit 2)."""
+"""train.py's command line: every flag with help and its real default, the tuned per-loss
+defaults beside the flags they fill, the sweep grid, and what a resume may change.
+Imports no torch, so `train.py --help` and usage errors answer at once.
+"""
 import argparse
 import itertools
 import math
 
-from .data import DATASETS
-from .functional import PENALTIES, SVM_FORMS
-from .loaders import LOADERS
+from .cli import ArgumentParser, add_common, nonempty, number
 
+DATASETS = ("cifar10", "imagefolder", "synthetic")
+PENALTIES = ("l2", "l1", "elasticnet")
+SVM_FORMS = ("weston-watkins", "crammer-singer")
+LOADERS = ("tensor", "dataloader")
 OPTIMIZERS = ("sgd", "gd", "random-search", "random-local-search")
+SEARCHES = ("random-search", "random-local-search")
 SCHEDULES = ("constant", "step", "cosine")
 SWEEPABLE = ("lr", "reg")
+MAX_SEED = 2 ** 32 - 1
+
+# Chosen with --sweep lr x reg (see README); gd takes 10x the minibatch lr and 100 full-batch steps.
+TUNED = {"softmax": {"lr": 0.03, "reg": 3e-4}, "svm": {"lr": 0.003, "reg": 1e-3}}
+GD_LR_SCALE, GD_EPOCHS, SGD_EPOCHS = 10.0, 100, 10
+# What --resume may change: where and how it runs, not what it trains.
+RESUMABLE_CHANGES = ("epochs", "device", "threads", "quiet", "debug", "log_every")
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default, except None (such flags say in their help what they default to)."""
+def fill_defaults(args):
+    """Replace None hyperparameters with the tuned defaults for the loss and optimizer."""
+    full_batch = args.optimizer == "gd"
+    if args.lr is None:
+        args.lr = TUNED[args.loss]["lr"] * (GD_LR_SCALE if full_batch else 1.0)
+    if args.reg is None:
+        args.reg = TUNED[args.loss]["reg"]
+    if args.epochs is None:
+        args.epochs = GD_EPOCHS if full_batch else SGD_EPOCHS
+    if full_batch:
+        args.momentum = 0.0  # the lecture's vanilla loop
+    return args
 
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
 
-
-def number(kind, low=None, low_open=False, high=None):
-    """An argparse type: a finite int/float within bounds, else a usage error naming the value."""
-    def parse(text):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if isinstance(v, float) and not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"{text!r} is not finite")
-        if low is not None and (v <= low if low_open else v < low):
-            raise argparse.ArgumentTypeError(f"{text} must be {'>' if low_open else '>='} {low}")
-        if high is not None and v > high:
-            raise argparse.ArgumentTypeError(f"{text} must be <= {high}")
-        return v
-    return parse
+def _tuned(key):
+    s, v = TUNED["softmax"][key], TUNED["svm"][key]
+    return f"{s:g} for softmax, {v:g} for svm"
 
 
 def parse_sweep_item(text):
-    """'lr=1e-4,3e-4' -> ('lr', [1e-4, 3e-4])."""
+    """'lr=1e-4,3e-4' or 'reg=logspace:1e-6:1e-1:16' -> ('lr', [values]) (distinct values)."""
     name, sep, values = text.partition("=")
     if not sep or name not in SWEEPABLE:
-        raise argparse.ArgumentTypeError(f"sweep item {text!r} must be NAME=V1,V2,... with NAME one of "
-                                         f"{', '.join(SWEEPABLE)}")
+        raise argparse.ArgumentTypeError(f"sweep item {text!r} must be NAME=V1,V2,... or NAME=logspace:LO:HI:N "
+                                         f"with NAME one of {', '.join(SWEEPABLE)}")
     check = number(float, 0.0, low_open=name == "lr")
-    vals = [check(v) for v in values.split(",") if v.strip()]
+    if values.startswith("logspace:"):
+        parts = values.split(":")[1:]
+        if len(parts) != 3:
+            raise argparse.ArgumentTypeError(f"sweep item {text!r}: logspace takes LO:HI:N")
+        lo, hi = number(float, 0.0, low_open=True)(parts[0]), number(float, 0.0, low_open=True)(parts[1])
+        n = number(int, 2, high=4096)(parts[2])
+        vals = [float(f"{math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (n - 1)):.6g}")
+                for i in range(n)]
+    else:
+        vals = [check(v) for v in values.split(",") if v.strip()]
     if not vals:
         raise argparse.ArgumentTypeError(f"sweep item {text!r} has no values")
+    twice = sorted({v for v in vals if vals.count(v) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"sweep item {text!r} lists {', '.join(map(repr, twice))} twice")
     return name, vals
 
 
@@ -57,27 +77,34 @@ def sweep_grid(items):
     return [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in items))]
 
 
+def member_name(config):
+    """{'lr': 0.03, 'reg': 0.0} -> 'lr=0.03,reg=0': distinct configurations get distinct names
+    (repr keeps every digit a float needs to round-trip)."""
+    return ",".join(f"{k}={v!r}" if float(v) != int(v) or abs(v) >= 1e16 else f"{k}={int(v)}"
+                    for k, v in config.items())
+
+
 def get_args_parser():
-    p = argparse.ArgumentParser(
-        prog="train.py", description="Train a linear classifier scores = Wx + b on images, with "
-        "lintorch's hand-written gradients, logging to TensorBoard.",
-        formatter_class=HelpFormatter)
-    pos_int, pos_float = number(int, 1), number(float, 0.0, low_open=True)
-    nonneg = number(float, 0.0)
+    p = ArgumentParser(prog="train.py", description="Train a linear classifier scores = Wx + b on images, "
+                       "with lintorch's hand-written gradients, logging to TensorBoard.")
+    pos_int, pos_float, nonneg = number(int, 1), number(float, 0.0, low_open=True), number(float, 0.0)
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=DATASETS, default="cifar10", help="data set to train on")
-    d.add_argument("--data-dir", default="./data", help="cifar10: where cifar-10-batches-py is (or is "
-                   "downloaded to); imagefolder: folder with train/<class>/* and optionally test/<class>/*")
-    d.add_argument("--cache-dir", default=None, help="where the decoded uint8 image cache goes "
+    d.add_argument("--data-dir", type=nonempty, default="./data", help="cifar10: where cifar-10-batches-py is "
+                   "(or is downloaded to); imagefolder: folder with train/<class>/* and optionally test/<class>/*")
+    d.add_argument("--cache-dir", type=nonempty, default=None, help="where the decoded uint8 image cache goes "
                    "(default: DATA_DIR/.lintorch-cache)")
-    d.add_argument("--image-size", type=pos_int, default=32, help="images are resized to this square size")
-    d.add_argument("--val-size", type=pos_int, default=1000, help="validation images carved from train (seeded)")
+    d.add_argument("--image-size", type=number(int, 1, high=1024), default=32,
+                   help="images are resized to this square size")
+    d.add_argument("--val-size", type=pos_int, default=None, help="validation images carved from train, seeded "
+                   "(default: 5000, or a fifth of a smaller training set)")
     d.add_argument("--mean", choices=("pixel", "channel"), default="pixel",
                    help="subtract the training mean image (pixel) or per-channel mean")
     d.add_argument("--standardize", action="store_true", help="also divide by the training std")
     d.add_argument("--loader", choices=LOADERS, default="tensor",
                    help="tensor: decoded once, batched on the device; dataloader: torch DataLoader")
-    d.add_argument("--workers", type=number(int, 0), default=0, help="DataLoader workers (--loader dataloader)")
+    d.add_argument("--workers", type=number(int, 0, high=64), default=0,
+                   help="DataLoader workers (--loader dataloader)")
     d.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
 
     m = p.add_argument_group("loss and regularization")
@@ -86,8 +113,8 @@ def get_args_parser():
     m.add_argument("--squared-hinge", action="store_true", help="SVM with max(0, .)^2 (the lecture's Q6)")
     m.add_argument("--svm-form", choices=SVM_FORMS, default="weston-watkins",
                    help="sum over wrong classes (weston-watkins) or the largest one (crammer-singer)")
-    m.add_argument("--reg", type=nonneg, default=None, help="regularization strength lambda "
-                   "(default: the tuned value for --loss)")
+    m.add_argument("--reg", type=nonneg, default=None, help=f"regularization strength lambda "
+                   f"(default: {_tuned('reg')})")
     m.add_argument("--penalty", choices=PENALTIES, default="l2", help="R(W): l2, l1 or elasticnet")
     m.add_argument("--beta", type=nonneg, default=1.0, help="elastic net's weight on sum W^2")
 
@@ -95,40 +122,67 @@ def get_args_parser():
     o.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="sgd: minibatch SGD; gd: full-batch gradient descent; random-search: the lecture's "
                    "strategy #1; random-local-search: random steps kept when they lower the loss")
-    o.add_argument("--epochs", type=pos_int, default=None, help="passes over the training data "
-                   "(default: 10 for sgd, 100 for gd)")
-    o.add_argument("--batch-size", type=pos_int, default=None, help="minibatch size (default: tuned, see README)")
-    o.add_argument("--lr", type=pos_float, default=None, help="learning rate (default: tuned for --loss)")
+    o.add_argument("--epochs", type=number(int, 1, high=100_000), default=None,
+                   help=f"passes over the training data (default: {SGD_EPOCHS} for sgd, {GD_EPOCHS} for gd)")
+    o.add_argument("--batch-size", type=number(int, 1, high=2 ** 24), default=256, help="minibatch size")
+    o.add_argument("--lr", type=pos_float, default=None, help=f"learning rate (default: {_tuned('lr')}; "
+                   f"x{GD_LR_SCALE:g} for gd)")
     o.add_argument("--momentum", type=number(float, 0.0, high=0.999), default=0.9, help="SGD momentum")
     o.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule")
-    o.add_argument("--trials", type=pos_int, default=1000, help="random search: number of random W tried")
+    o.add_argument("--patience", type=number(int, 1), default=None,
+                   help="end a member after this many epochs without a better validation accuracy")
+    o.add_argument("--trials", type=number(int, 1, high=10_000_000), default=1000,
+                   help="random search: number of random W tried")
     o.add_argument("--sweep", nargs="+", type=parse_sweep_item, default=None, metavar="NAME=V1,V2",
                    help=f"train the whole grid at once, one stacked model per configuration; NAME in "
-                   f"{', '.join(SWEEPABLE)}, e.g. --sweep lr=1e-3,3e-3 reg=1e-3,1e-2")
+                   f"{', '.join(SWEEPABLE)}, e.g. --sweep lr=1e-3,3e-3 reg=logspace:1e-6:1e-1:16")
 
     r = p.add_argument_group("run")
-    r.add_argument("--seed", type=number(int, 0), default=0, help="random seed (split, init, order)")
-    r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    r.add_argument("--logdir", default=None, help="run folder (default: runs/<timestamp>-<dataset>-<loss>)")
-    r.add_argument("--resume", default=None, metavar="RUN_DIR_OR_CHECKPOINT",
-                   help="continue an interrupted run from its last.pt")
-    r.add_argument("--log-every", type=pos_int, default=50, help="steps between loss read-backs and logs")
-    r.add_argument("--quiet", action="store_true", help="no progress bars, only the summary lines")
-    r.add_argument("--debug", action="store_true", help="show full tracebacks")
+    r.add_argument("--seed", type=number(int, 0, high=MAX_SEED), default=0, help="random seed (split, init, order)")
+    r.add_argument("--logdir", type=nonempty, default=None,
+                   help="run folder (default: runs/<timestamp>-<dataset>-<loss>)")
+    r.add_argument("--resume", type=nonempty, default=None, metavar="RUN_DIR_OR_CHECKPOINT",
+                   help=f"continue an interrupted run from its last.pt (may change only "
+                   f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE_CHANGES)})")
+    r.add_argument("--log-every", type=number(int, 1), default=50, help="steps between loss read-backs and logs")
+    r.add_argument("--quiet", action="store_true", help="no progress bars, only warnings and errors")
+    add_common(r)
     return p
 
 
+def _given(parser, argv):
+    """The dests the user set on the command line (parsed again with every default suppressed)."""
+    import copy
+    quiet = argparse.ArgumentParser(add_help=False)
+    for a in parser._actions:
+        if a.option_strings and a.dest != "help":
+            a = copy.copy(a)
+            a.default = argparse.SUPPRESS
+            quiet._add_action(a)
+    ns, _ = quiet.parse_known_args(argv)
+    return sorted(vars(ns))
+
+
 def parse_args(argv=None):
-    """Parse and cross-check; errors are argparse usage errors (exit 2)."""
+    """Parse and cross-check; errors are one-line usage errors (exit 2). args.given lists the
+    flags set on the command line (resume uses it to refuse changes it cannot honour)."""
+    import sys
+    argv = sys.argv[1:] if argv is None else list(argv)
     p = get_args_parser()
     args = p.parse_args(argv)
+    args.given = _given(p, argv)
     if args.sweep is not None:
         try:
             args.sweep = sweep_grid(args.sweep)
         except ValueError as e:
             p.error(str(e))
-        if args.optimizer != "sgd":
-            p.error("--sweep trains with --optimizer sgd")
-    if args.sweep is not None and args.resume:
-        p.error("--resume continues a single run, not a sweep")
+        if args.optimizer in SEARCHES:
+            p.error(f"--sweep trains with --optimizer sgd or gd, not {args.optimizer}")
+    if args.resume and args.sweep is not None:
+        p.error("--resume continues a run with its own sweep; give no --sweep")
     return args
+
+
+def saved_config(args):
+    """vars(args) as plain types for config.json, TensorBoard and checkpoints."""
+    return {k: v for k, v in vars(args).items() if k not in ("given", "resume")}

@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import functional as LF
-from .config import get_args_parser as train_args_parser
+from .config import TUNED, fill_defaults, get_args_parser as train_args_parser, saved_config
 from .data import DataSet, Preprocess, Split, load_dataset
-from .engine import Objective, evaluate, lr_factor, train_one_epoch
+from .engine import SGD, Objective, evaluate, lr_factor, train_one_epoch
 from .loaders import TensorLoader
 from .model import LinearClassifier
-from .run import fill_defaults
+from .recipe import build
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # what tutorials Normalize with
 
@@ -116,47 +116,40 @@ def per_image_dataset(data, data_dir, subset, seed=0):
 # --------------------------------------------------------------------------- epoch contenders
 
 def _lr_reg(loss):
-    args = fill_defaults(train_args_parser().parse_args(["--loss", loss]))
-    return args.lr, args.reg
+    return TUNED[loss]["lr"], TUNED[loss]["reg"]
 
 
-def lintorch_epoch(data, preprocess, loss, batch_size, device):
-    """lintorch's epoch as train.py runs it: TensorLoader + train_one_epoch + Objective + SGD(0.9)."""
-    lr, reg = _lr_reg(loss)
+def _stacked_epoch(data, preprocess, loss, batch_size, device, lr, reg):
+    """An epoch of K stacked members (lr, reg: (K,) tensors) as train.py runs it: TensorLoader +
+    train_one_epoch + Objective + lintorch's SGD(0.9), cosine schedule over 10 epochs."""
     loader = TensorLoader(data.train, preprocess, batch_size, device, seed=0)
     torch.manual_seed(0)
-    model = LinearClassifier(data.train.x[0].numel(), len(data.classes)).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    objective = Objective(loss, reg)
+    model = LinearClassifier(data.train.x[0].numel(), len(data.classes), num_models=len(lr)).to(device)
+    optimizer = SGD(model.weight.data, model.bias.data, lr, momentum=0.9)
+    objective = Objective(loss, reg.to(device))
     total = 10 * len(loader)
     check_every = 1 if device.type == "cpu" else 50  # as train.py: a host sync per step only on CPU
     epoch = [0]
 
     def run():
         train_one_epoch(model, loader, optimizer, objective, epoch[0] % 10, check_every=check_every,
-                        lr_at=lambda step: lr * lr_factor("cosine", step / total))
+                        lr_at=lambda step: lr_factor("cosine", step / total))
         epoch[0] += 1
     return timed(device, run)
+
+
+def lintorch_epoch(data, preprocess, loss, batch_size, device):
+    """lintorch's epoch of a single run (K = 1) at the tuned lr and reg."""
+    lr, reg = _lr_reg(loss)
+    return _stacked_epoch(data, preprocess, loss, batch_size, device, torch.tensor([lr]), torch.tensor([reg]))
 
 
 def sweep_epoch(data, preprocess, K, batch_size, device):
     """An epoch of train.py --sweep with K configurations (softmax): K stacked (K, C, D) weights,
-    one GEMM per step, per-model learning rates (lr_scale) and regularization strengths."""
+    one GEMM per step, per-member learning rates and regularization strengths."""
     lr, reg = _lr_reg("softmax")
-    loader = TensorLoader(data.train, preprocess, batch_size, device, seed=0)
-    torch.manual_seed(0)
-    model = LinearClassifier(data.train.x[0].numel(), len(data.classes), num_models=K).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
-    objective = Objective("softmax", torch.linspace(0, 2 * reg, K, device=device))
-    lr_scale = torch.linspace(lr / 4, 2 * lr, K, device=device)
-    check_every = 1 if device.type == "cpu" else 50
-    epoch = [0]
-
-    def run():
-        train_one_epoch(model, loader, optimizer, objective, epoch[0] % 10, check_every=check_every,
-                        lr_at=lambda step: 1.0, lr_scale=lr_scale)
-        epoch[0] += 1
-    return timed(device, run)
+    return _stacked_epoch(data, preprocess, "softmax", batch_size, device, torch.linspace(lr / 4, 2 * lr, K),
+                          torch.linspace(0, 2 * reg, K))
 
 
 def plain_epoch(X, y, num_classes, loss, batch_size, device):
@@ -315,25 +308,21 @@ def time_to_accuracy_lintorch(data, device, target=0.40, check_every=20, limit_s
     """From the decoded uint8 data in memory to `target` validation accuracy with lintorch's
     defaults (train.py's flags, run.DEFAULTS for the loss). The clock covers preprocessing fit,
     loaders, model and training; it is paused while the validation accuracy is checked every
-    `check_every` steps. -> dict(seconds, wall_seconds (evals included), steps, acc, reached)."""
-    args = fill_defaults(train_args_parser().parse_args([]))
+    `check_every` steps. Built by recipe.build from train.py's default flags, as train.py builds.
+    -> dict(seconds, wall_seconds (evals included), steps, acc, reached)."""
+    args = fill_defaults(train_args_parser().parse_args(["--dataset", "imagefolder"]))
+    cfg = saved_config(args)
     _sync(device)
     t0 = time.perf_counter()
-    preprocess = Preprocess.fit(data.train.x, args.mean, args.standardize)
-    train = TensorLoader(data.train, preprocess, args.batch_size, device, args.seed)
-    val = TensorLoader(data.val, preprocess, 4096, device, shuffle=False)
-    torch.manual_seed(args.seed)
-    model = LinearClassifier(data.train.x[0].numel(), len(data.classes)).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
-    objective = Objective(args.loss, args.reg, args.penalty, args.beta, args.margin, args.squared_hinge,
-                          args.svm_form)
-    total = args.epochs * len(train)
-    clock = _StopClock(t0, device, lambda: evaluate(model, val)["acc"], target, check_every, limit_s)
+    r = build(cfg, device, data=data)
+    optimizer = SGD(r.model.weight.data, r.model.bias.data, r.lr, cfg["momentum"])
+    total = args.epochs * len(r.train_loader)
+    clock = _StopClock(t0, device, lambda: evaluate(r.model, r.val_loader)["acc"][0], target, check_every, limit_s)
     clock.mark_setup()
     for epoch in range(args.epochs):
-        train_one_epoch(model, train, optimizer, objective, epoch, should_stop=clock,
+        train_one_epoch(r.model, r.train_loader, optimizer, r.objective, epoch, should_stop=clock,
                         check_every=1 if device.type == "cpu" else 50,
-                        lr_at=lambda step: args.lr * lr_factor(args.schedule, step / total))
+                        lr_at=lambda step: lr_factor(args.schedule, step / total))
         if clock.done:
             break
     return clock.result(f"softmax lr {args.lr:g} reg {args.reg:g} B {args.batch_size} momentum {args.momentum:g} "

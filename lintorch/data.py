@@ -282,6 +282,8 @@ def load_dataset(dataset, data_dir="./data", image_size=32, val_size=1000, seed=
         raise DataError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     if len(classes) < 2:
         raise DataError(f"need at least 2 classes, found {len(classes)} ({', '.join(classes)})")
+    if val_size is None:  # the default: 5,000 images, or a fifth of a smaller training set
+        val_size = max(1, min(5000, len(train) // 5))
     if not 1 <= val_size < len(train):
         raise DataError(f"--val-size {val_size} must be between 1 and {len(train) - 1} "
                         f"(the training split has {len(train)} images)")

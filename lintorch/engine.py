@@ -1,9 +1,9 @@
 """The training step, one epoch, evaluation and the learning-rate schedule.
 
 Shapes: B batch, D features, C classes; K stacked models in a sweep (weight (K, C, D),
-per-model losses (K,)), else scalars. One loop serves both: a single run is the K-free case.
+per-model losses (K,)). A single run is K = 1: one loop, no single-model branch.
 Every gradient comes from lintorch's hand-written backward passes (functional.objective_and_grad
-chains them without an autograd graph); the update is torch.optim.SGD.
+chains them without an autograd graph); the update is SGD below, one step for all K members.
 """
 import math
 import time
@@ -12,10 +12,6 @@ from dataclasses import dataclass, field
 import torch
 
 from . import functional as LF
-
-
-class NonFiniteLoss(Exception):
-    """The loss became NaN or inf: the message names epoch, step and learning rate."""
 
 
 def lr_factor(schedule, progress):
@@ -88,42 +84,80 @@ class EpochStats:
                 torch.as_tensor(self.correct).cpu().double() / max(self.seen, 1))
 
 
-def train_one_epoch(model, loader, optimizer, objective, epoch, *, lr_at, lr_scale=None, start=0,
-                    check_every=1, log_every=50, on_log=None, should_stop=None, progress=None, stats=None):
-    """Train one epoch from batch `start`; -> (EpochStats, next batch index or None when done).
+class SGD:
+    """Momentum SGD for K members at once, each with its own learning rate:
+    v = momentum * v + g,  W -= lr_k * schedule(t) * v  (torch.optim.SGD's rule, dampening 0).
 
-    lr_at(global_step) sets the optimizer's learning rate each step. lr_scale (K,) multiplies
-    each model's gradient (a sweep: per-model learning rates, the optimizer's lr is the schedule).
-    Non-finite loss is checked every `check_every` steps (1 on CPU: free; more on CUDA: no sync).
-    on_log(global_step, stats, extras) is called every `log_every` steps; should_stop() is polled
-    after each step and, if true, the epoch ends early and the next batch index is returned.
+    A member leaves the update (its rows stop moving, its gradient is ignored) when it is frozen:
+    diverged, or stopped early. weight (K, C, D), bias (K, C), lr (K,).
+    """
+
+    def __init__(self, weight, bias, lr, momentum=0.0):
+        self.weight, self.bias, self.momentum = weight, bias, momentum
+        self.lr = lr.to(weight.device, weight.dtype)
+        self.active = torch.ones(len(lr), dtype=torch.bool, device=weight.device)
+        self.all_active = True
+        self.buf = None if momentum == 0 else {"weight": torch.zeros_like(weight), "bias": torch.zeros_like(bias)}
+
+    def freeze(self, which):
+        """which: (K,) bool, the members to stop updating."""
+        self.active &= ~which.to(self.active.device)
+        self.all_active = bool(self.active.all())
+
+    @torch.no_grad()
+    def step(self, dW, db, factor):
+        step = self.lr * factor                                           # (K,)
+        if not self.all_active:   # a frozen member's gradient may be NaN: drop it, not multiply by 0
+            keep = self.active
+            dW = torch.where(keep.view(-1, 1, 1), dW, 0.0)
+            db = torch.where(keep.view(-1, 1), db, 0.0)
+            step = torch.where(keep, step, 0.0)
+        if self.buf is not None:
+            dW = self.buf["weight"].mul_(self.momentum).add_(dW)
+            db = self.buf["bias"].mul_(self.momentum).add_(db)
+        self.weight.addcmul_(dW, step.view(-1, 1, 1), value=-1.0)
+        self.bias.addcmul_(db, step.view(-1, 1), value=-1.0)
+
+    def state_dict(self):
+        return None if self.buf is None else dict(self.buf)
+
+    def load_state_dict(self, state):
+        if self.buf is not None and state is not None:
+            for k in self.buf:
+                self.buf[k].copy_(state[k])
+
+
+def train_one_epoch(model, loader, optimizer, objective, epoch, *, lr_at, start=0, check_every=1,
+                    log_every=50, on_log=None, should_stop=None, progress=None, stats=None):
+    """Train the K members of model one epoch from batch `start`; -> (EpochStats, next batch
+    index, or None when the epoch is done).
+
+    lr_at(global_step) is the schedule's factor of each member's learning rate. The loss is
+    checked every `check_every` steps (1 on CPU: free; more on CUDA: no host sync in between): a
+    member whose loss is not finite is frozen and recorded in stats.extra["diverged"] as
+    (member, epoch, step); when none is left active the epoch ends. on_log(global_step, stats,
+    extras) is called every `log_every` steps; should_stop() is polled after each step.
     stats carries the sums of an epoch interrupted part-way (resume), else they start at zero.
     """
     steps_per_epoch = len(loader)
     stats = EpochStats() if stats is None else stats
-    W = model.weight
     t0 = time.perf_counter() - stats.seconds
+    W = model.weight
     for i, (xb, yb) in enumerate(loader.batches(epoch, start), start):
         step = epoch * steps_per_epoch + i
-        lr = lr_at(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        scores, data, reg, dW, db = objective.loss_and_grad(model, xb, yb)   # scores (B, C) or (K, B, C)
-        total = data + reg
+        factor = lr_at(step)
+        scores, data, reg, dW, db = objective.loss_and_grad(model, xb, yb)   # scores (K, B, C), data (K,)
         if check_every and (i + 1) % check_every == 0:
-            if lr_scale is None:
-                if not math.isfinite(total.item()):
-                    raise NonFiniteLoss(f"loss became {total.item()} at epoch {epoch + 1}, step {i + 1} "
-                                        f"(lr {lr:.3g}): lower --lr")
-            else:
-                lr_scale.masked_fill_(~torch.isfinite(total), 0.0)     # a sweep freezes diverged models
-        if lr_scale is not None:
-            dW.mul_(lr_scale.view(-1, 1, 1))
-            db.mul_(lr_scale.view(-1, 1))
-        model.weight.grad, model.bias.grad = dW, db
+            bad = ~torch.isfinite(data + reg) & optimizer.active
+            if bool(bad.any()):
+                stats.extra.setdefault("diverged", []).extend(
+                    (int(k), epoch + 1, i + 1, factor) for k in bad.nonzero().flatten().tolist())
+                optimizer.freeze(bad)
+                if not optimizer.all_active and not bool(optimizer.active.any()):
+                    break
         logging_step = on_log is not None and (i + 1) % log_every == 0
         before = W.detach().clone() if logging_step else None
-        optimizer.step()
+        optimizer.step(dW, db, factor)
         with torch.no_grad():
             stats.data = stats.data + data.detach()
             stats.reg = stats.reg + reg.detach()
@@ -134,10 +168,14 @@ def train_one_epoch(model, loader, optimizer, objective, epoch, *, lr_at, lr_sca
         if progress is not None:
             progress.update(len(yb))
         if logging_step:
-            on_log(step + 1, stats, {"before": before, "data": data.detach(), "reg": reg.detach(), "lr": lr})
+            on_log(step + 1, stats, {"before": before, "data": data.detach(), "reg": reg.detach(),
+                                     "factor": factor, "grad": dW})
         if should_stop is not None and should_stop():
             stats.seconds = time.perf_counter() - t0
+            stats.extra["grad"] = dW
             return stats, i + 1
+    if stats.steps:
+        stats.extra["grad"] = dW      # the last step's gradient, for the epoch's histogram
     stats.seconds = time.perf_counter() - t0
     return stats, None
 

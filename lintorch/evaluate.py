@@ -8,53 +8,44 @@ during training, and the preprocessing is the checkpoint's (never refitted).
     python -m lintorch.evaluate runs/X                     # the val split it was validated on
     python -m lintorch.evaluate runs/X --split test --json
 """
-import argparse
 import json
 import sys
 
-import torch
-
-from .checkpoint import CheckpointError, check_compatible
-from .config import HelpFormatter, number
-from .data import DATASETS, DataError, load_dataset
-from .engine import Objective, evaluate
-from .loaders import TensorLoader
-from .predict import checkpoint_path, load_model
+from .cli import ArgumentParser, add_common, number, run_command
+from .config import DATASETS
 
 SPLITS = ("val", "test", "train")
 
 
-def _names(classes, shown=5):
-    return ", ".join(classes[:shown]) + (", ..." if len(classes) > shown else "")
-
-
 def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=None, val_size=None,
-                        cache_dir=None, device="cpu", batch_size=4096):
+                        cache_dir=None, device="cpu"):
     """-> dict: accuracy, correct, n, loss, per_class {class: accuracy or None}, confusion (C x C
-    lists), classes, split, dataset, data_dir, checkpoint. Unset data arguments come from the
-    checkpoint's config. DataError or CheckpointError when data and model do not fit."""
-    path = checkpoint_path(path)
-    model, preprocess, ckpt = load_model(path, device)
-    cfg = ckpt.get("config") or {}
+    lists), classes, split, dataset, data_dir, checkpoint, configuration (a sweep member's
+    settings, else None). Unset data arguments come from the checkpoint's config. DataError or
+    CheckpointError when data and model do not fit."""
+    from .checkpoint import check_compatible
+    from .data import DataError, load_dataset
+    from .engine import Objective, evaluate
+    from .predict import load_model
+    from .recipe import eval_loader
+    model, preprocess, saved = load_model(path, device)
+    path, h, cfg = saved.path, saved.header, saved.header.config
 
     def pick(value, key, default):
         return value if value is not None else cfg.get(key, default)
     dataset, data_dir = pick(dataset, "dataset", "cifar10"), pick(data_dir, "data_dir", "./data")
     seed, val_size = pick(seed, "seed", 0), pick(val_size, "val_size", 1000)
-    data = load_dataset(dataset, data_dir, ckpt["image_size"], val_size, seed, pick(cache_dir, "cache_dir", None),
+    data = load_dataset(dataset, data_dir, h.image_size, val_size, seed, pick(cache_dir, "cache_dir", None),
                         cfg.get("skip_bad_images", False))
-    check_compatible(ckpt, path, data.classes, data.image_size)
-    if list(data.classes) != list(ckpt["classes"]):
-        raise CheckpointError(f"{path}: the model's classes ({_names(ckpt['classes'])}) are not the data's "
-                              f"({_names(data.classes)})")
+    check_compatible(h, path, data.classes, data.image_size)
     part = getattr(data, split)
     if part is None:
         raise DataError(f"the data set has no {split} split ({dataset} at {data_dir}); use --split val")
     C = len(data.classes)
-    objective = Objective(ckpt["loss"], 0.0, margin=cfg.get("margin", 1.0), squared=cfg.get("squared_hinge", False),
+    objective = Objective(h.loss, 0.0, margin=cfg.get("margin", 1.0), squared=cfg.get("squared_hinge", False),
                           form=cfg.get("svm_form", "weston-watkins"))
     # the same loader and batch size as training's validation, so the numbers match to the bit
-    loader = TensorLoader(part, preprocess, batch_size, model.weight.device, shuffle=False)
+    loader = eval_loader(part, preprocess, model.weight.device)
     result = evaluate(model, loader, objective, num_classes=C)
     cm = result["confusion"]                                             # (C, C)
     per_class = {}
@@ -63,15 +54,22 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
         per_class[name] = int(cm[c, c]) / total if total else None
     return {"checkpoint": path, "dataset": dataset, "data_dir": data_dir, "split": split, "n": result["n"],
             "accuracy": float(result["acc"]), "correct": int(cm.diagonal().sum()), "loss": float(result["loss"]),
-            "loss_kind": ckpt["loss"], "classes": list(data.classes), "per_class": per_class,
+            "loss_kind": h.loss, "configuration": _configuration(cfg), "classes": list(data.classes), "per_class": per_class,
             "per_class_n": {name: int(cm[c].sum()) for c, name in enumerate(data.classes)},
             "confusion": cm.tolist()}
+
+
+def _configuration(cfg):
+    """A sweep member's own settings ('lr=0.03,reg=0.001'), else None."""
+    keys = sorted({k for c in cfg.get("sweep") or [] for k in c})
+    return ",".join(f"{k}={cfg[k]!r}" for k in keys) or None
 
 
 def format_report(r):
     """The text report: accuracy, a per-class table and the confusion matrix."""
     classes = r["classes"]
-    lines = [f"{r['checkpoint']} on the {r['split']} split of {r['dataset']} ({r['data_dir']}): "
+    which = f" (sweep configuration {r['configuration']})" if r["configuration"] else ""
+    lines = [f"{r['checkpoint']}{which} on the {r['split']} split of {r['dataset']} ({r['data_dir']}): "
              f"accuracy {100 * r['accuracy']:.2f}% ({r['correct']}/{r['n']}), mean {r['loss_kind']} loss "
              f"{r['loss']:.4f}", "", "per-class accuracy:"]
     w = max(len(c) for c in classes)
@@ -87,9 +85,8 @@ def format_report(r):
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m lintorch.evaluate", formatter_class=HelpFormatter,
-        description="Evaluate a trained lintorch checkpoint: accuracy, per-class accuracy and the confusion "
+    p = ArgumentParser(
+        prog="python -m lintorch.evaluate", description="Evaluate a trained lintorch checkpoint: accuracy, per-class accuracy and the confusion "
         "matrix. Data arguments left out come from the checkpoint's training config.")
     p.add_argument("checkpoint", help="a checkpoint .pt file, or a run folder (its checkpoint.pt, the best model)")
     p.add_argument("--dataset", choices=DATASETS, default=None, help="data set (default: the one it trained on)")
@@ -99,29 +96,25 @@ def get_args_parser():
     p.add_argument("--seed", type=number(int, 0), default=None, help="split seed (default: the training seed)")
     p.add_argument("--val-size", type=number(int, 1), default=None, help="validation size (default: the training one)")
     p.add_argument("--cache-dir", default=None, help="decoded image cache (default: the training one)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    add_common(p)
     return p
+
+
+def _main(args):
+    from .cli import choose_threads, resolve_device
+    device = resolve_device(args.device)          # TF32 on CUDA as in training: its numbers are reproduced
+    if device.type == "cpu":
+        choose_threads(args.threads)
+    r = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_dir, args.split, args.seed, args.val_size,
+                            args.cache_dir, device)
+    print(json.dumps(r, indent=2) if args.json else format_report(r))
+    return 0
 
 
 def main(argv=None):
     """The command line; -> exit status (0 ok, 2 bad input: one line on stderr)."""
-    args = get_args_parser().parse_args(argv)
-    from .run import UserError, resolve_device
-    try:
-        device = resolve_device(args.device)
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # as in training, so its numbers are reproduced
-        r = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_dir, args.split, args.seed, args.val_size,
-                                args.cache_dir, device)
-    except (DataError, CheckpointError, UserError) as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(r, indent=2) if args.json else format_report(r))
-    return 0
+    return run_command(_main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,61 +1,34 @@
 """Classify image files with a trained checkpoint: the lecture's classify_image(image) -> class_label.
 
 Shapes: N images, D = 3 * S * S features (S the checkpoint's image size), C classes, k top classes.
+Arguments are parsed before torch is imported, so usage errors answer at once.
 Any image size or mode is accepted and preprocessed exactly as in training: load as RGB
 (data.load_image), resize to S x S (data.image_transform), then the checkpoint's Preprocess.
 
     python -m lintorch.predict runs/X photo.jpg other.png --top-k 3 [--json]
 """
-import argparse
 import json
-import math
 import os
 import sys
 
-import torch
-
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import HelpFormatter, number
-from .data import DataError, Preprocess, image_transform, load_image
-from .model import LinearClassifier
-
-
-def checkpoint_path(path):
-    """A run folder means its best model, checkpoint.pt; a file means itself."""
-    if os.path.isdir(path):
-        best = os.path.join(path, "checkpoint.pt")
-        if not os.path.isfile(best):
-            raise CheckpointError(f"{path}: no checkpoint.pt in this run folder (pass a .pt file, e.g. last.pt)")
-        return best
-    return path
+from .cli import ArgumentParser, add_common, number, run_command
 
 
 def load_model(path, device="cpu"):
-    """Checkpoint file or run folder -> (LinearClassifier in eval mode, Preprocess, checkpoint dict),
-    both on `device`. CheckpointError names the file when it cannot be used."""
-    path = checkpoint_path(path)
-    ckpt = load_checkpoint(path)
-    missing = [k for k in ("model", "preprocess", "classes", "image_size", "in_features", "num_classes", "loss")
-               if k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path}: incomplete checkpoint, no {', '.join(missing)}")
-    try:
-        model = LinearClassifier(ckpt["in_features"], ckpt["num_classes"])
-        model.load_state_dict(ckpt["model"])
-        preprocess = Preprocess.from_state_dict(ckpt["preprocess"])
-    except (KeyError, RuntimeError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: incomplete or inconsistent checkpoint ({type(e).__name__}: {e})") from None
-    return model.to(device).eval(), preprocess.to(device), ckpt
-
-
-def _image_size(model):
-    """S from D = 3 * S * S."""
-    return math.isqrt(model.in_features // 3)
+    """Checkpoint file or run folder -> (LinearClassifier in eval mode, Preprocess, ModelFile),
+    on `device`. CheckpointError names the file and field when it cannot be used."""
+    from .checkpoint import best_path, load_model as load_file
+    from .data import Preprocess
+    from .model import LinearClassifier
+    saved = load_file(best_path(path))
+    model = LinearClassifier.from_weights(saved.weight.to(device), saved.bias.to(device))
+    return model.eval(), Preprocess.from_state_dict(saved.header.preprocess).to(device), saved
 
 
 def image_tensor(image, image_size):
     """A path or PIL image (any size or mode) -> uint8 (3, S, S), decoded as training decodes.
     DataError naming the file when it cannot be read as an image."""
+    from .data import DataError, image_transform, load_image
     if isinstance(image, (str, os.PathLike)):
         if not os.path.isfile(image):
             raise DataError(f"{image}: no such image file")
@@ -68,13 +41,15 @@ def image_tensor(image, image_size):
     return image_transform(image_size)(image)
 
 
-@torch.inference_mode()
 def scores(model, preprocess, images, image_size=None):
-    """images: list of paths or PIL images -> scores (N, C) float32 on the CPU."""
-    S = image_size or _image_size(model)
-    x = torch.stack([image_tensor(im, S) for im in images])                  # (N, 3, S, S) uint8
-    device = model.weight.device
-    return model(preprocess(x.to(device))).float().cpu()
+    """images: list of paths or PIL images -> scores (N, C) float32 on the CPU. image_size S
+    defaults to the model's, from D = 3 * S * S."""
+    import math
+    import torch
+    image_size = image_size or math.isqrt(model.in_features // 3)
+    x = torch.stack([image_tensor(im, image_size) for im in images])        # (N, 3, S, S) uint8
+    with torch.inference_mode():
+        return model(preprocess(x.to(model.weight.device))).float().cpu()
 
 
 def classify_image(model, preprocess, image, classes, image_size=None):
@@ -85,54 +60,45 @@ def classify_image(model, preprocess, image, classes, image_size=None):
 
 def top_k(s, classes, k, probabilities):
     """s (C,) scores of one image -> [(class, probability or raw score)] for the k best, best first."""
-    values = torch.softmax(s.double(), -1) if probabilities else s.double()
+    values = s.double().softmax(-1) if probabilities else s.double()
     best = values.topk(min(k, len(classes)))
     return [(classes[i], float(v)) for v, i in zip(best.values.tolist(), best.indices.tolist())]
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m lintorch.predict", formatter_class=HelpFormatter,
-        description="Classify images with a trained lintorch checkpoint: the predicted class and the top "
+    p = ArgumentParser(
+        prog="python -m lintorch.predict", description="Classify images with a trained lintorch checkpoint: the predicted class and the top "
         "classes, with probabilities for softmax models and raw scores for SVM models.")
     p.add_argument("checkpoint", help="a checkpoint .pt file, or a run folder (its checkpoint.pt, the best model)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size or mode; resized "
                    "to the checkpoint's image size and converted to RGB)")
     p.add_argument("--top-k", type=number(int, 1), default=3, help="how many of the best classes to show per image")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--device", default="cpu", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    add_common(p)
     return p
 
 
 def predict(args):
     """-> the JSON-able result for args.images."""
-    from .run import resolve_device
+    from .cli import choose_threads, resolve_device
     device = resolve_device(args.device)
-    model, preprocess, ckpt = load_model(args.checkpoint, device)
-    classes, probabilities = list(ckpt["classes"]), ckpt["loss"] == "softmax"
-    s = scores(model, preprocess, args.images, ckpt["image_size"])          # (N, C)
+    choose_threads(1 if args.threads == "auto" else args.threads)   # a few images: one thread is plenty
+    model, preprocess, saved = load_model(args.checkpoint, device)
+    h = saved.header
+    classes, probabilities = h.classes, h.loss == "softmax"
+    s = scores(model, preprocess, args.images, h.image_size)                # (N, C)
     kind = "probability" if probabilities else "score"
     predictions = []
     for path, row in zip(args.images, s):
         best = top_k(row, classes, args.top_k, probabilities)
         predictions.append({"image": path, "label": best[0][0], kind: best[0][1],
                             "top_k": [{"label": c, kind: v} for c, v in best]})
-    return {"checkpoint": checkpoint_path(args.checkpoint), "loss": ckpt["loss"], "values": kind,
-            "classes": classes, "predictions": predictions}
+    return {"checkpoint": saved.path, "loss": h.loss, "values": kind, "classes": classes,
+            "predictions": predictions}
 
 
-def main(argv=None):
-    """The command line; -> exit status (0 ok, 2 bad input: one line on stderr)."""
-    args = get_args_parser().parse_args(argv)
-    from .run import UserError
-    try:
-        result = predict(args)
-    except (DataError, CheckpointError, UserError) as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _main(args):
+    result = predict(args)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -145,6 +111,11 @@ def main(argv=None):
         rest = ", ".join(f"{t['label']} {fmt.format(t[kind])}" for t in p["top_k"])
         print(f"{p['image']:<{width}}  {p['label']:<12}  ({rest})")
     return 0
+
+
+def main(argv=None):
+    """The command line; -> exit status (0 ok, 2 bad input: one line on stderr)."""
+    return run_command(_main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,31 +1,21 @@
-"""What `python train.py` does: read the flags, fill in the measured defaults, pick the device,
-resume if asked, train, and turn every user error into one line and an exit status.
+"""What `python train.py` does: claim the run folder, apply the resume rules, build the recipe and
+its members, train, report. Every user error becomes one line and exit 2 (cli.run_command).
+
+Shapes: D features, C classes, K members (a single run is a sweep of one).
 """
 import logging
 import os
 import signal
-import sys
-import time
 
 import torch
-from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, resolve
-from .data import DataError
-from .trainer import Run, train_search, train_sgd
+from .checkpoint import Header, check_compatible, last_path, load_resume
+from .cli import UserError, choose_threads, resolve_device, run_command, setup_logging
+from .config import RESUMABLE_CHANGES, SEARCHES, fill_defaults, member_name, saved_config
+from .members import Member, pct
+from .rundir import claim_default, claim_existing, claim_new, write_json
 
 log = logging.getLogger("lintorch")
-
-DEFAULTS = {
-    "softmax": {"lr": 0.03, "reg": 0.0003, "batch_size": 256},
-    "svm": {"lr": 0.003, "reg": 0.001, "batch_size": 256},
-    "gd": {"lr_scale": 10.0, "epochs": 100},
-    "sgd": {"epochs": 10},
-}
-
-
-class UserError(Exception):
-    """A request that cannot be carried out (e.g. CUDA asked for but absent): one line, exit 2."""
 
 
 class StopFlag:
@@ -48,114 +38,145 @@ class StopFlag:
             signal.signal(s, h)
 
 
-def resolve_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+class Run:
+    """A run: its config, device, claimed folder, recipe, checkpoint header and members."""
+
+    picture_every = 1   # epochs between weight/grad histograms and template pictures (and the last epoch)
+
+    def __init__(self, cfg, device, folder, recipe, stop, resume_members=None, purge_step=None):
+        self.cfg, self.device, self.folder, self.recipe, self.stop = cfg, device, folder, recipe, stop
+        D = recipe.data.train.x[0].numel()
+        self.header = Header(list(recipe.classes), cfg["image_size"], D, cfg["loss"], recipe.preprocess.state_dict(),
+                             cfg)
+        saved = resume_members or [{"name": "run" if not cfg.get("sweep") else member_name(c), "config": c}
+                                   for c in recipe.configs]
+        single = len(saved) == 1 and not cfg.get("sweep")
+        self.members = [Member(s["name"], s["config"], folder if single else os.path.join(folder, s["name"]), cfg,
+                               purge_step, s) for s in saved]
+
+    def templates(self, weight):
+        from .visualize import template_grid
+        return template_grid(weight, self.recipe.classes, self.recipe.image_shape)
+
+    def report(self, results):
+        """One line for a single run; the ranked table and summary metrics.json for a sweep."""
+        if not self.cfg.get("sweep"):
+            m = results[0]
+            if m["val_acc"] is not None:
+                log.info(f"done ({m['status']}): best val acc {pct(m['val_acc'])} at epoch {m['best_epoch']}, test acc "
+                         f"{pct(m['test_acc'])}; {m['seconds']:.1f}s training; run folder {self.folder}")
+            return
+        order = sorted(range(len(results)), key=lambda k: -(results[k]["val_acc"] or -1))
+        w = max(len(m.name) for m in self.members)
+        lines = [f"{'rank':>4}  {'configuration':<{w}} {'val acc':>8}  status"]
+        for r, k in enumerate(order, 1):
+            lines.append(f"{r:>4}  {self.members[k].name:<{w}} {pct(results[k]['val_acc']):>8}  {results[k]['status']}")
+        log.info("sweep results (best first):\n" + "\n".join(lines))
+        best = results[order[0]]
+        status = results[0]["status"] if results[0]["status"] == "interrupted" else (
+            "diverged" if all(r["status"] == "diverged" for r in results) else "completed")
+        write_json(os.path.join(self.folder, "metrics.json"), {"status": status, "best": best, "configs": results})
+        if best["val_acc"] is None:
+            log.error(f"error: every configuration diverged; no model was kept ({self.folder})")
+        else:
+            log.info(f"best configuration {self.members[order[0]].name}: checkpoint.pt in {self.folder}")
+
+
+# --------------------------------------------------------------------------- resume rules
+
+def _resume(args):
+    """-> (config to continue with, Header, TrainState, folder). Refuses what cannot be honoured:
+    a changed flag other than RESUMABLE_CHANGES, other epochs under a decaying schedule, a run
+    that diverged; a finished run has nothing to do."""
+    path = last_path(args.resume)
+    header, state = load_resume(path)
+    cfg = dict(header.config)
+    for key in args.given:
+        if key in ("resume", "epochs") or key in RESUMABLE_CHANGES:
+            continue
+        if getattr(args, key) != cfg.get(key):
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"{flag} {getattr(args, key)} differs from the run's {cfg.get(key)}: --resume keeps a "
+                            f"run's settings (it may change only "
+                            f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE_CHANGES)}); start a new run")
+    if "epochs" in args.given and args.epochs != cfg["epochs"]:
+        if cfg["schedule"] != "constant":
+            raise UserError(f"--epochs {args.epochs}: the run's {cfg['schedule']} schedule was planned over "
+                            f"{cfg['epochs']} epochs, and changing that would jump its learning rate; resume "
+                            f"without --epochs, or start a new run (a constant schedule can be extended)")
+        if args.epochs < state.epoch:
+            raise UserError(f"--epochs {args.epochs}: the run has already trained {state.epoch} epochs")
+        cfg["epochs"] = args.epochs
+    for key in RESUMABLE_CHANGES:
+        if key != "epochs" and key in args.given:
+            cfg[key] = getattr(args, key)
+    if all(m.get("status") == "diverged" for m in state.members):
+        raise UserError(f"{path}: this run diverged ({state.members[0].get('note')}); resuming would repeat it: "
+                        f"start a new run with a lower --lr")
+    return cfg, header, state, os.path.dirname(os.path.abspath(path))
+
+
+def _claim(args, cfg):
+    if args.logdir is not None:
+        return args.logdir, claim_new(args.logdir)
+    return claim_default(cfg["dataset"], "sweep" if cfg.get("sweep") else cfg["loss"])
+
+
+# --------------------------------------------------------------------------- main
+
+def train(args):
+    """train.py's work; -> exit status (0 ok, 1 diverged, 2 bad input, 130/143 interrupted)."""
+    setup_logging(args.quiet)
+    torch.set_flush_denormal(True)  # denormal probabilities (confident softmax) slow CPU GEMMs ~10x
+    header = state = None
+    if args.resume:
+        cfg, header, state, folder = _resume(args)
+        if state.epoch >= cfg["epochs"] and state.step == 0:
+            log.info(f"{folder} already finished its {cfg['epochs']} epochs: nothing to resume (see its metrics.json)")
+            return 0
+        lock = claim_existing(folder)
+    else:
+        cfg = saved_config(fill_defaults(args))
+        folder, lock = _claim(args, cfg)
+        cfg["logdir"] = folder
+        write_json(os.path.join(folder, "config.json"), cfg)
+    device = resolve_device(cfg["device"])
+    threads = None
+    if device.type == "cpu":   # a resume keeps the count the run measured: results stay bit-identical
+        keep = args.resume and "threads" not in args.given and cfg.get("cpu_threads")
+        threads = cfg["cpu_threads"] = choose_threads(keep or cfg["threads"])
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name} asked for CUDA, but torch.cuda.is_available() is False here")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif device.type != "cpu":
-        raise UserError(f"--device {name}: lintorch runs on cpu or cuda")
-    return device
+        return _train(cfg, device, folder, threads, header, state)
+    finally:
+        os.close(lock)
 
 
-def fill_defaults(args):
-    """Replace None hyperparameters with the measured defaults for the loss and optimizer."""
-    d = DEFAULTS[args.loss]
-    full_batch = args.optimizer == "gd"
-    if args.lr is None:
-        args.lr = d["lr"] * (DEFAULTS["gd"]["lr_scale"] if full_batch else 1.0)
-    if args.reg is None:
-        args.reg = d["reg"]
-    if args.epochs is None:
-        args.epochs = DEFAULTS["gd"]["epochs"] if full_batch else DEFAULTS["sgd"]["epochs"]
-    if args.batch_size is None:
-        args.batch_size = d["batch_size"]
-    if full_batch:
-        args.momentum = 0.0  # the lecture's vanilla loop
-    return args
-
-
-def _setup_logging(quiet):
-    class TqdmHandler(logging.Handler):
-        def emit(self, record):
-            tqdm.write(self.format(record), file=sys.stdout)
-    handler = TqdmHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("lintorch")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
-
-
-def _new_run_folder(args):
-    """runs/<timestamp>-<dataset>-<loss>, with -2, -3, ... when two runs start in the same second."""
-    kind = "sweep" if args.sweep else args.loss
-    base = os.path.join("runs", f"{time.strftime('%Y%m%d-%H%M%S')}-{args.dataset}-{kind}")
-    path, n = base, 1
-    while os.path.exists(path):
-        n += 1
-        path = f"{base}-{n}"
-    return path
-
-
-def _resume_args(args):
-    """Continue the run whose last.pt is given: its own config, this command's epochs and device."""
-    path = resolve(args.resume)
-    ckpt = load_checkpoint(path)
-    if ckpt.get("optimizer") is None or "step" not in ckpt:
-        raise CheckpointError(f"{path}: not a resumable training checkpoint (use a run's last.pt)")
-    saved = dict(ckpt["config"])
-    for k in ("epochs", "quiet", "debug", "log_every"):
-        if getattr(args, k, None) is not None:
-            saved[k] = getattr(args, k)
-    if args.device != "auto":
-        saved["device"] = args.device
-    saved.update(resume=path, logdir=os.path.dirname(os.path.abspath(path)), sweep=None)
-    return type(args)(**saved), ckpt
+def _train(cfg, device, folder, threads, header, state):
+    from .data import Preprocess
+    from .recipe import build
+    from .trainer import Trainer, train_search
+    recipe = build(cfg, device, None if header is None else Preprocess.from_state_dict(header.preprocess))
+    if header is not None:
+        check_compatible(header, folder, recipe.classes, cfg["image_size"])
+    else:
+        write_json(os.path.join(folder, "config.json"), cfg)      # with the resolved --val-size
+    stop = StopFlag()
+    try:
+        steps = len(recipe.train_loader)
+        purge = None if state is None else state.epoch * steps + state.step + 1
+        run = Run(cfg, device, folder, recipe, stop, None if state is None else state.members, purge)
+        data = recipe.data
+        log.info(f"{cfg['dataset']}: {len(data.train)} train / {len(data.val)} val"
+                 f"{'' if data.test is None else f' / {len(data.test)} test'} images, {len(recipe.classes)} classes, "
+                 f"D = {run.header.in_features}, {len(run.members)} member(s); device {device}"
+                 f"{'' if threads is None else f' ({threads} thread(s))'}; run folder {folder}")
+        if cfg["optimizer"] in SEARCHES:
+            return train_search(run)
+        return Trainer(run, state).train()
+    finally:
+        stop.restore()
 
 
 def main(args):
-    """Run train.py's work; -> exit status (0 ok, 1 diverged, 2 bad input, 130/143 interrupted)."""
-    _setup_logging(args.quiet)
-    torch.set_flush_denormal(True)  # denormal probabilities (confident softmax) slow CPU GEMMs ~10x
-    stop = None
-    try:
-        resume_ckpt = None
-        if args.resume:
-            args, resume_ckpt = _resume_args(args)
-        fill_defaults(args)
-        if args.logdir is None:
-            args.logdir = _new_run_folder(args)
-        elif not args.resume and any(os.path.exists(os.path.join(args.logdir, f))
-                                     for f in ("checkpoint.pt", "last.pt", "metrics.json")):
-            raise UserError(f"{args.logdir} already holds a run: continue it with --resume {args.logdir}, "
-                            f"or give another --logdir (nothing was overwritten)")
-        run = Run(args, resolve_device(args.device), resume_ckpt)
-        run.write_json("config.json", vars(args))
-        log.info(f"{args.dataset}: {len(run.data.train)} train / {len(run.data.val)} val"
-                 f"{'' if run.data.test is None else f' / {len(run.data.test)} test'} images, "
-                 f"{len(run.classes)} classes, D = {run.D}; device {run.device}; run folder {run.logdir}")
-        stop = StopFlag()
-        if args.optimizer in ("random-search", "random-local-search"):
-            return train_search(run, stop)
-        return train_sgd(run, resume_ckpt, stop)
-    except (DataError, CheckpointError, UserError, OSError) as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if stop is not None:
-            stop.restore()
+    """train.py's entry: train(args) with errors as one line and exit 2."""
+    return run_command(train, args)

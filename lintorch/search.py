@@ -20,14 +20,14 @@ def training_losses(weight, bias, loader, objective):
 
 @torch.inference_mode()
 def random_search(loader, objective, num_classes, in_features, trials, device, seed=0, local=False,
-                  scale=1e-3, step_size=1e-3, chunk=50, on_trial=None):
+                  scale=1e-3, step_size=1e-3, chunk=50, on_trial=None, should_stop=None):
     """Try `trials` weight matrices and keep the one with the lowest training loss.
 
     local=False: each W is drawn afresh, W = scale * randn (the lecture's strategy #1).
     local=True: each candidate is W_best + step_size * randn, kept only if it lowers the loss
     (cs231n's random local search); candidates are proposed `chunk` at a time.
     -> (weight (C, D), bias (C,), best loss, list of best-so-far losses per trial).
-    on_trial(done, best_loss) reports progress.
+    on_trial(done, best_loss) reports progress; should_stop() ends the search after the chunk.
     """
     g = torch.Generator().manual_seed(seed)
     C, D = num_classes, in_features
@@ -47,4 +47,6 @@ def random_search(loader, objective, num_classes, in_features, trials, device, s
         done += k
         if on_trial is not None:
             on_trial(done, best)
+        if should_stop is not None and should_stop():
+            break
     return best_w, best_b, best, history

@@ -1,0 +1,113 @@
+"""A member: one configuration being trained (a single run is a sweep of one). It owns its
+TensorBoard run, its folder, its best validation accuracy and epoch, its history, its status
+and its final report (test accuracy, pictures, hparams, metrics.json, checkpoint.pt).
+
+Shapes: D features, C classes; a member's weights are one slice (C, D) of the run's (K, C, D).
+"""
+import logging
+import math
+import os
+
+from .checkpoint import BEST, ModelFile, model_dict, save
+from .engine import evaluate
+from .model import LinearClassifier
+from .monitor import Monitor
+from .rundir import write_json, write_png
+from .visualize import confusion_image, template_grid
+
+log = logging.getLogger("lintorch")
+HPARAMS = ("loss", "optimizer", "lr", "reg", "penalty", "batch_size", "momentum", "schedule", "epochs", "margin",
+           "seed", "dataset")
+
+
+def pct(x):
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+class Member:
+    """name: 'run' for a single run, else the configuration ('lr=0.03,reg=0'); folder: the run
+    folder (single run) or its sub-folder (sweep)."""
+
+    def __init__(self, name, overrides, folder, run_config, purge_step=None, saved=None):
+        self.name, self.overrides, self.folder = name, dict(overrides), folder
+        self.config = {**run_config, **self.overrides}
+        os.makedirs(folder, exist_ok=True)
+        self.monitor = Monitor(folder, purge_step=purge_step)
+        saved = saved or {}
+        self.best_val = saved.get("best_val")
+        self.best_epoch = saved.get("best_epoch")
+        self.status = saved.get("status", "training")
+        self.history = list(saved.get("history", []))
+        self.patience_left = saved.get("patience_left")
+        self.note = saved.get("note")
+        self.metrics = None
+        if purge_step is None:
+            self.monitor.config(self.config)
+
+    def state(self):
+        """What last.pt keeps of this member."""
+        return {"name": self.name, "config": self.overrides, "best_val": self.best_val,
+                "best_epoch": self.best_epoch, "status": self.status, "history": self.history,
+                "patience_left": self.patience_left, "note": self.note}
+
+    @property
+    def active(self):
+        return self.status == "training"
+
+    def diverged(self, epoch, step, lr):
+        self.status = "diverged"
+        self.note = f"loss became non-finite at epoch {epoch}, step {step} (lr {lr:.3g})"
+
+    def end_epoch(self, epoch, val_acc, patience):
+        """Record epoch's validation accuracy; -> True when it is this member's best so far.
+        With patience, a member that has not improved for that many epochs stops."""
+        improved = self.best_val is None or val_acc > self.best_val
+        if improved:
+            self.best_val, self.best_epoch, self.patience_left = val_acc, epoch, patience
+        elif patience is not None:
+            self.patience_left -= 1
+            if self.patience_left <= 0:
+                self.status = "stopped"
+                self.note = f"no better validation accuracy for {patience} epochs (patience)"
+        return improved
+
+    def model_file(self, header, weight, bias, epoch):
+        h = type(header)(**{**vars(header), "config": self.config})
+        return ModelFile(h, weight, bias, epoch, self.best_val, self.best_epoch, self.history)
+
+    def save_best(self, header, weight, bias, epoch):
+        save(model_dict(self.model_file(header, weight, bias, epoch)), os.path.join(self.folder, BEST))
+
+    def finish(self, recipe, weight, bias, end_status, step, seconds, images, device, extra=None):
+        """The member's report: its kept model on the test split (else val), the confusion matrix
+        and templates, hparams, metrics.json. weight (C, D), bias (C,): its best weights."""
+        status = end_status if self.status == "training" else self.status
+        if status == "training":
+            status = "completed"
+        last_train = self.history[-1]["train_acc"] if self.history else None
+        metrics = {"status": status, "train_acc": last_train, "val_acc": self.best_val,
+                   "best_epoch": self.best_epoch, "epochs": len(self.history), "test_acc": None,
+                   "seconds": seconds, "images_per_second": images / max(seconds, 1e-9), "device": str(device),
+                   "history": self.history, "config": self.overrides or None, "note": self.note, **(extra or {})}
+        if self.best_val is not None:
+            model = LinearClassifier.from_weights(weight, bias)
+            C = len(recipe.classes)
+            test = evaluate(model, recipe.test_loader, num_classes=C) if recipe.test_loader else None
+            shown = test or evaluate(model, recipe.val_loader, num_classes=C)
+            metrics["test_acc"] = None if test is None else float(test["acc"])
+            split = "test" if test else "val"
+            self.monitor.image(f"confusion_matrix/{split}", confusion_image(shown["confusion"], recipe.classes), step)
+            write_png(template_grid(weight, recipe.classes, recipe.image_shape),
+                      os.path.join(self.folder, "templates.png"))
+            final = {f"hparam/{k}": metrics[k] for k in ("val_acc", "train_acc", "test_acc")
+                     if metrics[k] is not None}
+            self.monitor.hparams({**{k: self.config.get(k) for k in HPARAMS}, **self.overrides}, final, step)
+        write_json(os.path.join(self.folder, "metrics.json"), metrics)
+        self.monitor.close()
+        self.metrics = metrics
+        return metrics
+
+
+def finite_or_none(x):
+    x = float(x)
+    return x if math.isfinite(x) else None

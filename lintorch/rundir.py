@@ -1,0 +1,121 @@
+"""The run folder: claimed atomically before any slow work, locked while a process uses it, and
+the small files written into it (config.json, metrics.json, templates.png), each atomically.
+
+One run per folder: a new run claims its folder by creating config.json exclusively (O_EXCL),
+so two runs started together never share one; every process holds an flock on RUN/.lock while
+it trains or resumes, so a second resume of the same run is refused (the kernel drops the lock
+when a process dies, even by SIGKILL, so no stale lock survives).
+"""
+import errno
+import fcntl
+import json
+import os
+import time
+
+from .cli import UserError
+
+LOCK = ".lock"
+RUN_FILES = ("config.json", "checkpoint.pt", "last.pt", "metrics.json")
+
+
+def default_folder(dataset, kind, root="runs"):
+    return os.path.join(root, f"{time.strftime('%Y%m%d-%H%M%S')}-{dataset}-{kind}")
+
+
+def _lock(folder):
+    """Hold an exclusive flock on folder/.lock for this process's life -> the open fd."""
+    fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise UserError(f"{folder} is in use by another lintorch process (one run per folder)") from None
+    return fd
+
+
+def _describe(folder):
+    """Why an existing folder cannot take a new run, and what the user can do."""
+    metrics = os.path.join(folder, "metrics.json")
+    status = None
+    try:
+        with open(metrics) as f:
+            status = json.load(f).get("status")
+    except (OSError, ValueError, AttributeError):
+        pass
+    if status == "interrupted" and os.path.isfile(os.path.join(folder, "last.pt")):
+        return f"{folder} already holds an interrupted run: continue it with --resume {folder}, or give another --logdir"
+    return f"{folder} already holds a run ({status or 'unfinished or killed'}): give another --logdir"
+
+
+def claim_new(folder):
+    """Create (or take an empty) folder for a new run and claim it -> lock fd. UserError if the
+    path is a file, or the folder holds a run or anything else, or another process claimed it."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"--logdir {folder} is a file, not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the run folder {folder}: {e.strerror}") from None
+    fd = _lock(folder)
+    leftovers = [n for n in os.listdir(folder) if n != LOCK]
+    if leftovers:
+        os.close(fd)
+        if any(n in RUN_FILES or n.startswith("events.out") for n in leftovers):
+            raise UserError(_describe(folder) + " (nothing was overwritten)")
+        raise UserError(f"--logdir {folder} is not empty ({', '.join(sorted(leftovers)[:3])}): give an empty or "
+                        f"new folder")
+    try:
+        os.close(os.open(os.path.join(folder, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        os.close(fd)
+        raise UserError(f"{folder} was claimed by another run just now: give another --logdir") from None
+    return fd
+
+
+def claim_default(dataset, kind):
+    """runs/<timestamp>-<dataset>-<kind>, with -2, -3, ... when that name is taken -> (folder, fd)."""
+    base = default_folder(dataset, kind)
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    for n in range(1, 1000):
+        folder = base if n == 1 else f"{base}-{n}"
+        try:
+            os.mkdir(folder)                      # exclusive: two runs in the same second get two folders
+        except FileExistsError:
+            continue
+        return folder, claim_new(folder)
+    raise UserError(f"could not create a run folder next to {base}")
+
+
+def claim_existing(folder):
+    """Lock an existing run folder to resume it -> lock fd."""
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder}: not a run folder")
+    return _lock(folder)
+
+
+def write_json(path, obj):
+    """Write obj as JSON atomically (temp file, rename; the temp file never survives a failure)."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, default=float)
+        os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"cannot write {path}: no space left on the device") from None
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_png(image, path):
+    """image uint8 (3, H, W) tensor -> a PNG file, written with Pillow (torchvision's encoders are deprecated)."""
+    from PIL import Image
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        Image.fromarray(image.permute(1, 2, 0).contiguous().cpu().numpy()).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
