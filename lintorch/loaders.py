@@ -7,7 +7,7 @@ on the training device, preprocessed by the same ``Preprocess``.
 """
 import torch
 
-from .data import DataError, image_transform, open_cifar10
+from .data import DataError, error_reason, image_transform, load_image, open_cifar10
 
 LOADERS = ("tensor", "dataloader")
 
@@ -62,9 +62,30 @@ class _EpochBatches(torch.utils.data.Sampler):
             yield order[i:i + self.batch_size].tolist()
 
 
-def _torchvision_split(dataset, split_name):
-    """The torchvision Dataset behind a split plus the indices into it, for the DataLoader path."""
-    from torchvision.datasets import ImageFolder
+class FileImages(torch.utils.data.Dataset):
+    """files[i] decoded per item (image_transform) with labels[i]: the DataLoader path's image folder.
+
+    Built from the file list and labels lintorch's own scan produced (data._scan_folder), never by
+    torchvision's ImageFolder re-scanning the folder: both loaders see the same classes, the same
+    files (hidden folders, empty classes, nested folders, symlinks and skipped images included).
+    """
+
+    def __init__(self, files, labels, transform):
+        self.files, self.labels, self.transform = list(files), list(labels), transform
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        path = self.files[i]
+        try:
+            return self.transform(load_image(path)), self.labels[i]
+        except Exception as e:  # changed on disk since the data set was loaded
+            raise DataError(f"cannot read image {path}: {error_reason(path, e)}") from None
+
+
+def _per_image_dataset(dataset, split_name):
+    """The per-image Dataset behind a split plus the indices into it (None: all), for the DataLoader path."""
     src = dataset.source
     transform = image_transform(src["image_size"])
     if src["dataset"] == "cifar10":
@@ -72,11 +93,8 @@ def _torchvision_split(dataset, split_name):
         indices = None if split_name == "test" else src[f"{split_name}_indices"].tolist()
         return ds, indices
     if src["dataset"] == "imagefolder":
-        part = dataset.test if split_name == "test" else getattr(dataset, split_name)
-        folder = "test" if split_name == "test" else "train"
-        ds = ImageFolder(f"{src['data_dir']}/{folder}", transform=transform)
-        where = {path: i for i, (path, _) in enumerate(ds.samples)}
-        return ds, [where[f] for f in part.files]
+        part = getattr(dataset, split_name)
+        return FileImages(part.files, part.y.tolist(), transform), None
     part = dataset.test if split_name == "test" else getattr(dataset, split_name)
     return torch.utils.data.TensorDataset(part.x, part.y), None
 
@@ -85,7 +103,7 @@ class DataLoaderLoader:
     """torch.utils.data.DataLoader over the torchvision dataset with per-image transforms."""
 
     def __init__(self, dataset, split_name, preprocess, batch_size, device, seed=0, shuffle=True, workers=0):
-        ds, indices = _torchvision_split(dataset, split_name)
+        ds, indices = _per_image_dataset(dataset, split_name)
         if indices is not None:
             ds = torch.utils.data.Subset(ds, indices)
         self.sampler = _EpochBatches(len(ds), batch_size, seed, shuffle)
