@@ -94,6 +94,9 @@ def get_args_parser():
                    "(or is downloaded to); imagefolder: folder with train/<class>/* and optionally test/<class>/*")
     d.add_argument("--cache-dir", type=nonempty, default=None, help="where the decoded uint8 image cache goes "
                    "(default: DATA_DIR/.lintorch-cache)")
+    d.add_argument("--cache-check", choices=("stat", "full"), default="stat",
+                   help="how the decoded-image cache is checked against the images: stat (path, size, mtime, "
+                   "ctime, inode: fast) or full (a sha256 of every file's bytes)")
     d.add_argument("--image-size", type=number(int, 1, high=1024), default=32,
                    help="images are resized to this square size")
     d.add_argument("--val-size", type=pos_int, default=None, help="validation images carved from train, seeded "

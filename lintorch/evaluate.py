@@ -36,7 +36,7 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     dataset, data_dir = pick(dataset, "dataset", "cifar10"), pick(data_dir, "data_dir", "./data")
     seed, val_size = pick(seed, "seed", 0), pick(val_size, "val_size", 1000)
     data = load_dataset(dataset, data_dir, h.image_size, val_size, seed, pick(cache_dir, "cache_dir", None),
-                        cfg.get("skip_bad_images", False))
+                        cfg.get("skip_bad_images", False), cfg.get("cache_check", "stat"))
     check_compatible(h, path, data.classes, data.image_size)
     part = getattr(data, split)
     if part is None:

@@ -51,7 +51,7 @@ def build(cfg, device, preprocess=None, data=None):
     on the training split). data: an already loaded DataSet (else loaded from cfg)."""
     if data is None:
         data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["image_size"], cfg["val_size"], cfg["seed"],
-                            cfg.get("cache_dir"), cfg.get("skip_bad_images", False))
+                            cfg.get("cache_dir"), cfg.get("skip_bad_images", False), cfg.get("cache_check", "stat"))
     cfg["val_size"] = len(data.val)      # the default resolved: evaluate re-carves this very split
     if preprocess is None:
         preprocess = Preprocess.fit(data.train.x, cfg.get("mean", "pixel"), cfg.get("standardize", False))
