@@ -108,6 +108,8 @@ def get_args_parser():
                    help="tensor: decoded once, batched on the device; dataloader: torch DataLoader")
     d.add_argument("--workers", type=number(int, 0, high=64), default=0,
                    help="DataLoader workers (--loader dataloader)")
+    d.add_argument("--flip", action="store_true", help="mirror a random half of each training batch "
+                   "left-right (seeded; on the device)")
     d.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
 
     m = p.add_argument_group("loss and regularization")

@@ -17,6 +17,21 @@ def epoch_order(n, seed, epoch):
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
+def flip_half(xb, seed, epoch, batch):
+    """Mirror a random half of a batch of images left-right, on their device: xb uint8 (B, D)
+    with D = 3 * S * S (or (B, 3, S, S)). Which images is a pure function of (seed, epoch,
+    batch), so both loaders and a resumed run flip the same ones. One gather of the chosen
+    rows; no per-image Python."""
+    g = torch.Generator().manual_seed((seed * 100_003 + epoch) * 1_000_003 + batch)
+    chosen = (torch.rand(xb.shape[0], generator=g) < 0.5).nonzero().flatten().to(xb.device)
+    if len(chosen):
+        B, D = xb.shape[0], xb[0].numel()
+        S = int(round((D // 3) ** 0.5))
+        images = xb.reshape(B, 3, S, S)
+        images[chosen] = images.index_select(0, chosen).flip(-1)
+    return xb
+
+
 class TensorLoader:
     """The fast default: the whole uint8 split lives on the device, batches are index gathers.
 
@@ -24,11 +39,12 @@ class TensorLoader:
     of uint8 and one fused scale-and-shift into float32.
     """
 
-    def __init__(self, split, preprocess, batch_size, device, seed=0, shuffle=True):
+    def __init__(self, split, preprocess, batch_size, device, seed=0, shuffle=True, flip=False):
         self.x = split.x.reshape(len(split), -1).to(device)        # (N, D) uint8
         self.y = split.y.to(device)
         self.preprocess = preprocess.to(device)
         self.batch_size, self.seed, self.shuffle, self.device = batch_size, seed, shuffle, device
+        self.flip = flip
 
     def __len__(self):
         return -(-len(self.y) // self.batch_size)
@@ -43,6 +59,8 @@ class TensorLoader:
             else:
                 idx = order[i:i + self.batch_size]
                 xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
+                if self.flip:           # index_select made a copy: flipping it leaves the data as it is
+                    flip_half(xb, self.seed, epoch, i // self.batch_size)
             yield self.preprocess(xb), yb
 
 
@@ -102,7 +120,9 @@ def _per_image_dataset(dataset, split_name):
 class DataLoaderLoader:
     """torch.utils.data.DataLoader over the torchvision dataset with per-image transforms."""
 
-    def __init__(self, dataset, split_name, preprocess, batch_size, device, seed=0, shuffle=True, workers=0):
+    def __init__(self, dataset, split_name, preprocess, batch_size, device, seed=0, shuffle=True, workers=0,
+                 flip=False):
+        self.flip, self.seed = flip, seed
         ds, indices = _per_image_dataset(dataset, split_name)
         if indices is not None:
             ds = torch.utils.data.Subset(ds, indices)
@@ -116,15 +136,20 @@ class DataLoaderLoader:
 
     def batches(self, epoch=0, start=0):
         self.sampler.epoch, self.sampler.start = epoch, start
-        for xb, yb in self.loader:
-            yield self.preprocess(xb.to(self.device, non_blocking=True)), yb.to(self.device, non_blocking=True)
+        for j, (xb, yb) in enumerate(self.loader, start):
+            xb = xb.to(self.device, non_blocking=True)
+            if self.flip:
+                flip_half(xb, self.seed, epoch, j)
+            yield self.preprocess(xb), yb.to(self.device, non_blocking=True)
 
 
-def make_loader(kind, dataset, split_name, preprocess, batch_size, device, seed=0, shuffle=True, workers=0):
-    """kind "tensor" (fast, default) or "dataloader" -> an object with len() and batches(epoch, start)."""
+def make_loader(kind, dataset, split_name, preprocess, batch_size, device, seed=0, shuffle=True, workers=0,
+                flip=False):
+    """kind "tensor" (fast, default) or "dataloader" -> an object with len() and batches(epoch, start).
+    flip: mirror a seeded random half of each training batch (images only)."""
     if kind == "tensor":
         split = getattr(dataset, split_name)
-        return TensorLoader(split, preprocess, batch_size, device, seed, shuffle)
+        return TensorLoader(split, preprocess, batch_size, device, seed, shuffle, flip)
     if kind == "dataloader":
-        return DataLoaderLoader(dataset, split_name, preprocess, batch_size, device, seed, shuffle, workers)
+        return DataLoaderLoader(dataset, split_name, preprocess, batch_size, device, seed, shuffle, workers, flip)
     raise DataError(f"unknown loader {kind!r}; expected one of {', '.join(LOADERS)}")

@@ -69,7 +69,7 @@ def build(cfg, device, preprocess=None, data=None):
                           cfg.get("squared_hinge", False), cfg.get("svm_form", "weston-watkins"))
     batch = len(data.train) if cfg["optimizer"] == "gd" else cfg["batch_size"]
     train_loader = make_loader(cfg.get("loader", "tensor"), data, "train", preprocess, batch, device, cfg["seed"],
-                               shuffle=True, workers=cfg.get("workers", 0))
+                               shuffle=True, workers=cfg.get("workers", 0), flip=cfg.get("flip", False))
     test = None if data.test is None else eval_loader(data.test, preprocess, device)
     return Recipe(data, preprocess, model, objective, train_loader, eval_loader(data.val, preprocess, device),
                   test, configs, lr)
