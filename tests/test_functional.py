@@ -396,3 +396,18 @@ def test_bad_scores_or_target_raise_value_error(loss_fn, case, device):
 def test_bad_arguments_raise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# --------------------------------------------------------------------------- kinks
+
+def test_crammer_singer_kink_subgradient_is_zero(device):
+    """Crammer-Singer's largest wrong-class margin exactly 0 contributes nothing (strict top > 0):
+    a `>=` would give [-1, 1, 0]. Just past the kink the example is active."""
+    s, y = tensor([[2.0, 1.0, -3.0]], device), torch.tensor([0], device=device)    # top margin 1 - 2 + 1 = 0
+    for squared in (False, True):
+        fn = lambda s, y, r: LF.svm_loss(s, y, squared=squared, reduction=r, form="crammer-singer")  # noqa: E731
+        loss, grad = loss_and_grad(fn, s, y)
+        assert loss.item() == 0.0 and grad.tolist() == [[0.0, 0.0, 0.0]]
+    _, grad = loss_and_grad(lambda s, y, r: LF.svm_loss(s, y, margin=1.0 + 2 ** -20, reduction=r,
+                                                        form="crammer-singer"), s, y)
+    assert grad.tolist() == [[-1.0, 1.0, 0.0]]
