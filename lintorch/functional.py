@@ -20,11 +20,11 @@ checks these gradients against exactly those independent references.
 Float16/bfloat16 inputs are computed in float32 and the results cast back, and
 under ``torch.autocast`` the losses take float32 scores, as torch's own losses do.
 """
+import functools
 import math
 
 import torch
 from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
 REDUCTIONS = ("mean", "sum", "none")
 SVM_FORMS = ("weston-watkins", "crammer-singer")
@@ -91,12 +91,39 @@ def _reduce(losses, reduction):
     return losses
 
 
-def _expand_grad(grad, reduction, N):
-    """The incoming gradient of the reduced loss as (..., N, 1) per example; never written into."""
+def _example_grad(grad, reduction, losses):
+    """dL/dL_i, the incoming gradient of the reduced loss per example, as (..., N, 1); never
+    written into. It is NaN where L_i is not finite (0 * L_i is NaN exactly there), so such an
+    example's gradient row is NaN too, never a finite subgradient (a NaN margin is not "inactive")."""
     if reduction == "none":
-        return grad.unsqueeze(-1)
-    scale = 1.0 / N if reduction == "mean" else 1.0
-    return (grad * scale).unsqueeze(-1).unsqueeze(-1)
+        g = grad.unsqueeze(-1)
+    else:
+        scale = 1.0 / losses.shape[-1] if reduction == "mean" else 1.0
+        g = (grad * scale).unsqueeze(-1).unsqueeze(-1)
+    return g + 0.0 * losses.unsqueeze(-1)
+
+
+def _own_outputs(loss, saved, losses):
+    """A Function's outputs must be distinct tensors: with reduction="none" the loss is the L_i
+    themselves, and the copy kept for backward is marked non-differentiable while the loss is not."""
+    return loss, saved, losses.clone() if losses is loss else losses
+
+
+FIRST_ORDER = ("lintorch's hand-written backward passes of the losses are first-order: they cannot be "
+               "differentiated again (create_graph=True: Hessians, Hessian-vector products, gradgradcheck). "
+               "Use torch.nn.functional.cross_entropy or multi_margin_loss for second derivatives.")
+
+
+def _first_order(backward):
+    """@once_differentiable, but loud: once_differentiable gives silently zero second derivatives
+    when the incoming gradient needs none (torch.autograd.functional.hessian), so a backward run
+    with create_graph=True (the only time grad mode is on inside backward) raises instead."""
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise RuntimeError(FIRST_ORDER)
+        return backward(ctx, *grads)
+    return wrapper
 
 
 # --------------------------------------------------------------------------- linear
@@ -147,9 +174,10 @@ class _Linear(Function):
         ctx.has_bias = bias is not None
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dscores):
-        """dx = dS W,  dW = dS^T x,  db = sum_n dS (linear_backward)."""
+        """dx = dS W,  dW = dS^T x,  db = sum_n dS (linear_backward). Plain tensor expressions of
+        the saved x, W and dS, so autograd differentiates them again: double backward is exact
+        (gradgradcheck-tested)."""
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
         return linear_backward(x, weight, dscores, need[0], need[1], ctx.has_bias and need[2])
@@ -177,8 +205,8 @@ def svm_forward(scores, target, margin=1.0, squared=False, form="weston-watkins"
     """Weston-Watkins: L_i = sum_{j != y_i} h(m_ij);  Crammer-Singer: L_i = h(max_{j != y_i} m_ij);
     m_ij = s_j - s_{y_i} + margin, h(m) = max(0, m), or max(0, m)^2 when squared.
 
-    scores (..., N, C) -> (reduced loss, margins (..., N, C)); the margins, with the target
-    entry set to 0 (WW) or -inf (CS), are all the backward pass needs.
+    scores (..., N, C) -> (reduced loss, margins (..., N, C), losses L_i (..., N)); the margins,
+    with the target entry set to 0 (WW) or -inf (CS), and the L_i are what the backward pass needs.
     """
     s = scores.to(_compute_dtype(scores))
     idx = _index(target, s)
@@ -186,16 +214,17 @@ def svm_forward(scores, target, margin=1.0, squared=False, form="weston-watkins"
     margins.scatter_(-1, idx, -math.inf if form == "crammer-singer" else 0.0)
     h = (margins.amax(-1, keepdim=True) if form == "crammer-singer" else margins).clamp_min(0.0)
     losses = (h.square() if squared else h).sum(-1)                    # (..., N)
-    return _reduce(losses, reduction).to(scores.dtype), margins
+    return _reduce(losses, reduction).to(scores.dtype), margins, losses
 
 
-def svm_backward(margins, target, grad, squared=False, form="weston-watkins", reduction="mean"):
+def svm_backward(margins, losses, target, grad, squared=False, form="weston-watkins", reduction="mean"):
     """dL_i/ds_j = h'(m_ij) for j != y_i, and dL_i/ds_{y_i} = -sum_{j != y_i} h'(m_ij),
     with h'(m) = [m > 0] (hinge) or 2 max(0, m) (squared), times the incoming gradient.
 
     The indicator is strict, m > 0, so at a kink (m == 0) the subgradient is 0: PyTorch's
     minimum-norm convention. Crammer-Singer has one active wrong class per example, the
-    first argmax of m_ij over j != y_i. -> dscores (..., N, C) in the margins' dtype.
+    first argmax of m_ij over j != y_i. An example whose L_i is not finite (a NaN score) gets a
+    NaN row. -> dscores (..., N, C) in the margins' dtype.
     """
     idx = _index(target, margins)
     if form == "crammer-singer":
@@ -205,27 +234,27 @@ def svm_backward(margins, target, grad, squared=False, form="weston-watkins", re
     else:
         dscores = (2.0 * margins.clamp_min(0.0)) if squared else (margins > 0).to(margins.dtype)
     dscores.scatter_(-1, idx, -dscores.sum(-1, keepdim=True))          # wrong classes' total, negated
-    return dscores.mul_(_expand_grad(grad.to(margins.dtype), reduction, margins.shape[-2]))
+    return dscores.mul_(_example_grad(grad.to(margins.dtype), reduction, losses))
 
 
 class _SVMLoss(Function):
     @staticmethod
     def forward(scores, target, margin, squared, form, reduction):
-        return svm_forward(scores, target, margin, squared, form, reduction)
+        return _own_outputs(*svm_forward(scores, target, margin, squared, form, reduction))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         scores, target, margin, squared, form, reduction = inputs
-        ctx.save_for_backward(target, output[1])
+        ctx.save_for_backward(target, output[1], output[2])
         ctx.squared, ctx.form, ctx.reduction, ctx.dtype = squared, form, reduction, scores.dtype
-        ctx.mark_non_differentiable(output[1])
+        ctx.mark_non_differentiable(output[1], output[2])
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad, _grad_margins):
+    @_first_order
+    def backward(ctx, grad, _grad_margins, _grad_losses):
         """dL_i/ds_j = [m_ij > 0] for j != y_i, -sum of those at y_i (svm_backward)."""
-        target, margins = ctx.saved_tensors
-        dscores = svm_backward(margins, target, grad, ctx.squared, ctx.form, ctx.reduction)
+        target, margins, losses = ctx.saved_tensors
+        dscores = svm_backward(margins, losses, target, grad, ctx.squared, ctx.form, ctx.reduction)
         return dscores.to(ctx.dtype), None, None, None, None, None
 
 
@@ -259,42 +288,44 @@ def softmax_forward(scores, target, reduction="mean"):
     """L_i = -log(e^{s_{y_i}} / sum_j e^{s_j}) = log sum_j e^{s_j - m} + m - s_{y_i}, m = max_j s_j:
     the max is subtracted before exp, so logits of +-1e4 stay finite.
 
-    scores (..., N, C) -> (reduced loss, P = softmax(s) (..., N, C)), P for the backward pass.
+    scores (..., N, C) -> (reduced loss, P = softmax(s) (..., N, C), losses L_i (..., N)), P and
+    the L_i for the backward pass.
     """
     s = scores.to(_compute_dtype(scores))
     shifted = s - s.amax(-1, keepdim=True)                             # (..., N, C), max 0
     P = torch.exp(shifted)                                             # unnormalized
     z = P.sum(-1, keepdim=True)                                        # in [1, C]: log z is exact
     losses = (z.log() - shifted.gather(-1, _index(target, s))).squeeze(-1)   # (..., N)
-    return _reduce(losses, reduction).to(scores.dtype), P.div_(z)
+    return _reduce(losses, reduction).to(scores.dtype), P.div_(z), losses
 
 
-def softmax_backward(P, target, grad, reduction="mean"):
+def softmax_backward(P, losses, target, grad, reduction="mean"):
     """dL_i/ds_j = softmax(s_i)_j - [j == y_i], i.e. dscores = P - onehot(y), times the incoming
-    gradient. -> dscores (..., N, C) in P's dtype."""
+    gradient; a NaN row where L_i is not finite (a -inf target score). -> dscores (..., N, C)
+    in P's dtype."""
     idx = _index(target, P)
     dscores = P.scatter_add(-1, idx, torch.full_like(idx, -1, dtype=P.dtype))
-    return dscores.mul_(_expand_grad(grad.to(P.dtype), reduction, P.shape[-2]))
+    return dscores.mul_(_example_grad(grad.to(P.dtype), reduction, losses))
 
 
 class _SoftmaxLoss(Function):
     @staticmethod
     def forward(scores, target, reduction):
-        return softmax_forward(scores, target, reduction)
+        return _own_outputs(*softmax_forward(scores, target, reduction))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         scores, target, reduction = inputs
-        ctx.save_for_backward(target, output[1])
+        ctx.save_for_backward(target, output[1], output[2])
         ctx.reduction, ctx.dtype = reduction, scores.dtype
-        ctx.mark_non_differentiable(output[1])
+        ctx.mark_non_differentiable(output[1], output[2])
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad, _grad_P):
+    @_first_order
+    def backward(ctx, grad, _grad_P, _grad_losses):
         """dL_i/ds = softmax(s_i) - onehot(y_i) (softmax_backward)."""
-        target, P = ctx.saved_tensors
-        return softmax_backward(P, target, grad, ctx.reduction).to(ctx.dtype), None, None
+        target, P, losses = ctx.saved_tensors
+        return softmax_backward(P, losses, target, grad, ctx.reduction).to(ctx.dtype), None, None
 
 
 def softmax_loss(scores, target, reduction="mean", *, validate=True):
@@ -349,9 +380,9 @@ class _Penalty(Function):
         ctx.kind, ctx.beta = kind, beta
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
-        """2W, sign(W) or 2 beta W + sign(W) (penalty_backward)."""
+        """2W, sign(W) or 2 beta W + sign(W) (penalty_backward). Tensor expressions of the saved W,
+        so autograd differentiates them again: the Hessian is 2I, 0 or 2 beta I (gradgradcheck-tested)."""
         (weight,) = ctx.saved_tensors
         return penalty_backward(weight, grad, ctx.kind, ctx.beta).to(weight.dtype), None, None
 
@@ -405,13 +436,14 @@ def objective_and_grad(x, weight, bias, target, loss="softmax", reg=0.0, penalty
     -> scores (N, C)/(K, N, C), data loss ()/(K,), reg * R(W) ()/(K,), dW, db (None without bias).
     """
     scores = linear_forward(x, weight, bias)
+    _check_scores_target(scores, target, "mean", validate=False)      # no host sync
     ones = torch.ones(weight.shape[:-2], dtype=_compute_dtype(weight), device=weight.device)   # dL/dL_k
     if loss == "svm":
-        data, margins = svm_forward(scores, target, margin, squared, form)
-        dscores = svm_backward(margins, target, ones, squared, form)
+        data, margins, losses = svm_forward(scores, target, margin, squared, form)
+        dscores = svm_backward(margins, losses, target, ones, squared, form)
     else:
-        data, P = softmax_forward(scores, target)
-        dscores = softmax_backward(P, target, ones)
+        data, P, losses = softmax_forward(scores, target)
+        dscores = softmax_backward(P, losses, target, ones)
     _, dW, db = linear_backward(x, weight, dscores, need_x=False, need_bias=bias is not None)
     reg_term = reg * penalty_forward(weight, penalty, beta)
     dW.add_(penalty_backward(weight, reg * ones, penalty, beta).to(dW.dtype))

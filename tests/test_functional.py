@@ -398,7 +398,68 @@ def test_bad_arguments_raise_value_error(call, match):
         call()
 
 
-# --------------------------------------------------------------------------- kinks
+# --------------------------------------------------------------------------- second derivatives, NaN, kinks
+
+FIRST_ORDER = "first-order"
+SECOND_ORDER_LOSSES = {"softmax": lambda s, y: LF.softmax_loss(s, y),
+                       "hinge": lambda s, y: LF.svm_loss(s, y),
+                       "squared-hinge": lambda s, y: LF.svm_loss(s, y, squared=True),
+                       "crammer-singer": lambda s, y: LF.svm_loss(s, y, form="crammer-singer")}
+
+
+@pytest.mark.parametrize("loss", SECOND_ORDER_LOSSES)
+def test_second_derivatives_of_a_loss_raise_not_zero(loss, device):
+    """The losses' backward passes are first-order: a Hessian, a Hessian-vector product or
+    gradgradcheck through them raises a RuntimeError that says so, never an all-zero Hessian."""
+    s, y = random_scores(4, 3, 20, device)
+    fn = SECOND_ORDER_LOSSES[loss]
+    with pytest.raises(RuntimeError, match=FIRST_ORDER):
+        torch.autograd.functional.hessian(lambda s: fn(s, y), s)
+    with pytest.raises(RuntimeError, match=FIRST_ORDER):
+        torch.autograd.functional.hvp(lambda s: fn(s, y), s, torch.ones_like(s))
+    with pytest.raises(RuntimeError, match=FIRST_ORDER):
+        torch.autograd.gradgradcheck(lambda s: fn(s, y), (s.clone().requires_grad_(),))
+    x, W = torch.randn(4, 5, dtype=torch.float64, device=device), torch.randn(3, 5, dtype=torch.float64, device=device)
+    with pytest.raises(RuntimeError, match=FIRST_ORDER):     # the total loss, through linear and the penalty
+        torch.autograd.functional.hessian(lambda W: fn(LF.linear(x, W), y) + 0.1 * LF.penalty(W), W)
+
+
+@pytest.mark.parametrize("kind", LF.PENALTIES)
+def test_linear_and_penalty_are_twice_differentiable(kind, device):
+    """linear and the penalties are polynomials whose backward passes are tensor expressions of
+    the saved inputs: gradgradcheck passes, and the l2 Hessian is 2I (l1's is 0 off W == 0)."""
+    g = torch.Generator().manual_seed(21)
+    x, W, b = (torch.randn(*shape, generator=g, dtype=torch.float64).to(device).requires_grad_()
+               for shape in ((4, 5), (3, 5), (3,)))
+    assert torch.autograd.gradgradcheck(LF.linear, (x, W, b))
+    assert torch.autograd.gradgradcheck(lambda W: LF.penalty(W, kind, 0.5), (W,))
+    H = torch.autograd.functional.hessian(lambda W: LF.penalty(W, kind, 0.5), W.detach()).reshape(15, 15)
+    expected = {"l2": 2.0, "l1": 0.0, "elasticnet": 1.0}[kind] * torch.eye(15, dtype=torch.float64, device=device)
+    torch.testing.assert_close(H, expected, rtol=0, atol=0)
+    # the mixed second derivative of sum(x W^T): d/dW of dx = 1 W is not zero
+    Hx = torch.autograd.functional.hessian(lambda x, W: LF.linear(x, W).sum(), (x.detach(), W.detach()))
+    torch.testing.assert_close(Hx[0][1].sum(), torch.tensor(4 * 15.0, dtype=torch.float64, device=device))
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_non_finite_loss_gives_a_nan_gradient_row(loss, device):
+    """A NaN score (or a -inf target score) makes that example's loss non-finite; its gradient row
+    is NaN too, never a finite subgradient, while the other examples keep the reference's."""
+    ours, ref = LOSSES[loss]
+    s, y = random_scores(5, 4, 22, device)
+    s[1, (y[1] + 1) % 4] = float("nan")                               # a wrong-class score
+    s[3, y[3]] = float("nan")                                         # the target's score
+    s[4, y[4]] = -float("inf")                                        # an infinitely wrong example
+    bad = torch.tensor([False, True, False, True, True], device=device)
+    for reduction in REDUCTIONS:
+        la, ga = loss_and_grad(ours, s, y, reduction)
+        if reduction == "none":
+            assert (~torch.isfinite(la) == bad).all()
+        assert torch.isnan(ga[bad]).all(), (reduction, ga)
+        lb, gb = loss_and_grad(ref, s[~bad], y[~bad], "sum")
+        scale = 1 / 5 if reduction == "mean" else 1.0
+        torch.testing.assert_close(ga[~bad], gb * scale, **TOL[torch.float64])
+
 
 def test_crammer_singer_kink_subgradient_is_zero(device):
     """Crammer-Singer's largest wrong-class margin exactly 0 contributes nothing (strict top > 0):

@@ -76,3 +76,20 @@ def test_objective_and_grad_builds_no_graph():
     b = torch.zeros(3, requires_grad=True)
     out = LF.objective_and_grad(torch.randn(5, 4), W, b, torch.tensor([0, 1, 2, 0, 1]))
     assert all(t is None or t.grad_fn is None for t in out)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "svm"])
+def test_objective_and_grad_empty_batch_raises_the_losses_value_error(loss):
+    W, b = torch.randn(3, 4), torch.zeros(3)
+    with pytest.raises(ValueError, match="empty batch"):
+        LF.objective_and_grad(torch.randn(0, 4), W, b, torch.zeros(0, dtype=torch.long), loss)
+
+
+def test_objective_and_grad_nan_example_gives_a_nan_gradient():
+    """A NaN feature makes the loss NaN: the gradient must not pretend to be finite."""
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1])
+    x[2, 1] = float("nan")
+    for loss in ("softmax", "svm"):
+        _, data, _, dW, db = LF.objective_and_grad(x, torch.randn(3, 4, dtype=torch.float64),
+                                                   torch.zeros(3, dtype=torch.float64), y, loss)
+        assert torch.isnan(data) and torch.isnan(dW).all() and torch.isnan(db).all()
