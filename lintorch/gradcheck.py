@@ -7,8 +7,8 @@ l2/l1/elastic-net penalties) and the total loss L = data loss + lam R(W) through
 each also with the K dimension, and the graph-free training step objective_and_grad that
 train.py uses, is checked three ways:
 
-    autograd   torch autograd on an independent reference (F.cross_entropy,
-               C * F.multi_margin_loss, plain tensor expressions), float32 and float64
+    autograd   torch autograd on an independent reference from lintorch.references
+               (F.cross_entropy, C * F.multi_margin_loss, plain tensor expressions), float32 and float64
     numeric    centered finite differences in float64, the lecture's numeric gradient:
                every coordinate for small shapes, sampled coordinates for N=64, D=3072
     gradcheck  torch.autograd.gradcheck, float64
@@ -33,9 +33,9 @@ from functools import partial
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from . import functional as LF
+from .references import PENALTY_REFS, per_model, softmax_reference, svm_reference
 
 log = logging.getLogger(__name__)
 
@@ -193,26 +193,6 @@ def check_gradcheck(case, device="cpu"):
 
 # --------------------------------------------------------------------------- the cases
 
-def svm_reference(s, y, margin=1.0, squared=False, form="weston-watkins", reduction="mean"):
-    """The SVM loss by torch autograd: Weston-Watkins as C * F.multi_margin_loss (torch divides
-    by C), Crammer-Singer as plain tensor ops. s (N, C), y (N,)."""
-    if form == "weston-watkins":
-        return s.shape[1] * F.multi_margin_loss(s, y, p=2 if squared else 1, margin=margin, reduction=reduction)
-    m = s - s.gather(1, y[:, None]) + margin
-    losses = m.masked_fill(F.one_hot(y, s.shape[1]).bool(), -float("inf")).max(1).values.clamp_min(0)
-    losses = losses ** 2 if squared else losses
-    return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
-
-
-PENALTY_REFS = {"l2": lambda W, beta: (W ** 2).sum((-2, -1)), "l1": lambda W, beta: W.abs().sum((-2, -1)),
-                "elasticnet": lambda W, beta: beta * (W ** 2).sum((-2, -1)) + W.abs().sum((-2, -1))}
-
-
-def _per_model(ref):
-    """A 2-D reference applied to each of K stacked models: (K, N, C) -> stacked results."""
-    return lambda s, y: torch.stack([ref(sk, y) for sk in s]) if s.dim() == 3 else ref(s, y)
-
-
 def _label(name, *tags):
     tags = [t for t in tags if t]
     return f"{name}[{','.join(tags)}]" if tags else name
@@ -222,7 +202,7 @@ def _data_losses(fns, reduction, tag=""):
     """(label, form, fn(s, y), ref(s, y)) for softmax_loss and the four SVM variants
     (form is None for the smooth softmax loss: no kinks)."""
     losses = [(_label("softmax_loss", reduction, tag), None, partial(fns["softmax_loss"], reduction=reduction),
-               partial(F.cross_entropy, reduction=reduction))]
+               partial(softmax_reference, reduction=reduction))]
     for form, short in zip(LF.SVM_FORMS, ("ww", "cs")):
         for squared in (False, True):
             kw = dict(margin=1.0, squared=squared, form=form, reduction=reduction)
@@ -254,7 +234,7 @@ def _total(loss, kind, fns, x, y, lead, C, randn, tag="", scale=0.5, large=False
         return data_loss(fns["linear"](x, W, b), y) + lam * fns["penalty"](W, kind, 0.5)
 
     def reference(x, W, b, y):
-        return _per_model(ref)(x @ W.mT + b.unsqueeze(-2), y) + lam * PENALTY_REFS[kind](W, 0.5)
+        return per_model(ref)(x @ W.mT + b.unsqueeze(-2), y) + lam * PENALTY_REFS[kind](W, 0.5)
 
     def near(x, W, b, y, tol):   # per model: does any example sit within tol of a hinge kink
         if form is None:
@@ -323,7 +303,7 @@ def make_cases(seed=0, fns=None):
             label, form, fn, ref = _data_losses(fns, reduction, tag)[j]
             s = _resample(lambda: 2 * randn(*lead, N, C),
                           lambda s: form is None or not hinge_kinks(s, y, 1.0, form, GAP).any())
-            cases.append(Case(label, fn, _per_model(ref), [s, y], (0,),
+            cases.append(Case(label, fn, per_model(ref), [s, y], (0,),
                               None if form is None else partial(_score_kinks, form=form)))
         losses = _data_losses(fns, "mean")
         cases += [_total(losses[1], "l2", fns, x, y, lead, C, randn, tag),

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import lintorch
 from lintorch import functional as LF
-from lintorch.gradcheck import PENALTY_REFS, svm_reference
+from lintorch.references import PENALTY_REFS, per_model, softmax_reference, svm_reference
 
 LECTURE_SCORES = [[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]]   # rows: the cat, car, frog images
 LECTURE_TARGETS = [0, 1, 2]
@@ -27,7 +27,7 @@ def _svm(**kw):
 # name -> (lintorch's loss, independent reference), both called as f(scores, target, reduction)
 LOSSES = {
     "softmax": (lambda s, y, r: LF.softmax_loss(s, y, reduction=r),
-                lambda s, y, r: F.cross_entropy(s, y, reduction=r)),
+                lambda s, y, r: softmax_reference(s, y, reduction=r)),
     "hinge": _svm(),
     "squared-hinge": _svm(squared=True),
     "hinge-margin-2.5": _svm(margin=2.5),
@@ -213,11 +213,6 @@ def test_non_contiguous_scores(loss, device):
         torch.testing.assert_close(ga, gb, **TOL[torch.float64])
 
 
-def _per_model(fn):
-    """A 2-D loss applied to each model of (K, N, C) scores."""
-    return lambda s, y, r: torch.stack([fn(sk, y, r) for sk in s]) if s.dim() == 3 else fn(s, y, r)
-
-
 @pytest.mark.parametrize("loss", LOSSES)
 def test_expanded_and_non_contiguous_grad_output(loss, device):
     """reduction="none" then .sum() hands backward an expanded (stride 0) gradient; a transposed
@@ -235,7 +230,7 @@ def test_expanded_and_non_contiguous_grad_output(loss, device):
         return a.grad, k.grad
 
     got = grads(ours)
-    for g_ours, g_ref in zip(got, grads(_per_model(ref))):
+    for g_ours, g_ref in zip(got, grads(per_model(ref))):
         torch.testing.assert_close(g_ours, g_ref, **TOL[torch.float64])
     _, g_sum = loss_and_grad(ours, s, y, "sum")
     torch.testing.assert_close(got[0], g_sum, rtol=0, atol=0)

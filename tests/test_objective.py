@@ -4,37 +4,15 @@ import itertools
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lintorch import functional as LF
+from lintorch.references import reference_total
 
 CASES = list(itertools.product(
     [("softmax", False, "weston-watkins"), ("svm", False, "weston-watkins"), ("svm", True, "weston-watkins"),
      ("svm", False, "crammer-singer"), ("svm", True, "crammer-singer")],
     ["l2", "l1", "elasticnet"],
     [None, 3]))
-
-
-def reference_total(x, W, b, y, loss, squared, form, kind, reg, beta, margin):
-    """Plain torch expressions, differentiated by autograd: sum over models of mean data + reg R."""
-    s = x @ W.transpose(-1, -2) + b.unsqueeze(-2)                        # (N, C) or (K, N, C)
-    s2 = s.reshape(-1, s.shape[-2], s.shape[-1])
-    C = s.shape[-1]
-    datas = []
-    for sk in s2:
-        if loss == "softmax":
-            datas.append(F.cross_entropy(sk, y))
-        elif form == "weston-watkins":
-            datas.append(C * F.multi_margin_loss(sk, y, p=2 if squared else 1, margin=margin))
-        else:
-            m = sk - sk.gather(1, y[:, None]) + margin
-            m = m.scatter(1, y[:, None], float("-inf")).amax(1).clamp_min(0)
-            datas.append((m ** 2 if squared else m).mean())
-    W2 = W.reshape(-1, *W.shape[-2:])
-    pens = {"l2": lambda w: (w ** 2).sum(), "l1": lambda w: w.abs().sum(),
-            "elasticnet": lambda w: beta * (w ** 2).sum() + w.abs().sum()}
-    regs = reg if torch.is_tensor(reg) else torch.full((len(W2),), reg, dtype=W.dtype)
-    return sum(d + r * pens[kind](w) for d, r, w in zip(datas, regs, W2))
 
 
 @pytest.mark.parametrize("loss_spec, kind, K", CASES)
