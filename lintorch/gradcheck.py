@@ -4,8 +4,8 @@ Shapes: N examples, D features, C classes, K stacked models (as in lintorch.func
 
 Every Function (linear, svm_loss in both forms, hinge and squared, softmax_loss, the
 l2/l1/elastic-net penalties) and the total loss L = data loss + lam R(W) through linear,
-each also with the K dimension, and the graph-free training step objective_and_grad that
-train.py uses, is checked three ways:
+each also with the K dimension and with class weights (the data loss (1/N) sum_i w_{y_i} L_i),
+and the graph-free training step objective_and_grad that train.py uses, is checked three ways:
 
     autograd   torch autograd on an independent reference from lintorch.references
                (F.cross_entropy, C * F.multi_margin_loss, plain tensor expressions), float32 and float64
@@ -198,14 +198,16 @@ def _label(name, *tags):
     return f"{name}[{','.join(tags)}]" if tags else name
 
 
-def _data_losses(fns, reduction, tag=""):
+def _data_losses(fns, reduction, tag="", class_weight=None):
     """(label, form, fn(s, y), ref(s, y)) for softmax_loss and the four SVM variants
-    (form is None for the smooth softmax loss: no kinks)."""
-    losses = [(_label("softmax_loss", reduction, tag), None, partial(fns["softmax_loss"], reduction=reduction),
-               partial(softmax_reference, reduction=reduction))]
+    (form is None for the smooth softmax loss: no kinks), weighted by class_weight (C,) if given."""
+    cw = {} if class_weight is None else {"class_weight": class_weight}
+    tag = tag if class_weight is None else ",".join(t for t in (tag, "weighted") if t)
+    losses = [(_label("softmax_loss", reduction, tag), None, partial(fns["softmax_loss"], reduction=reduction, **cw),
+               partial(softmax_reference, reduction=reduction, **cw))]
     for form, short in zip(LF.SVM_FORMS, ("ww", "cs")):
         for squared in (False, True):
-            kw = dict(margin=1.0, squared=squared, form=form, reduction=reduction)
+            kw = dict(margin=1.0, squared=squared, form=form, reduction=reduction, **cw)
             label = _label("svm_loss", short, "squared" if squared else "hinge", reduction, tag)
             losses.append((label, form, partial(fns["svm_loss"], **kw), partial(svm_reference, **kw)))
     return losses
@@ -260,20 +262,22 @@ class _StepAsFunction(torch.autograd.Function):
     """functional.objective_and_grad, the graph-free training step, seen by autograd: its own
     dW, db (scaled per model by the incoming gradient) are the backward pass under check."""
     @staticmethod
-    def forward(ctx, x, W, b, y, loss, form, kind):
-        _, data, reg, dW, db = LF.objective_and_grad(x, W, b, y, loss, 0.1, kind, 0.5, 1.0, False, form)
+    def forward(ctx, x, W, b, y, loss, form, kind, class_weight):
+        _, data, reg, dW, db = LF.objective_and_grad(x, W, b, y, loss, 0.1, kind, 0.5, 1.0, False, form,
+                                                     class_weight=class_weight)
         ctx.save_for_backward(dW, db)
         return data + reg
 
     @staticmethod
     def backward(ctx, grad):
         dW, db = ctx.saved_tensors
-        return None, dW * grad[..., None, None], db * grad[..., None], None, None, None, None
+        return None, dW * grad[..., None, None], db * grad[..., None], None, None, None, None, None
 
 
-def _step(total_case, loss, form, kind, tag):
+def _step(total_case, loss, form, kind, tag, class_weight=None):
     """The training step's gradient, checked against the same references as the total loss."""
-    total_case.fn = lambda x, W, b, y: _StepAsFunction.apply(x, W, b, y, loss, form, kind)
+    total_case.fn = lambda x, W, b, y: _StepAsFunction.apply(x, W, b, y, loss, form, kind, class_weight)
+    tag = tag if class_weight is None else ",".join(t for t in (tag, "weighted") if t)
     total_case.name = _label("objective_and_grad", f"{loss}+0.1*{kind}", tag)
     return total_case
 
@@ -311,6 +315,20 @@ def make_cases(seed=0, fns=None):
         cases += [_step(_total(losses[1], "l2", fns, x, y, lead, C, randn, tag), "svm", "weston-watkins", "l2", tag),
                   _step(_total(losses[0], "elasticnet", fns, x, y, lead, C, randn, tag), "softmax",
                         "weston-watkins", "elasticnet", tag)]
+        # class weights: three data losses (the reductions cycled), a total and both training steps
+        w = torch.rand(C, generator=gen, dtype=torch.float64) * 1.5 + 0.25
+        for j, reduction in ((0, "mean"), (1, "sum"), (4, "none")):
+            label, form, fn, ref = _data_losses(fns, reduction, tag, w)[j]
+            s = _resample(lambda: 2 * randn(*lead, N, C),
+                          lambda s: form is None or not hinge_kinks(s, y, 1.0, form, GAP).any())
+            cases.append(Case(label, fn, per_model(ref), [s, y], (0,),
+                              None if form is None else partial(_score_kinks, form=form)))
+        weighted = _data_losses(fns, "mean", tag, w)
+        cases += [_total(weighted[0], "l2", fns, x, y, lead, C, randn, f"{tag},weighted".lstrip(",")),
+                  _step(_total(weighted[0], "l2", fns, x, y, lead, C, randn, tag), "softmax", "weston-watkins",
+                        "l2", tag, w),
+                  _step(_total(weighted[3], "l2", fns, x, y, lead, C, randn, tag), "svm", "crammer-singer",
+                        "l2", tag, w)]
     # the lecture's numeric gradient on a CIFAR-sized batch, on sampled coordinates
     x, y = randn(64, 3072), torch.randint(0, 10, (64,), generator=gen)
     cases += [_total(loss, "l2", fns, x, y, (), 10, randn, "N=64,D=3072", scale=1e-2, large=True)

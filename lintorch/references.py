@@ -28,6 +28,7 @@ def _reduce(losses, reduction):
 def softmax_reference(s, y, reduction="mean", class_weight=None):
     """F.cross_entropy, with class weights as (1/N) sum_i w_{y_i} L_i for the mean (torch's own
     weighted mean divides by sum_i w_{y_i}: used here only through reduction "sum" and "none")."""
+    class_weight = None if class_weight is None else class_weight.to(s.dtype)
     if class_weight is None or reduction != "mean":
         return F.cross_entropy(s, y, weight=class_weight, reduction=reduction)
     return F.cross_entropy(s, y, weight=class_weight, reduction="sum") / s.shape[0]
@@ -36,6 +37,7 @@ def softmax_reference(s, y, reduction="mean", class_weight=None):
 def svm_reference(s, y, margin=1.0, squared=False, form="weston-watkins", reduction="mean", class_weight=None):
     """The SVM loss by torch autograd: Weston-Watkins as C * F.multi_margin_loss (torch divides
     by C; its weighted mean divides by N, as lintorch's), Crammer-Singer as plain tensor ops."""
+    class_weight = None if class_weight is None else class_weight.to(s.dtype)
     if form == "weston-watkins":
         return s.shape[1] * F.multi_margin_loss(s, y, p=2 if squared else 1, margin=margin,
                                                 weight=class_weight, reduction=reduction)

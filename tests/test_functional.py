@@ -467,3 +467,71 @@ def test_crammer_singer_kink_subgradient_is_zero(device):
     _, grad = loss_and_grad(lambda s, y, r: LF.svm_loss(s, y, margin=1.0 + 2 ** -20, reduction=r,
                                                         form="crammer-singer"), s, y)
     assert grad.tolist() == [[-1.0, 1.0, 0.0]]
+
+
+# --------------------------------------------------------------------------- class weights
+
+def _weighted(loss, w):
+    ours, ref = LOSSES[loss]
+    if loss == "softmax":
+        return (lambda s, y, r: LF.softmax_loss(s, y, r, class_weight=w),
+                lambda s, y, r: softmax_reference(s, y, r, class_weight=w))
+    kw = dict(margin={"hinge-margin-2.5": 2.5, "hinge-margin-0": 0.0}.get(loss, 1.0), squared="squared" in loss,
+              form="crammer-singer" if loss.startswith("crammer") else "weston-watkins")
+    return (lambda s, y, r: LF.svm_loss(s, y, reduction=r, class_weight=w, **kw),
+            lambda s, y, r: svm_reference(s, y, reduction=r, class_weight=w, **kw))
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("K", [None, 3])
+def test_class_weight_matches_reference(loss, reduction, K, device):
+    """Weighted loss (1/N) sum_i w_{y_i} L_i and its gradient, one model and K stacked, against
+    F.cross_entropy(weight=w, reduction="sum") / N and C * F.multi_margin_loss(weight=w)."""
+    g = torch.Generator().manual_seed(23)
+    lead = () if K is None else (K,)
+    s = (3 * torch.randn(*lead, 9, 4, generator=g, dtype=torch.float64)).to(device)
+    y = torch.randint(0, 4, (9,), generator=g).to(device)
+    w = (torch.rand(4, generator=g, dtype=torch.float64) * 2).to(device)
+    ours, ref = _weighted(loss, w)
+    v = cotangent((*lead, 9) if reduction == "none" else lead, device)
+    la, ga = loss_and_grad(ours, s, y, reduction, v)
+    lb, gb = loss_and_grad(per_model(ref), s, y, reduction, v)
+    torch.testing.assert_close(la, lb, **TOL[torch.float64])
+    torch.testing.assert_close(ga, gb, **TOL[torch.float64])
+    unweighted, _ = loss_and_grad(LOSSES[loss][0], s, y, "none")
+    torch.testing.assert_close(loss_and_grad(ours, s, y, "none")[0], unweighted * w[y])
+
+
+def test_class_weight_mean_divides_by_N_not_the_weights_and_the_docs_say_so():
+    s, y = random_scores(8, 3, 24)
+    w = torch.tensor([0.5, 1.0, 3.0], dtype=torch.float64)
+    ours = LF.softmax_loss(s, y, class_weight=w)
+    torch.testing.assert_close(ours, F.cross_entropy(s, y, weight=w, reduction="sum") / 8)
+    torch_mean = F.cross_entropy(s, y, weight=w)                       # divides by sum_i w_{y_i}
+    torch.testing.assert_close(torch_mean * w[y].sum() / 8, ours)
+    assert abs(torch_mean.item() - ours.item()) > 1e-3
+    doc = " ".join(LF.softmax_loss.__doc__.split())
+    assert 'cross_entropy(scores, target, weight=w, reduction="sum") / N' in doc
+    assert "NOT cross_entropy(weight=w)'s mean, which divides by sum_i w_{y_i}" in doc
+    assert "(1/N) sum_i w_{y_i} L_i" in " ".join(LF.__doc__.split())
+
+
+def test_balanced_class_weight_is_scikit_learns():
+    y = torch.tensor([0, 0, 0, 1, 2, 2, 0, 1])
+    w = LF.balanced_class_weight(y, 4)                                 # class 3 absent: weight 0
+    assert w.tolist() == pytest.approx([8 / 16, 8 / 8, 8 / 8, 0.0])
+    assert LF.balanced_class_weight(y, 3)[y].sum().item() == pytest.approx(len(y))   # every class present
+    sklearn = pytest.importorskip("sklearn.utils.class_weight", reason="scikit-learn not installed")
+    ref = sklearn.compute_class_weight("balanced", classes=torch.arange(3).numpy(), y=y.numpy())
+    assert LF.balanced_class_weight(y, 3).tolist() == pytest.approx(ref.tolist())
+
+
+@pytest.mark.parametrize("w,match", [
+    (torch.ones(4), "shape"), (torch.ones(3, dtype=torch.long), "floating-point"), ([1.0, 1.0, 1.0], "tensor"),
+    (torch.tensor([1.0, -1.0, 1.0]), "finite and >= 0"), (torch.tensor([1.0, float("nan"), 1.0]), "finite"),
+], ids=["wrong length", "integer", "list", "negative", "nan"])
+def test_bad_class_weight_raises_value_error(w, match):
+    for loss_fn in (lintorch.svm_loss, lintorch.softmax_loss):
+        with pytest.raises(ValueError, match=match):
+            loss_fn(S, Y, class_weight=w)

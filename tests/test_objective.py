@@ -12,11 +12,12 @@ CASES = list(itertools.product(
     [("softmax", False, "weston-watkins"), ("svm", False, "weston-watkins"), ("svm", True, "weston-watkins"),
      ("svm", False, "crammer-singer"), ("svm", True, "crammer-singer")],
     ["l2", "l1", "elasticnet"],
-    [None, 3]))
+    [None, 3],
+    [False, True]))
 
 
-@pytest.mark.parametrize("loss_spec, kind, K", CASES)
-def test_objective_and_grad_matches_autograd(loss_spec, kind, K, device):
+@pytest.mark.parametrize("loss_spec, kind, K, weighted", CASES)
+def test_objective_and_grad_matches_autograd(loss_spec, kind, K, weighted, device):
     loss, squared, form = loss_spec
     g = torch.Generator().manual_seed(7)
     N, D, C = 16, 11, 5
@@ -26,12 +27,15 @@ def test_objective_and_grad_matches_autograd(loss_spec, kind, K, device):
     b = (0.1 * torch.randn(*lead, C, generator=g, dtype=torch.float64)).to(device)
     y = torch.randint(0, C, (N,), generator=g).to(device)
     reg = 0.3 if K is None else torch.tensor([0.0, 0.1, 1.0], dtype=torch.float64, device=device)
-    scores, data, reg_term, dW, db = LF.objective_and_grad(x, W, b, y, loss, reg, kind, 0.7, 1.0, squared, form)
+    w = (torch.rand(C, generator=g, dtype=torch.float64) + 0.25).to(device) if weighted else None
+    scores, data, reg_term, dW, db = LF.objective_and_grad(x, W, b, y, loss, reg, kind, 0.7, 1.0, squared, form,
+                                                           class_weight=w)
 
     # 1. autograd through lintorch's own Functions
     Wa, ba = W.clone().requires_grad_(), b.clone().requires_grad_()
     s = LF.linear(x, Wa, ba)
-    d = LF.softmax_loss(s, y) if loss == "softmax" else LF.svm_loss(s, y, 1.0, squared, form=form)
+    d = LF.softmax_loss(s, y, class_weight=w) if loss == "softmax" else \
+        LF.svm_loss(s, y, 1.0, squared, form=form, class_weight=w)
     total = d + reg * LF.penalty(Wa, kind, 0.7)
     gW, gb = torch.autograd.grad(total.sum(), (Wa, ba))
     torch.testing.assert_close(scores, s.detach())
@@ -42,11 +46,20 @@ def test_objective_and_grad_matches_autograd(loss_spec, kind, K, device):
 
     # 2. autograd through independent torch references
     Wr, br = W.clone().requires_grad_(), b.clone().requires_grad_()
-    ref = reference_total(x, Wr, br, y, loss, squared, form, kind, reg, 0.7, 1.0)
+    ref = reference_total(x, Wr, br, y, loss, squared, form, kind, reg, 0.7, 1.0, class_weight=w)
     rW, rb = torch.autograd.grad(ref, (Wr, br))
     torch.testing.assert_close((data + reg_term).sum(), ref.detach())
     torch.testing.assert_close(dW, rW, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(db, rb, rtol=1e-10, atol=1e-12)
+
+    # 3. reduction="sum" is N times the mean data loss and its gradient, the penalty added once
+    _, data_s, reg_s, dW_s, db_s = LF.objective_and_grad(x, W, b, y, loss, reg, kind, 0.7, 1.0, squared, form,
+                                                         class_weight=w, reduction="sum")
+    torch.testing.assert_close(data_s, N * data)
+    torch.testing.assert_close(reg_s, reg_term)
+    dreg = LF.penalty_backward(W, reg * torch.ones(lead, dtype=W.dtype, device=device), kind, 0.7)
+    torch.testing.assert_close(dW_s - dreg, N * (dW - dreg))
+    torch.testing.assert_close(db_s, N * db)
 
 
 def test_objective_and_grad_builds_no_graph():
