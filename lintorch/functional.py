@@ -8,6 +8,13 @@ hyperparameter sweep trains K weight matrices at once).
     bias    (C,)       or (K, C)
     scores  (N, C)     or (K, N, C)
     target  (N,)                        integer class indices in [0, C)
+    class_weight (C,)                   optional per-class weights w_c
+
+With class weights the losses weigh example i by w_{y_i} and the mean stays a mean over N:
+(1/N) sum_i w_{y_i} L_i. This is NOT torch.nn.functional.cross_entropy(weight=w)'s "mean",
+which divides by sum_i w_{y_i}; it equals cross_entropy(weight=w, reduction="sum") / N, and
+F.multi_margin_loss(weight=w)'s mean. With balanced weights (balanced_class_weight) the sum of
+the w_{y_i} is N, so both normalizations agree, and so does scikit-learn's class_weight="balanced".
 
 Every operation is a ``torch.autograd.Function`` whose backward pass is written
 by hand from calculus, next to its forward pass (as plain ``*_forward``/``*_backward``
@@ -20,18 +27,18 @@ checks these gradients against exactly those independent references.
 Float16/bfloat16 inputs are computed in float32 and the results cast back, and
 under ``torch.autocast`` the losses take float32 scores, as torch's own losses do.
 """
+import functools
 import math
 
 import torch
 from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
 REDUCTIONS = ("mean", "sum", "none")
 SVM_FORMS = ("weston-watkins", "crammer-singer")
 PENALTIES = ("l2", "l1", "elasticnet")
 
 __all__ = ["linear", "svm_loss", "softmax_loss", "penalty", "l2_penalty", "l1_penalty",
-           "elastic_net_penalty", "objective_and_grad", "REDUCTIONS", "SVM_FORMS", "PENALTIES"]
+           "elastic_net_penalty", "objective_and_grad", "balanced_class_weight", "FIRST_ORDER", "REDUCTIONS", "SVM_FORMS", "PENALTIES"]
 
 
 # --------------------------------------------------------------------------- checks
@@ -65,6 +72,34 @@ def _check_scores_target(scores, target, reduction, validate):
             raise ValueError(f"target value {bad} is out of range [0, {C}) for {C} classes")
 
 
+def _check_class_weight(class_weight, scores, validate):
+    """class_weight None or a floating (C,) tensor on the scores' device; validate: finite, >= 0."""
+    if class_weight is None:
+        return
+    C = scores.shape[-1]
+    if not isinstance(class_weight, torch.Tensor) or not class_weight.is_floating_point() \
+            or class_weight.shape != (C,):
+        raise ValueError(f"class_weight must be a floating-point tensor of shape ({C},), got "
+                         f"{getattr(class_weight, 'shape', type(class_weight).__name__)}")
+    if class_weight.device != scores.device:
+        raise ValueError(f"class_weight is on {class_weight.device} but scores on {scores.device}")
+    if validate and not bool((torch.isfinite(class_weight) & (class_weight >= 0)).all()):
+        raise ValueError("class_weight must be finite and >= 0")
+
+
+def balanced_class_weight(target, num_classes):
+    """scikit-learn's class_weight="balanced": w_c = N / (C n_c), so that sum_i w_{y_i} = N when
+    every class has examples.
+    target (N,) -> (C,) float32 on target's device; a class with no examples gets 0 (never used)."""
+    counts = torch.bincount(target.long(), minlength=num_classes).float()
+    return torch.where(counts > 0, len(target) / (num_classes * counts.clamp_min(1)), torch.zeros_like(counts))
+
+
+def _example_weight(class_weight, target, dtype):
+    """w_{y_i} (N,) in dtype, or None without class weights."""
+    return None if class_weight is None else class_weight.to(dtype)[target]
+
+
 def _compute_dtype(t):
     """Half precisions are computed in float32 (as torch's opmath does)."""
     return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
@@ -91,12 +126,42 @@ def _reduce(losses, reduction):
     return losses
 
 
-def _expand_grad(grad, reduction, N):
-    """The incoming gradient of the reduced loss as (..., N, 1) per example; never written into."""
+def _example_grad(grad, reduction, losses, weight=None):
+    """dL/dL_i, the incoming gradient of the reduced loss per example (times w_{y_i} with class
+    weights (N,)), as (..., N, 1); never written into. It is NaN where L_i is not finite (0 * L_i
+    is NaN exactly there), so such an example's gradient row is NaN too, never a finite
+    subgradient (a NaN margin is not "inactive")."""
     if reduction == "none":
-        return grad.unsqueeze(-1)
-    scale = 1.0 / N if reduction == "mean" else 1.0
-    return (grad * scale).unsqueeze(-1).unsqueeze(-1)
+        g = grad.unsqueeze(-1)
+    else:
+        scale = 1.0 / losses.shape[-1] if reduction == "mean" else 1.0
+        g = (grad * scale).unsqueeze(-1).unsqueeze(-1)
+    if weight is not None:
+        g = g * weight.unsqueeze(-1)
+    return g + 0.0 * losses.unsqueeze(-1)
+
+
+def _own_outputs(loss, saved, losses):
+    """A Function's outputs must be distinct tensors: with reduction="none" the loss is the L_i
+    themselves, and the copy kept for backward is marked non-differentiable while the loss is not."""
+    return loss, saved, losses.clone() if losses is loss else losses
+
+
+FIRST_ORDER = ("lintorch's hand-written backward passes of the losses are first-order: they cannot be "
+               "differentiated again (create_graph=True: Hessians, Hessian-vector products, gradgradcheck). "
+               "Use torch.nn.functional.cross_entropy or multi_margin_loss for second derivatives.")
+
+
+def _first_order(backward):
+    """@once_differentiable, but loud: once_differentiable gives silently zero second derivatives
+    when the incoming gradient needs none (torch.autograd.functional.hessian), so a backward run
+    with create_graph=True (the only time grad mode is on inside backward) raises instead."""
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        if torch.is_grad_enabled():
+            raise RuntimeError(FIRST_ORDER)
+        return backward(ctx, *grads)
+    return wrapper
 
 
 # --------------------------------------------------------------------------- linear
@@ -147,9 +212,10 @@ class _Linear(Function):
         ctx.has_bias = bias is not None
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dscores):
-        """dx = dS W,  dW = dS^T x,  db = sum_n dS (linear_backward)."""
+        """dx = dS W,  dW = dS^T x,  db = sum_n dS (linear_backward). Plain tensor expressions of
+        the saved x, W and dS, so autograd differentiates them again: double backward is exact
+        (gradgradcheck-tested)."""
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
         return linear_backward(x, weight, dscores, need[0], need[1], ctx.has_bias and need[2])
@@ -173,12 +239,14 @@ def linear(x, weight, bias=None):
 
 # --------------------------------------------------------------------------- SVM (hinge) loss
 
-def svm_forward(scores, target, margin=1.0, squared=False, form="weston-watkins", reduction="mean"):
+def svm_forward(scores, target, margin=1.0, squared=False, form="weston-watkins", reduction="mean",
+                class_weight=None):
     """Weston-Watkins: L_i = sum_{j != y_i} h(m_ij);  Crammer-Singer: L_i = h(max_{j != y_i} m_ij);
-    m_ij = s_j - s_{y_i} + margin, h(m) = max(0, m), or max(0, m)^2 when squared.
+    m_ij = s_j - s_{y_i} + margin, h(m) = max(0, m), or max(0, m)^2 when squared; times w_{y_i}
+    with class weights (C,).
 
-    scores (..., N, C) -> (reduced loss, margins (..., N, C)); the margins, with the target
-    entry set to 0 (WW) or -inf (CS), are all the backward pass needs.
+    scores (..., N, C) -> (reduced loss, margins (..., N, C), losses L_i (..., N)); the margins,
+    with the target entry set to 0 (WW) or -inf (CS), and the L_i are what the backward pass needs.
     """
     s = scores.to(_compute_dtype(scores))
     idx = _index(target, s)
@@ -186,16 +254,20 @@ def svm_forward(scores, target, margin=1.0, squared=False, form="weston-watkins"
     margins.scatter_(-1, idx, -math.inf if form == "crammer-singer" else 0.0)
     h = (margins.amax(-1, keepdim=True) if form == "crammer-singer" else margins).clamp_min(0.0)
     losses = (h.square() if squared else h).sum(-1)                    # (..., N)
-    return _reduce(losses, reduction).to(scores.dtype), margins
+    if class_weight is not None:
+        losses = losses * _example_weight(class_weight, target, s.dtype)
+    return _reduce(losses, reduction).to(scores.dtype), margins, losses
 
 
-def svm_backward(margins, target, grad, squared=False, form="weston-watkins", reduction="mean"):
+def svm_backward(margins, losses, target, grad, squared=False, form="weston-watkins", reduction="mean",
+                 class_weight=None):
     """dL_i/ds_j = h'(m_ij) for j != y_i, and dL_i/ds_{y_i} = -sum_{j != y_i} h'(m_ij),
-    with h'(m) = [m > 0] (hinge) or 2 max(0, m) (squared), times the incoming gradient.
+    with h'(m) = [m > 0] (hinge) or 2 max(0, m) (squared), times w_{y_i} and the incoming gradient.
 
     The indicator is strict, m > 0, so at a kink (m == 0) the subgradient is 0: PyTorch's
     minimum-norm convention. Crammer-Singer has one active wrong class per example, the
-    first argmax of m_ij over j != y_i. -> dscores (..., N, C) in the margins' dtype.
+    first argmax of m_ij over j != y_i. An example whose L_i is not finite (a NaN score) gets a
+    NaN row. -> dscores (..., N, C) in the margins' dtype.
     """
     idx = _index(target, margins)
     if form == "crammer-singer":
@@ -205,32 +277,33 @@ def svm_backward(margins, target, grad, squared=False, form="weston-watkins", re
     else:
         dscores = (2.0 * margins.clamp_min(0.0)) if squared else (margins > 0).to(margins.dtype)
     dscores.scatter_(-1, idx, -dscores.sum(-1, keepdim=True))          # wrong classes' total, negated
-    return dscores.mul_(_expand_grad(grad.to(margins.dtype), reduction, margins.shape[-2]))
+    weight = _example_weight(class_weight, target, margins.dtype)
+    return dscores.mul_(_example_grad(grad.to(margins.dtype), reduction, losses, weight))
 
 
 class _SVMLoss(Function):
     @staticmethod
-    def forward(scores, target, margin, squared, form, reduction):
-        return svm_forward(scores, target, margin, squared, form, reduction)
+    def forward(scores, target, margin, squared, form, reduction, class_weight):
+        return _own_outputs(*svm_forward(scores, target, margin, squared, form, reduction, class_weight))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        scores, target, margin, squared, form, reduction = inputs
-        ctx.save_for_backward(target, output[1])
+        scores, target, margin, squared, form, reduction, class_weight = inputs
+        ctx.save_for_backward(target, output[1], output[2], class_weight)
         ctx.squared, ctx.form, ctx.reduction, ctx.dtype = squared, form, reduction, scores.dtype
-        ctx.mark_non_differentiable(output[1])
+        ctx.mark_non_differentiable(output[1], output[2])
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad, _grad_margins):
+    @_first_order
+    def backward(ctx, grad, _grad_margins, _grad_losses):
         """dL_i/ds_j = [m_ij > 0] for j != y_i, -sum of those at y_i (svm_backward)."""
-        target, margins = ctx.saved_tensors
-        dscores = svm_backward(margins, target, grad, ctx.squared, ctx.form, ctx.reduction)
-        return dscores.to(ctx.dtype), None, None, None, None, None
+        target, margins, losses, class_weight = ctx.saved_tensors
+        dscores = svm_backward(margins, losses, target, grad, ctx.squared, ctx.form, ctx.reduction, class_weight)
+        return dscores.to(ctx.dtype), None, None, None, None, None, None
 
 
 def svm_loss(scores, target, margin=1.0, squared=False, reduction="mean", form="weston-watkins",
-             *, validate=True):
+             *, class_weight=None, validate=True):
     """Multiclass SVM (hinge) loss of the lecture: L_i = sum_{j != y_i} max(0, s_j - s_{y_i} + margin).
 
     scores (N, C) or (K, N, C), target (N,) integer class indices.
@@ -238,12 +311,17 @@ def svm_loss(scores, target, margin=1.0, squared=False, reduction="mean", form="
     form="crammer-singer" uses the largest wrong-class margin instead of the sum.
     Unlike torch.nn.functional.multi_margin_loss, the sum over classes is NOT divided by C:
     svm_loss(s, y) == C * F.multi_margin_loss(s, y).
+    class_weight (C,) weighs example i by w_{y_i}; the mean stays (1/N) sum_i w_{y_i} L_i, as
+    F.multi_margin_loss(weight=w)'s.
     Returns the mean (or sum) over N: a scalar, or (K,); reduction="none" gives (N,) or (K, N).
-    validate=False skips the target range check (a host sync), for labels checked once at load.
+    validate=False skips the target range and class_weight value checks (host syncs), for labels
+    and weights checked once at load.
     """
     _check_scores_target(scores, target, reduction, validate)
     _check_svm(form, margin)
-    return _SVMLoss.apply(_autocast_float32(scores), target, float(margin), bool(squared), form, reduction)[0]
+    _check_class_weight(class_weight, scores, validate)
+    return _SVMLoss.apply(_autocast_float32(scores), target, float(margin), bool(squared), form, reduction,
+                          class_weight)[0]
 
 
 def _check_svm(form, margin):
@@ -255,57 +333,68 @@ def _check_svm(form, margin):
 
 # --------------------------------------------------------------------------- softmax loss
 
-def softmax_forward(scores, target, reduction="mean"):
+def softmax_forward(scores, target, reduction="mean", class_weight=None):
     """L_i = -log(e^{s_{y_i}} / sum_j e^{s_j}) = log sum_j e^{s_j - m} + m - s_{y_i}, m = max_j s_j:
-    the max is subtracted before exp, so logits of +-1e4 stay finite.
+    the max is subtracted before exp, so logits of +-1e4 stay finite; times w_{y_i} with class
+    weights (C,).
 
-    scores (..., N, C) -> (reduced loss, P = softmax(s) (..., N, C)), P for the backward pass.
+    scores (..., N, C) -> (reduced loss, P = softmax(s) (..., N, C), losses L_i (..., N)), P and
+    the L_i for the backward pass.
     """
     s = scores.to(_compute_dtype(scores))
     shifted = s - s.amax(-1, keepdim=True)                             # (..., N, C), max 0
     P = torch.exp(shifted)                                             # unnormalized
     z = P.sum(-1, keepdim=True)                                        # in [1, C]: log z is exact
     losses = (z.log() - shifted.gather(-1, _index(target, s))).squeeze(-1)   # (..., N)
-    return _reduce(losses, reduction).to(scores.dtype), P.div_(z)
+    if class_weight is not None:
+        losses = losses * _example_weight(class_weight, target, s.dtype)
+    return _reduce(losses, reduction).to(scores.dtype), P.div_(z), losses
 
 
-def softmax_backward(P, target, grad, reduction="mean"):
-    """dL_i/ds_j = softmax(s_i)_j - [j == y_i], i.e. dscores = P - onehot(y), times the incoming
-    gradient. -> dscores (..., N, C) in P's dtype."""
+def softmax_backward(P, losses, target, grad, reduction="mean", class_weight=None):
+    """dL_i/ds_j = softmax(s_i)_j - [j == y_i], i.e. dscores = P - onehot(y), times w_{y_i} and the
+    incoming gradient; a NaN row where L_i is not finite (a -inf target score). -> dscores (..., N, C)
+    in P's dtype."""
     idx = _index(target, P)
     dscores = P.scatter_add(-1, idx, torch.full_like(idx, -1, dtype=P.dtype))
-    return dscores.mul_(_expand_grad(grad.to(P.dtype), reduction, P.shape[-2]))
+    weight = _example_weight(class_weight, target, P.dtype)
+    return dscores.mul_(_example_grad(grad.to(P.dtype), reduction, losses, weight))
 
 
 class _SoftmaxLoss(Function):
     @staticmethod
-    def forward(scores, target, reduction):
-        return softmax_forward(scores, target, reduction)
+    def forward(scores, target, reduction, class_weight):
+        return _own_outputs(*softmax_forward(scores, target, reduction, class_weight))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        scores, target, reduction = inputs
-        ctx.save_for_backward(target, output[1])
+        scores, target, reduction, class_weight = inputs
+        ctx.save_for_backward(target, output[1], output[2], class_weight)
         ctx.reduction, ctx.dtype = reduction, scores.dtype
-        ctx.mark_non_differentiable(output[1])
+        ctx.mark_non_differentiable(output[1], output[2])
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad, _grad_P):
+    @_first_order
+    def backward(ctx, grad, _grad_P, _grad_losses):
         """dL_i/ds = softmax(s_i) - onehot(y_i) (softmax_backward)."""
-        target, P = ctx.saved_tensors
-        return softmax_backward(P, target, grad, ctx.reduction).to(ctx.dtype), None, None
+        target, P, losses, class_weight = ctx.saved_tensors
+        dscores = softmax_backward(P, losses, target, grad, ctx.reduction, class_weight)
+        return dscores.to(ctx.dtype), None, None, None
 
 
-def softmax_loss(scores, target, reduction="mean", *, validate=True):
+def softmax_loss(scores, target, reduction="mean", *, class_weight=None, validate=True):
     """Softmax (cross-entropy) loss: L_i = -log(e^{s_{y_i}} / sum_j e^{s_j}), natural log.
 
     scores (N, C) or (K, N, C), target (N,) integer class indices. Equals
     torch.nn.functional.cross_entropy(scores, target) for 2-D scores.
+    class_weight (C,) weighs example i by w_{y_i}, and the mean is (1/N) sum_i w_{y_i} L_i:
+    cross_entropy(scores, target, weight=w, reduction="sum") / N, NOT cross_entropy(weight=w)'s
+    mean, which divides by sum_i w_{y_i} (the two agree for balanced_class_weight).
     Returns the mean (or sum) over N: a scalar, or (K,); reduction="none" gives (N,) or (K, N).
     """
     _check_scores_target(scores, target, reduction, validate)
-    return _SoftmaxLoss.apply(_autocast_float32(scores), target, reduction)[0]
+    _check_class_weight(class_weight, scores, validate)
+    return _SoftmaxLoss.apply(_autocast_float32(scores), target, reduction, class_weight)[0]
 
 
 # --------------------------------------------------------------------------- penalties R(W)
@@ -349,9 +438,9 @@ class _Penalty(Function):
         ctx.kind, ctx.beta = kind, beta
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
-        """2W, sign(W) or 2 beta W + sign(W) (penalty_backward)."""
+        """2W, sign(W) or 2 beta W + sign(W) (penalty_backward). Tensor expressions of the saved W,
+        so autograd differentiates them again: the Hessian is 2I, 0 or 2 beta I (gradgradcheck-tested)."""
         (weight,) = ctx.saved_tensors
         return penalty_backward(weight, grad, ctx.kind, ctx.beta).to(weight.dtype), None, None
 
@@ -394,7 +483,7 @@ def elastic_net_penalty(weight, beta=1.0):
 
 @torch.no_grad()
 def objective_and_grad(x, weight, bias, target, loss="softmax", reg=0.0, penalty="l2", beta=1.0,
-                       margin=1.0, squared=False, form="weston-watkins"):
+                       margin=1.0, squared=False, form="weston-watkins", *, class_weight=None, reduction="mean"):
     """L = mean data loss of scores = x W^T + b, plus reg * R(W), and its gradients, by the chain
     rule written out with the backward functions above: no autograd graph, so a training step
     costs little more than its two GEMMs. Equal to backpropagating through linear, the loss and
@@ -402,16 +491,23 @@ def objective_and_grad(x, weight, bias, target, loss="softmax", reg=0.0, penalty
 
     x (N, D), weight (C, D) or (K, C, D), bias (C,)/(K, C) or None, target (N,); reg a number or
     a (K,) tensor. With K models the gradient is that of sum_k L_k: each model's own.
+    class_weight (C,): the data loss is (1/N) sum_i w_{y_i} L_i (values not checked: no host sync).
+    reduction "sum" gives sum_i w_{y_i} L_i and its gradient instead of the mean (to stream a data
+    set in batches: sum, then divide by N once); the penalty is added either way.
     -> scores (N, C)/(K, N, C), data loss ()/(K,), reg * R(W) ()/(K,), dW, db (None without bias).
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"objective_and_grad reduction must be mean or sum, got {reduction!r}")
     scores = linear_forward(x, weight, bias)
+    _check_scores_target(scores, target, reduction, validate=False)   # no host sync
+    _check_class_weight(class_weight, scores, validate=False)
     ones = torch.ones(weight.shape[:-2], dtype=_compute_dtype(weight), device=weight.device)   # dL/dL_k
     if loss == "svm":
-        data, margins = svm_forward(scores, target, margin, squared, form)
-        dscores = svm_backward(margins, target, ones, squared, form)
+        data, margins, losses = svm_forward(scores, target, margin, squared, form, reduction, class_weight)
+        dscores = svm_backward(margins, losses, target, ones, squared, form, reduction, class_weight)
     else:
-        data, P = softmax_forward(scores, target)
-        dscores = softmax_backward(P, target, ones)
+        data, P, losses = softmax_forward(scores, target, reduction, class_weight)
+        dscores = softmax_backward(P, losses, target, ones, reduction, class_weight)
     _, dW, db = linear_backward(x, weight, dscores, need_x=False, need_bias=bias is not None)
     reg_term = reg * penalty_forward(weight, penalty, beta)
     dW.add_(penalty_backward(weight, reg * ones, penalty, beta).to(dW.dtype))

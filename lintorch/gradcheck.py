@@ -4,11 +4,11 @@ Shapes: N examples, D features, C classes, K stacked models (as in lintorch.func
 
 Every Function (linear, svm_loss in both forms, hinge and squared, softmax_loss, the
 l2/l1/elastic-net penalties) and the total loss L = data loss + lam R(W) through linear,
-each also with the K dimension, and the graph-free training step objective_and_grad that
-train.py uses, is checked three ways:
+each also with the K dimension and with class weights (the data loss (1/N) sum_i w_{y_i} L_i),
+and the graph-free training step objective_and_grad that train.py uses, is checked three ways:
 
-    autograd   torch autograd on an independent reference (F.cross_entropy,
-               C * F.multi_margin_loss, plain tensor expressions), float32 and float64
+    autograd   torch autograd on an independent reference from lintorch.references
+               (F.cross_entropy, C * F.multi_margin_loss, plain tensor expressions), float32 and float64
     numeric    centered finite differences in float64, the lecture's numeric gradient:
                every coordinate for small shapes, sampled coordinates for N=64, D=3072
     gradcheck  torch.autograd.gradcheck, float64
@@ -33,9 +33,9 @@ from functools import partial
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from . import functional as LF
+from .references import PENALTY_REFS, per_model, softmax_reference, svm_reference
 
 log = logging.getLogger(__name__)
 
@@ -193,39 +193,21 @@ def check_gradcheck(case, device="cpu"):
 
 # --------------------------------------------------------------------------- the cases
 
-def svm_reference(s, y, margin=1.0, squared=False, form="weston-watkins", reduction="mean"):
-    """The SVM loss by torch autograd: Weston-Watkins as C * F.multi_margin_loss (torch divides
-    by C), Crammer-Singer as plain tensor ops. s (N, C), y (N,)."""
-    if form == "weston-watkins":
-        return s.shape[1] * F.multi_margin_loss(s, y, p=2 if squared else 1, margin=margin, reduction=reduction)
-    m = s - s.gather(1, y[:, None]) + margin
-    losses = m.masked_fill(F.one_hot(y, s.shape[1]).bool(), -float("inf")).max(1).values.clamp_min(0)
-    losses = losses ** 2 if squared else losses
-    return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
-
-
-PENALTY_REFS = {"l2": lambda W, beta: (W ** 2).sum((-2, -1)), "l1": lambda W, beta: W.abs().sum((-2, -1)),
-                "elasticnet": lambda W, beta: beta * (W ** 2).sum((-2, -1)) + W.abs().sum((-2, -1))}
-
-
-def _per_model(ref):
-    """A 2-D reference applied to each of K stacked models: (K, N, C) -> stacked results."""
-    return lambda s, y: torch.stack([ref(sk, y) for sk in s]) if s.dim() == 3 else ref(s, y)
-
-
 def _label(name, *tags):
     tags = [t for t in tags if t]
     return f"{name}[{','.join(tags)}]" if tags else name
 
 
-def _data_losses(fns, reduction, tag=""):
+def _data_losses(fns, reduction, tag="", class_weight=None):
     """(label, form, fn(s, y), ref(s, y)) for softmax_loss and the four SVM variants
-    (form is None for the smooth softmax loss: no kinks)."""
-    losses = [(_label("softmax_loss", reduction, tag), None, partial(fns["softmax_loss"], reduction=reduction),
-               partial(F.cross_entropy, reduction=reduction))]
+    (form is None for the smooth softmax loss: no kinks), weighted by class_weight (C,) if given."""
+    cw = {} if class_weight is None else {"class_weight": class_weight}
+    tag = tag if class_weight is None else ",".join(t for t in (tag, "weighted") if t)
+    losses = [(_label("softmax_loss", reduction, tag), None, partial(fns["softmax_loss"], reduction=reduction, **cw),
+               partial(softmax_reference, reduction=reduction, **cw))]
     for form, short in zip(LF.SVM_FORMS, ("ww", "cs")):
         for squared in (False, True):
-            kw = dict(margin=1.0, squared=squared, form=form, reduction=reduction)
+            kw = dict(margin=1.0, squared=squared, form=form, reduction=reduction, **cw)
             label = _label("svm_loss", short, "squared" if squared else "hinge", reduction, tag)
             losses.append((label, form, partial(fns["svm_loss"], **kw), partial(svm_reference, **kw)))
     return losses
@@ -254,7 +236,7 @@ def _total(loss, kind, fns, x, y, lead, C, randn, tag="", scale=0.5, large=False
         return data_loss(fns["linear"](x, W, b), y) + lam * fns["penalty"](W, kind, 0.5)
 
     def reference(x, W, b, y):
-        return _per_model(ref)(x @ W.mT + b.unsqueeze(-2), y) + lam * PENALTY_REFS[kind](W, 0.5)
+        return per_model(ref)(x @ W.mT + b.unsqueeze(-2), y) + lam * PENALTY_REFS[kind](W, 0.5)
 
     def near(x, W, b, y, tol):   # per model: does any example sit within tol of a hinge kink
         if form is None:
@@ -280,20 +262,22 @@ class _StepAsFunction(torch.autograd.Function):
     """functional.objective_and_grad, the graph-free training step, seen by autograd: its own
     dW, db (scaled per model by the incoming gradient) are the backward pass under check."""
     @staticmethod
-    def forward(ctx, x, W, b, y, loss, form, kind):
-        _, data, reg, dW, db = LF.objective_and_grad(x, W, b, y, loss, 0.1, kind, 0.5, 1.0, False, form)
+    def forward(ctx, x, W, b, y, loss, form, kind, class_weight):
+        _, data, reg, dW, db = LF.objective_and_grad(x, W, b, y, loss, 0.1, kind, 0.5, 1.0, False, form,
+                                                     class_weight=class_weight)
         ctx.save_for_backward(dW, db)
         return data + reg
 
     @staticmethod
     def backward(ctx, grad):
         dW, db = ctx.saved_tensors
-        return None, dW * grad[..., None, None], db * grad[..., None], None, None, None, None
+        return None, dW * grad[..., None, None], db * grad[..., None], None, None, None, None, None
 
 
-def _step(total_case, loss, form, kind, tag):
+def _step(total_case, loss, form, kind, tag, class_weight=None):
     """The training step's gradient, checked against the same references as the total loss."""
-    total_case.fn = lambda x, W, b, y: _StepAsFunction.apply(x, W, b, y, loss, form, kind)
+    total_case.fn = lambda x, W, b, y: _StepAsFunction.apply(x, W, b, y, loss, form, kind, class_weight)
+    tag = tag if class_weight is None else ",".join(t for t in (tag, "weighted") if t)
     total_case.name = _label("objective_and_grad", f"{loss}+0.1*{kind}", tag)
     return total_case
 
@@ -323,7 +307,7 @@ def make_cases(seed=0, fns=None):
             label, form, fn, ref = _data_losses(fns, reduction, tag)[j]
             s = _resample(lambda: 2 * randn(*lead, N, C),
                           lambda s: form is None or not hinge_kinks(s, y, 1.0, form, GAP).any())
-            cases.append(Case(label, fn, _per_model(ref), [s, y], (0,),
+            cases.append(Case(label, fn, per_model(ref), [s, y], (0,),
                               None if form is None else partial(_score_kinks, form=form)))
         losses = _data_losses(fns, "mean")
         cases += [_total(losses[1], "l2", fns, x, y, lead, C, randn, tag),
@@ -331,6 +315,20 @@ def make_cases(seed=0, fns=None):
         cases += [_step(_total(losses[1], "l2", fns, x, y, lead, C, randn, tag), "svm", "weston-watkins", "l2", tag),
                   _step(_total(losses[0], "elasticnet", fns, x, y, lead, C, randn, tag), "softmax",
                         "weston-watkins", "elasticnet", tag)]
+        # class weights: three data losses (the reductions cycled), a total and both training steps
+        w = torch.rand(C, generator=gen, dtype=torch.float64) * 1.5 + 0.25
+        for j, reduction in ((0, "mean"), (1, "sum"), (4, "none")):
+            label, form, fn, ref = _data_losses(fns, reduction, tag, w)[j]
+            s = _resample(lambda: 2 * randn(*lead, N, C),
+                          lambda s: form is None or not hinge_kinks(s, y, 1.0, form, GAP).any())
+            cases.append(Case(label, fn, per_model(ref), [s, y], (0,),
+                              None if form is None else partial(_score_kinks, form=form)))
+        weighted = _data_losses(fns, "mean", tag, w)
+        cases += [_total(weighted[0], "l2", fns, x, y, lead, C, randn, f"{tag},weighted".lstrip(",")),
+                  _step(_total(weighted[0], "l2", fns, x, y, lead, C, randn, tag), "softmax", "weston-watkins",
+                        "l2", tag, w),
+                  _step(_total(weighted[3], "l2", fns, x, y, lead, C, randn, tag), "svm", "crammer-singer",
+                        "l2", tag, w)]
     # the lecture's numeric gradient on a CIFAR-sized batch, on sampled coordinates
     x, y = randn(64, 3072), torch.randint(0, 10, (64,), generator=gen)
     cases += [_total(loss, "l2", fns, x, y, (), 10, randn, "N=64,D=3072", scale=1e-2, large=True)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import lintorch
 from lintorch import functional as LF
-from lintorch.gradcheck import PENALTY_REFS, svm_reference
+from lintorch.references import PENALTY_REFS, per_model, softmax_reference, svm_reference
 
 LECTURE_SCORES = [[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]]   # rows: the cat, car, frog images
 LECTURE_TARGETS = [0, 1, 2]
@@ -27,7 +27,7 @@ def _svm(**kw):
 # name -> (lintorch's loss, independent reference), both called as f(scores, target, reduction)
 LOSSES = {
     "softmax": (lambda s, y, r: LF.softmax_loss(s, y, reduction=r),
-                lambda s, y, r: F.cross_entropy(s, y, reduction=r)),
+                lambda s, y, r: softmax_reference(s, y, reduction=r)),
     "hinge": _svm(),
     "squared-hinge": _svm(squared=True),
     "hinge-margin-2.5": _svm(margin=2.5),
@@ -213,11 +213,6 @@ def test_non_contiguous_scores(loss, device):
         torch.testing.assert_close(ga, gb, **TOL[torch.float64])
 
 
-def _per_model(fn):
-    """A 2-D loss applied to each model of (K, N, C) scores."""
-    return lambda s, y, r: torch.stack([fn(sk, y, r) for sk in s]) if s.dim() == 3 else fn(s, y, r)
-
-
 @pytest.mark.parametrize("loss", LOSSES)
 def test_expanded_and_non_contiguous_grad_output(loss, device):
     """reduction="none" then .sum() hands backward an expanded (stride 0) gradient; a transposed
@@ -235,7 +230,7 @@ def test_expanded_and_non_contiguous_grad_output(loss, device):
         return a.grad, k.grad
 
     got = grads(ours)
-    for g_ours, g_ref in zip(got, grads(_per_model(ref))):
+    for g_ours, g_ref in zip(got, grads(per_model(ref))):
         torch.testing.assert_close(g_ours, g_ref, **TOL[torch.float64])
     _, g_sum = loss_and_grad(ours, s, y, "sum")
     torch.testing.assert_close(got[0], g_sum, rtol=0, atol=0)
@@ -396,3 +391,147 @@ def test_bad_scores_or_target_raise_value_error(loss_fn, case, device):
 def test_bad_arguments_raise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# --------------------------------------------------------------------------- second derivatives, NaN, kinks
+
+FIRST_ORDER = "first-order"
+SECOND_ORDER_LOSSES = {"softmax": lambda s, y: LF.softmax_loss(s, y),
+                       "hinge": lambda s, y: LF.svm_loss(s, y),
+                       "squared-hinge": lambda s, y: LF.svm_loss(s, y, squared=True),
+                       "crammer-singer": lambda s, y: LF.svm_loss(s, y, form="crammer-singer")}
+
+
+@pytest.mark.parametrize("loss", SECOND_ORDER_LOSSES)
+def test_second_derivatives_of_a_loss_raise_not_zero(loss, device):
+    """The losses' backward passes are first-order: a Hessian, a Hessian-vector product or
+    gradgradcheck through them raises a RuntimeError that says so, never an all-zero Hessian."""
+    s, y = random_scores(4, 3, 20, device)
+    fn = SECOND_ORDER_LOSSES[loss]
+    with pytest.raises(RuntimeError, match=FIRST_ORDER):
+        torch.autograd.functional.hessian(lambda s: fn(s, y), s)
+    with pytest.raises(RuntimeError, match=FIRST_ORDER):
+        torch.autograd.functional.hvp(lambda s: fn(s, y), s, torch.ones_like(s))
+    with pytest.raises(RuntimeError, match=FIRST_ORDER):
+        torch.autograd.gradgradcheck(lambda s: fn(s, y), (s.clone().requires_grad_(),))
+    x, W = torch.randn(4, 5, dtype=torch.float64, device=device), torch.randn(3, 5, dtype=torch.float64, device=device)
+    with pytest.raises(RuntimeError, match=FIRST_ORDER):     # the total loss, through linear and the penalty
+        torch.autograd.functional.hessian(lambda W: fn(LF.linear(x, W), y) + 0.1 * LF.penalty(W), W)
+
+
+@pytest.mark.parametrize("kind", LF.PENALTIES)
+def test_linear_and_penalty_are_twice_differentiable(kind, device):
+    """linear and the penalties are polynomials whose backward passes are tensor expressions of
+    the saved inputs: gradgradcheck passes, and the l2 Hessian is 2I (l1's is 0 off W == 0)."""
+    g = torch.Generator().manual_seed(21)
+    x, W, b = (torch.randn(*shape, generator=g, dtype=torch.float64).to(device).requires_grad_()
+               for shape in ((4, 5), (3, 5), (3,)))
+    assert torch.autograd.gradgradcheck(LF.linear, (x, W, b))
+    assert torch.autograd.gradgradcheck(lambda W: LF.penalty(W, kind, 0.5), (W,))
+    H = torch.autograd.functional.hessian(lambda W: LF.penalty(W, kind, 0.5), W.detach()).reshape(15, 15)
+    expected = {"l2": 2.0, "l1": 0.0, "elasticnet": 1.0}[kind] * torch.eye(15, dtype=torch.float64, device=device)
+    torch.testing.assert_close(H, expected, rtol=0, atol=0)
+    # the mixed second derivative of sum(x W^T): d/dW of dx = 1 W is not zero
+    Hx = torch.autograd.functional.hessian(lambda x, W: LF.linear(x, W).sum(), (x.detach(), W.detach()))
+    torch.testing.assert_close(Hx[0][1].sum(), torch.tensor(4 * 15.0, dtype=torch.float64, device=device))
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_non_finite_loss_gives_a_nan_gradient_row(loss, device):
+    """A NaN score (or a -inf target score) makes that example's loss non-finite; its gradient row
+    is NaN too, never a finite subgradient, while the other examples keep the reference's."""
+    ours, ref = LOSSES[loss]
+    s, y = random_scores(5, 4, 22, device)
+    s[1, (y[1] + 1) % 4] = float("nan")                               # a wrong-class score
+    s[3, y[3]] = float("nan")                                         # the target's score
+    s[4, y[4]] = -float("inf")                                        # an infinitely wrong example
+    bad = torch.tensor([False, True, False, True, True], device=device)
+    for reduction in REDUCTIONS:
+        la, ga = loss_and_grad(ours, s, y, reduction)
+        if reduction == "none":
+            assert (~torch.isfinite(la) == bad).all()
+        assert torch.isnan(ga[bad]).all(), (reduction, ga)
+        lb, gb = loss_and_grad(ref, s[~bad], y[~bad], "sum")
+        scale = 1 / 5 if reduction == "mean" else 1.0
+        torch.testing.assert_close(ga[~bad], gb * scale, **TOL[torch.float64])
+
+
+def test_crammer_singer_kink_subgradient_is_zero(device):
+    """Crammer-Singer's largest wrong-class margin exactly 0 contributes nothing (strict top > 0):
+    a `>=` would give [-1, 1, 0]. Just past the kink the example is active."""
+    s, y = tensor([[2.0, 1.0, -3.0]], device), torch.tensor([0], device=device)    # top margin 1 - 2 + 1 = 0
+    for squared in (False, True):
+        fn = lambda s, y, r: LF.svm_loss(s, y, squared=squared, reduction=r, form="crammer-singer")  # noqa: E731
+        loss, grad = loss_and_grad(fn, s, y)
+        assert loss.item() == 0.0 and grad.tolist() == [[0.0, 0.0, 0.0]]
+    _, grad = loss_and_grad(lambda s, y, r: LF.svm_loss(s, y, margin=1.0 + 2 ** -20, reduction=r,
+                                                        form="crammer-singer"), s, y)
+    assert grad.tolist() == [[-1.0, 1.0, 0.0]]
+
+
+# --------------------------------------------------------------------------- class weights
+
+def _weighted(loss, w):
+    ours, ref = LOSSES[loss]
+    if loss == "softmax":
+        return (lambda s, y, r: LF.softmax_loss(s, y, r, class_weight=w),
+                lambda s, y, r: softmax_reference(s, y, r, class_weight=w))
+    kw = dict(margin={"hinge-margin-2.5": 2.5, "hinge-margin-0": 0.0}.get(loss, 1.0), squared="squared" in loss,
+              form="crammer-singer" if loss.startswith("crammer") else "weston-watkins")
+    return (lambda s, y, r: LF.svm_loss(s, y, reduction=r, class_weight=w, **kw),
+            lambda s, y, r: svm_reference(s, y, reduction=r, class_weight=w, **kw))
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("K", [None, 3])
+def test_class_weight_matches_reference(loss, reduction, K, device):
+    """Weighted loss (1/N) sum_i w_{y_i} L_i and its gradient, one model and K stacked, against
+    F.cross_entropy(weight=w, reduction="sum") / N and C * F.multi_margin_loss(weight=w)."""
+    g = torch.Generator().manual_seed(23)
+    lead = () if K is None else (K,)
+    s = (3 * torch.randn(*lead, 9, 4, generator=g, dtype=torch.float64)).to(device)
+    y = torch.randint(0, 4, (9,), generator=g).to(device)
+    w = (torch.rand(4, generator=g, dtype=torch.float64) * 2).to(device)
+    ours, ref = _weighted(loss, w)
+    v = cotangent((*lead, 9) if reduction == "none" else lead, device)
+    la, ga = loss_and_grad(ours, s, y, reduction, v)
+    lb, gb = loss_and_grad(per_model(ref), s, y, reduction, v)
+    torch.testing.assert_close(la, lb, **TOL[torch.float64])
+    torch.testing.assert_close(ga, gb, **TOL[torch.float64])
+    unweighted, _ = loss_and_grad(LOSSES[loss][0], s, y, "none")
+    torch.testing.assert_close(loss_and_grad(ours, s, y, "none")[0], unweighted * w[y])
+
+
+def test_class_weight_mean_divides_by_N_not_the_weights_and_the_docs_say_so():
+    s, y = random_scores(8, 3, 24)
+    w = torch.tensor([0.5, 1.0, 3.0], dtype=torch.float64)
+    ours = LF.softmax_loss(s, y, class_weight=w)
+    torch.testing.assert_close(ours, F.cross_entropy(s, y, weight=w, reduction="sum") / 8)
+    torch_mean = F.cross_entropy(s, y, weight=w)                       # divides by sum_i w_{y_i}
+    torch.testing.assert_close(torch_mean * w[y].sum() / 8, ours)
+    assert abs(torch_mean.item() - ours.item()) > 1e-3
+    doc = " ".join(LF.softmax_loss.__doc__.split())
+    assert 'cross_entropy(scores, target, weight=w, reduction="sum") / N' in doc
+    assert "NOT cross_entropy(weight=w)'s mean, which divides by sum_i w_{y_i}" in doc
+    assert "(1/N) sum_i w_{y_i} L_i" in " ".join(LF.__doc__.split())
+
+
+def test_balanced_class_weight_is_scikit_learns():
+    y = torch.tensor([0, 0, 0, 1, 2, 2, 0, 1])
+    w = LF.balanced_class_weight(y, 4)                                 # class 3 absent: weight 0
+    assert w.tolist() == pytest.approx([8 / 16, 8 / 8, 8 / 8, 0.0])
+    assert LF.balanced_class_weight(y, 3)[y].sum().item() == pytest.approx(len(y))   # every class present
+    sklearn = pytest.importorskip("sklearn.utils.class_weight", reason="scikit-learn not installed")
+    ref = sklearn.compute_class_weight("balanced", classes=torch.arange(3).numpy(), y=y.numpy())
+    assert LF.balanced_class_weight(y, 3).tolist() == pytest.approx(ref.tolist())
+
+
+@pytest.mark.parametrize("w,match", [
+    (torch.ones(4), "shape"), (torch.ones(3, dtype=torch.long), "floating-point"), ([1.0, 1.0, 1.0], "tensor"),
+    (torch.tensor([1.0, -1.0, 1.0]), "finite and >= 0"), (torch.tensor([1.0, float("nan"), 1.0]), "finite"),
+], ids=["wrong length", "integer", "list", "negative", "nan"])
+def test_bad_class_weight_raises_value_error(w, match):
+    for loss_fn in (lintorch.svm_loss, lintorch.softmax_loss):
+        with pytest.raises(ValueError, match=match):
+            loss_fn(S, Y, class_weight=w)

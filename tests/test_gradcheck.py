@@ -55,6 +55,8 @@ def test_every_check_passes_for_another_seed(device):
     names = {r.function.split("[")[0] for r in rows}
     assert names == {"linear", "penalty", "softmax_loss", "svm_loss", "total", "objective_and_grad"}
     assert any("K=3" in r.function for r in rows) and any("D=3072" in r.function for r in rows)
+    weighted = {r.function.split("[")[0] for r in rows if "weighted" in r.function}
+    assert weighted == {"softmax_loss", "svm_loss", "total", "objective_and_grad"}
     assert {r.where.split("/")[0] for r in rows} == {"float32", "float64"}
 
 
@@ -98,8 +100,8 @@ class _SoftmaxMissingOnehot(Function):
     """softmax_loss whose backward forgets the -onehot(y) term: dscores = P, not P - onehot."""
 
     @staticmethod
-    def forward(scores, target, reduction):
-        return LF.softmax_loss(scores, target, reduction)
+    def forward(scores, target, reduction, class_weight):
+        return LF.softmax_loss(scores, target, reduction, class_weight=class_weight)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -111,11 +113,11 @@ class _SoftmaxMissingOnehot(Function):
         (s,) = ctx.saved_tensors
         scale = {"mean": 1 / s.shape[-2], "sum": 1.0, "none": 1.0}[ctx.reduction]
         g = grad.unsqueeze(-1) if ctx.reduction == "none" else grad[..., None, None]
-        return torch.softmax(s, -1) * g * scale, None, None
+        return torch.softmax(s, -1) * g * scale, None, None, None
 
 
-def softmax_missing_onehot(scores, target, reduction="mean"):
-    return _SoftmaxMissingOnehot.apply(scores, target, reduction)
+def softmax_missing_onehot(scores, target, reduction="mean", class_weight=None):
+    return _SoftmaxMissingOnehot.apply(scores, target, reduction, class_weight)
 
 
 class _LinearTransposedDW(Function):

@@ -4,41 +4,20 @@ import itertools
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lintorch import functional as LF
+from lintorch.references import reference_total
 
 CASES = list(itertools.product(
     [("softmax", False, "weston-watkins"), ("svm", False, "weston-watkins"), ("svm", True, "weston-watkins"),
      ("svm", False, "crammer-singer"), ("svm", True, "crammer-singer")],
     ["l2", "l1", "elasticnet"],
-    [None, 3]))
+    [None, 3],
+    [False, True]))
 
 
-def reference_total(x, W, b, y, loss, squared, form, kind, reg, beta, margin):
-    """Plain torch expressions, differentiated by autograd: sum over models of mean data + reg R."""
-    s = x @ W.transpose(-1, -2) + b.unsqueeze(-2)                        # (N, C) or (K, N, C)
-    s2 = s.reshape(-1, s.shape[-2], s.shape[-1])
-    C = s.shape[-1]
-    datas = []
-    for sk in s2:
-        if loss == "softmax":
-            datas.append(F.cross_entropy(sk, y))
-        elif form == "weston-watkins":
-            datas.append(C * F.multi_margin_loss(sk, y, p=2 if squared else 1, margin=margin))
-        else:
-            m = sk - sk.gather(1, y[:, None]) + margin
-            m = m.scatter(1, y[:, None], float("-inf")).amax(1).clamp_min(0)
-            datas.append((m ** 2 if squared else m).mean())
-    W2 = W.reshape(-1, *W.shape[-2:])
-    pens = {"l2": lambda w: (w ** 2).sum(), "l1": lambda w: w.abs().sum(),
-            "elasticnet": lambda w: beta * (w ** 2).sum() + w.abs().sum()}
-    regs = reg if torch.is_tensor(reg) else torch.full((len(W2),), reg, dtype=W.dtype)
-    return sum(d + r * pens[kind](w) for d, r, w in zip(datas, regs, W2))
-
-
-@pytest.mark.parametrize("loss_spec, kind, K", CASES)
-def test_objective_and_grad_matches_autograd(loss_spec, kind, K, device):
+@pytest.mark.parametrize("loss_spec, kind, K, weighted", CASES)
+def test_objective_and_grad_matches_autograd(loss_spec, kind, K, weighted, device):
     loss, squared, form = loss_spec
     g = torch.Generator().manual_seed(7)
     N, D, C = 16, 11, 5
@@ -48,12 +27,15 @@ def test_objective_and_grad_matches_autograd(loss_spec, kind, K, device):
     b = (0.1 * torch.randn(*lead, C, generator=g, dtype=torch.float64)).to(device)
     y = torch.randint(0, C, (N,), generator=g).to(device)
     reg = 0.3 if K is None else torch.tensor([0.0, 0.1, 1.0], dtype=torch.float64, device=device)
-    scores, data, reg_term, dW, db = LF.objective_and_grad(x, W, b, y, loss, reg, kind, 0.7, 1.0, squared, form)
+    w = (torch.rand(C, generator=g, dtype=torch.float64) + 0.25).to(device) if weighted else None
+    scores, data, reg_term, dW, db = LF.objective_and_grad(x, W, b, y, loss, reg, kind, 0.7, 1.0, squared, form,
+                                                           class_weight=w)
 
     # 1. autograd through lintorch's own Functions
     Wa, ba = W.clone().requires_grad_(), b.clone().requires_grad_()
     s = LF.linear(x, Wa, ba)
-    d = LF.softmax_loss(s, y) if loss == "softmax" else LF.svm_loss(s, y, 1.0, squared, form=form)
+    d = LF.softmax_loss(s, y, class_weight=w) if loss == "softmax" else \
+        LF.svm_loss(s, y, 1.0, squared, form=form, class_weight=w)
     total = d + reg * LF.penalty(Wa, kind, 0.7)
     gW, gb = torch.autograd.grad(total.sum(), (Wa, ba))
     torch.testing.assert_close(scores, s.detach())
@@ -64,11 +46,20 @@ def test_objective_and_grad_matches_autograd(loss_spec, kind, K, device):
 
     # 2. autograd through independent torch references
     Wr, br = W.clone().requires_grad_(), b.clone().requires_grad_()
-    ref = reference_total(x, Wr, br, y, loss, squared, form, kind, reg, 0.7, 1.0)
+    ref = reference_total(x, Wr, br, y, loss, squared, form, kind, reg, 0.7, 1.0, class_weight=w)
     rW, rb = torch.autograd.grad(ref, (Wr, br))
     torch.testing.assert_close((data + reg_term).sum(), ref.detach())
     torch.testing.assert_close(dW, rW, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(db, rb, rtol=1e-10, atol=1e-12)
+
+    # 3. reduction="sum" is N times the mean data loss and its gradient, the penalty added once
+    _, data_s, reg_s, dW_s, db_s = LF.objective_and_grad(x, W, b, y, loss, reg, kind, 0.7, 1.0, squared, form,
+                                                         class_weight=w, reduction="sum")
+    torch.testing.assert_close(data_s, N * data)
+    torch.testing.assert_close(reg_s, reg_term)
+    dreg = LF.penalty_backward(W, reg * torch.ones(lead, dtype=W.dtype, device=device), kind, 0.7)
+    torch.testing.assert_close(dW_s - dreg, N * (dW - dreg))
+    torch.testing.assert_close(db_s, N * db)
 
 
 def test_objective_and_grad_builds_no_graph():
@@ -76,3 +67,20 @@ def test_objective_and_grad_builds_no_graph():
     b = torch.zeros(3, requires_grad=True)
     out = LF.objective_and_grad(torch.randn(5, 4), W, b, torch.tensor([0, 1, 2, 0, 1]))
     assert all(t is None or t.grad_fn is None for t in out)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "svm"])
+def test_objective_and_grad_empty_batch_raises_the_losses_value_error(loss):
+    W, b = torch.randn(3, 4), torch.zeros(3)
+    with pytest.raises(ValueError, match="empty batch"):
+        LF.objective_and_grad(torch.randn(0, 4), W, b, torch.zeros(0, dtype=torch.long), loss)
+
+
+def test_objective_and_grad_nan_example_gives_a_nan_gradient():
+    """A NaN feature makes the loss NaN: the gradient must not pretend to be finite."""
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1])
+    x[2, 1] = float("nan")
+    for loss in ("softmax", "svm"):
+        _, data, _, dW, db = LF.objective_and_grad(x, torch.randn(3, 4, dtype=torch.float64),
+                                                   torch.zeros(3, dtype=torch.float64), y, loss)
+        assert torch.isnan(data) and torch.isnan(dW).all() and torch.isnan(db).all()

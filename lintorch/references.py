@@ -1,0 +1,79 @@
+"""Independent references for lintorch's math: torch's own losses and plain tensor expressions,
+differentiated by autograd. lintorch.gradcheck, the tests and the L-BFGS checks compare
+lintorch's hand-written forward and backward passes against these, so nothing here may call
+lintorch.functional.
+
+Shapes: N examples, D features, C classes, K stacked models.
+
+    s       (N, C)                scores of one model (per_model lifts a reference to (K, N, C))
+    y       (N,)                  integer class indices
+    x       (N, D), W (C, D) or (K, C, D), b (C,) or (K, C)
+    w       (C,)                  class weights, or None
+
+Class weights follow lintorch's convention: the weighted mean is (1/N) sum_i w_{y_i} L_i.
+F.cross_entropy(weight=w) with reduction="mean" divides by sum_i w_{y_i} instead, so the
+softmax reference uses its "sum" divided by N; F.multi_margin_loss(weight=w)'s mean divides by N.
+"""
+import torch
+import torch.nn.functional as F
+
+__all__ = ["softmax_reference", "svm_reference", "PENALTY_REFS", "per_model", "reference_total",
+           "softmax_objective"]
+
+
+def _reduce(losses, reduction):
+    return {"mean": losses.mean, "sum": losses.sum, "none": lambda: losses}[reduction]()
+
+
+def softmax_reference(s, y, reduction="mean", class_weight=None):
+    """F.cross_entropy, with class weights as (1/N) sum_i w_{y_i} L_i for the mean (torch's own
+    weighted mean divides by sum_i w_{y_i}: used here only through reduction "sum" and "none")."""
+    class_weight = None if class_weight is None else class_weight.to(s.dtype)
+    if class_weight is None or reduction != "mean":
+        return F.cross_entropy(s, y, weight=class_weight, reduction=reduction)
+    return F.cross_entropy(s, y, weight=class_weight, reduction="sum") / s.shape[0]
+
+
+def svm_reference(s, y, margin=1.0, squared=False, form="weston-watkins", reduction="mean", class_weight=None):
+    """The SVM loss by torch autograd: Weston-Watkins as C * F.multi_margin_loss (torch divides
+    by C; its weighted mean divides by N, as lintorch's), Crammer-Singer as plain tensor ops."""
+    class_weight = None if class_weight is None else class_weight.to(s.dtype)
+    if form == "weston-watkins":
+        return s.shape[1] * F.multi_margin_loss(s, y, p=2 if squared else 1, margin=margin,
+                                                weight=class_weight, reduction=reduction)
+    m = s - s.gather(1, y[:, None]) + margin
+    losses = m.masked_fill(F.one_hot(y, s.shape[1]).bool(), -float("inf")).max(1).values.clamp_min(0)
+    losses = losses ** 2 if squared else losses
+    if class_weight is not None:
+        losses = losses * class_weight[y]
+    return _reduce(losses, reduction)
+
+
+PENALTY_REFS = {"l2": lambda W, beta: (W ** 2).sum((-2, -1)), "l1": lambda W, beta: W.abs().sum((-2, -1)),
+                "elasticnet": lambda W, beta: beta * (W ** 2).sum((-2, -1)) + W.abs().sum((-2, -1))}
+
+
+def per_model(ref):
+    """A 2-D reference ref(s, y, ...) applied to each of K stacked models: (K, N, C) -> stacked results."""
+    return lambda s, y, *a, **kw: (torch.stack([ref(sk, y, *a, **kw) for sk in s]) if s.dim() == 3
+                                   else ref(s, y, *a, **kw))
+
+
+def reference_total(x, W, b, y, loss="softmax", squared=False, form="weston-watkins", kind="l2", reg=0.0,
+                    beta=1.0, margin=1.0, class_weight=None):
+    """Sum over models of (mean data loss + reg R(W)), plain torch expressions differentiated by
+    autograd (the gradient of the sum is each model's own). reg a number or a (K,) tensor."""
+    s = x @ W.transpose(-1, -2) + b.unsqueeze(-2)                        # (N, C) or (K, N, C)
+    if loss == "softmax":
+        data = per_model(softmax_reference)(s, y, class_weight=class_weight)
+    else:
+        data = per_model(svm_reference)(s, y, margin, squared, form, class_weight=class_weight)
+    return (data + reg * PENALTY_REFS[kind](W, beta)).sum()
+
+
+def softmax_objective(W, b, x, y, reg=0.0, class_weight=None):
+    """L(W, b) = (1/N) sum_i w_{y_i} L_i + reg sum W^2 for one model: the smooth, strongly convex
+    (reg > 0) objective that Newton's method and scikit-learn's LogisticRegression minimize too
+    (at reg = 1 / (2 C_sklearn N)). W (C, D), b (C,) -> scalar."""
+    return reference_total(x, W, b, y, "softmax", reg=reg, class_weight=class_weight)
+
