@@ -12,7 +12,7 @@ DATASETS = ("cifar10", "imagefolder", "synthetic")
 PENALTIES = ("l2", "l1", "elasticnet")
 SVM_FORMS = ("weston-watkins", "crammer-singer")
 LOADERS = ("tensor", "dataloader")
-OPTIMIZERS = ("sgd", "gd", "random-search", "random-local-search")
+OPTIMIZERS = ("sgd", "gd", "lbfgs", "random-search", "random-local-search")
 SEARCHES = ("random-search", "random-local-search")
 SCHEDULES = ("constant", "step", "cosine")
 SWEEPABLE = ("lr", "reg")
@@ -122,10 +122,13 @@ def get_args_parser():
                    f"(default: {_tuned('reg')})")
     m.add_argument("--penalty", choices=PENALTIES, default="l2", help="R(W): l2, l1 or elasticnet")
     m.add_argument("--beta", type=nonneg, default=1.0, help="elastic net's weight on sum W^2")
+    m.add_argument("--class-weight", choices=("none", "balanced"), default="none",
+                   help="weight each example's loss by its class: balanced = N / (C * n_c), as scikit-learn")
 
     o = p.add_argument_group("optimization")
     o.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
-                   help="sgd: minibatch SGD; gd: full-batch gradient descent; random-search: the lecture's "
+                   help="sgd: minibatch SGD; gd: full-batch gradient descent; lbfgs: full-batch L-BFGS, every "
+                   "member of a sweep at once (softmax or --squared-hinge, l2); random-search: the lecture's "
                    "strategy #1; random-local-search: random steps kept when they lower the loss")
     o.add_argument("--epochs", type=number(int, 1, high=100_000), default=None,
                    help=f"passes over the training data (default: {SGD_EPOCHS} for sgd, {GD_EPOCHS} for gd)")
@@ -136,6 +139,11 @@ def get_args_parser():
     o.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule")
     o.add_argument("--patience", type=number(int, 1), default=None,
                    help="end a member after this many epochs without a better validation accuracy")
+    o.add_argument("--max-iter", type=number(int, 1, high=1_000_000), default=1000,
+                   help="lbfgs: iterations per member at most")
+    o.add_argument("--tol", type=number(float, 0.0, low_open=True), default=1e-4,
+                   help="lbfgs: a member has converged when every |dL/dW|, |dL/db| <= tol (scikit-learn's tol)")
+    o.add_argument("--history", type=number(int, 1, high=1000), default=10, help="lbfgs: (s, y) pairs kept")
     o.add_argument("--trials", type=number(int, 1, high=10_000_000), default=1000,
                    help="random search: number of random W tried")
     o.add_argument("--sweep", nargs="+", type=parse_sweep_item, default=None, metavar="NAME=V1,V2",
@@ -182,7 +190,13 @@ def parse_args(argv=None):
         except ValueError as e:
             p.error(str(e))
         if args.optimizer in SEARCHES:
-            p.error(f"--sweep trains with --optimizer sgd or gd, not {args.optimizer}")
+            p.error(f"--sweep trains with --optimizer sgd, gd or lbfgs, not {args.optimizer}")
+    if args.optimizer == "lbfgs":
+        if args.loss == "svm" and not args.squared_hinge or args.penalty != "l2":
+            p.error("--optimizer lbfgs needs a smooth objective: softmax or --loss svm --squared-hinge, with "
+                    "--penalty l2 (L-BFGS stalls at the hinge's and l1's kinks; use sgd for those)")
+        if args.sweep and any("lr" in c for c in args.sweep):
+            p.error("--optimizer lbfgs has no learning rate to sweep; sweep reg")
     if args.resume and args.sweep is not None:
         p.error("--resume continues a run with its own sweep; give no --sweep")
     return args

@@ -28,7 +28,8 @@ def lr_factor(schedule, progress):
 
 @dataclass
 class Objective:
-    """L = data loss + reg * R(W). reg is a number, or a (K,) tensor of per-model strengths."""
+    """L = (1/N) sum_i w_{y_i} L_i + reg * R(W). reg is a number, or a (K,) tensor of per-model
+    strengths; class_weight (C,) or None (every w_c = 1)."""
     loss: str = "softmax"
     reg: object = 0.0
     penalty: str = "l2"
@@ -36,9 +37,11 @@ class Objective:
     margin: float = 1.0
     squared: bool = False
     form: str = "weston-watkins"
+    class_weight: object = None
 
     def data(self, scores, y, reduction="mean"):
-        """scores (B, C) or (K, B, C), y (B,) -> () or (K,) (labels were checked once at load)."""
+        """scores (B, C) or (K, B, C), y (B,) -> () or (K,) (labels were checked once at load).
+        Validation and evaluation report the unweighted loss: class weights shape training only."""
         if self.loss == "svm":
             return LF.svm_loss(scores, y, self.margin, self.squared, reduction, self.form, validate=False)
         return LF.softmax_loss(scores, y, reduction, validate=False)
@@ -47,7 +50,8 @@ class Objective:
         """One step's scores, data loss, reg * R(W) and the gradients dW, db, by lintorch's
         hand-written backward passes chained without an autograd graph (objective_and_grad)."""
         return LF.objective_and_grad(x, model.weight, model.bias, y, self.loss, self.reg, self.penalty,
-                                     self.beta, self.margin, self.squared, self.form)
+                                     self.beta, self.margin, self.squared, self.form,
+                                     class_weight=self.class_weight)
 
     def regularization(self, weight):
         """weight (C, D) or (K, C, D) -> reg * R(W): () or (K,)."""

@@ -10,10 +10,12 @@ import torch
 
 from .data import DataSet, Preprocess, load_dataset
 from .engine import Objective
+from .functional import balanced_class_weight
 from .loaders import TensorLoader, make_loader
 from .model import LinearClassifier
 
 EVAL_BATCH = 4096  # validation, test and evaluate use it: their numbers agree to the bit
+FULL_BATCH = ("gd", "lbfgs")   # one step per pass over the training split
 
 
 @dataclass
@@ -65,9 +67,12 @@ def build(cfg, device, preprocess=None, data=None):
     model = model.to(device)
     reg = torch.tensor([c.get("reg", cfg["reg"]) for c in configs], device=device)
     lr = torch.tensor([c.get("lr", cfg["lr"]) for c in configs], dtype=torch.float64)
+    class_weight = None
+    if cfg.get("class_weight", "none") == "balanced":     # scikit-learn's: N / (C n_c), from the training split
+        class_weight = balanced_class_weight(data.train.y, C).to(device)
     objective = Objective(cfg["loss"], reg, cfg.get("penalty", "l2"), cfg.get("beta", 1.0), cfg.get("margin", 1.0),
-                          cfg.get("squared_hinge", False), cfg.get("svm_form", "weston-watkins"))
-    batch = len(data.train) if cfg["optimizer"] == "gd" else cfg["batch_size"]
+                          cfg.get("squared_hinge", False), cfg.get("svm_form", "weston-watkins"), class_weight)
+    batch = len(data.train) if cfg["optimizer"] in FULL_BATCH else cfg["batch_size"]
     train_loader = make_loader(cfg.get("loader", "tensor"), data, "train", preprocess, batch, device, cfg["seed"],
                                shuffle=True, workers=cfg.get("workers", 0), flip=cfg.get("flip", False))
     test = None if data.test is None else eval_loader(data.test, preprocess, device)

@@ -172,6 +172,9 @@ def _train(cfg, device, folder, threads, header, state):
                  f"{'' if threads is None else f' ({threads} thread(s))'}; run folder {folder}")
         if cfg["optimizer"] in SEARCHES:
             return train_search(run)
+        if cfg["optimizer"] == "lbfgs":
+            from .solvers import train_lbfgs
+            return train_lbfgs(run)
         return Trainer(run, state).train()
     finally:
         stop.restore()

@@ -1,0 +1,83 @@
+"""Full-batch L-BFGS for a run's K members: a whole regularization path in one pass per
+evaluation (lbfgs.py is the solver; this is the run around it: data, members, reports).
+
+Shapes: N training images, D features, C classes, K members (weights (K, C, D)).
+The objective is the mean one, (1/N) sum_i w_{y_i} L_i + reg * sum W^2 (bias unpenalized), which is
+scikit-learn's C * sum_i L_i + 1/2 ||W||^2 divided by C N at reg = 1 / (2 C N).
+"""
+import logging
+import os
+import time
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import BEST, model_dict, save
+from .engine import evaluate
+from .lbfgs import full_batch_evaluator, lbfgs
+from .members import pct
+from .model import LinearClassifier
+from .recipe import eval_loader
+
+log = logging.getLogger("lintorch")
+
+
+def train_lbfgs(run):
+    """--optimizer lbfgs: every member to convergence (or --max-iter), then each reports like a
+    trained model. SIGINT/SIGTERM stop all members at their last accepted point (no resume: the
+    solver's curvature history is not saved). -> exit status."""
+    cfg, r = run.cfg, run.recipe
+    obj = r.objective
+    full = eval_loader(r.data.train, r.preprocess, run.device)        # the whole split, in large batches
+    evaluate_fn = full_batch_evaluator(full, obj.loss, obj.reg, obj.penalty, obj.beta, obj.margin, obj.squared,
+                                       obj.form, class_weight=obj.class_weight)
+    bar = None if cfg["quiet"] else tqdm(total=cfg["max_iter"], desc="lbfgs", unit="eval", leave=False)
+    K = len(run.members)
+
+    def on_iter(calls, recs):
+        for k, (m, rec) in enumerate(zip(run.members, recs)):
+            if rec.status == "running" and rec.trace:
+                m.monitor.scalars({"loss/total": rec.trace[-1], "grad_max": rec.grad_max}, rec.iterations)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(running=sum(rec.status == "running" for rec in recs))
+    W0, b0 = r.model.weight.detach(), r.model.bias.detach()
+    t0 = time.perf_counter()
+    res = lbfgs(evaluate_fn, W0, b0, max_iter=cfg["max_iter"], tol=cfg["tol"], history=cfg["history"],
+                on_iter=on_iter, should_stop=run.stop)
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    W, b = res.W.to(run.device, W0.dtype), res.b.to(run.device, b0.dtype)
+    model = LinearClassifier(W.shape[2], W.shape[1], num_models=K).to(run.device)
+    with torch.no_grad():
+        model.weight.copy_(W)
+        model.bias.copy_(b)
+    train_acc, val = evaluate(model, full)["acc"], evaluate(model, r.val_loader)["acc"]
+    results = []
+    for k, m in enumerate(run.members):
+        status = res.status[k]
+        m.history.append({"epoch": 1, "train_loss": float(res.f[k]), "train_acc": float(train_acc[k]),
+                          "val_acc": float(val[k]), "seconds": seconds})
+        m.monitor.scalars({"acc/train": train_acc[k], "acc/val": val[k]}, int(res.iterations[k]))
+        if status == "nonfinite":
+            m.diverged(1, int(res.iterations[k]), 0.0)
+        else:
+            m.end_epoch(1, float(val[k]), None)
+            save(model_dict(m.model_file(run.header, W[k], b[k], 1)), os.path.join(m.folder, BEST))
+        m.note = (f"lbfgs {status} after {int(res.iterations[k])} iterations ({int(res.evaluations[k])} "
+                  f"evaluations), objective {float(res.f[k]):.6g}, max |gradient| {float(res.grad_max[k]):.2e}")
+        end = "interrupted" if status == "stopped" else "completed"
+        results.append(m.finish(r, W[k], b[k], end, int(res.iterations[k]), seconds, res.calls * len(r.data.train),
+                                run.device, {"objective": float(res.f[k]), "solver_status": status,
+                                             "iterations": int(res.iterations[k])}))
+    k_best = max(range(K), key=lambda k: -1 if results[k]["val_acc"] is None else results[k]["val_acc"])
+    if K > 1 and results[k_best]["val_acc"] is not None:
+        save(model_dict(run.members[k_best].model_file(run.header, W[k_best], b[k_best], 1)),
+             os.path.join(run.folder, BEST))
+    run.report(results)
+    for m in run.members:
+        log.info(f"{m.name}: {m.note}; val acc {pct(m.best_val)}")
+    if run.stop():
+        return 128 + run.stop.signum
+    return 0 if any(x["val_acc"] is not None for x in results) else 1
