@@ -1,0 +1,95 @@
+"""Issue 10 through train.py: lbfgs runs and paths, class weights, early stopping (patience)."""
+import json
+
+import pytest
+import torch
+
+from lintorch.config import parse_args
+from lintorch.run import main
+
+COMMON = ["--dataset", "synthetic", "--quiet", "--threads", "1", "--device", "cpu", "--seed", "2"]
+
+
+def metrics(folder):
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def test_lbfgs_path_members_equal_single_runs(tmp_path):
+    """A 3-value path trained as one batched run ends where each value trained alone ends."""
+    path = tmp_path / "path"
+    assert main(parse_args([*COMMON, "--optimizer", "lbfgs", "--max-iter", "40", "--logdir", str(path),
+                            "--sweep", "reg=1e-3,1e-2,1e-1"])) == 0
+    summary = metrics(path)
+    assert summary["status"] == "completed" and len(summary["configs"]) == 3
+    for reg in ("0.01", "0.1"):
+        alone = tmp_path / f"alone-{reg}"
+        assert main(parse_args([*COMMON, "--optimizer", "lbfgs", "--max-iter", "40", "--reg", reg,
+                                "--logdir", str(alone)])) == 0
+        a = torch.load(alone / "checkpoint.pt", weights_only=True)["model"]
+        m = torch.load(path / f"reg={reg}" / "checkpoint.pt", weights_only=True)["model"]
+        assert torch.allclose(a["weight"], m["weight"], rtol=1e-4, atol=1e-6)
+        ma, mm = metrics(alone), metrics(path / f"reg={reg}")
+        assert ma["solver_status"] == mm["solver_status"] and ma["iterations"] == mm["iterations"]
+        assert ma["objective"] == pytest.approx(mm["objective"], rel=1e-6)
+    best = torch.load(path / "checkpoint.pt", weights_only=True)
+    assert best["best_val_acc"] == max(c["val_acc"] for c in summary["configs"])
+
+
+def test_lbfgs_refuses_nonsmooth_objectives(capsys):
+    for argv in (["--loss", "svm"], ["--penalty", "l1"], ["--sweep", "lr=0.1,0.2"]):
+        with pytest.raises(SystemExit) as e:
+            parse_args([*COMMON, "--optimizer", "lbfgs", *argv])
+        assert e.value.code == 2
+    assert "smooth" in capsys.readouterr().err
+
+
+def test_lbfgs_converges_on_squared_hinge(tmp_path):
+    assert main(parse_args([*COMMON, "--optimizer", "lbfgs", "--loss", "svm", "--squared-hinge", "--reg", "0.01",
+                            "--logdir", str(tmp_path / "run")])) == 0
+    m = metrics(tmp_path / "run")
+    assert m["solver_status"] == "converged" and m["val_acc"] > 0.5
+
+
+def _uneven_folder(root):
+    """Three colours, 30 / 10 / 4 training images: a set where balanced weights matter."""
+    from PIL import Image
+    g = torch.Generator().manual_seed(0)
+    for name, rgb, n in (("blue", (60, 80, 190), 30), ("green", (70, 160, 80), 10), ("red", (170, 70, 60), 4)):
+        (root / "train" / name).mkdir(parents=True)
+        for i in range(n):
+            x = torch.tensor(rgb).view(1, 1, 3) + 60 * torch.randn(8, 8, 3, generator=g)
+            Image.fromarray(x.clamp(0, 255).to(torch.uint8).numpy()).save(root / "train" / name / f"{i}.png")
+
+
+def test_balanced_class_weight_trains_and_weights_the_loss(tmp_path, capsys):
+    from lintorch import evaluate
+    from lintorch.functional import balanced_class_weight
+    _uneven_folder(tmp_path / "data")
+    y = torch.tensor([0] * 30 + [1] * 10 + [2] * 4)
+    assert torch.allclose(balanced_class_weight(y, 3), torch.tensor([44 / 90, 44 / 30, 44 / 12]))
+    runs = {}
+    for cw in ("none", "balanced"):
+        folder = tmp_path / cw
+        assert main(parse_args(["--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"), "--image-size", "8",
+                                "--val-size", "8", "--batch-size", "8", "--epochs", "3", "--class-weight", cw,
+                                "--quiet", "--threads", "1", "--logdir", str(folder)])) == 0
+        runs[cw] = torch.load(folder / "checkpoint.pt", weights_only=True)
+        assert runs[cw]["config"]["class_weight"] == cw
+    assert not torch.equal(runs["none"]["model"]["weight"], runs["balanced"]["model"]["weight"])
+    capsys.readouterr()
+    assert evaluate.main([str(tmp_path / "balanced"), "--json", "--split", "train"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["per_class"]) == {"blue", "green", "red"}
+
+
+def test_patience_stops_a_member_and_the_others_go_on(tmp_path):
+    """With patience 1 a member that fails to improve for one epoch stops; its best is kept."""
+    folder = tmp_path / "sweep"
+    assert main(parse_args([*COMMON, "--epochs", "8", "--patience", "1", "--schedule", "constant",
+                            "--sweep", "lr=3.0,0.001", "--logdir", str(folder)])) == 0
+    summary = metrics(folder)
+    by_lr = {c["config"]["lr"]: c for c in summary["configs"]}
+    assert by_lr[3.0]["status"] == "stopped" and len(by_lr[3.0]["history"]) < 8 and "patience" in by_lr[3.0]["note"]
+    assert by_lr[0.001]["epochs"] > by_lr[3.0]["epochs"]
+    ckpt = torch.load(folder / "lr=3" / "checkpoint.pt", weights_only=True)
+    assert ckpt["best_epoch"] == by_lr[3.0]["best_epoch"]
