@@ -298,7 +298,8 @@ def main(argv=None):
     args = get_args_parser().parse_args(argv)
     import torch                                  # after parsing: usage errors answer at once
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda, but torch.cuda.is_available() is False here (use --device cpu)", file=sys.stderr)
+        print("error: --device cuda asked for CUDA, but torch.cuda.is_available() is False here (use --device cpu)",
+              file=sys.stderr)
         return 2
     from .cli import resolve_device
     device = resolve_device(args.device)
