@@ -88,6 +88,15 @@ def init(dist, device_name, timeout_s, sweep_parallel):
     return resolve_device(f"cuda:{dist.local_rank}")
 
 
+def threads_per_process():
+    """--threads auto under torchrun: this machine's cores split evenly among its processes."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
 def teardown(dist):
     import torch.distributed as td
     if dist is not None and td.is_initialized():

@@ -170,7 +170,10 @@ def _claim_and_train(args, dist):
     threads = None
     if device.type == "cpu":   # a resume keeps the count the run measured: results stay bit-identical
         keep = args.resume and "threads" not in args.given and cfg.get("cpu_threads")
-        threads = cfg["cpu_threads"] = choose_threads(keep or cfg["threads"])
+        setting = keep or cfg["threads"]
+        if dist is not None and setting == "auto":   # distributed hook: the cores split among this machine's ranks
+            setting = distributed.threads_per_process()
+        threads = cfg["cpu_threads"] = choose_threads(setting)
     try:
         return _train(cfg, device, folder, threads, header, state, dist)
     finally:
