@@ -22,7 +22,7 @@ MAX_SEED = 2 ** 32 - 1
 TUNED = {"softmax": {"lr": 0.03, "reg": 3e-4}, "svm": {"lr": 0.003, "reg": 1e-3}}
 GD_LR_SCALE, GD_EPOCHS, SGD_EPOCHS = 10.0, 100, 10
 # What --resume may change: where and how it runs, not what it trains.
-RESUMABLE_CHANGES = ("epochs", "device", "threads", "quiet", "debug", "log_every")
+RESUMABLE_CHANGES = ("epochs", "device", "threads", "quiet", "debug", "log_every", "sweep_parallel", "dist_timeout")
 
 
 def fill_defaults(args):
@@ -159,6 +159,12 @@ def get_args_parser():
                    f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE_CHANGES)})")
     r.add_argument("--log-every", type=number(int, 1), default=50, help="steps between loss read-backs and logs")
     r.add_argument("--quiet", action="store_true", help="no progress bars, only warnings and errors")
+    t = p.add_argument_group("under torchrun (torchrun --nproc_per_node N train.py ...; see lintorch/distributed.py)")
+    t.add_argument("--sweep-parallel", action="store_true", help="split the --sweep's configurations across the "
+                   "processes, each training its share on all the data (default: data-parallel, each process a "
+                   "shard of every batch)")
+    t.add_argument("--dist-timeout", type=number(float, 1.0, high=86400.0), default=60.0,
+                   help="seconds a process waits for the others at a collective before it gives up with a message")
     add_common(r)
     return p
 
@@ -197,6 +203,8 @@ def parse_args(argv=None):
                     "--penalty l2 (L-BFGS stalls at the hinge's and l1's kinks; use sgd for those)")
         if args.sweep and any("lr" in c for c in args.sweep):
             p.error("--optimizer lbfgs has no learning rate to sweep; sweep reg")
+    if args.sweep_parallel and args.sweep is None and not args.resume:
+        p.error("--sweep-parallel splits a --sweep across processes: give --sweep")
     if args.resume and args.sweep is not None:
         p.error("--resume continues a run with its own sweep; give no --sweep")
     return args

@@ -11,7 +11,7 @@ import os
 from .checkpoint import BEST, ModelFile, model_dict, save
 from .engine import evaluate
 from .model import LinearClassifier
-from .monitor import Monitor
+from .monitor import Monitor, NullMonitor
 from .rundir import write_json, write_png
 from .visualize import confusion_image, template_grid
 
@@ -28,11 +28,13 @@ class Member:
     """name: 'run' for a single run, else the configuration ('lr=0.03,reg=0'); folder: the run
     folder (single run) or its sub-folder (sweep)."""
 
-    def __init__(self, name, overrides, folder, run_config, purge_step=None, saved=None):
+    def __init__(self, name, overrides, folder, run_config, purge_step=None, saved=None, writes=True):
         self.name, self.overrides, self.folder = name, dict(overrides), folder
         self.config = {**run_config, **self.overrides}
-        os.makedirs(folder, exist_ok=True)
-        self.monitor = Monitor(folder, purge_step=purge_step)
+        if writes:
+            os.makedirs(folder, exist_ok=True)
+        # distributed hook: a data-parallel rank > 0 writes no TensorBoard (writes=False)
+        self.monitor = Monitor(folder, purge_step=purge_step) if writes else NullMonitor()
         saved = saved or {}
         self.best_val = saved.get("best_val")
         self.best_epoch = saved.get("best_epoch")

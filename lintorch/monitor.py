@@ -54,6 +54,13 @@ class Monitor:
         self.writer.close()
 
 
+class NullMonitor:
+    """A Monitor that writes nothing (a data-parallel rank > 0: rank 0 logs the same numbers)."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
 def update_ratio(before, after):
     """||W_after - W_before|| / ||W_before||, per model: (C, D) -> (), (K, C, D) -> (K,). Healthy ~1e-3."""
     dims = (-2, -1)

@@ -9,6 +9,7 @@ import signal
 
 import torch
 
+from . import distributed
 from .checkpoint import Header, check_compatible, last_path, load_resume
 from .cli import UserError, choose_threads, resolve_device, run_command, setup_logging
 from .config import RESUMABLE_CHANGES, SEARCHES, fill_defaults, member_name, saved_config
@@ -43,8 +44,9 @@ class Run:
 
     picture_every = 1   # epochs between weight/grad histograms and template pictures (and the last epoch)
 
-    def __init__(self, cfg, device, folder, recipe, stop, resume_members=None, purge_step=None):
+    def __init__(self, cfg, device, folder, recipe, stop, resume_members=None, purge_step=None, dist=None):
         self.cfg, self.device, self.folder, self.recipe, self.stop = cfg, device, folder, recipe, stop
+        self.dist, self.step_sync = dist, None       # distributed hook: set under torchrun
         D = recipe.data.train.x[0].numel()
         self.header = Header(list(recipe.classes), cfg["image_size"], D, cfg["loss"], recipe.preprocess.state_dict(),
                              cfg)
@@ -52,25 +54,27 @@ class Run:
                                    for c in recipe.configs]
         single = len(saved) == 1 and not cfg.get("sweep")
         self.members = [Member(s["name"], s["config"], folder if single else os.path.join(folder, s["name"]), cfg,
-                               purge_step, s) for s in saved]
+                               purge_step, s, writes=dist is None or dist.writes_run) for s in saved]
 
     def templates(self, weight):
         from .visualize import template_grid
         return template_grid(weight, self.recipe.classes, self.recipe.image_shape)
 
-    def report(self, results):
-        """One line for a single run; the ranked table and summary metrics.json for a sweep."""
+    def report(self, results, names=None):
+        """One line for a single run; the ranked table and summary metrics.json for a sweep.
+        names: the members' names (default: this process's members; config-parallel gives all)."""
         if not self.cfg.get("sweep"):
             m = results[0]
             if m["val_acc"] is not None:
                 log.info(f"done ({m['status']}): best val acc {pct(m['val_acc'])} at epoch {m['best_epoch']}, test acc "
                          f"{pct(m['test_acc'])}; {m['seconds']:.1f}s training; run folder {self.folder}")
             return
+        names = names or [m.name for m in self.members]
         order = sorted(range(len(results)), key=lambda k: -(results[k]["val_acc"] or -1))
-        w = max(len(m.name) for m in self.members)
+        w = max(len(n) for n in names)
         lines = [f"{'rank':>4}  {'configuration':<{w}} {'val acc':>8}  status"]
         for r, k in enumerate(order, 1):
-            lines.append(f"{r:>4}  {self.members[k].name:<{w}} {pct(results[k]['val_acc']):>8}  {results[k]['status']}")
+            lines.append(f"{r:>4}  {names[k]:<{w}} {pct(results[k]['val_acc']):>8}  {results[k]['status']}")
         log.info("sweep results (best first):\n" + "\n".join(lines))
         best = results[order[0]]
         status = results[0]["status"] if results[0]["status"] == "interrupted" else (
@@ -79,7 +83,7 @@ class Run:
         if best["val_acc"] is None:
             log.error(f"error: every configuration diverged; no model was kept ({self.folder})")
         else:
-            log.info(f"best configuration {self.members[order[0]].name}: checkpoint.pt in {self.folder}")
+            log.info(f"best configuration {names[order[0]]}: checkpoint.pt in {self.folder}")
 
 
 # --------------------------------------------------------------------------- resume rules
@@ -128,43 +132,80 @@ def train(args):
     """train.py's work; -> exit status (0 ok, 1 diverged, 2 bad input, 130/143 interrupted)."""
     setup_logging(args.quiet)
     torch.set_flush_denormal(True)  # denormal probabilities (confident softmax) slow CPU GEMMs ~10x
+    dist = distributed.from_env()   # distributed hook: None outside torchrun
+    try:
+        return _claim_and_train(args, dist)
+    finally:
+        distributed.teardown(dist)
+
+
+def _claim_and_train(args, dist):
     header = state = None
     if args.resume:
         cfg, header, state, folder = _resume(args)
         if state.epoch >= cfg["epochs"] and state.step == 0:
             log.info(f"{folder} already finished its {cfg['epochs']} epochs: nothing to resume (see its metrics.json)")
             return 0
-        lock = claim_existing(folder)
     else:
         cfg = saved_config(fill_defaults(args))
-        folder, lock = _claim(args, cfg)
+
+    def claim():
+        if args.resume:
+            return folder, claim_existing(folder)
+        new, fd = _claim(args, cfg)
+        cfg["logdir"] = new
+        write_json(os.path.join(new, "config.json"), cfg)
+        return new, fd
+    if dist is None:
+        device = resolve_device(cfg["device"])
+        folder, lock = claim()
+    else:    # distributed hook: join the group, then rank 0 alone claims the folder and tells the others
+        device = distributed.init(dist, cfg["device"], cfg.get("dist_timeout", 60.0), cfg.get("sweep_parallel"))
+        held = []
+        folder = distributed.share(dist, lambda: held.append(claim()) or held[0][0])
+        lock = held[0][1] if held else None
         cfg["logdir"] = folder
-        write_json(os.path.join(folder, "config.json"), cfg)
-    device = resolve_device(cfg["device"])
+        if not dist.main:
+            cfg["quiet"] = True
     threads = None
     if device.type == "cpu":   # a resume keeps the count the run measured: results stay bit-identical
         keep = args.resume and "threads" not in args.given and cfg.get("cpu_threads")
-        threads = cfg["cpu_threads"] = choose_threads(keep or cfg["threads"])
+        setting = keep or cfg["threads"]
+        if dist is not None and setting == "auto":   # distributed hook: the cores split among this machine's ranks
+            setting = distributed.threads_per_process()
+        threads = cfg["cpu_threads"] = choose_threads(setting)
     try:
-        return _train(cfg, device, folder, threads, header, state)
+        return _train(cfg, device, folder, threads, header, state, dist)
     finally:
-        os.close(lock)
+        if lock is not None:
+            os.close(lock)
 
 
-def _train(cfg, device, folder, threads, header, state):
+def _train(cfg, device, folder, threads, header, state, dist=None):
     from .data import Preprocess
     from .recipe import build
     from .trainer import Trainer, train_search
-    recipe = build(cfg, device, None if header is None else Preprocess.from_state_dict(header.preprocess))
+    local = cfg
+    if dist is not None and cfg["optimizer"] in (*SEARCHES, "lbfgs"):
+        raise UserError(f"--optimizer {cfg['optimizer']} runs in one process, not under torchrun")
+    if dist is not None and dist.mode == "config":   # distributed hook: this rank's share of the sweep
+        lo, hi = distributed.member_share(dist, len(cfg.get("sweep") or [{}]))
+        local = {**cfg, "sweep": cfg["sweep"][lo:hi]}
+        state = None if state is None else distributed.local_state(state, lo, hi)
+    recipe = build(local, device, None if header is None else Preprocess.from_state_dict(header.preprocess))
+    cfg["val_size"] = local["val_size"]
     if header is not None:
         check_compatible(header, folder, recipe.classes, cfg["image_size"])
-    else:
+    elif dist is None or dist.main:
         write_json(os.path.join(folder, "config.json"), cfg)      # with the resolved --val-size
     stop = StopFlag()
     try:
         steps = len(recipe.train_loader)
         purge = None if state is None else state.epoch * steps + state.step + 1
-        run = Run(cfg, device, folder, recipe, stop, None if state is None else state.members, purge)
+        run = Run(cfg, device, folder, recipe, stop, None if state is None else state.members, purge, dist)
+        if dist is not None:      # distributed hook: sharded batches, the step's all-reduce, agreed stopping
+            every = 1 if device.type == "cpu" else cfg["log_every"]
+            run.step_sync = distributed.wrap_recipe(dist, recipe, stop, every)
         data = recipe.data
         log.info(f"{cfg['dataset']}: {len(data.train)} train / {len(data.val)} val"
                  f"{'' if data.test is None else f' / {len(data.test)} test'} images, {len(recipe.classes)} classes, "

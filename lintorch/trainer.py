@@ -11,6 +11,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import BEST, LAST, Saver, TrainState, model_dict, resume_dict, save
 from .engine import SGD, EpochStats, evaluate, lr_factor, train_one_epoch
 from .members import pct
@@ -42,7 +43,11 @@ class Trainer:
         self.opt = SGD(model.weight.data, model.bias.data, self.r.lr, self.cfg["momentum"])
         self.steps_per_epoch = len(self.r.train_loader)
         self.total_steps = self.cfg["epochs"] * self.steps_per_epoch
-        self.saver = Saver()
+        # distributed hook: run.dist is None outside torchrun; see lintorch/distributed.py
+        self.dist = getattr(run, "dist", None)
+        self.sync = getattr(run, "step_sync", None)
+        self.evaluate = distributed.evaluate if self.dist and self.dist.mode == "data" else evaluate
+        self.saver = Saver() if self.dist is None or self.dist.writes_run else NullSaver()
         self.seconds, self.images = 0.0, 0
         if resume is None:
             self.best_w, self.best_b = model.weight.detach().clone(), model.bias.detach().clone()
@@ -72,6 +77,8 @@ class Trainer:
         status = "completed"
         for epoch in range(self.epoch, self.cfg["epochs"]):
             stats, next_step = self.run_epoch(epoch)
+            if self.dist is not None:     # distributed hook: the epoch's sums over ranks; a drained rank's stop
+                stats, next_step = self.dist_epoch_end(stats, next_step)
             self.seconds, self.images = self.seconds + stats.seconds, self.images + stats.seen
             self.mark_diverged(stats)
             if next_step is not None:
@@ -83,7 +90,7 @@ class Trainer:
             if any(m.active for m in self.members):
                 self.end_epoch(epoch, stats)
             self.save_last(epoch + 1, 0, None)
-            if not any(m.active for m in self.members):
+            if not self.any_active():
                 break
         return self.finish(status)
 
@@ -95,11 +102,15 @@ class Trainer:
             total=n, initial=min(first * self.cfg["batch_size"], n), leave=False, unit="img", unit_scale=True,
             desc=f"epoch {epoch + 1}/{self.cfg['epochs']}")
         check_every = 1 if self.run.device.type == "cpu" else self.cfg["log_every"]
+        should_stop = self.run.stop
+        if self.dist is not None:       # distributed hook: stop where every rank agrees to
+            partial, should_stop, self.sync.calls = distributed.local_partial(self.dist, partial), \
+                self.sync.should_stop, first
         try:
             return train_one_epoch(self.r.model, self.r.train_loader, self.opt, self.r.objective, epoch,
                                    lr_at=self.lr_at, start=first, check_every=check_every,
                                    log_every=self.cfg["log_every"], on_log=self.on_log,
-                                   should_stop=self.run.stop, progress=bar,
+                                   should_stop=should_stop, progress=bar,
                                    stats=EpochStats(**partial) if partial else None)
         finally:
             if bar is not None:
@@ -108,7 +119,7 @@ class Trainer:
     def sanity_check(self):
         """The lecture's check: tiny weights give loss ~ log C (softmax) or ~ (C - 1) * margin (SVM)."""
         expected = self.r.objective.expected_initial_loss(len(self.r.classes))
-        first = evaluate(self.r.model, self.r.val_loader, self.r.objective)["loss"]       # (K,)
+        first = self.evaluate(self.r.model, self.r.val_loader, self.r.objective)["loss"]       # (K,)
         self.initial_loss = float(first[0])
         log.info(f"step 0: data loss {self.initial_loss:.4f} (expected about {expected:.4g} for "
                  f"{self.cfg['loss']} with small W)")
@@ -147,7 +158,7 @@ class Trainer:
         """Validate, update each member's best, log, write checkpoints (in the background)."""
         gstep = (epoch + 1) * self.steps_per_epoch
         data_loss, reg_loss, train_acc = stats.means()                           # (K,) each
-        val = evaluate(self.r.model, self.r.val_loader, self.r.objective)
+        val = self.evaluate(self.r.model, self.r.val_loader, self.r.objective)
         W, b = self.r.model.weight.detach(), self.r.model.bias.detach()
         ips = stats.seen / max(stats.seconds, 1e-9)
         images = epoch % self.run.picture_every == 0 or epoch + 1 == self.cfg["epochs"]
@@ -180,8 +191,8 @@ class Trainer:
 
     def save_sweep_best(self, epoch):
         """A sweep's own checkpoint.pt: its best member's best model so far."""
-        if len(self.members) == 1:
-            return
+        if len(self.members) == 1 or (self.dist is not None and self.dist.mode == "config"):
+            return      # config-parallel: rank 0 copies the best member's at the end (distributed.finish_sweep)
         k = self.best_member()
         if k is not None and self.members[k].best_epoch == epoch + 1:
             m = self.members[k]
@@ -209,23 +220,65 @@ class Trainer:
         state = TrainState(self.r.model.weight, self.r.model.bias, self.opt.state_dict(), self.best_w, self.best_b,
                            epoch, step, [m.state() for m in self.members],
                            None if stats is None else stats.state_dict())
+        if self.dist is not None and self.dist.mode == "config":   # distributed hook: all members on rank 0
+            state = distributed.gather_state(state)
+            if state is None:
+                return
         self.saver.save(resume_dict(self.run.header, state), os.path.join(self.run.folder, LAST))
 
     def finish(self, status):
         """Each member's report, the sweep's table; -> exit status."""
         self.saver.flush()
         step = self.epoch_end_step()
-        for k, m in enumerate(self.members):
-            m.finish(self.r, self.best_w[k], self.best_b[k], status, step, self.seconds, self.images, self.run.device)
-        self.saver.flush()
-        self.run.report([m.metrics for m in self.members])
+        results = None
+        if self.dist is None or self.dist.writes_run:     # distributed hook: data-parallel ranks > 0 write nothing
+            for k, m in enumerate(self.members):
+                m.finish(self.r, self.best_w[k], self.best_b[k], status, step, self.seconds, self.images,
+                         self.run.device)
+            self.saver.flush()
+            results = [m.metrics for m in self.members]
+        if self.dist is not None and self.dist.mode == "config":   # distributed hook: rank 0 ranks every member
+            gathered = distributed.all_gather_object([(m.name, r) for m, r in zip(self.members, results)])
+            names, results = zip(*[pair for part in gathered for pair in part])
+            if self.dist.main:
+                distributed.finish_sweep(self.run, list(results), list(names))
+        elif results is not None:
+            self.run.report(results)
         if status == "interrupted":
-            return 128 + self.run.stop.signum
-        return 0 if any(m.best_val is not None and m.status != "diverged" for m in self.members) else 1
+            return 128 + (self.run.stop.signum or 15)
+        if results is None:
+            return 0 if any(m.best_val is not None and m.status != "diverged" for m in self.members) else 1
+        return 0 if any(r["val_acc"] is not None and r["status"] != "diverged" for r in results) else 1
+
+    def any_active(self):
+        """Whether any member still trains (config-parallel: on any rank)."""
+        mine = any(m.active for m in self.members)
+        if self.dist is None or self.dist.mode == "data":
+            return mine
+        return bool(distributed.all_reduce(torch.tensor([float(mine)]))[0] > 0)
+
+    def dist_epoch_end(self, stats, next_step):
+        """distributed hook: data mode sums correct and seen over ranks; in config mode a rank
+        whose members all diverged mid-epoch keeps answering the others' steps (drain)."""
+        if self.dist.mode == "data":
+            return distributed.reduce_epoch(stats), next_step
+        if next_step is None and self.sync.calls < self.steps_per_epoch and not any(m.active for m in self.members):
+            next_step = self.sync.drain(self.steps_per_epoch)
+        return stats, next_step
 
     def epoch_end_step(self):
         done = max((len(m.history) for m in self.members), default=0)
         return max(done, 1) * self.steps_per_epoch
+
+
+class NullSaver:
+    """A data-parallel rank > 0 writes no checkpoints (rank 0 holds the same weights)."""
+
+    def save(self, obj, path):
+        pass
+
+    def flush(self):
+        pass
 
 
 def train_search(run):

@@ -41,7 +41,10 @@ def _train_main(*argv):
     """lintorch.run.main(parse_args(argv)) in this process, so monkeypatches hold -> exit status."""
     from lintorch.config import parse_args
     from lintorch.run import main
-    return main(parse_args([str(a) for a in argv]))
+    argv = [str(a) for a in argv]
+    if "--threads" not in argv:     # results are bit-identical for a given thread count; auto measures the load
+        argv += ["--threads", "1"]
+    return main(parse_args(argv))
 
 
 @pytest.fixture(scope="session")

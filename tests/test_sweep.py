@@ -7,7 +7,7 @@ import torch
 from lintorch.config import parse_args
 from lintorch.run import main
 
-COMMON = ["--dataset", "synthetic", "--epochs", "2", "--batch-size", "64", "--seed", "5", "--quiet"]
+COMMON = ["--dataset", "synthetic", "--epochs", "2", "--batch-size", "64", "--seed", "5", "--quiet", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
