@@ -9,11 +9,11 @@ import signal
 
 import torch
 
-from .checkpoint import Header, check_compatible, last_path, load_resume
-from .cli import UserError, choose_threads, resolve_device, run_command, setup_logging
+from .checkpoint import CheckpointError, Header, check_compatible, last_path, load_resume
+from .cli import UserError, choose_threads, one_line, resolve_device, run_command, setup_logging
 from .config import RESUMABLE_CHANGES, SEARCHES, fill_defaults, member_name, saved_config
 from .members import Member, pct
-from .rundir import claim_default, claim_existing, claim_new, write_json
+from .rundir import abandon, claim_default, claim_existing, claim_new, write_json
 
 log = logging.getLogger("lintorch")
 
@@ -58,8 +58,9 @@ class Run:
         from .visualize import template_grid
         return template_grid(weight, self.recipe.classes, self.recipe.image_shape)
 
-    def report(self, results):
-        """One line for a single run; the ranked table and summary metrics.json for a sweep."""
+    def report(self, results, status="completed"):
+        """One line for a single run; the ranked table and summary metrics.json for a sweep.
+        status: how the run ended ("completed" or "interrupted"), whatever its members did."""
         if not self.cfg.get("sweep"):
             m = results[0]
             if m["val_acc"] is not None:
@@ -73,13 +74,31 @@ class Run:
             lines.append(f"{r:>4}  {self.members[k].name:<{w}} {pct(results[k]['val_acc']):>8}  {results[k]['status']}")
         log.info("sweep results (best first):\n" + "\n".join(lines))
         best = results[order[0]]
-        status = results[0]["status"] if results[0]["status"] == "interrupted" else (
-            "diverged" if all(r["status"] == "diverged" for r in results) else "completed")
+        if status != "interrupted":
+            status = "diverged" if all(r["status"] == "diverged" for r in results) else "completed"
         write_json(os.path.join(self.folder, "metrics.json"), {"status": status, "best": best, "configs": results})
         if best["val_acc"] is None:
             log.error(f"error: every configuration diverged; no model was kept ({self.folder})")
         else:
             log.info(f"best configuration {self.members[order[0]].name}: checkpoint.pt in {self.folder}")
+
+
+    def failed(self, error):
+        """Training stopped on an error it cannot get past (a checkpoint that could not be
+        written): metrics.json says so, and each member's TensorBoard run is flushed, as far as
+        the disk allows. The error itself is reported by the caller."""
+        for m in self.members:
+            try:
+                m.monitor.close()
+            except Exception:
+                pass
+        try:
+            write_json(os.path.join(self.folder, "metrics.json"), {
+                "status": "failed", "error": one_line(error),
+                "configs": [{"name": m.name, "status": m.status, "val_acc": m.best_val, "best_epoch": m.best_epoch,
+                             "epochs": len(m.history)} for m in self.members]})
+        except (OSError, UserError):
+            pass
 
 
 # --------------------------------------------------------------------------- resume rules
@@ -117,8 +136,9 @@ def _resume(args):
 
 
 def _claim(args, cfg):
+    """-> (folder, lock fd, whether the folder was created for this run)."""
     if args.logdir is not None:
-        return args.logdir, claim_new(args.logdir)
+        return (args.logdir, *claim_new(args.logdir))
     return claim_default(cfg["dataset"], "sweep" if cfg.get("sweep") else cfg["loss"])
 
 
@@ -129,6 +149,7 @@ def train(args):
     setup_logging(args.quiet)
     torch.set_flush_denormal(True)  # denormal probabilities (confident softmax) slow CPU GEMMs ~10x
     header = state = None
+    created = False
     if args.resume:
         cfg, header, state, folder = _resume(args)
         if state.epoch >= cfg["epochs"] and state.step == 0:
@@ -137,16 +158,21 @@ def train(args):
         lock = claim_existing(folder)
     else:
         cfg = saved_config(fill_defaults(args))
-        folder, lock = _claim(args, cfg)
+        folder, lock, created = _claim(args, cfg)
         cfg["logdir"] = folder
-        write_json(os.path.join(folder, "config.json"), cfg)
-    device = resolve_device(cfg["device"])
-    threads = None
-    if device.type == "cpu":   # a resume keeps the count the run measured: results stay bit-identical
-        keep = args.resume and "threads" not in args.given and cfg.get("cpu_threads")
-        threads = cfg["cpu_threads"] = choose_threads(keep or cfg["threads"])
     try:
+        if not args.resume:
+            write_json(os.path.join(folder, "config.json"), cfg)
+        device = resolve_device(cfg["device"])
+        threads = None
+        if device.type == "cpu":   # a resume keeps the count the run measured: results stay bit-identical
+            keep = args.resume and "threads" not in args.given and cfg.get("cpu_threads")
+            threads = cfg["cpu_threads"] = choose_threads(keep or cfg["threads"])
         return _train(cfg, device, folder, threads, header, state)
+    except BaseException:
+        if not args.resume:     # failed before training began (bad data, device, Ctrl-C): leave no husk
+            abandon(folder, created)
+        raise
     finally:
         os.close(lock)
 
@@ -170,9 +196,13 @@ def _train(cfg, device, folder, threads, header, state):
                  f"{'' if data.test is None else f' / {len(data.test)} test'} images, {len(recipe.classes)} classes, "
                  f"D = {run.header.in_features}, {len(run.members)} member(s); device {device}"
                  f"{'' if threads is None else f' ({threads} thread(s))'}; run folder {folder}")
-        if cfg["optimizer"] in SEARCHES:
-            return train_search(run)
-        return Trainer(run, state).train()
+        try:
+            if cfg["optimizer"] in SEARCHES:
+                return train_search(run)
+            return Trainer(run, state).train()
+        except CheckpointError as e:
+            run.failed(e)
+            raise
     finally:
         stop.restore()
 
