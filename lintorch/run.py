@@ -82,7 +82,6 @@ class Run:
         else:
             log.info(f"best configuration {self.members[order[0]].name}: checkpoint.pt in {self.folder}")
 
-
     def failed(self, error):
         """Training stopped on an error it cannot get past (a checkpoint that could not be
         written): metrics.json says so, and each member's TensorBoard run is flushed, as far as

@@ -12,8 +12,8 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import BEST, LAST, Saver, TrainState, model_dict, resume_dict, save
-from .engine import SGD, EpochStats, evaluate, lr_factor, train_one_epoch
 from .cli import loss_text
+from .engine import SGD, EpochStats, evaluate, lr_factor, train_one_epoch
 from .members import pct
 from .monitor import update_ratio
 from .recipe import eval_loader

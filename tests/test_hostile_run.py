@@ -82,7 +82,12 @@ def signal_after(p, prefix, sig, delay):
             break
     time.sleep(delay)
     p.send_signal(sig)
-    out, err = p.communicate(timeout=300)
+    try:
+        out, err = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail(f"{sig!r} did not stop the run within 120 s")
     return p.returncode, "".join(seen) + out, err
 
 
@@ -377,6 +382,8 @@ def test_ctrl_c_while_importing_is_quiet(delay, tmp_path):
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, (p.returncode, err)
     assert "Traceback" not in err, err
+    if delay < 0.5:                        # torch takes longer than that to import
+        assert "synthetic:" not in out and not (tmp_path / "run").exists()
 
 
 # --------------------------------------------------------------------------- 12.12 absurd hyperparameters
@@ -564,7 +571,8 @@ def test_no_deprecation_warning_from_png_writing(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert train(*BASE, "--val-size", 500, "--logdir", tmp_path / "run") == 0
+    # torchvision 0.29's write_png/encode_png warn "image decoding and encoding ... are deprecated"
     bad = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)
-           and ("png" in str(w.message).lower() or "write_png" in str(w.filename))]
+           and ("torchvision" in str(w.filename) or re.search("png|encod", str(w.message), re.I))]
     assert bad == []
     assert (tmp_path / "run" / "templates.png").is_file()
