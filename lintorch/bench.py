@@ -11,7 +11,6 @@ Within a section the contenders alternate (round r times each of them once, afte
 warm-up round) and the table reports the median over rounds, so a noisy shared machine slows
 all contenders alike. Without --data-dir the images are random uint8 of CIFAR-10's shape.
 """
-import argparse
 import json
 import math
 import os
@@ -23,7 +22,7 @@ import time
 
 import torch
 
-from .cli import HelpFormatter, resolve_device
+from .cli import ArgumentParser, nonempty, number, resolve_device, run_command
 from .contenders import (alternate, bench_dataset, dataloader_epoch, fastest_gemm_layout, float_gather_only,
                          gemm_epoch, lintorch_epoch, loader_only, loss_contenders, peak_rss, per_image_dataset,
                          plain_epoch, sweep_epoch, time_to_accuracy_lintorch,
@@ -241,29 +240,33 @@ def format_table(res):
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(prog="python -m lintorch.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=HelpFormatter)
-    p.add_argument("--data-dir", default=None, help="ImageFolder root with train/<class>/*.jpg (decoded once into "
-                   "lintorch's uint8 cache); random CIFAR-shaped uint8 data when not given")
+    pos_int, pos_float = number(int, 1), number(float, 0.0, low_open=True)
+    p = ArgumentParser(prog="python -m lintorch.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", type=nonempty, default=None, help="ImageFolder root with train/<class>/*.jpg "
+                   "(decoded once into lintorch's uint8 cache); random CIFAR-shaped uint8 data when not given")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=256, help="batch size of every epoch contender")
-    p.add_argument("--repeats", type=int, default=None, help="timed rounds per section (default 7, 2 with --quick; "
-                   "at most 3 for the per-image DataLoader and time to accuracy)")
+    p.add_argument("--batch-size", type=number(int, 1, high=2 ** 24), default=256,
+                   help="batch size of every epoch contender")
+    p.add_argument("--repeats", type=number(int, 1, high=1000), default=None, help="timed rounds per section "
+                   "(default 7, 2 with --quick; at most 3 for the per-image DataLoader and time to accuracy)")
     p.add_argument("--json", default="bench-results/bench.json", help="where the results are written as JSON")
     p.add_argument("--quick", action="store_true", help="a smoke run in seconds: N=2048 images, 512 per-image, "
                    "short loss samples, no time-to-accuracy or memory run")
-    p.add_argument("--n", type=int, default=None, help="use only N images (default: all; 2048 with --quick)")
-    p.add_argument("--subset", type=int, default=None, help="images the per-image DataLoader epochs are timed on "
-                   "and scaled from (default 3000, 512 with --quick)")
-    p.add_argument("--loss-seconds", type=float, default=None, help="length of one loss timing sample "
+    p.add_argument("--n", type=pos_int, default=None, help="use only N images (default: all; 2048 with --quick)")
+    p.add_argument("--subset", type=pos_int, default=None, help="images the per-image DataLoader epochs are timed "
+                   "on and scaled from (default 3000, 512 with --quick)")
+    p.add_argument("--loss-seconds", type=pos_float, default=None, help="length of one loss timing sample "
                    "(default 0.05 s, 0.005 s with --quick)")
-    p.add_argument("--sweep-k", type=int, default=16, help="configurations in the sweep-cost section")
-    p.add_argument("--target-acc", type=float, default=0.40, help="validation accuracy of the time-to-accuracy race")
-    p.add_argument("--tta-limit", type=float, default=30.0, help="training seconds after which a time-to-accuracy "
-                   "contender is reported as not reached")
-    p.add_argument("--epoch-budget", type=float, default=90.0, help="seconds after which the epoch section "
+    p.add_argument("--sweep-k", type=number(int, 1, high=4096), default=16,
+                   help="configurations in the sweep-cost section")
+    p.add_argument("--target-acc", type=number(float, 0.0, low_open=True, high=1.0), default=0.40,
+                   help="validation accuracy of the time-to-accuracy race")
+    p.add_argument("--tta-limit", type=pos_float, default=30.0, help="training seconds after which a "
+                   "time-to-accuracy contender is reported as not reached")
+    p.add_argument("--epoch-budget", type=pos_float, default=90.0, help="seconds after which the epoch section "
                    "starts no new round (after at least 3), so a loaded machine still finishes in minutes")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--threads", type=number(int, 1, high=1024), default=None,
+                   help="torch.set_num_threads (default: torch's choice)")
     return p
 
 
@@ -278,7 +281,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    """The command line; -> exit status (0 ok, 2 bad input: one line on stderr)."""
+    return run_command(_main, parse_args(argv))
+
+
+def _main(args):
     t0 = time.perf_counter()
     res = run_benchmark(args, say=lambda text: print(f"[{time.perf_counter() - t0:6.1f}s] {text}", flush=True))
     res["seconds"] = time.perf_counter() - t0

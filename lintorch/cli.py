@@ -203,6 +203,13 @@ def run_command(main, args):
         return 2
 
 
+def loss_text(x):
+    """A loss for people: 4 decimals at ordinary sizes, 4 significant digits in exponent form past
+    1e5 (a --margin 1e30 loss is 9e+30, not a 31-digit number)."""
+    x = float(x)
+    return f"{x:.4f}" if abs(x) < 1e5 else f"{x:.4g}"
+
+
 def one_line(e):
     """An exception as one line: OSErrors name their file and reason, not a bare errno."""
     if isinstance(e, OSError) and e.strerror:

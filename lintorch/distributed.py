@@ -387,12 +387,12 @@ def gather_state(state):
     return TrainState(**out)
 
 
-def finish_sweep(run, results, names):
+def finish_sweep(run, results, names, status="completed"):
     """config mode, rank 0 after every rank's members finished: the ranked table, metrics.json
     and the sweep's checkpoint.pt (a copy of the best member's)."""
     import shutil
     from .checkpoint import BEST
-    run.report(results, names)
+    run.report(results, status, names)
     scored = [(r["val_acc"], -k) for k, r in enumerate(results) if r["val_acc"] is not None]
     if scored:
         k = -max(scored)[1]

@@ -11,7 +11,7 @@ during training, and the preprocessing is the checkpoint's (never refitted).
 import json
 import sys
 
-from .cli import ArgumentParser, add_common, number, run_command
+from .cli import ArgumentParser, add_common, loss_text, number, run_command
 from .config import DATASETS
 
 SPLITS = ("val", "test", "train")
@@ -71,7 +71,7 @@ def format_report(r):
     which = f" (sweep configuration {r['configuration']})" if r["configuration"] else ""
     lines = [f"{r['checkpoint']}{which} on the {r['split']} split of {r['dataset']} ({r['data_dir']}): "
              f"accuracy {100 * r['accuracy']:.2f}% ({r['correct']}/{r['n']}), mean {r['loss_kind']} loss "
-             f"{r['loss']:.4f}", "", "per-class accuracy:"]
+             f"{loss_text(r['loss'])}", "", "per-class accuracy:"]
     w = max(len(c) for c in classes)
     for c in classes:
         acc = r["per_class"][c]

@@ -25,7 +25,6 @@ on purpose.
     python -m lintorch.gradcheck [--device cpu|cuda] [--seed N]
 """
 
-import argparse
 import logging
 import sys
 from dataclasses import dataclass
@@ -373,21 +372,27 @@ def format_table(rows):
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(prog="python -m lintorch.gradcheck",
-                                description="Check lintorch's hand-written gradients three ways and print a table.")
+    from .cli import ArgumentParser, number
+    p = ArgumentParser(prog="python -m lintorch.gradcheck",
+                       description="Check lintorch's hand-written gradients three ways and print a table.")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device to run the checks on")
-    p.add_argument("--seed", type=int, default=0, help="seed for the random inputs")
+    p.add_argument("--seed", type=number(int, 0, high=2 ** 63 - 1), default=0, help="seed for the random inputs")
     return p
 
 
-def main(argv=None):
-    args = get_args_parser().parse_args(argv)
+def _main(args):
+    from .cli import UserError
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda requested but CUDA is not available", file=sys.stderr)
-        return 2
+        raise UserError("--device cuda asked for CUDA, but torch.cuda.is_available() is False here")
     rows = run_checks(args.device, args.seed)
     print(format_table(rows))
     return 0 if all(r.passed for r in rows) else 1
+
+
+def main(argv=None):
+    """The command line; -> exit status (0 all checks pass, 1 some fail, 2 bad input: one line)."""
+    from .cli import run_command
+    return run_command(_main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ import signal
 import torch
 
 from . import distributed
-from .checkpoint import Header, check_compatible, last_path, load_resume
-from .cli import UserError, choose_threads, resolve_device, run_command, setup_logging
+from .checkpoint import CheckpointError, Header, check_compatible, last_path, load_resume
+from .cli import UserError, choose_threads, one_line, resolve_device, run_command, setup_logging
 from .config import RESUMABLE_CHANGES, SEARCHES, fill_defaults, member_name, saved_config
 from .members import Member, pct
-from .rundir import claim_default, claim_existing, claim_new, write_json
+from .rundir import abandon, claim_default, claim_existing, claim_new, write_json
 
 log = logging.getLogger("lintorch")
 
@@ -60,8 +60,9 @@ class Run:
         from .visualize import template_grid
         return template_grid(weight, self.recipe.classes, self.recipe.image_shape)
 
-    def report(self, results, names=None):
+    def report(self, results, status="completed", names=None):
         """One line for a single run; the ranked table and summary metrics.json for a sweep.
+        status: how the run ended ("completed" or "interrupted"), whatever its members did.
         names: the members' names (default: this process's members; config-parallel gives all)."""
         if not self.cfg.get("sweep"):
             m = results[0]
@@ -77,13 +78,30 @@ class Run:
             lines.append(f"{r:>4}  {names[k]:<{w}} {pct(results[k]['val_acc']):>8}  {results[k]['status']}")
         log.info("sweep results (best first):\n" + "\n".join(lines))
         best = results[order[0]]
-        status = results[0]["status"] if results[0]["status"] == "interrupted" else (
-            "diverged" if all(r["status"] == "diverged" for r in results) else "completed")
+        if status != "interrupted":
+            status = "diverged" if all(r["status"] == "diverged" for r in results) else "completed"
         write_json(os.path.join(self.folder, "metrics.json"), {"status": status, "best": best, "configs": results})
         if best["val_acc"] is None:
             log.error(f"error: every configuration diverged; no model was kept ({self.folder})")
         else:
             log.info(f"best configuration {names[order[0]]}: checkpoint.pt in {self.folder}")
+
+    def failed(self, error):
+        """Training stopped on an error it cannot get past (a checkpoint that could not be
+        written): metrics.json says so, and each member's TensorBoard run is flushed, as far as
+        the disk allows. The error itself is reported by the caller."""
+        for m in self.members:
+            try:
+                m.monitor.close()
+            except Exception:
+                pass
+        try:
+            write_json(os.path.join(self.folder, "metrics.json"), {
+                "status": "failed", "error": one_line(error),
+                "configs": [{"name": m.name, "status": m.status, "val_acc": m.best_val, "best_epoch": m.best_epoch,
+                             "epochs": len(m.history)} for m in self.members]})
+        except (OSError, UserError):
+            pass
 
 
 # --------------------------------------------------------------------------- resume rules
@@ -121,8 +139,9 @@ def _resume(args):
 
 
 def _claim(args, cfg):
+    """-> (folder, lock fd, whether the folder was created for this run)."""
     if args.logdir is not None:
-        return args.logdir, claim_new(args.logdir)
+        return (args.logdir, *claim_new(args.logdir))
     return claim_default(cfg["dataset"], "sweep" if cfg.get("sweep") else cfg["loss"])
 
 
@@ -141,6 +160,7 @@ def train(args):
 
 def _claim_and_train(args, dist):
     header = state = None
+    created = False
     if args.resume:
         cfg, header, state, folder = _resume(args)
         if state.epoch >= cfg["epochs"] and state.step == 0:
@@ -151,31 +171,41 @@ def _claim_and_train(args, dist):
 
     def claim():
         if args.resume:
-            return folder, claim_existing(folder)
-        new, fd = _claim(args, cfg)
+            return folder, claim_existing(folder), False
+        new, fd, made = _claim(args, cfg)
         cfg["logdir"] = new
         write_json(os.path.join(new, "config.json"), cfg)
-        return new, fd
-    if dist is None:
-        device = resolve_device(cfg["device"])
-        folder, lock = claim()
-    else:    # distributed hook: join the group, then rank 0 alone claims the folder and tells the others
-        device = distributed.init(dist, cfg["device"], cfg.get("dist_timeout", 60.0), cfg.get("sweep_parallel"))
-        held = []
-        folder = distributed.share(dist, lambda: held.append(claim()) or held[0][0])
-        lock = held[0][1] if held else None
-        cfg["logdir"] = folder
-        if not dist.main:
-            cfg["quiet"] = True
-    threads = None
-    if device.type == "cpu":   # a resume keeps the count the run measured: results stay bit-identical
-        keep = args.resume and "threads" not in args.given and cfg.get("cpu_threads")
-        setting = keep or cfg["threads"]
-        if dist is not None and setting == "auto":   # distributed hook: the cores split among this machine's ranks
-            setting = distributed.threads_per_process()
-        threads = cfg["cpu_threads"] = choose_threads(setting)
+        return new, fd, made
+    lock = None
     try:
+        if dist is None:
+            device = resolve_device(cfg["device"])
+            folder, lock, created = claim()
+        else:    # distributed hook: join the group, then rank 0 alone claims the folder and tells the others
+            device = distributed.init(dist, cfg["device"], cfg.get("dist_timeout", 60.0), cfg.get("sweep_parallel"))
+            held = []
+            folder = distributed.share(dist, lambda: held.append(claim()) or held[0][0])
+            lock, created = (held[0][1], held[0][2]) if held else (None, False)
+            cfg["logdir"] = folder
+            if not dist.main:
+                cfg["quiet"] = True
+    except BaseException:
+        if lock is not None:
+            os.close(lock)
+        raise
+    try:
+        threads = None
+        if device.type == "cpu":   # a resume keeps the count the run measured: results stay bit-identical
+            keep = args.resume and "threads" not in args.given and cfg.get("cpu_threads")
+            setting = keep or cfg["threads"]
+            if dist is not None and setting == "auto":   # distributed hook: the cores split among this machine's ranks
+                setting = distributed.threads_per_process()
+            threads = cfg["cpu_threads"] = choose_threads(setting)
         return _train(cfg, device, folder, threads, header, state, dist)
+    except BaseException:
+        if not args.resume and lock is not None:  # failed before training began (bad data, Ctrl-C): no husk left
+            abandon(folder, created)
+        raise
     finally:
         if lock is not None:
             os.close(lock)
@@ -211,12 +241,16 @@ def _train(cfg, device, folder, threads, header, state, dist=None):
                  f"{'' if data.test is None else f' / {len(data.test)} test'} images, {len(recipe.classes)} classes, "
                  f"D = {run.header.in_features}, {len(run.members)} member(s); device {device}"
                  f"{'' if threads is None else f' ({threads} thread(s))'}; run folder {folder}")
-        if cfg["optimizer"] in SEARCHES:
-            return train_search(run)
-        if cfg["optimizer"] == "lbfgs":
-            from .solvers import train_lbfgs
-            return train_lbfgs(run)
-        return Trainer(run, state).train()
+        try:
+            if cfg["optimizer"] in SEARCHES:
+                return train_search(run)
+            if cfg["optimizer"] == "lbfgs":
+                from .solvers import train_lbfgs
+                return train_lbfgs(run)
+            return Trainer(run, state).train()
+        except CheckpointError as e:
+            run.failed(e)
+            raise
     finally:
         stop.restore()
 

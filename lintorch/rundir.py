@@ -48,10 +48,12 @@ def _describe(folder):
 
 
 def claim_new(folder):
-    """Create (or take an empty) folder for a new run and claim it -> lock fd. UserError if the
-    path is a file, or the folder holds a run or anything else, or another process claimed it."""
+    """Create (or take an empty) folder for a new run and claim it -> (lock fd, whether this call
+    created the folder). UserError if the path is a file, or the folder holds a run or anything
+    else, or another process claimed it."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UserError(f"--logdir {folder} is a file, not a folder")
+    created = not os.path.isdir(folder)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
@@ -69,11 +71,11 @@ def claim_new(folder):
     except FileExistsError:
         os.close(fd)
         raise UserError(f"{folder} was claimed by another run just now: give another --logdir") from None
-    return fd
+    return fd, created
 
 
 def claim_default(dataset, kind):
-    """runs/<timestamp>-<dataset>-<kind>, with -2, -3, ... when that name is taken -> (folder, fd)."""
+    """runs/<timestamp>-<dataset>-<kind>, with -2, -3, ... when that name is taken -> (folder, fd, True)."""
     base = default_folder(dataset, kind)
     os.makedirs(os.path.dirname(base), exist_ok=True)
     for n in range(1, 1000):
@@ -82,8 +84,26 @@ def claim_default(dataset, kind):
             os.mkdir(folder)                      # exclusive: two runs in the same second get two folders
         except FileExistsError:
             continue
-        return folder, claim_new(folder)
+        fd, _ = claim_new(folder)
+        return folder, fd, True
     raise UserError(f"could not create a run folder next to {base}")
+
+
+def abandon(folder, created):
+    """Undo a new run's claim when it failed before training began: if the folder holds only
+    the claim (config.json, .lock), remove them, and the folder too when the claim created it,
+    so no half-made run is left to be refused later. A folder holding anything more is kept."""
+    try:
+        names = set(os.listdir(folder))
+        if not names <= {"config.json", LOCK}:
+            return
+        for name in ("config.json", LOCK):
+            if name in names:
+                os.remove(os.path.join(folder, name))
+        if created:
+            os.rmdir(folder)
+    except OSError:
+        pass        # best effort: the error that brought us here is the one to report
 
 
 def claim_existing(folder):

@@ -75,7 +75,7 @@ def train_lbfgs(run):
     if K > 1 and results[k_best]["val_acc"] is not None:
         save(model_dict(run.members[k_best].model_file(run.header, W[k_best], b[k_best], 1)),
              os.path.join(run.folder, BEST))
-    run.report(results)
+    run.report(results, "interrupted" if run.stop() else "completed")
     for m in run.members:
         log.info(f"{m.name}: {m.note}; val acc {pct(m.best_val)}")
     if run.stop():

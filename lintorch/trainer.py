@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .checkpoint import BEST, LAST, Saver, TrainState, model_dict, resume_dict, save
+from .cli import loss_text
 from .engine import SGD, EpochStats, evaluate, lr_factor, train_one_epoch
 from .members import pct
 from .monitor import update_ratio
@@ -23,12 +24,16 @@ epoch_log = logging.getLogger("lintorch.epoch")   # per-epoch lines: --quiet dro
 
 
 def divergence_hint(cfg, lr):
-    """Which flag most likely made the loss non-finite: a reg so large that even the tuned lr
-    overshoots (2 * lr * reg > 1 for the L2 step), a huge margin, else the learning rate."""
+    """Which flag most likely made the loss non-finite. If the penalty's own step overshoots even
+    at the tuned learning rate, --reg (or elastic net's --beta) is to blame whatever --lr is: the
+    L2 part flips and grows W when 2 * lr * reg (* beta) > 1, the L1 part moves every weight by
+    lr * reg, far past the weights' scale when > 1. Then a huge SVM margin; else the lr."""
     from .config import TUNED
-    tuned_lr = TUNED[cfg["loss"]]["lr"]
-    if cfg.get("penalty", "l2") != "l1" and 2 * tuned_lr * cfg["reg"] * max(cfg.get("beta", 1.0), 1.0) > 1:
-        return f"--reg {cfg['reg']:g} is too large (2 * lr * reg > 1 makes every step overshoot)"
+    lr0, reg, beta, penalty = TUNED[cfg["loss"]]["lr"], cfg["reg"], cfg.get("beta", 1.0), cfg.get("penalty", "l2")
+    if penalty != "l1" and 2 * lr0 * reg > 1 or penalty != "l2" and lr0 * reg > 1:
+        return f"--reg {reg:g} is too large (the penalty's step overshoots even at lr {lr0:g})"
+    if penalty == "elasticnet" and 2 * lr0 * reg * beta > 1:
+        return f"--beta {beta:g} is too large (2 * lr * reg * beta > 1 makes every step overshoot)"
     if cfg.get("loss") == "svm" and cfg.get("margin", 1.0) > 1e3:
         return f"--margin {cfg['margin']:g} is far above the scores' scale"
     return "lower --lr"
@@ -121,7 +126,7 @@ class Trainer:
         expected = self.r.objective.expected_initial_loss(len(self.r.classes))
         first = self.evaluate(self.r.model, self.r.val_loader, self.r.objective)["loss"]       # (K,)
         self.initial_loss = float(first[0])
-        log.info(f"step 0: data loss {self.initial_loss:.4f} (expected about {expected:.4g} for "
+        log.info(f"step 0: data loss {loss_text(self.initial_loss)} (expected about {expected:.4g} for "
                  f"{self.cfg['loss']} with small W)")
         if not math.isfinite(self.initial_loss) or abs(self.initial_loss - expected) > 0.1 * expected + 0.05:
             flag = "--margin" if self.cfg["loss"] == "svm" and self.cfg["margin"] > 1e3 else "the data"
@@ -206,8 +211,8 @@ class Trainer:
     def log_epoch(self, epoch, data_loss, reg_loss, train_acc, val_acc, seconds, ips):
         head = f"epoch {epoch + 1}/{self.cfg['epochs']}"
         if len(self.members) == 1:
-            epoch_log.info(f"{head}  loss {float(data_loss[0] + reg_loss[0]):.4f} (data {float(data_loss[0]):.4f} + reg "
-                     f"{float(reg_loss[0]):.4f})  train acc {pct(float(train_acc[0]))}  val acc "
+            epoch_log.info(f"{head}  loss {loss_text(data_loss[0] + reg_loss[0])} (data {loss_text(data_loss[0])} + reg "
+                     f"{loss_text(reg_loss[0])})  train acc {pct(float(train_acc[0]))}  val acc "
                      f"{pct(float(val_acc[0]))}  {seconds:.2f}s  {ips:,.0f} img/s")
         else:
             k = self.best_member()
@@ -241,9 +246,9 @@ class Trainer:
             gathered = distributed.all_gather_object([(m.name, r) for m, r in zip(self.members, results)])
             names, results = zip(*[pair for part in gathered for pair in part])
             if self.dist.main:
-                distributed.finish_sweep(self.run, list(results), list(names))
+                distributed.finish_sweep(self.run, list(results), list(names), status)
         elif results is not None:
-            self.run.report(results)
+            self.run.report(results, status)
         if status == "interrupted":
             return 128 + (self.run.stop.signum or 15)
         if results is None:
@@ -294,7 +299,7 @@ def train_search(run):
         member.monitor.scalars({"loss/total": best}, done)
         if bar is not None:
             bar.n = done
-            bar.set_postfix(best=f"{best:.4f}")
+            bar.set_postfix(best=loss_text(best))
             bar.refresh()
     t0 = time.perf_counter()
     W, b, best, history = random_search(full, r.objective, len(r.classes), r.model.in_features, cfg["trials"],
@@ -311,11 +316,11 @@ def train_search(run):
                            "seconds": seconds})
     member.end_epoch(1, val_acc, None)
     status = "interrupted" if run.stop() else "completed"
-    member.note = f"best training loss {best:.4f} after {done} of {cfg['trials']} trials"
+    member.note = f"best training loss {loss_text(best)} after {done} of {cfg['trials']} trials"
     save(model_dict(member.model_file(run.header, W, b, 1)), os.path.join(run.folder, BEST))
     m = member.finish(r, W.to(run.device), b.to(run.device), status, done, seconds, done * len(r.data.train),
                       run.device, {"best_loss": best, "trials": done})
-    run.report([m])
-    log.info(f"{cfg['optimizer']}: best training loss {best:.4f} after {done} trials; train acc {pct(train_acc)}, "
+    run.report([m], status)
+    log.info(f"{cfg['optimizer']}: best training loss {loss_text(best)} after {done} trials; train acc {pct(train_acc)}, "
              f"val acc {pct(val_acc)}, test acc {pct(m['test_acc'])}")
     return 128 + run.stop.signum if status == "interrupted" else 0
