@@ -17,9 +17,24 @@ from .engine import evaluate
 from .lbfgs import full_batch_evaluator, lbfgs
 from .members import pct
 from .model import LinearClassifier
+from .data import Split
 from .recipe import eval_loader
 
 log = logging.getLogger("lintorch")
+
+
+class Chained:
+    """Loaders one after another: the batches of each in turn (full-batch passes only)."""
+
+    def __init__(self, loaders):
+        self.loaders = loaders
+
+    def __len__(self):
+        return sum(len(lo) for lo in self.loaders)
+
+    def batches(self, epoch=0, start=0):
+        for lo in self.loaders:
+            yield from lo.batches(epoch)
 
 
 def train_lbfgs(run):
@@ -29,6 +44,9 @@ def train_lbfgs(run):
     cfg, r = run.cfg, run.recipe
     obj = r.objective
     full = eval_loader(r.data.train, r.preprocess, run.device)        # the whole split, in large batches
+    if cfg.get("flip"):     # full-batch: every training image and its mirror image (N doubles)
+        mirrored = Split(r.data.train.x.flip(-1), r.data.train.y)
+        full = Chained([full, eval_loader(mirrored, r.preprocess, run.device)])
     evaluate_fn = full_batch_evaluator(full, obj.loss, obj.reg, obj.penalty, obj.beta, obj.margin, obj.squared,
                                        obj.form, class_weight=obj.class_weight)
     bar = None if cfg["quiet"] else tqdm(total=cfg["max_iter"], desc="lbfgs", unit="eval", leave=False)
