@@ -48,7 +48,7 @@ def write_classes(folder, classes):
 class FeatureSplit:
     """One split of a feature folder, validated: x (N, D) rows on demand, y (N,) int64 in memory."""
 
-    def __init__(self, folder, split="train", check_finite=True, chunk_bytes=64 << 20):
+    def __init__(self, folder, split="train", check_finite=True, chunk_bytes=16 << 20):
         self.folder, self.split, self.classes = folder, split, read_classes(folder)
         npy, pt = (os.path.join(folder, f"{split}.{e}") for e in FORMATS)
         if os.path.isfile(npy):
@@ -161,7 +161,7 @@ class Standardizer:
         for _, xb in split.chunks():
             xd = xb.double()
             s += xd.sum(0)
-            s2 += xd.square().sum(0)
+            s2 += xd.square_().sum(0)
         mean = s / max(1, split.n)
         var = (s2 / max(1, split.n) - mean.square()).clamp_min(0)
         return cls(mean.float(), (var + eps).sqrt().float())
