@@ -5,7 +5,8 @@ images only (k-means learns its centroids there, without labels), then every tra
 when the data set has one, every test image is encoded. Written to --out:
 train.{npy,pt} (+ train_labels.npy), test.* likewise, classes.json, extractor.pt (the extractor's
 state_dict: centroids, whitening, ...; torch.load(weights_only=True)) and extractor.json
-(features, settings, fingerprint, D, and a sha256 of the uint8 images and labels used).
+(features, settings, fingerprint, D, and a sha256 of the uint8 images and labels used);
+for kmeans also centroids.png, the first 400 centroids in whitened space.
 """
 import argparse
 import json
@@ -115,6 +116,11 @@ def run(args):
                      **{f"n_{n}": len(ys) for n, _, ys in splits},
                      **{f"sha256_{n}": _data_sha256(xs, ys) for n, xs, ys in splits}}}
     torch.save(ex.state_dict(), os.path.join(args.out, "extractor.pt"))
+    if "centroids" in ex.state:                      # the learned filters, as the paper shows them
+        from PIL import Image
+        from .features.kmeans import centroid_grid
+        grid = centroid_grid(ex.state, ex.settings["rf"]).permute(1, 2, 0).numpy()
+        Image.fromarray(grid, "RGB").save(os.path.join(args.out, "centroids.png"))
     with open(os.path.join(args.out, "extractor.json"), "w") as f:
         json.dump(info, f, indent=2, default=str)
     return info

@@ -362,6 +362,7 @@ def test_extract_cli_end_to_end(image_folder, tmp_path, run_cli):
                  "--dtype", "float16", "--out", str(out2), *args]) == 0
     tr = store.FeatureSplit(str(out2), "train")
     assert (tr.n, tr.d, tr.dtype) == (48, 16, torch.float16)
+    assert (out2 / "centroids.png").stat().st_size > 0
     ex = from_state_dict(torch.load(out2 / "extractor.pt", weights_only=True))
     assert ex.fingerprint() == json.loads((out2 / "extractor.json").read_text())["fingerprint"]
     # one-line errors, exit 2
