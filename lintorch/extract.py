@@ -51,6 +51,8 @@ def get_args_parser():
                    "are resized to this (default 224)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=pos, default=256, help="images per extraction batch")
+    p.add_argument("--threads", type=pos, default=None, help="CPU threads for torch (default: torch's choice); "
+                   "on a CPU shared with other jobs 1 can be many times faster than oversubscribing")
     p.add_argument("--seed", type=number(int, 0), default=0, help="seed: patch sampling, k-means, random weights")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -84,6 +86,8 @@ def run(args):
     from .features import FeatureError, batches_of_features, make_extractor
     from .features.store import SplitWriter, write_classes
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if os.path.exists(os.path.join(args.out, "classes.json")) and not args.overwrite:
         raise FeatureError(f"{args.out} already holds features; choose another --out or pass --overwrite")

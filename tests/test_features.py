@@ -359,8 +359,13 @@ def test_extract_cli_end_to_end(image_folder, tmp_path, run_cli):
     # labels in folder order; the colours are told apart by the hue histogram
     assert torch.equal(tr.y, torch.arange(3).repeat_interleave(16))
     out2 = tmp_path / "km"
-    assert main(["--features", "kmeans", "--centroids", "4", "--patches", "500", "--format", "pt",
-                 "--dtype", "float16", "--out", str(out2), *args]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--features", "kmeans", "--centroids", "4", "--patches", "500", "--format", "pt",
+                     "--threads", "1", "--dtype", "float16", "--out", str(out2), *args]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     tr = store.FeatureSplit(str(out2), "train")
     assert (tr.n, tr.d, tr.dtype) == (48, 16, torch.float16)
     assert (out2 / "centroids.png").stat().st_size > 0
