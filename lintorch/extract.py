@@ -1,0 +1,152 @@
+"""python -m lintorch.extract: images -> a folder of precomputed features (lintorch.features.store).
+
+Shapes: N images (N, 3, S, S) uint8 -> features (N, D). The extractor is fitted on the training
+images only (k-means learns its centroids there, without labels), then every training image and,
+when the data set has one, every test image is encoded. Written to --out:
+train.{npy,pt} (+ train_labels.npy), test.* likewise, classes.json, extractor.pt (the extractor's
+state_dict: centroids, whitening, ...; torch.load(weights_only=True)) and extractor.json
+(features, settings, fingerprint, D, and a sha256 of the uint8 images and labels used);
+for kmeans also centroids.png, the first 400 centroids in whitened space.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from .config import HelpFormatter, number
+from .data import DATASETS
+
+log = logging.getLogger("lintorch.extract")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(prog="python -m lintorch.extract", formatter_class=HelpFormatter,
+                                description="Compute fixed features of a data set's images for a linear "
+                                "classifier and write them to a feature folder.")
+    pos = number(int, 1)
+    p.add_argument("--features", required=True, help="pixels, kmeans, hog, colorhist, a comma list such as "
+                   "hog,colorhist, or torchvision:<model> (e.g. torchvision:resnet18)")
+    p.add_argument("--dataset", choices=DATASETS, default="cifar10", help="data set to read")
+    p.add_argument("--data-dir", default="./data", help="cifar10: where cifar-10-batches-py is; imagefolder: "
+                   "folder with train/<class>/* and optionally test/<class>/*")
+    p.add_argument("--cache-dir", default=None, help="decoded uint8 image cache (default: DATA_DIR/.lintorch-cache)")
+    p.add_argument("--image-size", type=pos, default=32, help="images are resized to this square size first")
+    p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
+    p.add_argument("--out", required=True, help="feature folder to write (must not hold features yet, "
+                   "unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace features already in --out")
+    p.add_argument("--format", choices=("npy", "pt"), default="npy",
+                   help="npy: memory-mapped by the reader (large sets); pt: one torch file per split")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored feature precision")
+    p.add_argument("--centroids", type=pos, default=None, help="kmeans: number of centroids K (default 1600; "
+                   "D = 4 K)")
+    p.add_argument("--patches", type=pos, default=None, help="kmeans: random 6x6 patches to learn from "
+                   "(default 400000)")
+    p.add_argument("--iterations", type=pos, default=None, help="kmeans: k-means iterations (default 10)")
+    p.add_argument("--backbone-weights", default=None, metavar="FILE_OR_NAME", help="torchvision: a state_dict "
+                   "file, or named weights such as DEFAULT (need network once); default: random weights")
+    p.add_argument("--input-size", type=pos, default=None, help="torchvision without named weights: images "
+                   "are resized to this (default 224)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=pos, default=256, help="images per extraction batch")
+    p.add_argument("--threads", type=pos, default=None, help="CPU threads for torch (default: torch's choice); "
+                   "on a CPU shared with other jobs 1 can be many times faster than oversubscribing")
+    p.add_argument("--seed", type=number(int, 0), default=0, help="seed: patch sampling, k-means, random weights")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    return p
+
+
+def _full_train(ds):
+    """The data set's whole training split in its original order (load_dataset carves a val split)."""
+    import torch
+    n = len(ds.train) + len(ds.val)
+    x = torch.empty((n,) + tuple(ds.train.x.shape[1:]), dtype=torch.uint8)
+    y = torch.empty(n, dtype=torch.long)
+    for part, idx in ((ds.train, ds.source["train_indices"]), (ds.val, ds.source["val_indices"])):
+        x[idx], y[idx] = part.x, part.y
+    return x, y
+
+
+def _data_sha256(*tensors):
+    import hashlib
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().view(-1).view(__import__("torch").uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def run(args):
+    import torch
+    from tqdm import tqdm
+
+    from .data import load_dataset
+    from .features import FeatureError, batches_of_features, make_extractor
+    from .features.store import SplitWriter, write_classes
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if os.path.exists(os.path.join(args.out, "classes.json")) and not args.overwrite:
+        raise FeatureError(f"{args.out} already holds features; choose another --out or pass --overwrite")
+    ds = load_dataset(args.dataset, args.data_dir, args.image_size, 1, args.seed, args.cache_dir,
+                      args.skip_bad_images)
+    x, y = _full_train(ds)
+    ex = make_extractor(args.features, image_size=args.image_size, seed=args.seed, k=args.centroids,
+                        patches=args.patches, iterations=args.iterations, weights=args.backbone_weights,
+                        input_size=args.input_size)
+    t0 = time.perf_counter()
+    ex.fit(x, device)
+    fit_s = time.perf_counter() - t0
+    splits = [("train", x, y)] + ([("test", ds.test.x, ds.test.y)] if ds.test is not None else [])
+    write_classes(args.out, ds.classes)
+    t0 = time.perf_counter()
+    for name, xs, ys in splits:
+        writer = None
+        with tqdm(total=len(ys), desc=f"{name} features", unit="img", disable=args.quiet) as bar:
+            for i, f in batches_of_features(ex, xs, args.batch_size, device):
+                if writer is None:
+                    writer = SplitWriter(args.out, name, len(ys), f.shape[1], args.format, getattr(torch, args.dtype))
+                writer.write(f, ys[i:i + len(f)])
+                bar.update(len(f))
+        writer.close()
+    info = {"features": ex.name, "settings": ex.state_dict()["settings"], "fingerprint": ex.fingerprint(),
+            "dim": ex.dim, "fit_seconds": round(fit_s, 3), "extract_seconds": round(time.perf_counter() - t0, 3),
+            "device": str(device), "format": args.format, "dtype": args.dtype,
+            "data": {"dataset": args.dataset, "data_dir": os.path.abspath(args.data_dir),
+                     "image_size": args.image_size, "classes": ds.classes,
+                     **{f"n_{n}": len(ys) for n, _, ys in splits},
+                     **{f"sha256_{n}": _data_sha256(xs, ys) for n, xs, ys in splits}}}
+    torch.save(ex.state_dict(), os.path.join(args.out, "extractor.pt"))
+    if "centroids" in ex.state:                      # the learned filters, as the paper shows them
+        from PIL import Image
+        from .features.kmeans import centroid_grid
+        grid = centroid_grid(ex.state, ex.settings["rf"]).permute(1, 2, 0).numpy()
+        Image.fromarray(grid, "RGB").save(os.path.join(args.out, "centroids.png"))
+    with open(os.path.join(args.out, "extractor.json"), "w") as f:
+        json.dump(info, f, indent=2, default=str)
+    return info
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .data import DataError
+    from .features import FeatureError
+    try:
+        info = run(args)
+    except (DataError, FeatureError) as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {info['features']} features (D = {info['dim']}) of {info['data']['n_train']} training images"
+          f"{' and %d test images' % info['data']['n_test'] if 'n_test' in info['data'] else ''} to {args.out} "
+          f"(fit {info['fit_seconds']:.1f} s, extraction {info['extract_seconds']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

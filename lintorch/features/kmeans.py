@@ -1,0 +1,243 @@
+"""Coates, Lee & Ng (2011) single-layer k-means features, batched on the device.
+
+Shapes: N images (N, 3, S, S) uint8, r the receptive field (6), P = 3 r r patch length (108),
+L = S - r + 1 positions per side (27 for S = 32), K centroids, D = 4 K features.
+
+Learning (``learn``), as in Coates' kmeans_demo.m: random r x r patches of the training images,
+per-patch brightness/contrast normalisation p <- (p - mean p) / sqrt(var p + 10) (pixels in 0..255,
+unbiased variance), ZCA whitening w = (p - m) Z with Z = V (E + 0.1)^-1/2 V^T, then k-means.
+Encoding (``encode``): every patch at stride 1 is normalised and whitened the same way, z_k = ||w - c_k||,
+f_k = max(0, mean_k z - z_k) (the "triangle" code), sum-pooled over the four quadrants (the first
+ceil(L/2) rows/columns form the top/left halves, as MATLAB's round(27/2) = 14).
+
+Two equal formulations, tested against a per-patch reference:
+  "gemm": unfold the patches (B L^2, P), normalise, whiten, then one GEMM with augmented operands
+          [w, ||w||^2, 1] . [-2 c; 1; ||c||^2] gives the squared distances directly.
+  "conv": never materialise patches: per-patch mean/variance by box filters (avg_pool of x and x^2),
+          w.c_k = ((x * F_k) - mu sum F_k) / sigma - m.F_k with F = C Z (conv2d filters), and
+          ||w||^2 = || ((x * Z) - mu sum Z) / sigma - m Z ||^2 from 108 more conv output channels.
+"""
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+NORM_EPS = 10.0      # added to the patch variance (0..255 pixel units), Coates' code
+ZCA_EPS = 0.1        # added to the covariance eigenvalues, Coates' code
+METHODS = ("gemm", "conv")
+
+
+# --------------------------------------------------------------------------- learning
+
+def sample_patches(x, n, rf=6, seed=0):
+    """x uint8 (N, 3, S, S) -> float32 (n, 3 rf rf): n random rf x rf patches (image i mod N, as Coates)."""
+    N, C, S, _ = x.shape
+    g = torch.Generator().manual_seed(seed)
+    img = torch.arange(n) % N
+    r = torch.randint(0, S - rf + 1, (n,), generator=g)
+    c = torch.randint(0, S - rf + 1, (n,), generator=g)
+    ar = torch.arange(rf)
+    idx = (img.view(n, 1, 1, 1), torch.arange(C).view(1, C, 1, 1),
+           (r.view(n, 1) + ar).view(n, 1, rf, 1), (c.view(n, 1) + ar).view(n, 1, 1, rf))
+    dev = x.device
+    return x[tuple(t.to(dev) for t in idx)].reshape(n, -1).float()
+
+
+def normalize_patches(p):
+    """p (n, P) -> (p - mean) / sqrt(unbiased var + 10), row by row."""
+    return (p - p.mean(1, keepdim=True)) / (p.var(1, keepdim=True) + NORM_EPS).sqrt()
+
+
+def fit_zca(p):
+    """p (n, P) normalised patches -> (mean m (P,), Z (P, P) symmetric): w = (p - m) Z is white."""
+    pd = p.double()
+    m = pd.mean(0)
+    cov = torch.cov(pd.T)                                       # unbiased, as MATLAB's cov
+    e, V = torch.linalg.eigh(cov)
+    Z = (V * (e.clamp_min(0) + ZCA_EPS).rsqrt()) @ V.T
+    return m.float(), Z.float()
+
+
+def kmeans(X, k, iterations=10, batch_size=8192, seed=0):
+    """X (n, P) -> centroids (k, P): Lloyd's k-means, assignments by argmax of c.x - ||c||^2 / 2 in batches.
+
+    Starts from k distinct random rows; an empty cluster is re-seeded with a random row (Coates'
+    code zeroes it instead, which wastes the centroid).
+    """
+    n = X.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    C = X[torch.randperm(n, generator=g)[:k].to(X.device)].clone()
+    for it in range(iterations):
+        half_c2 = 0.5 * C.square().sum(1)                      # (k,)
+        sums = torch.zeros_like(C)
+        counts = torch.zeros(k, device=X.device, dtype=X.dtype)
+        loss = 0.0
+        for i in range(0, n, batch_size):
+            xb = X[i:i + batch_size]
+            val, lab = torch.addmm(-half_c2, xb, C.T).max(1)   # (B,)
+            loss += float((0.5 * xb.square().sum(1) - val).sum())
+            sums.index_add_(0, lab, xb)
+            counts += torch.bincount(lab, minlength=k).to(X.dtype)
+        empty = counts == 0
+        C = sums / counts.clamp_min(1).unsqueeze(1)
+        if empty.any():
+            ne = int(empty.sum())
+            C[empty] = X[torch.randint(0, n, (ne,), generator=g).to(X.device)]
+            log.info("k-means iteration %d: re-seeded %d empty cluster(s)", it + 1, ne)
+        log.debug("k-means iteration %d/%d: loss %.4g", it + 1, iterations, 2 * loss / n)
+    return C
+
+
+def learn(x, k=1600, patches=400_000, rf=6, iterations=10, seed=0, device="cpu"):
+    """x uint8 (N, 3, S, S) training images -> state {"centroids" (k, P), "mean" (P,), "zca" (P, P)}."""
+    p = normalize_patches(sample_patches(x.to(device), patches, rf, seed))
+    m, Z = fit_zca(p)
+    w = (p - m) @ Z
+    del p
+    return {"centroids": kmeans(w, k, iterations, seed=seed), "mean": m, "zca": Z}
+
+
+# --------------------------------------------------------------------------- encoding
+
+def _quadrant_pool(a, L):
+    """a (B, L, L, K) activations -> (B, 4 K): sums over [top-left, bottom-left, top-right, bottom-right]."""
+    h = (L + 1) // 2
+    q = [a[:, :h, :h], a[:, h:, :h], a[:, :h, h:], a[:, h:, h:]]
+    return torch.cat([t.sum((1, 2)) for t in q], 1)
+
+
+def _pool_matrix(L, device, dtype):
+    """(4, L^2) 0/1 matrix: quadrant pooling of (L^2, K) activations as one (batched) GEMM."""
+    h = (L + 1) // 2
+    r = torch.arange(L, device=device)
+    top, left = (r < h).view(L, 1).expand(L, L), (r < h).view(1, L).expand(L, L)
+    masks = [top & left, ~top & left, top & ~left, ~top & ~left]
+    return torch.stack([m.reshape(-1) for m in masks]).to(dtype)
+
+
+def _triangle_(d2):
+    """d2 (..., K) squared distances -> max(0, mean_k z - z_k) with z = sqrt(d2), in place."""
+    z = d2.clamp_min_(0).sqrt_()
+    mu = z.mean(-1, keepdim=True)
+    return torch.sub(mu, z, out=z).clamp_min_(0)
+
+
+class Encoder:
+    """The learned state made into the two operand sets the encoders need, once per device."""
+
+    def __init__(self, state, rf=6, device="cpu"):
+        C = state["centroids"].to(device, torch.float32)       # (K, P)
+        m = state["mean"].to(device, torch.float32)            # (P,)
+        Z = state["zca"].to(device, torch.float32)             # (P, P)
+        self.rf, self.K, self.device = rf, C.shape[0], device
+        self.m, self.Z, self.mZ = m, Z, m @ Z
+        # gemm: [w, ||w||^2, 1] @ aug = ||w||^2 - 2 w.c + ||c||^2
+        self.aug = torch.cat([-2 * C.T, torch.ones(1, self.K, device=device),
+                              C.square().sum(1, keepdim=True).T], 0)   # (P + 2, K)
+        # conv: filters F = C Z (the centroids seen through the whitening) and Z's rows
+        Fk = C @ Z                                              # (K, P)
+        filt = torch.cat([Fk, Z], 0)                            # (K + P, P)
+        self.weight = filt.view(-1, 3, rf, rf).contiguous()
+        self.fsum = filt.sum(1)                                 # (K + P,)
+        self.fm = filt @ m                                      # (K + P,)
+        self.c2 = C.square().sum(1)                             # (K,)
+
+    def gemm(self, x):
+        """x float (B, 3, S, S) -> (B, 4 K)."""
+        B, _, S, _ = x.shape
+        L = S - self.rf + 1
+        p = F.unfold(x, self.rf).transpose(1, 2).reshape(B * L * L, -1)   # (B L^2, P)
+        p = normalize_patches(p)
+        w = torch.addmm(-self.mZ, p, self.Z)                    # (p - m) Z
+        w = torch.cat([w, w.square().sum(1, keepdim=True), torch.ones_like(w[:, :1])], 1)
+        a = _triangle_(w @ self.aug).view(B, L * L, self.K)    # (B, L^2, K)
+        return torch.matmul(_pool_matrix(L, x.device, a.dtype), a).reshape(B, 4 * self.K)
+
+    def conv(self, x):
+        """x float (B, 3, S, S) -> (B, 4 K), with no patch matrix."""
+        B, _, S, _ = x.shape
+        rf, K, P = self.rf, self.K, 3 * self.rf ** 2
+        x = x - 128.0                          # the normalisation ignores offsets; float32 cancels less
+        mu = F.avg_pool2d(x.mean(1, keepdim=True), rf, 1)                # (B, 1, L, L) patch means
+        ex2 = F.avg_pool2d(x.square().mean(1, keepdim=True), rf, 1)
+        inv = ((ex2 - mu.square()) * (P / (P - 1)) + NORM_EPS).rsqrt()   # 1 / sigma
+        out = F.conv2d(x, self.weight)                                   # (B, K + P, L, L)
+        # ((x*f) - mu sum f) / sigma - m.f for every filter f, in place
+        out.addcmul_(mu, self.fsum.view(1, -1, 1, 1), value=-1).mul_(inv).sub_(self.fm.view(1, -1, 1, 1))
+        wc, wZ = out[:, :K], out[:, K:]
+        d2 = wZ.square().sum(1, keepdim=True) + self.c2.view(1, K, 1, 1) - 2 * wc   # (B, K, L, L)
+        a = _triangle_(d2.permute(0, 2, 3, 1))                            # (B, L, L, K)
+        return _quadrant_pool(a, S - rf + 1)
+
+
+def encode(x, state, rf=6, method="gemm", batch_size=16, encoder=None):
+    """x uint8 or float (N, 3, S, S) on the device -> float32 (N, 4 K) triangle features."""
+    if method not in METHODS:
+        raise ValueError(f"unknown k-means encoding {method!r}; expected one of {', '.join(METHODS)}")
+    enc = encoder or Encoder(state, rf, x.device)
+    fn = getattr(enc, method)
+    return torch.cat([fn(x[i:i + batch_size].float()) for i in range(0, x.shape[0], batch_size)])
+
+
+# --------------------------------------------------------------------------- pictures
+
+def centroid_grid(state, rf=6, nrow=None, dewhiten=False, limit=400, scale=4):
+    """-> uint8 (3, H, W): the first `limit` centroids as rf x rf colour tiles (each min-max stretched).
+
+    As the paper shows them: in whitened space (dewhiten=False), or mapped back to normalised-pixel
+    space with Z^-1 and the mean added (dewhiten=True).
+    """
+    from torchvision.utils import make_grid
+    C = state["centroids"][:limit].double().cpu()
+    if dewhiten:
+        C = torch.linalg.solve(state["zca"].double().cpu(), C.T).T + state["mean"].double().cpu()
+    lo, hi = C.min(1, keepdim=True).values, C.max(1, keepdim=True).values
+    tiles = ((C - lo) / (hi - lo).clamp_min(1e-12)).view(-1, 3, rf, rf).float()
+    tiles = F.interpolate(tiles, scale_factor=scale, mode="nearest")
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(tiles.shape[0]))))
+    grid = make_grid(tiles, nrow=nrow, padding=1, pad_value=1.0)
+    return (grid * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+# --------------------------------------------------------------------------- the extractor
+
+from .base import Extractor  # noqa: E402  (base imports the package, which imports nothing eagerly)
+
+
+class KMeansFeatures(Extractor):
+    """features "kmeans": fit learns centroids/whitening from training images, transform encodes (N, 4 K)."""
+
+    NAME = "kmeans"
+    DEFAULTS = {"k": 1600, "patches": 400_000, "rf": 6, "iterations": 10, "seed": 0, "method": "gemm",
+                "chunk": None}
+    RUNTIME = ("method", "chunk")
+
+    @property
+    def dim(self):
+        return 4 * self.settings["k"]
+
+    def fit(self, x, device="cpu"):
+        s = self.settings
+        self.check_images(x)
+        self.state = learn(x, s["k"], s["patches"], s["rf"], s["iterations"], s["seed"], device)
+        self._encoder = None
+        return self
+
+    def load_state(self, state):
+        self._encoder = None
+        return super().load_state(state)
+
+    def transform(self, x):
+        from . import FeatureError
+        if "centroids" not in self.state:
+            raise FeatureError("kmeans features are not fitted: call fit(train images) first")
+        self.check_images(x)
+        enc = getattr(self, "_encoder", None)
+        if enc is None or enc.device != x.device:
+            enc = self._encoder = Encoder(self.state, self.settings["rf"], x.device)
+        # small chunks keep the (chunk L^2, K) distance matrix in the CPU's cache
+        chunk = self.settings["chunk"] or (2 if x.device.type == "cpu" else 64)
+        return encode(x, self.state, self.settings["rf"], self.settings["method"], chunk, enc)

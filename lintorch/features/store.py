@@ -1,0 +1,260 @@
+"""Precomputed feature files: the folder layout, a validating reader, a streaming loader, a writer.
+
+Shapes: N examples, D features, C classes, B batch size. A feature folder DIR holds
+  classes.json                  ["airplane", ...] (C names; labels index it)
+  train.npy + train_labels.npy  x (N, D) float16/float32 in NumPy's .npy format, y (N,) int64
+  or train.pt                   {"x": (N, D) float16/float32, "y": (N,) int64} (torch.save)
+  test.npy + test_labels.npy, or test.pt   optional, same layout
+  extractor.json                written by ``python -m lintorch.extract``: how the features were made
+.npy is the format for large sets: it is memory-mapped, and the loader drops the pages of each
+batch after copying it (madvise DONTNEED), so resident memory is bounded by the batch pipeline,
+not by the file. .pt is read with torch.load(mmap=True, weights_only=True).
+"""
+import json
+import mmap
+import os
+
+import numpy as np
+import torch
+
+from . import FeatureError
+from ..loaders import epoch_order
+
+FORMATS = ("npy", "pt")
+X_DTYPES = {np.dtype("float16"): torch.float16, np.dtype("float32"): torch.float32}
+
+
+def read_classes(folder):
+    path = os.path.join(folder, "classes.json")
+    try:
+        with open(path) as f:
+            classes = json.load(f)
+    except FileNotFoundError:
+        raise FeatureError(f"no classes.json in {folder}: expected a feature folder written by "
+                           f"python -m lintorch.extract") from None
+    except (OSError, ValueError) as e:
+        raise FeatureError(f"{path} is not a JSON list of class names ({e})") from None
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise FeatureError(f"{path} must be a JSON list of at least 2 class names")
+    return classes
+
+
+def write_classes(folder, classes):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "classes.json"), "w") as f:
+        json.dump(list(classes), f)
+
+
+class FeatureSplit:
+    """One split of a feature folder, validated: x (N, D) rows on demand, y (N,) int64 in memory."""
+
+    def __init__(self, folder, split="train", check_finite=True, chunk_bytes=16 << 20):
+        self.folder, self.split, self.classes = folder, split, read_classes(folder)
+        npy, pt = (os.path.join(folder, f"{split}.{e}") for e in FORMATS)
+        if os.path.isfile(npy):
+            self._open_npy(npy)
+        elif os.path.isfile(pt):
+            self._open_pt(pt)
+        else:
+            raise FeatureError(f"no {split}.npy or {split}.pt in {folder}")
+        self.n, self.d = self.x.shape
+        if self.y.shape != (self.n,):
+            raise FeatureError(f"{self.where}: {self.n} feature rows but labels of shape {tuple(self.y.shape)}")
+        if self.n and (int(self.y.min()) < 0 or int(self.y.max()) >= len(self.classes)):
+            raise FeatureError(f"{self.where}: labels span {int(self.y.min())}..{int(self.y.max())}, outside "
+                               f"0..{len(self.classes) - 1} for the {len(self.classes)} classes in classes.json")
+        self.chunk_rows = max(1, chunk_bytes // max(1, self.d * self.itemsize))
+        if check_finite:
+            self.check_finite()
+
+    def _open_npy(self, path):
+        self.where = path
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+                if version not in read:
+                    raise ValueError(f"unsupported .npy version {version}")
+                shape, fortran, dtype = read[version](f)
+                offset = f.tell()
+        except (ValueError, OSError) as e:
+            raise FeatureError(f"{path} is not a NumPy .npy file ({e})") from None
+        if len(shape) != 2 or fortran or dtype not in X_DTYPES:
+            raise FeatureError(f"{path} holds {dtype} {shape}{' (Fortran order)' if fortran else ''}; expected "
+                               f"a C-order (N, D) float16 or float32 array")
+        size = os.path.getsize(path)
+        if size < offset + shape[0] * shape[1] * dtype.itemsize:
+            raise FeatureError(f"{path} is truncated: {size} bytes for a {shape} {dtype} array")
+        with open(path, "rb") as f:
+            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        count = shape[0] * shape[1]
+        self.x = np.frombuffer(self._mmap, dtype, count, offset).reshape(shape) if count else \
+            np.zeros(shape, dtype)
+        self.itemsize = dtype.itemsize
+        self.dtype = X_DTYPES[dtype]
+        lpath = os.path.join(self.folder, f"{self.split}_labels.npy")
+        try:
+            y = np.load(lpath, allow_pickle=False)
+        except FileNotFoundError:
+            raise FeatureError(f"{path} has no labels file {lpath}") from None
+        except (ValueError, OSError) as e:
+            raise FeatureError(f"{lpath} is not a NumPy .npy file ({e})") from None
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise FeatureError(f"{lpath} holds {y.dtype} {y.shape}; expected (N,) integer labels")
+        self.y = torch.from_numpy(y.astype(np.int64))
+
+    def _open_pt(self, path):
+        self.where, self._mmap = path, None
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:
+            raise FeatureError(f"{path} is not a readable torch file ({type(e).__name__})") from None
+        if not isinstance(d, dict) or not torch.is_tensor(d.get("x")) or not torch.is_tensor(d.get("y")):
+            raise FeatureError(f"{path} must hold a dict with tensors 'x' (N, D) and 'y' (N,)")
+        x, y = d["x"], d["y"]
+        if x.dim() != 2 or x.dtype not in (torch.float16, torch.float32):
+            raise FeatureError(f"{path}: x is {x.dtype} {tuple(x.shape)}; expected (N, D) float16 or float32")
+        if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise FeatureError(f"{path}: y is {y.dtype} {tuple(y.shape)}; expected (N,) integer labels")
+        self.x, self.y, self.dtype, self.itemsize = x, y.long(), x.dtype, x.element_size()
+
+    def __len__(self):
+        return self.n
+
+    def release(self):
+        """Drop the mapped pages read so far from this process's resident memory (they stay in the page cache)."""
+        if self._mmap is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._mmap.madvise(mmap.MADV_DONTNEED)
+
+    def rows(self, idx):
+        """idx (B,) int64 sorted -> x rows (B, D) in the stored dtype, a CPU tensor of its own."""
+        if isinstance(self.x, np.ndarray):
+            return torch.from_numpy(self.x[idx.numpy()])
+        return self.x.index_select(0, idx)
+
+    def chunks(self):
+        """Yield (start, float32 (rows, D)) over all rows, releasing pages as it goes."""
+        for i in range(0, self.n, self.chunk_rows):
+            xb = self.x[i:i + self.chunk_rows]
+            yield i, (torch.from_numpy(np.array(xb)) if isinstance(xb, np.ndarray) else xb).float()
+            self.release()
+
+    def check_finite(self):
+        for i, xb in self.chunks():
+            bad = ~torch.isfinite(xb)
+            if bad.any():
+                r = i + int(bad.any(1).nonzero()[0])
+                raise FeatureError(f"{self.where}: row {r} holds NaN/inf ({int(bad.sum())} bad value(s) in rows "
+                                   f"{i}..{i + len(xb) - 1}); re-extract the features")
+
+
+class Standardizer:
+    """Per-dimension (x - mean) / std, fitted on a training split in one streaming pass (float64 sums)."""
+
+    def __init__(self, mean, std):
+        self.mean, self.std = mean, std                  # (D,), (D,) float32
+
+    @classmethod
+    def fit(cls, split, eps=1e-6):
+        s = torch.zeros(split.d, dtype=torch.float64)
+        s2 = torch.zeros(split.d, dtype=torch.float64)
+        for _, xb in split.chunks():
+            xd = xb.double()
+            s += xd.sum(0)
+            s2 += xd.square_().sum(0)
+        mean = s / max(1, split.n)
+        var = (s2 / max(1, split.n) - mean.square()).clamp_min(0)
+        return cls(mean.float(), (var + eps).sqrt().float())
+
+    def to(self, device):
+        return Standardizer(self.mean.to(device), self.std.to(device))
+
+    def __call__(self, x):
+        return x.sub_(self.mean).div_(self.std)
+
+    def state_dict(self):
+        return {"mean": self.mean.cpu(), "std": self.std.cpu()}
+
+
+class FeatureLoader:
+    """Batches of a FeatureSplit with TensorLoader's interface: len() and batches(epoch, start) yield
+    (x float32 (B, D), y int64 (B,)) on `device`, in the order loaders.epoch_order(N, seed, epoch)."""
+
+    def __init__(self, split, batch_size, device, seed=0, shuffle=True, standardizer=None):
+        self.split, self.batch_size, self.seed, self.shuffle = split, batch_size, seed, shuffle
+        self.device = torch.device(device)
+        self.standardizer = None if standardizer is None else standardizer.to(self.device)
+        self.y = split.y.to(self.device)
+        self.pin = self.device.type == "cuda"
+
+    def __len__(self):
+        return -(-self.split.n // self.batch_size)
+
+    def batches(self, epoch=0, start=0):
+        n = self.split.n
+        order = epoch_order(n, self.seed, epoch) if self.shuffle else torch.arange(n)
+        for i in range(start * self.batch_size, n, self.batch_size):
+            idx = order[i:i + self.batch_size]
+            rows, pos = idx.sort()                         # read in file order, then put back in batch order
+            xb = self.split.rows(rows)
+            self.split.release()
+            if self.pin:
+                xb = xb.pin_memory()
+            x = torch.empty_like(xb, device=self.device).copy_(xb, non_blocking=True)
+            x = x.float().index_select(0, torch.argsort(pos).to(self.device))
+            if self.standardizer is not None:
+                x = self.standardizer(x)
+            yield x, self.y.index_select(0, idx.to(self.device))
+
+
+class SplitWriter:
+    """Writes one split chunk by chunk: .npy streams rows to disk, .pt collects them and saves at close.
+    Files appear under their final names only when close() succeeds."""
+
+    def __init__(self, folder, split, n, d, fmt="npy", dtype=torch.float32):
+        if fmt not in FORMATS:
+            raise FeatureError(f"unknown feature file format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        os.makedirs(folder, exist_ok=True)
+        self.folder, self.split, self.n, self.d, self.fmt, self.dtype = folder, split, n, d, fmt, dtype
+        self.done, self.labels = 0, []
+        self.path = os.path.join(folder, f"{split}.{fmt}")
+        self.tmp = f"{self.path}.tmp{os.getpid()}"
+        if fmt == "npy":
+            self.f = open(self.tmp, "wb")
+            np_dtype = np.float16 if dtype == torch.float16 else np.float32
+            np.lib.format.write_array_header_1_0(self.f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np_dtype)),
+                                                          "fortran_order": False, "shape": (n, d)})
+        else:
+            self.parts = []
+
+    def write(self, x, y):
+        """x (B, D) float, y (B,) integer: the next B rows."""
+        if x.shape[1:] != (self.d,) or len(y) != len(x) or self.done + len(x) > self.n:
+            raise ValueError(f"chunk {tuple(x.shape)} does not fit rows {self.done}.. of ({self.n}, {self.d})")
+        xc = x.detach().to("cpu", self.dtype).contiguous()
+        if self.fmt == "npy":
+            self.f.write(xc.view(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            self.parts.append(xc)
+        self.labels.append(torch.as_tensor(y).to("cpu", torch.int64))
+        self.done += len(x)
+
+    def close(self):
+        if self.done != self.n:
+            raise ValueError(f"wrote {self.done} of {self.n} rows")
+        y = torch.cat(self.labels) if self.labels else torch.zeros(0, dtype=torch.int64)
+        if self.fmt == "npy":
+            self.f.close()
+            np.save(os.path.join(self.folder, f"{self.split}_labels.npy"), y.numpy())
+        else:
+            x = torch.cat(self.parts) if self.parts else torch.zeros(0, self.d, dtype=self.dtype)
+            torch.save({"x": x, "y": y}, self.tmp)
+        os.replace(self.tmp, self.path)
+
+
+def save_split(folder, split, x, y, fmt="npy", dtype=torch.float32, chunk=8192):
+    """x (N, D), y (N,) -> DIR/split.{npy,pt} (+ split_labels.npy)."""
+    w = SplitWriter(folder, split, x.shape[0], x.shape[1], fmt, dtype)
+    for i in range(0, x.shape[0], chunk):
+        w.write(x[i:i + chunk], y[i:i + chunk])
+    w.close()
