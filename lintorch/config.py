@@ -8,7 +8,7 @@ import math
 
 from .cli import ArgumentParser, add_common, nonempty, number
 
-DATASETS = ("cifar10", "imagefolder", "synthetic")
+DATASETS = ("cifar10", "imagefolder", "synthetic", "features")
 PENALTIES = ("l2", "l1", "elasticnet")
 SVM_FORMS = ("weston-watkins", "crammer-singer")
 LOADERS = ("tensor", "dataloader")
@@ -91,7 +91,8 @@ def get_args_parser():
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=DATASETS, default="cifar10", help="data set to train on")
     d.add_argument("--data-dir", type=nonempty, default="./data", help="cifar10: where cifar-10-batches-py is "
-                   "(or is downloaded to); imagefolder: folder with train/<class>/* and optionally test/<class>/*")
+                   "(or is downloaded to); imagefolder: folder with train/<class>/* and optionally test/<class>/*; "
+                   "features: a feature folder (train.npy + train_labels.npy or train.pt, classes.json; see README)")
     d.add_argument("--cache-dir", type=nonempty, default=None, help="where the decoded uint8 image cache goes "
                    "(default: DATA_DIR/.lintorch-cache)")
     d.add_argument("--cache-check", choices=("stat", "full"), default="stat",
@@ -111,6 +112,20 @@ def get_args_parser():
     d.add_argument("--flip", action="store_true", help="mirror a random half of each training batch "
                    "left-right (seeded; on the device)")
     d.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
+
+    f = p.add_argument_group("features")
+    f.add_argument("--features", default="pixels", help="what the classifier sees: pixels, kmeans (Coates et al. "
+                   "2011), hog, colorhist, a comma list such as hog,colorhist, or torchvision:<model> (e.g. "
+                   "torchvision:resnet18); extracted once and cached")
+    f.add_argument("--centroids", type=number(int, 1, high=100_000), default=None,
+                   help="kmeans: centroids K (default 1600; D = 4 K)")
+    f.add_argument("--patches", type=number(int, 1, high=100_000_000), default=None,
+                   help="kmeans: random 6x6 training patches to learn from (default 400000)")
+    f.add_argument("--backbone-weights", type=nonempty, default=None, metavar="FILE_OR_NAME",
+                   help="torchvision: a state_dict file, or named weights such as DEFAULT (needs the network "
+                   "once); default: random weights")
+    f.add_argument("--input-size", type=number(int, 16, high=1024), default=None,
+                   help="torchvision without named weights: images are resized to this (default 224)")
 
     m = p.add_argument_group("loss and regularization")
     m.add_argument("--loss", choices=("softmax", "svm"), default="softmax", help="data loss")
@@ -203,6 +218,10 @@ def parse_args(argv=None):
                     "--penalty l2 (L-BFGS stalls at the hinge's and l1's kinks; use sgd for those)")
         if args.sweep and any("lr" in c for c in args.sweep):
             p.error("--optimizer lbfgs has no learning rate to sweep; sweep reg")
+    if args.flip and (args.features != "pixels" or args.dataset == "features"):
+        p.error("--flip mirrors images; features are extracted once, so it applies to --features pixels only")
+    if args.dataset == "features" and args.features != "pixels":
+        p.error("--dataset features trains on the folder's features as they are; give no --features")
     if args.sweep_parallel and args.sweep is None and not args.resume:
         p.error("--sweep-parallel splits a --sweep across processes: give --sweep")
     if args.resume and args.sweep is not None:

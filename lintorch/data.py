@@ -57,14 +57,30 @@ class Preprocess:
     """uint8 images (N, 3, S, S) -> float features (N, D): x / 255 - mean, optionally / std.
 
     mean/std come from the training split only. mode "pixel" subtracts a (D,) mean image
-    (cs231n's choice), "channel" one mean per colour channel. Stored in the checkpoint.
+    (cs231n's choice), "channel" one mean per colour channel; "feature" standardizes float
+    features (x - mean) / std, with no 1/255. Stored in the checkpoint.
     """
 
     def __init__(self, mean, std=None, mode="pixel"):
         self.mean, self.std, self.mode = mean, std, mode       # (D,), (D,) or None
         inv = torch.ones_like(mean) if std is None else 1.0 / std
-        self.scale = inv / 255.0                               # x * scale - shift, one fused op
+        self.scale = inv if mode == "feature" else inv / 255.0  # x * scale - shift, one fused op
         self.neg_shift = -(mean * inv)
+
+    @classmethod
+    def fit_features(cls, chunks, eps=1e-6):
+        """chunks: an iterable of float (n, D) row blocks of the training split -> a "feature"
+        Preprocess (x - mean) / std, sums in float64, streamed (the split need not fit in memory)."""
+        s = s2 = None
+        n = 0
+        for xb in chunks:
+            xd = xb.double()
+            s = xd.sum(0) if s is None else s + xd.sum(0)
+            s2 = xd.square().sum(0) if s2 is None else s2 + xd.square().sum(0)
+            n += len(xb)
+        mean = s / max(n, 1)
+        std = ((s2 / max(n, 1) - mean.square()).clamp_min(0) + eps).sqrt()
+        return cls(mean.float(), std.float(), "feature")
 
     @classmethod
     def fit(cls, x, mode="pixel", standardize=False, chunk=4096):

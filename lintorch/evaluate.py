@@ -24,7 +24,7 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     settings, else None). Unset data arguments come from the checkpoint's config. DataError or
     CheckpointError when data and model do not fit."""
     from .checkpoint import check_compatible
-    from .data import DataError, load_dataset
+    from .data import DataError
     from .engine import Objective, evaluate
     from .predict import load_model
     from .recipe import eval_loader
@@ -35,9 +35,14 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
         return value if value is not None else cfg.get(key, default)
     dataset, data_dir = pick(dataset, "dataset", "cifar10"), pick(data_dir, "data_dir", "./data")
     seed, val_size = pick(seed, "seed", 0), pick(val_size, "val_size", 1000)
-    data = load_dataset(dataset, data_dir, h.image_size, val_size, seed, pick(cache_dir, "cache_dir", None),
-                        cfg.get("skip_bad_images", False), cfg.get("cache_check", "stat"))
-    check_compatible(h, path, data.classes, data.image_size)
+    from .data import Preprocess
+    from .recipe import load_inputs
+    data_cfg = {**cfg, "dataset": dataset, "data_dir": data_dir, "seed": seed, "val_size": val_size,
+                "cache_dir": pick(cache_dir, "cache_dir", None), "image_size": h.image_size}
+    state = None if not h.features else h.features.get("extractor")
+    data, _ = load_inputs(data_cfg, model.weight.device, state)
+    preprocess = Preprocess.from_state_dict(h.preprocess).to(model.weight.device)   # the bare standardization
+    check_compatible(h, path, data.classes, h.image_size)
     part = getattr(data, split)
     if part is None:
         raise DataError(f"the data set has no {split} split ({dataset} at {data_dir}); use --split val")

@@ -99,8 +99,9 @@ class Member:
             metrics["test_acc"] = None if test is None else float(test["acc"])
             split = "test" if test else "val"
             self.monitor.image(f"confusion_matrix/{split}", confusion_image(shown["confusion"], recipe.classes), step)
-            write_png(template_grid(weight, recipe.classes, recipe.image_shape),
-                      os.path.join(self.folder, "templates.png"))
+            if recipe.image_shape is not None:          # weights are pictures only over raw pixels
+                write_png(template_grid(weight, recipe.classes, recipe.image_shape),
+                          os.path.join(self.folder, "templates.png"))
             final = {f"hparam/{k}": metrics[k] for k in ("val_acc", "train_acc", "test_acc")
                      if metrics[k] is not None}
             self.monitor.hparams({**{k: self.config.get(k) for k in HPARAMS}, **self.overrides}, final, step)

@@ -14,15 +14,36 @@ import sys
 from .cli import ArgumentParser, add_common, number, run_command
 
 
+class FeaturePipeline:
+    """uint8 images (N, 3, S, S) -> the model's inputs: the checkpoint's feature extractor, then
+    its standardization (exactly the training pipeline)."""
+
+    def __init__(self, extractor, preprocess):
+        self.extractor, self.preprocess = extractor, preprocess
+
+    def __call__(self, x):
+        return self.preprocess(self.extractor.transform(x))
+
+
 def load_model(path, device="cpu"):
-    """Checkpoint file or run folder -> (LinearClassifier in eval mode, Preprocess, ModelFile),
-    on `device`. CheckpointError names the file and field when it cannot be used."""
+    """Checkpoint file or run folder -> (LinearClassifier in eval mode, inputs, ModelFile) on
+    `device`; inputs maps uint8 images (N, 3, S, S) to the model's inputs (the Preprocess for
+    raw pixels, a FeaturePipeline for extracted features, None for a feature-file model).
+    CheckpointError names the file and field when it cannot be used."""
     from .checkpoint import best_path, load_model as load_file
     from .data import Preprocess
     from .model import LinearClassifier
     saved = load_file(best_path(path))
     model = LinearClassifier.from_weights(saved.weight.to(device), saved.bias.to(device))
-    return model.eval(), Preprocess.from_state_dict(saved.header.preprocess).to(device), saved
+    preprocess = Preprocess.from_state_dict(saved.header.preprocess).to(device)
+    features = saved.header.features
+    if features is None:
+        return model.eval(), preprocess, saved
+    if "extractor" not in features:
+        return model.eval(), None, saved
+    from .featurize import make
+    extractor = make(None, state=features["extractor"])
+    return model.eval(), FeaturePipeline(extractor, preprocess), saved
 
 
 def image_tensor(image, image_size):
@@ -46,6 +67,10 @@ def scores(model, preprocess, images, image_size=None):
     defaults to the model's, from D = 3 * S * S."""
     import math
     import torch
+    if preprocess is None:
+        from .cli import UserError
+        raise UserError("this model was trained on a feature folder (--dataset features): it classifies feature "
+                        "vectors, not images; extract the image's features with the same extractor")
     image_size = image_size or math.isqrt(model.in_features // 3)
     x = torch.stack([image_tensor(im, image_size) for im in images])        # (N, 3, S, S) uint8
     with torch.inference_mode():

@@ -3,12 +3,15 @@ loaders. train.py and the benchmark both build through it, so what is timed is w
 
 Shapes: N images, D = 3 * S * S features, C classes, K members (a single run is K = 1).
 """
+import os
 from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
 
 from .data import DataSet, Preprocess, load_dataset
+from .featurize import feature_folder, featurize
+from .features.store import FeatureLoader
 from .engine import Objective
 from .functional import balanced_class_weight
 from .loaders import TensorLoader, make_loader
@@ -29,6 +32,8 @@ class Recipe:
     test_loader: Optional[TensorLoader]
     configs: List[dict]              # each member's overrides of the run's config ({} for a single run)
     lr: torch.Tensor                 # (K,) each member's base learning rate
+    in_features: int = 0             # D
+    extractor: object = None         # the fitted feature extractor, or None for raw pixels and feature files
 
     @property
     def classes(self):
@@ -36,7 +41,19 @@ class Recipe:
 
     @property
     def image_shape(self):
-        return tuple(self.data.train.x.shape[1:])
+        """(3, S, S) when the inputs are raw pixels (the weights are pictures), else None."""
+        x = getattr(self.data.train, "x", None)
+        return tuple(x.shape[1:]) if x is not None and x.dim() == 4 else None
+
+    def features_header(self, cfg):
+        """What a checkpoint records about the inputs: None for raw pixels; the extractor (name,
+        settings, learned state, fingerprint) or the feature folder otherwise."""
+        if self.extractor is not None:
+            return {"name": cfg["features"], "extractor": self.extractor.state_dict(),
+                    "fingerprint": self.extractor.fingerprint()}
+        if cfg["dataset"] == "features":
+            return {"name": "file", "folder": os.path.abspath(cfg["data_dir"])}
+        return None
 
 
 def member_configs(cfg):
@@ -44,21 +61,49 @@ def member_configs(cfg):
     return list(cfg.get("sweep") or [{}])
 
 
+def _streamed(split):
+    return hasattr(split, "rows")        # featurize.Rows: a memory-mapped feature file's rows
+
+
 def eval_loader(split, preprocess, device):
+    if _streamed(split):
+        return FeatureLoader(split, EVAL_BATCH, device, shuffle=False, standardizer=preprocess)
     return TensorLoader(split, preprocess, EVAL_BATCH, device, shuffle=False)
 
 
-def build(cfg, device, preprocess=None, data=None):
+def load_inputs(cfg, device, features_state=None):
+    """The DataSet a run trains on: images, images turned into features, or a feature folder
+    -> (DataSet, extractor or None)."""
+    if cfg["dataset"] == "features":
+        return feature_folder(cfg), None
+    data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["image_size"], cfg["val_size"], cfg["seed"],
+                        cfg.get("cache_dir"), cfg.get("skip_bad_images", False), cfg.get("cache_check", "stat"))
+    if cfg.get("features", "pixels") == "pixels":
+        return data, None
+    return featurize(data, cfg, device, features_state)
+
+
+def _fit_preprocess(cfg, train):
+    if _streamed(train):
+        return Preprocess.fit_features(train.chunks())
+    if train.x.dim() == 2:               # extracted features: standardized per dimension
+        return Preprocess.fit_features(train.x[i:i + 8192] for i in range(0, len(train), 8192))
+    return Preprocess.fit(train.x, cfg.get("mean", "pixel"), cfg.get("standardize", False))
+
+
+def build(cfg, device, preprocess=None, data=None, features_state=None):
     """cfg: the run's flags as a dict (saved_config). preprocess: a resumed run's (else fitted
-    on the training split). data: an already loaded DataSet (else loaded from cfg)."""
+    on the training split). data: an already loaded DataSet (else loaded from cfg).
+    features_state: a resumed run's fitted extractor (else fitted on the training split)."""
+    extractor = None
     if data is None:
-        data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["image_size"], cfg["val_size"], cfg["seed"],
-                            cfg.get("cache_dir"), cfg.get("skip_bad_images", False), cfg.get("cache_check", "stat"))
+        data, extractor = load_inputs(cfg, device, features_state)
     cfg["val_size"] = len(data.val)      # the default resolved: evaluate re-carves this very split
     if preprocess is None:
-        preprocess = Preprocess.fit(data.train.x, cfg.get("mean", "pixel"), cfg.get("standardize", False))
+        preprocess = _fit_preprocess(cfg, data.train)
     configs = member_configs(cfg)
-    K, C, D = len(configs), len(data.classes), data.train.x[0].numel()
+    D = data.train.d if _streamed(data.train) else data.train.x[0].numel()
+    K, C = len(configs), len(data.classes)
     torch.manual_seed(cfg["seed"])
     single = LinearClassifier(D, C)                      # every member starts from the same W
     model = LinearClassifier(D, C, num_models=K)
@@ -73,8 +118,12 @@ def build(cfg, device, preprocess=None, data=None):
     objective = Objective(cfg["loss"], reg, cfg.get("penalty", "l2"), cfg.get("beta", 1.0), cfg.get("margin", 1.0),
                           cfg.get("squared_hinge", False), cfg.get("svm_form", "weston-watkins"), class_weight)
     batch = len(data.train) if cfg["optimizer"] in FULL_BATCH else cfg["batch_size"]
-    train_loader = make_loader(cfg.get("loader", "tensor"), data, "train", preprocess, batch, device, cfg["seed"],
-                               shuffle=True, workers=cfg.get("workers", 0), flip=cfg.get("flip", False))
+    if _streamed(data.train):
+        train_loader = FeatureLoader(data.train, batch, device, cfg["seed"], shuffle=True, standardizer=preprocess)
+    else:
+        train_loader = make_loader(cfg.get("loader", "tensor"), data, "train", preprocess, batch, device,
+                                   cfg["seed"], shuffle=True, workers=cfg.get("workers", 0),
+                                   flip=cfg.get("flip", False))
     test = None if data.test is None else eval_loader(data.test, preprocess, device)
     return Recipe(data, preprocess, model, objective, train_loader, eval_loader(data.val, preprocess, device),
-                  test, configs, lr)
+                  test, configs, lr, D, extractor)

@@ -47,9 +47,8 @@ class Run:
     def __init__(self, cfg, device, folder, recipe, stop, resume_members=None, purge_step=None, dist=None):
         self.cfg, self.device, self.folder, self.recipe, self.stop = cfg, device, folder, recipe, stop
         self.dist, self.step_sync = dist, None       # distributed hook: set under torchrun
-        D = recipe.data.train.x[0].numel()
-        self.header = Header(list(recipe.classes), cfg["image_size"], D, cfg["loss"], recipe.preprocess.state_dict(),
-                             cfg)
+        self.header = Header(list(recipe.classes), cfg["image_size"], recipe.in_features, cfg["loss"],
+                             recipe.preprocess.state_dict(), cfg, recipe.features_header(cfg))
         saved = resume_members or [{"name": "run" if not cfg.get("sweep") else member_name(c), "config": c}
                                    for c in recipe.configs]
         single = len(saved) == 1 and not cfg.get("sweep")
@@ -57,8 +56,23 @@ class Run:
                                purge_step, s, writes=dist is None or dist.writes_run) for s in saved]
 
     def templates(self, weight):
+        """The class templates picture, where weights are pictures (raw pixels), else None."""
         from .visualize import template_grid
-        return template_grid(weight, self.recipe.classes, self.recipe.image_shape)
+        shape = self.recipe.image_shape
+        return None if shape is None else template_grid(weight, self.recipe.classes, shape)
+
+    def show_features(self):
+        """k-means features: their centroids (the learned filters) in centroids.png and TensorBoard."""
+        ex = self.recipe.extractor
+        parts = getattr(ex, "parts", [ex])
+        for part in parts:
+            if getattr(part, "NAME", "") == "kmeans" and "centroids" in getattr(part, "state", {}):
+                from .features.kmeans import centroid_grid
+                from .rundir import write_png
+                grid = centroid_grid(part.state)
+                write_png(grid, os.path.join(self.folder, "centroids.png"))
+                for m in self.members:
+                    m.monitor.image("centroids", grid, 0)
 
     def report(self, results, status="completed", names=None):
         """One line for a single run; the ranked table and summary metrics.json for a sweep.
@@ -233,6 +247,8 @@ def _train(cfg, device, folder, threads, header, state, dist=None):
         steps = len(recipe.train_loader)
         purge = None if state is None else state.epoch * steps + state.step + 1
         run = Run(cfg, device, folder, recipe, stop, None if state is None else state.members, purge, dist)
+        if state is None and (dist is None or dist.main):
+            run.show_features()
         if dist is not None:      # distributed hook: sharded batches, the step's all-reduce, agreed stopping
             every = 1 if device.type == "cpu" else cfg["log_every"]
             run.step_sync = distributed.wrap_recipe(dist, recipe, stop, every)

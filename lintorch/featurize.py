@@ -1,0 +1,126 @@
+"""From a data set to the inputs a run trains on: raw pixels, features extracted on the fly
+(fitted on the training split, every split encoded once and cached on disk), or a folder of
+precomputed features (--dataset features), streamed from memory-mapped files.
+
+Shapes: N examples, D features, C classes; images (N, 3, S, S) uint8, features (N, D) float32.
+The feature cache is keyed by the extractor's fingerprint (name, settings, learned state) and a
+sha256 of each split's images and labels, so it is rebuilt whenever either changes.
+"""
+import hashlib
+import logging
+import os
+
+import torch
+
+from .data import DataSet, Split, _atomic_torch_save
+
+log = logging.getLogger("lintorch")
+
+
+def extractor_settings(cfg):
+    """The train.py flags that configure an extractor (None: the extractor's own default)."""
+    return {"k": cfg.get("centroids"), "patches": cfg.get("patches"), "weights": cfg.get("backbone_weights"),
+            "input_size": cfg.get("input_size"), "image_size": cfg.get("image_size"), "seed": cfg.get("seed")}
+
+
+def make(cfg, state=None):
+    """cfg's --features as an extractor (unfitted), or the one saved in a checkpoint (state)."""
+    from .features import from_state_dict, make_extractor
+    if state is not None:
+        return from_state_dict(state)
+    settings = {k: v for k, v in extractor_settings(cfg).items() if v is not None}
+    return make_extractor(cfg["features"], **settings)
+
+
+def _images_hash(split):
+    h = hashlib.sha256()
+    h.update(split.x.contiguous().view(-1).numpy().tobytes())
+    h.update(split.y.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _encode(extractor, split, name, cache_dir, device, batch_size):
+    """split's images -> Split of float32 features, from the cache when it holds this exact pair."""
+    from tqdm import tqdm
+    from .features import extract
+    key = hashlib.sha256(f"{extractor.fingerprint()}:{_images_hash(split)}".encode()).hexdigest()[:24]
+    path = None if cache_dir is None else os.path.join(cache_dir, f"features-{name}-{key}.pt")
+    if path and os.path.isfile(path):
+        try:
+            x = torch.load(path, weights_only=True)
+            if isinstance(x, torch.Tensor) and x.shape[0] == len(split) and x.dtype == torch.float32:
+                return Split(x, split.y, split.files)
+        except Exception as e:       # unreadable or torn: encode again
+            log.warning("feature cache %s is unreadable (%s): extracting again", path, type(e).__name__)
+    bar = tqdm(total=len(split), desc=f"{extractor.name} features ({name})", unit="img", leave=False)
+    try:
+        x = extract(extractor, split.x, batch_size, device, progress=bar.update)
+    finally:
+        bar.close()
+    if path:
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            _atomic_torch_save(x, path)
+        except OSError as e:
+            log.warning("could not write the feature cache %s (%s)", path, e)
+    return Split(x, split.y, split.files)
+
+
+def featurize(data, cfg, device, state=None, batch_size=256):
+    """Images -> features for every split. The extractor is fitted on data.train only (unless a
+    saved state is given) -> (DataSet of float features, extractor)."""
+    extractor = make(cfg, state)
+    if state is None:
+        log.info(f"fitting {extractor.name} features on {len(data.train)} training images")
+        extractor.fit(data.train.x, device)
+    cache_dir = cfg.get("cache_dir") or (os.path.join(cfg["data_dir"], ".lintorch-cache")
+                                         if cfg["dataset"] != "synthetic" else None)
+    parts = {name: None if split is None else _encode(extractor, split, name, cache_dir, device, batch_size)
+             for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
+    out = DataSet(parts["train"], parts["val"], parts["test"], data.classes, data.image_size, None)
+    return out, extractor
+
+
+# --------------------------------------------------------------------------- precomputed feature folders
+
+class Rows:
+    """A subset of a feature file's rows (sorted indices), with FeatureSplit's interface:
+    n, d, y, rows(sorted idx), chunks(), release()."""
+
+    def __init__(self, split, indices):
+        self.split, self.idx = split, indices
+        self.n, self.d, self.y = len(indices), split.d, split.y[indices]
+
+    def __len__(self):
+        return self.n
+
+    def rows(self, idx):
+        return self.split.rows(self.idx[idx])
+
+    def release(self):
+        self.split.release()
+
+    def chunks(self, rows=8192):
+        for i in range(0, self.n, rows):
+            yield self.split.rows(self.idx[i:i + rows]).float()
+            self.release()
+
+
+def feature_folder(cfg):
+    """--dataset features: DIR/train.{npy,pt} (+ test) -> DataSet whose splits are Rows views of
+    the (memory-mapped) files; validation is carved from train like images are (seeded)."""
+    from .data import DataError
+    from .features.store import FeatureSplit
+    train = FeatureSplit(cfg["data_dir"], "train")
+    n = len(train)
+    val_size = cfg.get("val_size") or max(1, min(5000, n // 5))
+    if not 1 <= val_size < n:
+        raise DataError(f"--val-size {val_size} must be between 1 and {n - 1} (the training file has {n} rows)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg["seed"]))
+    val_idx, train_idx = perm[:val_size].sort().values, perm[val_size:].sort().values
+    test_files = [os.path.join(cfg["data_dir"], f"test.{e}") for e in ("npy", "pt")]
+    test = None
+    if any(os.path.isfile(f) for f in test_files):
+        t = FeatureSplit(cfg["data_dir"], "test")
+        test = Rows(t, torch.arange(len(t)))
+    return DataSet(Rows(train, train_idx), Rows(train, val_idx), test, train.classes, cfg.get("image_size", 0), None)
