@@ -8,22 +8,22 @@ state_dict: centroids, whitening, ...; torch.load(weights_only=True)) and extrac
 (features, settings, fingerprint, D, and a sha256 of the uint8 images and labels used);
 for kmeans also centroids.png, the first 400 centroids in whitened space.
 """
-import argparse
 import json
 import logging
 import os
 import sys
 import time
 
-from .config import HelpFormatter, number
-from .data import DATASETS
+from .cli import ArgumentParser, number, run_command, setup_logging
+from .config import DATASETS as _ALL
+
+DATASETS = tuple(d for d in _ALL if d != "features")   # extraction reads images
 
 log = logging.getLogger("lintorch.extract")
 
 
 def get_args_parser():
-    p = argparse.ArgumentParser(prog="python -m lintorch.extract", formatter_class=HelpFormatter,
-                                description="Compute fixed features of a data set's images for a linear "
+    p = ArgumentParser(prog="python -m lintorch.extract", description="Compute fixed features of a data set's images for a linear "
                                 "classifier and write them to a feature folder.")
     pos = number(int, 1)
     p.add_argument("--features", required=True, help="pixels, kmeans, hog, colorhist, a comma list such as "
@@ -130,22 +130,19 @@ def run(args):
     return info
 
 
-def main(argv=None):
-    args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from .data import DataError
-    from .features import FeatureError
-    try:
-        info = run(args)
-    except (DataError, FeatureError) as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _main(args):
+    setup_logging(args.quiet)
+    logging.getLogger("lintorch.extract").setLevel(logging.INFO)
+    info = run(args)
     print(f"wrote {info['features']} features (D = {info['dim']}) of {info['data']['n_train']} training images"
           f"{' and %d test images' % info['data']['n_test'] if 'n_test' in info['data'] else ''} to {args.out} "
           f"(fit {info['fit_seconds']:.1f} s, extraction {info['extract_seconds']:.1f} s)")
     return 0
+
+
+def main(argv=None):
+    """The command line; -> exit status (0 ok, 2 bad input: one line on stderr)."""
+    return run_command(_main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
