@@ -41,7 +41,10 @@ class StopFlag:
 class Run:
     """A run: its config, device, claimed folder, recipe, checkpoint header and members."""
 
-    picture_every = 1   # epochs between weight/grad histograms and template pictures (and the last epoch)
+    # Epochs between weight/grad histograms and template pictures (the first and last epochs always
+    # have them). Every 3rd: with them each epoch, train.py's per-epoch bookkeeping was PICTURE_COST
+    # of its loop epoch on CIFAR-10 (measured by `python -m lintorch.bench`, section "process epoch").
+    picture_every = 3
 
     def __init__(self, cfg, device, folder, recipe, stop, resume_members=None, purge_step=None):
         self.cfg, self.device, self.folder, self.recipe, self.stop = cfg, device, folder, recipe, stop

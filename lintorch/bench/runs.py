@@ -18,7 +18,7 @@ from ..engine import evaluate
 from ..recipe import build
 from ..run import Run
 from ..trainer import Trainer
-from .contenders import timed, train_config
+from .contenders import _sync, timed, train_config
 
 TRAIN = ("import sys; from lintorch.config import parse_args; from lintorch.run import main; "
          "sys.exit(main(parse_args()))")      # what train.py runs, from any working directory
@@ -47,7 +47,9 @@ def peak_rss(command, timeout=600):
 
 def timed_train(data_dir, device, epochs, cache_dir=None, threads=None, timeout=900):
     """One train.py process, progress bars on, output discarded. -> dict(seconds: its wall time,
-    loop: [each epoch's loop seconds, from its metrics.json], threads: the count it ran with)."""
+    loop: [each epoch's loop seconds, from its metrics.json], periods: [wall seconds from one epoch's
+    validation to the next's, from its TensorBoard events: a whole epoch, loop and bookkeeping, free of
+    the start-up's noise], threads: the count it ran with)."""
     with tempfile.TemporaryDirectory(prefix="lintorch-bench-") as root:
         folder = os.path.join(root, "run")
         cmd = train_command(data_dir, device, folder, epochs, cache_dir, threads, quiet=False)
@@ -60,7 +62,17 @@ def timed_train(data_dir, device, epochs, cache_dir=None, threads=None, timeout=
             history = json.load(f)["history"]
         with open(os.path.join(folder, "config.json")) as f:
             used = json.load(f).get("cpu_threads")
-    return {"seconds": seconds, "loop": [h["seconds"] for h in history], "threads": used}
+        ends = epoch_ends(folder)
+    return {"seconds": seconds, "loop": [h["seconds"] for h in history], "threads": used,
+            "periods": [b - a for a, b in zip(ends, ends[1:])]}
+
+
+def epoch_ends(folder):
+    """Wall times at which a run's epochs logged their validation accuracy (the 'acc/val' events)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(folder, size_guidance={"scalars": 0})
+    events.Reload()
+    return sorted(e.wall_time for e in events.Scalars("acc/val"))
 
 
 def process_epochs(data_dir, device, rounds, short=1, long=4, cache_dir=None, threads=None):
@@ -87,9 +99,10 @@ class _NoStop:
 def bookkeeping_contenders(device, folder, data=None, cache_dir=None, data_dir=None):
     """{name: () -> seconds} for train.py's epoch and each part of the Trainer's per-epoch bookkeeping
     (Trainer.end_epoch, checkpoints): a Run at train.py's defaults in `folder`, built by recipe.build
-    (on `data`, else the image folder with --val-size's default). The checkpoints, written in the
-    background by train.py, are timed here until written: their CPU time is what they take from a
-    2-core machine. The pictures (histograms, templates) are what Run.picture_every spaces out."""
+    (on `data`, else the image folder with --val-size's default). "checkpoints" times the writes to
+    the end (fsync included); in the "all" rows they run in the Saver's background thread as in
+    train.py, and only the foreground counts. The pictures (histograms, templates) are what
+    Run.picture_every spaces out."""
     flags = ["--quiet"] + (["--data-dir", data_dir] if data_dir else [])
     cfg = train_config(*flags, cache_dir=cache_dir, logdir=folder)
     recipe = build(cfg, device, data=data)
@@ -104,14 +117,18 @@ def bookkeeping_contenders(device, folder, data=None, cache_dir=None, data_dir=N
         state["stats"] = trainer.run_epoch(state["epoch"] % cfg["epochs"])[0]
 
     def bookkeeping(pictures):
-        def go():      # what Trainer.train does after each epoch's loop
+        def go():      # what Trainer.train does after each epoch's loop; the writes overlap the next epoch
             run.picture_every = 1 if pictures else 10 ** 9
             try:       # epoch 0 is never the last: the pictures follow picture_every alone
+                _sync(device)
+                t0 = time.perf_counter()
                 trainer.end_epoch(0, state.get("stats", stats))
                 trainer.save_last(1, 0, None)
-                trainer.saver.flush()
+                _sync(device)
+                return time.perf_counter() - t0
             finally:
                 run.picture_every = Run.picture_every
+                trainer.saver.flush()
         return go
 
     def checkpoints():
@@ -127,10 +144,10 @@ def bookkeeping_contenders(device, folder, data=None, cache_dir=None, data_dir=N
         "histograms W and dW": lambda: member.monitor.epoch(1, W, dW),
         "templates picture": lambda: member.monitor.epoch(1, templates=run.templates(W)),
         "checkpoints (last + best)": checkpoints,
-        "all, with pictures": bookkeeping(True),
-        "all, without pictures": bookkeeping(False),
     }
-    return {name: timed(device, fn) for name, fn in parts.items()}, recipe
+    contenders = {name: timed(device, fn) for name, fn in parts.items()}
+    contenders.update({"all, with pictures": bookkeeping(True), "all, without pictures": bookkeeping(False)})
+    return contenders, recipe
 
 
 # --------------------------------------------------------------------------- a competing CPU job
@@ -168,16 +185,17 @@ def thread_rounds(epoch, rounds, choose_threads, load_threads=2, settings=(1, 2,
     """epoch: a contender (one training epoch). Per round: each setting idle, then each beside a
     CompetingLoad of `load_threads` threads; 'auto' asks choose_threads('auto') under the same
     condition first, as train.py does at start. -> ({(condition, setting): [seconds]},
-    {condition: [threads auto chose]}). torch's thread count is restored afterwards."""
+    {condition: [(threads auto chose, seconds it took to choose)]}). torch's thread count is restored afterwards."""
     before = torch.get_num_threads()
     times = {(c, s): [] for c in ("idle", "loaded") for s in settings}
     chose = {"idle": [], "loaded": []}
 
     def measure(condition):
         for s in settings:
+            t0 = time.perf_counter()
             n = choose_threads(s)
             if s == "auto":
-                chose[condition].append(n)
+                chose[condition].append((n, time.perf_counter() - t0))
             times[condition, s].append(epoch())
     try:
         epoch()                                                   # warm-up
