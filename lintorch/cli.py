@@ -133,10 +133,10 @@ def choose_threads(setting, rounds=5):
     their typical sample is clearly faster (< 0.8x) and even their slowest is not slower than 1
     thread: wrongly taking all cores costs up to 10x, wrongly taking 1 at most the cores' speed-up.
     It stops early when all cores never beat 1 thread. (It used to compare medians of single
-    steps, which hide the stalls: beside a 2-thread job it chose 2 threads in 1 of 8 starts and
-    the epoch took 4 s instead of 1; see bench/README.md, "threads under load".) CPU results are
-    deterministic for a given thread count (MKL_DYNAMIC=FALSE), so pass --threads N to reproduce
-    a run bit for bit.
+    steps, which hide the stalls: it chose 2 threads in 1 of 8 starts beside a 2-thread job, and
+    an epoch it chose 2 for took 4.1 s instead of ~0.9; bench/README.md, "threads under load".)
+    CPU results are deterministic for a given thread count (MKL_DYNAMIC=FALSE), so pass
+    --threads N to reproduce a run bit for bit.
     """
     import statistics
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lintorch import bench
-from lintorch.bench import contenders, report, runs
+from lintorch.bench import accuracy, contenders, report, runs, sections
 from lintorch.data import load_dataset
 
 
@@ -64,7 +64,7 @@ def test_check_targets_keeps_misses_visible():
             row("loss B256", "lintorch svm_loss", 3.0), row("loss B256", "torch C*F.multi_margin_loss", 1.0),
             {"section": "memory", "name": "rss", "bytes": 2e9, "seconds": 1.0},
             {**row("time to acc", "lintorch defaults", 1.0), "reached": False},
-            row(report.PROCESS, "process epoch", 0.6), row(report.PROCESS, "loop epoch", 0.5),
+            row(report.PROCESS, "bookkeeping per epoch", 0.1), row(report.PROCESS, "loop epoch", 0.5),
             row(report.THREADS, "idle, --threads auto", 0.5), row(report.THREADS, "loaded, --threads auto", 0.9)]
     targets = report.check_targets(rows)
 
@@ -85,8 +85,8 @@ def test_check_targets_keeps_misses_visible():
 def test_time_to_accuracy_on_a_learnable_set():
     data = load_dataset("synthetic", val_size=200, seed=0)
     cpu = torch.device("cpu")
-    ours = contenders.time_to_accuracy_lintorch(data, cpu, target=0.3, check_every=5, limit_s=60)
-    plain = contenders.time_to_accuracy_plain(data, cpu, 64, target=0.3, check_every=5, limit_s=60)
+    ours = accuracy.time_to_accuracy_lintorch(data, cpu, target=0.3, check_every=5, limit_s=60)
+    plain = accuracy.time_to_accuracy_plain(data, cpu, 64, target=0.3, check_every=5, limit_s=60)
     for r in (ours, plain):
         assert r["reached"] and r["acc"] >= 0.3 and r["steps"] % 5 == 0
         assert 0 < r["seconds"] <= r["wall_seconds"]
@@ -95,7 +95,7 @@ def test_time_to_accuracy_on_a_learnable_set():
 
 def test_time_to_accuracy_reports_not_reached():
     data = contenders.random_dataset(300)                                          # random labels: unlearnable
-    r = contenders.time_to_accuracy_plain(data, torch.device("cpu"), 64, target=0.99, check_every=2, limit_s=0.0)
+    r = accuracy.time_to_accuracy_plain(data, torch.device("cpu"), 64, target=0.99, check_every=2, limit_s=0.0)
     assert not r["reached"] and r["steps"] == 2
 
 
@@ -124,3 +124,16 @@ def test_competing_load_runs_only_inside_its_block():
         proc = load.proc
         assert proc.poll() is None
     assert proc.poll() is not None
+
+
+def test_process_rows_pair_each_period_with_its_loop_epoch():
+    def run(seconds, loop, periods):
+        return {"seconds": seconds, "loop": loop, "periods": periods, "threads": 1}
+    short = [run(5.0, [0.5], []), run(6.0, [0.5], [])]
+    long = [run(7.0, [0.9, 0.5, 0.5, 0.5], [0.6, 0.6, 0.9]), run(9.0, [0.9, 0.4, 0.4, 0.4], [0.5, 0.5, 0.8])]
+    rows = {r["name"]: r for r in sections.process_rows(short, long, "auto")}
+    assert rows["(--epochs 4 - 1) / 3"]["all"] == pytest.approx([2 / 3, 1.0])
+    assert rows["loop epoch"]["all"] == pytest.approx([0.5, 0.4])
+    assert rows["bookkeeping per epoch"]["all"] == pytest.approx([0.2, 0.2])     # (0.1 + 0.1 + 0.4) / 3
+    targets = report.check_targets(list(rows.values()))
+    assert [t["value"] for t in targets] == pytest.approx([0.2 / 0.45])

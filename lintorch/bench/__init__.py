@@ -8,15 +8,14 @@ beside a competing CPU job.
 
 Layout: this module is the command line (no torch imported until the arguments are parsed, so
 --help and usage errors answer at once); sections.py runs the sections; contenders.py is what is
-timed in this process, runs.py what is timed in whole train.py processes and beside a competing
-job; report.py the targets, the table and the JSON.
+timed in this process, accuracy.py the time-to-accuracy race, runs.py what is timed in whole
+train.py processes and beside a competing job; report.py the targets, the table and the JSON.
 
 Shapes: N training images (49,000 for CIFAR-10), D = 3 * 32 * 32 features, C = 10 classes,
 B the batch size. Within a section the contenders alternate (one untimed warm-up round, then round
 r times each of them once) and the table reports the median over rounds, so a noisy shared machine
 slows all contenders alike. Without --data-dir the images are random uint8 of CIFAR-10's shape.
 """
-import sys
 import time
 
 from ..cli import ArgumentParser, nonempty, number, run_command, threads_arg
@@ -33,8 +32,8 @@ def get_args_parser():
     p.add_argument("--cache-dir", type=nonempty, default=None, help="where the decoded uint8 image cache goes, "
                    "for the benchmark and the train.py processes it starts (default: DATA_DIR/.lintorch-cache)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=pos_int, default=None, help="torch.set_num_threads for the in-process "
-                   "sections (default: torch's choice, all cores)")
+    p.add_argument("--threads", type=threads_arg, default="auto", help="CPU threads of the in-process sections: N, "
+                   "or auto (measured at start as train.py does: 1 when the cores are busy)")
     p.add_argument("--batch-size", type=pos_int, default=256, help="batch size of every epoch contender")
     p.add_argument("--repeats", type=pos_int, default=None, help="timed rounds per section (default 7, 2 with "
                    "--quick; at most 3 for the per-image DataLoader, time to accuracy and threads under load)")

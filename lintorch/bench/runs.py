@@ -119,11 +119,11 @@ def bookkeeping_contenders(device, folder, data=None, cache_dir=None, data_dir=N
     def bookkeeping(pictures):
         def go():      # what Trainer.train does after each epoch's loop; the writes overlap the next epoch
             run.picture_every = 1 if pictures else 10 ** 9
-            try:       # epoch 0 is never the last: the pictures follow picture_every alone
+            try:       # epoch index 1 (the 2nd of 10) is neither the first nor the last: picture_every decides
                 _sync(device)
                 t0 = time.perf_counter()
-                trainer.end_epoch(0, state.get("stats", stats))
-                trainer.save_last(1, 0, None)
+                trainer.end_epoch(1, state.get("stats", stats))
+                trainer.save_last(2, 0, None)
                 _sync(device)
                 return time.perf_counter() - t0
             finally:

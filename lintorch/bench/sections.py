@@ -16,9 +16,10 @@ import torch
 from ..cli import choose_threads, resolve_device
 from ..data import Preprocess
 from ..loaders import TensorLoader
+from .accuracy import time_to_accuracy_lintorch, time_to_accuracy_plain
 from .contenders import (alternate, bench_dataset, dataloader_epoch, fastest_gemm_layout, float_gather_only,
                          gemm_epoch, lintorch_epoch, loader_only, loss_contenders, per_image_dataset, plain_epoch,
-                         sweep_epoch, time_to_accuracy_lintorch, time_to_accuracy_plain)
+                         sweep_epoch)
 from .report import BOOKKEEPING, PROCESS, THREADS, check_targets
 from .runs import bookkeeping_contenders, peak_rss, process_epochs, thread_rounds, train_command
 
@@ -46,8 +47,8 @@ def _row(section, name, times, work=None, note=""):
 def run_benchmark(args, say=print):
     """-> the results dict (machine, settings, rows, targets); say(text) reports progress."""
     device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if device.type == "cpu":
+        choose_threads(args.threads)   # as train.py: auto measures 1 against all cores
     torch.set_flush_denormal(True)   # as train.py
     data = bench_dataset(args.data_dir, args.n, cache_dir=args.cache_dir)
     N, D, C = len(data.train), data.train.x[0].numel(), len(data.classes)
@@ -197,25 +198,32 @@ def memory_section(args, device, say):
 
 def process_section(args, device, say):
     """Bug 13: what a user waits for per epoch, beside the loop's own epoch time. Two estimates from
-    the same train.py processes: (time of --epochs 4 - time of --epochs 1) / 3 per round, and the
-    wall time between consecutive epochs' validation events (the target's: the first swings by
-    seconds with the start-up's import and data-loading time on a loaded machine)."""
+    the same train.py processes: (time of --epochs 4 - time of --epochs 1) / 3 per round, and, the
+    target's, the wall time between consecutive epochs' validation events in each --epochs 4 run
+    (the first swings by seconds with the start-up's import and data-loading time on a loaded
+    machine). Each period holds one loop epoch; a run's bookkeeping is the mean of (period - that
+    loop epoch) over its 3 periods (1 of them with the pictures, as Run.picture_every = 3 makes it)."""
     R, threads = args.process_rounds, args.process_threads
     say(f"{PROCESS}: train.py --epochs 1 and --epochs 4, alternating, x {R} rounds (--threads {threads})")
     runs = process_epochs(args.data_dir, device, R, 1, 4, args.cache_dir, threads)
-    short, long = runs[1], runs[4]
+    return process_rows(runs[1], runs[4], threads)
+
+
+def process_rows(short, long, threads):
+    """Rows from train.py runs of 1 and of 4 epochs (runs.timed_train's dicts), paired by round."""
     used = sorted({r["threads"] for r in short + long}, key=str)
     difference = [(b["seconds"] - a["seconds"]) / 3 for a, b in zip(short, long)]
-    periods = [p for r in long for p in r["periods"]]
-    loop = [s for r in short + long for s in r["loop"]]
-    note = f"{R} rounds; --threads {threads} ran with {', '.join(map(str, used))} thread(s)"
-    rows = [_row(PROCESS, "train.py --epochs 1", [r["seconds"] for r in short], note=note),
+    period = [statistics.mean(r["periods"]) for r in long]
+    loop = [statistics.mean(r["loop"][1:]) for r in long]                     # the loops inside the periods
+    extra = [statistics.mean(p - e for p, e in zip(r["periods"], r["loop"][1:])) for r in long]
+    note = f"{len(long)} rounds; --threads {threads} ran with {', '.join(map(str, used))} thread(s)"
+    loop_s = statistics.median(loop)
+    return [_row(PROCESS, "train.py --epochs 1", [r["seconds"] for r in short], note=note),
             _row(PROCESS, "train.py --epochs 4", [r["seconds"] for r in long], note=note),
-            _row(PROCESS, "(--epochs 4 - 1) / 3", difference, note="whole processes' difference, per round"),
-            _row(PROCESS, "process epoch", periods, note="from one epoch's validation to the next's "
-                 "(TensorBoard event times) in the --epochs 4 processes"),
-            _row(PROCESS, "loop epoch", loop, note="train_one_epoch's seconds, from those processes' metrics.json")]
-    loop_s = rows[-1]["seconds"]
-    for r in rows[2:4]:
-        r["note"] += f"; bookkeeping {(r['seconds'] - loop_s) / loop_s:.0%} of the loop epoch"
-    return rows
+            _row(PROCESS, "(--epochs 4 - 1) / 3", difference, note="whole processes' difference per round: "
+                 f"{(statistics.median(difference) - loop_s) / loop_s:.0%} over the loop epoch"),
+            _row(PROCESS, "process epoch", period, note="from one epoch's validation to the next's (TensorBoard "
+                 "event times), mean per --epochs 4 run"),
+            _row(PROCESS, "loop epoch", loop, note="train_one_epoch's seconds (metrics.json) in those periods"),
+            _row(PROCESS, "bookkeeping per epoch", extra, note=f"process epoch - its loop epoch, mean per run: "
+                 f"{statistics.median(extra) / loop_s:.0%} of the loop epoch")]
