@@ -110,29 +110,36 @@ def _cores():
         return os.cpu_count() or 1
 
 
-def _probe(threads, rounds=5):
-    """Median seconds of a training-shaped GEMM pair with `threads` threads."""
+def _probe(threads, steps=8):
+    """Seconds of `steps` training-shaped GEMM pairs (B 256, D 3072, C 10) with `threads` threads,
+    timed together: a thread preempted by another job stalls some steps, and the sum, unlike a
+    median of single steps, keeps those stalls (an epoch pays for every one of them)."""
     import torch
     torch.set_num_threads(threads)
     x, W = torch.randn(256, 3072), torch.randn(10, 3072)
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
+    t0 = time.perf_counter()
+    for _ in range(steps):
         S = W @ x.t()
         _ = S @ x
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+    return time.perf_counter() - t0
 
 
-def choose_threads(setting):
+def choose_threads(setting, rounds=5):
     """--threads N -> N; 'auto' -> all cores when they are idle, 1 when another job holds them.
 
     Measured, not guessed: on this project's 2-core machine an epoch took 0.47 s with 1 thread but
     5.5 s with 2 beside another 2-thread job (threads waiting on each other at every GEMM). auto
-    times a training-shaped GEMM with 1 and with all cores (alternating, medians, ~50 ms) and
-    keeps all cores only if they are clearly faster. CPU results are deterministic for a given
-    thread count (MKL_DYNAMIC=FALSE), so pass --threads N to reproduce a run bit for bit.
+    times a few training steps with 1 and with all cores, alternating, and keeps all cores only if
+    their typical sample is clearly faster (< 0.8x) and even their slowest is not slower than 1
+    thread: wrongly taking all cores costs up to 10x, wrongly taking 1 at most the cores' speed-up.
+    It stops early when all cores never beat 1 thread. (It used to compare medians of single
+    steps, which hide the stalls: it chose 2 threads in 1 of 8 starts beside a 2-thread job, and
+    an epoch it chose 2 for took 4.1 s instead of ~0.9; bench/README.md, "threads under load".)
+    CPU results are deterministic for a given thread count (MKL_DYNAMIC=FALSE), so pass
+    --threads N to reproduce a run bit for bit.
     """
+    import statistics
+
     import torch
     cores = _cores()
     if setting != "auto":
@@ -141,11 +148,15 @@ def choose_threads(setting):
     if cores == 1:
         torch.set_num_threads(1)
         return 1
+    _probe(cores, steps=1)                  # starts the thread pool: not part of any sample
     one, many = [], []
-    for _ in range(3):
+    for r in range(rounds):
         one.append(_probe(1))
         many.append(_probe(cores))
-    n = cores if sorted(many)[1] < 0.8 * sorted(one)[1] else 1
+        if r >= 1 and min(many) > min(one):
+            break
+    typical = statistics.median(one)
+    n = cores if statistics.median(many) < 0.8 * typical and max(many) < typical else 1
     torch.set_num_threads(n)
     return n
 

@@ -25,16 +25,47 @@ class Monitor:
         flush so a watcher sees live curves."""
         for tag, t in (("weight", weight), ("grad", grad)):
             if t is not None:
-                values = t.detach().float().cpu().flatten()
-                values = values[values.abs() < 1e20]           # TensorBoard's buckets end at 1e20;
-                if values.numel():                              # a diverged member has none
-                    self.writer.add_histogram(tag, values, step)
+                self.histogram(tag, t, step)
         if templates is not None:
-            self.writer.add_image("templates", templates, step)
+            self.image("templates", templates, step)
         self.writer.flush()
 
+    def histogram(self, tag, values, step):
+        """values: any shape. TensorBoard's own buckets (add_histogram's), counted by torch.bucketize:
+        ~1 ms for a CIFAR-10 W, against ~15 ms for add_histogram's numpy path (measured with
+        lintorch.bench's bookkeeping section). Values beyond the buckets (|v| >= 1e20) are left out;
+        a diverged member may have none, and then nothing is written."""
+        v = values.detach().flatten().cpu().double()
+        v = v[v.abs() < 1e20]
+        if not v.numel():
+            return
+        edges = self._edges()
+        counts = torch.bincount((torch.bucketize(v, edges, right=True) - 1).clamp_(0, len(edges) - 2),
+                                minlength=len(edges) - 1)                        # np.histogram's bins
+        nonzero = counts.nonzero().flatten()
+        start, end = int(nonzero[0]), int(nonzero[-1]) + 1
+        # as make_histogram: right edges only, so one empty bucket left of the first one
+        counts = torch.cat([counts.new_zeros(1), counts[:end]]) if start == 0 else counts[start - 1:end]
+        self.writer.add_histogram_raw(tag, float(v.min()), float(v.max()), v.numel(), float(v.sum()),
+                                      float(v.dot(v)), edges[start:end + 1].tolist(), counts.tolist(), step)
+
+    def _edges(self):
+        if getattr(self, "_bucket_edges", None) is None:
+            self._bucket_edges = torch.tensor(self.writer.default_bins, dtype=torch.float64)
+        return self._bucket_edges
+
     def image(self, tag, img, step):
-        self.writer.add_image(tag, img, step)
+        """img: uint8 (3, H, W). Encoded here at PNG compression level 1 (~3 ms for the templates
+        picture, against ~30 ms through add_image's float rescaling and level-6 encoding)."""
+        import io
+        from PIL import Image
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        hwc = img.permute(1, 2, 0).contiguous().numpy()
+        buf = io.BytesIO()
+        Image.fromarray(hwc).save(buf, format="PNG", compress_level=1)
+        picture = Summary.Image(height=hwc.shape[0], width=hwc.shape[1], colorspace=3,
+                                encoded_image_string=buf.getvalue())
+        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
 
     def config(self, config):
         self.writer.add_text("config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```", 0)

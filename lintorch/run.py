@@ -42,7 +42,12 @@ class StopFlag:
 class Run:
     """A run: its config, device, claimed folder, recipe, checkpoint header and members."""
 
-    picture_every = 1   # epochs between weight/grad histograms and template pictures (and the last epoch)
+    # Epochs between weight/grad histograms and template pictures (the first and last epochs always
+    # have them). Every 3rd: with them each epoch, train.py's per-epoch bookkeeping (validation,
+    # pictures, checkpoints) was 93 ms, 21% of its 0.41 s loop epoch on CIFAR-10; every 3rd epoch
+    # 69 ms, 12% (1 thread, a loaded 2-core machine, with Monitor's fast histograms and pictures and
+    # eval batches of 512; 149 ms, 34% before those; bench/README.md, "Per-epoch bookkeeping").
+    picture_every = 3
 
     def __init__(self, cfg, device, folder, recipe, stop, resume_members=None, purge_step=None, dist=None):
         self.cfg, self.device, self.folder, self.recipe, self.stop = cfg, device, folder, recipe, stop

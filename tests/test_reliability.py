@@ -49,21 +49,21 @@ def scalar_steps(logdir, tag):
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
-    """An uninterrupted run: 2 epochs at batch 4 (1500 steps), the baseline for resume."""
+    """An uninterrupted run: 4 epochs at batch 4 (3000 steps), the baseline for resume."""
     logdir = tmp_path_factory.mktemp("reference")
-    r = run(train_cmd(logdir, "--epochs", 2, "--batch-size", 4))
+    r = run(train_cmd(logdir, "--epochs", 4, "--batch-size", 4))
     assert r.returncode == 0, r.stderr
     return logdir
 
 
 def test_sigint_then_resume_equals_uninterrupted(reference_run, tmp_path):
-    cmd = train_cmd(tmp_path, "--epochs", 2, "--batch-size", 4)
+    cmd = train_cmd(tmp_path, "--epochs", 4, "--batch-size", 4)
     code, out, err = start_and_signal(cmd, signal.SIGINT, 0.2)
     assert code == 130, err
     assert "interrupted at epoch" in out and "Traceback" not in err
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert (ckpt["state"]["epoch"], ckpt["state"]["step"]) != (2, 0), "the signal came too late to interrupt anything"
+    assert (ckpt["state"]["epoch"], ckpt["state"]["step"]) != (4, 0), "the signal came too late to interrupt anything"
 
     r = run([sys.executable, "train.py", "--resume", str(tmp_path), "--quiet"])
     assert r.returncode == 0, r.stderr
@@ -81,7 +81,7 @@ def test_sigint_then_resume_equals_uninterrupted(reference_run, tmp_path):
 
 
 def test_same_seed_gives_identical_metrics(reference_run, tmp_path):
-    r = run(train_cmd(tmp_path, "--epochs", 2, "--batch-size", 4))
+    r = run(train_cmd(tmp_path, "--epochs", 4, "--batch-size", 4))
     assert r.returncode == 0, r.stderr
     a = json.loads((tmp_path / "metrics.json").read_text())
     b = json.loads((reference_run / "metrics.json").read_text())
@@ -91,7 +91,7 @@ def test_same_seed_gives_identical_metrics(reference_run, tmp_path):
 
 
 def test_sigterm_saves_last_and_exits_143(tmp_path):
-    code, out, err = start_and_signal(train_cmd(tmp_path, "--epochs", 3, "--batch-size", 8), signal.SIGTERM, 0.3)
+    code, out, err = start_and_signal(train_cmd(tmp_path, "--epochs", 50, "--batch-size", 8), signal.SIGTERM, 0.3)
     assert code == 143, err
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     assert ckpt["format"] == "lintorch-checkpoint" and ckpt["kind"] == "resume"

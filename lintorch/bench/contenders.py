@@ -1,27 +1,24 @@
-"""What lintorch.bench times: the timing helpers, the data sets, and each contender (lintorch's
-epoch and sweep, the plain PyTorch loop, the GEMM bound, the per-image DataLoader pipeline, the
-losses alone, time to accuracy, peak memory). Each contender is a zero-argument callable that
-returns its seconds, so the benchmark can alternate them.
+"""What lintorch.bench times in its own process: the timing helpers, the data sets, and each
+contender (lintorch's epoch and sweep, the plain PyTorch loop, the GEMM bound, the per-image
+DataLoader pipeline, the losses alone). Each contender is a zero-argument callable that returns
+its seconds, so the benchmark can alternate them. lintorch's contenders are
+built by recipe.build from train.py's default flags, as train.py builds them.
 
 Shapes: N training images, D = 3 * S * S features, C classes, B the batch size, K configurations.
 """
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import functional as LF
-from .config import TUNED, fill_defaults, get_args_parser as train_args_parser, saved_config
-from .data import DataSet, Preprocess, Split, load_dataset
-from .engine import SGD, Objective, evaluate, lr_factor, train_one_epoch
-from .loaders import TensorLoader
-from .model import LinearClassifier
-from .recipe import build
+from .. import functional as LF
+from ..config import TUNED, fill_defaults, get_args_parser as train_args_parser, saved_config
+from ..data import DataSet, Split, load_dataset
+from ..engine import SGD, lr_factor, train_one_epoch
+from ..recipe import build
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # what tutorials Normalize with
 
@@ -72,11 +69,12 @@ def random_dataset(n, seed=0, num_classes=10, image_size=32):
                    image_size, {"dataset": "random"})
 
 
-def bench_dataset(data_dir, n=None, seed=0):
-    """The cached image folder (decoded uint8 in memory), or random data; n keeps a random subset."""
+def bench_dataset(data_dir, n=None, seed=0, cache_dir=None):
+    """The cached image folder (decoded uint8 in memory; 1,000 validation images), or random data;
+    n keeps a random subset."""
     if data_dir is None:
         return random_dataset(n or 50_000, seed)
-    data = load_dataset("imagefolder", data_dir, seed=seed)
+    data = load_dataset("imagefolder", data_dir, seed=seed, cache_dir=cache_dir)
     if n is not None and n < len(data.train) + len(data.val):
         keep = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
         keep = keep[:max(n - len(data.val), 1)].sort().values
@@ -119,37 +117,42 @@ def _lr_reg(loss):
     return TUNED[loss]["lr"], TUNED[loss]["reg"]
 
 
-def _stacked_epoch(data, preprocess, loss, batch_size, device, lr, reg):
-    """An epoch of K stacked members (lr, reg: (K,) tensors) as train.py runs it: TensorLoader +
-    train_one_epoch + Objective + lintorch's SGD(0.9), cosine schedule over 10 epochs."""
-    loader = TensorLoader(data.train, preprocess, batch_size, device, seed=0)
-    torch.manual_seed(0)
-    model = LinearClassifier(data.train.x[0].numel(), len(data.classes), num_models=len(lr)).to(device)
-    optimizer = SGD(model.weight.data, model.bias.data, lr, momentum=0.9)
-    objective = Objective(loss, reg.to(device))
-    total = 10 * len(loader)
-    check_every = 1 if device.type == "cpu" else 50  # as train.py: a host sync per step only on CPU
+def train_config(*flags, **overrides):
+    """train.py's config (saved_config) for its default flags plus `flags`, then `overrides`."""
+    cfg = saved_config(fill_defaults(train_args_parser().parse_args(["--dataset", "imagefolder", *flags])))
+    cfg.update(overrides)
+    return cfg
+
+
+def recipe_epoch(recipe, cfg, device):
+    """A contender: one epoch of recipe's K members as train.py's loop runs it (train_one_epoch +
+    Objective + lintorch's SGD, cfg's schedule over cfg's epochs); each call trains the next epoch."""
+    optimizer = SGD(recipe.model.weight.data, recipe.model.bias.data, recipe.lr, cfg["momentum"])
+    total = cfg["epochs"] * len(recipe.train_loader)
+    check_every = 1 if device.type == "cpu" else cfg["log_every"]  # as Trainer: a host sync per step only on CPU
     epoch = [0]
 
     def run():
-        train_one_epoch(model, loader, optimizer, objective, epoch[0] % 10, check_every=check_every,
-                        lr_at=lambda step: lr_factor("cosine", step / total))
+        train_one_epoch(recipe.model, recipe.train_loader, optimizer, recipe.objective, epoch[0] % cfg["epochs"],
+                        check_every=check_every, lr_at=lambda step: lr_factor(cfg["schedule"], step / total))
         epoch[0] += 1
     return timed(device, run)
 
 
 def lintorch_epoch(data, preprocess, loss, batch_size, device):
-    """lintorch's epoch of a single run (K = 1) at the tuned lr and reg."""
-    lr, reg = _lr_reg(loss)
-    return _stacked_epoch(data, preprocess, loss, batch_size, device, torch.tensor([lr]), torch.tensor([reg]))
+    """lintorch's epoch of a single run (K = 1) at train.py's defaults for the loss."""
+    cfg = train_config("--loss", loss, "--batch-size", str(batch_size))
+    return recipe_epoch(build(cfg, device, preprocess, data), cfg, device)
 
 
 def sweep_epoch(data, preprocess, K, batch_size, device):
     """An epoch of train.py --sweep with K configurations (softmax): K stacked (K, C, D) weights,
     one GEMM per step, per-member learning rates and regularization strengths."""
     lr, reg = _lr_reg("softmax")
-    return _stacked_epoch(data, preprocess, "softmax", batch_size, device, torch.linspace(lr / 4, 2 * lr, K),
-                          torch.linspace(0, 2 * reg, K))
+    grid = [{"lr": float(a), "reg": float(b)}
+            for a, b in zip(torch.linspace(lr / 4, 2 * lr, K), torch.linspace(0, 2 * reg, K))]
+    cfg = train_config("--batch-size", str(batch_size), sweep=grid)
+    return recipe_epoch(build(cfg, device, preprocess, data), cfg, device)
 
 
 def plain_epoch(X, y, num_classes, loss, batch_size, device):
@@ -300,121 +303,3 @@ def loss_contenders(batch_size, num_classes, device, min_seconds):
             return (time.perf_counter() - t0) / calls
         return run
     return {name: contender(fn) for name, fn in fns.items()}
-
-
-# --------------------------------------------------------------------------- time to accuracy
-
-def time_to_accuracy_lintorch(data, device, target=0.40, check_every=20, limit_s=30.0):
-    """From the decoded uint8 data in memory to `target` validation accuracy with lintorch's
-    defaults (train.py's flags, run.DEFAULTS for the loss). The clock covers preprocessing fit,
-    loaders, model and training; it is paused while the validation accuracy is checked every
-    `check_every` steps. Built by recipe.build from train.py's default flags, as train.py builds.
-    -> dict(seconds, wall_seconds (evals included), steps, acc, reached)."""
-    args = fill_defaults(train_args_parser().parse_args(["--dataset", "imagefolder"]))
-    cfg = saved_config(args)
-    _sync(device)
-    t0 = time.perf_counter()
-    r = build(cfg, device, data=data)
-    optimizer = SGD(r.model.weight.data, r.model.bias.data, r.lr, cfg["momentum"])
-    total = args.epochs * len(r.train_loader)
-    clock = _StopClock(t0, device, lambda: evaluate(r.model, r.val_loader)["acc"][0], target, check_every, limit_s)
-    clock.mark_setup()
-    for epoch in range(args.epochs):
-        train_one_epoch(r.model, r.train_loader, optimizer, r.objective, epoch, should_stop=clock,
-                        check_every=1 if device.type == "cpu" else 50,
-                        lr_at=lambda step: lr_factor(args.schedule, step / total))
-        if clock.done:
-            break
-    return clock.result(f"softmax lr {args.lr:g} reg {args.reg:g} B {args.batch_size} momentum {args.momentum:g} "
-                        f"{args.schedule} over {args.epochs} epochs, {args.mean} mean")
-
-
-def time_to_accuracy_plain(data, device, batch_size=256, lr=0.001, momentum=0.9, target=0.40, check_every=20,
-                           limit_s=30.0, max_epochs=20):
-    """The same race for plain PyTorch: x / 255 normalized with CIFAR's per-channel mean/std, nn.Linear +
-    F.cross_entropy + SGD(lr, momentum), constant lr; same clock as lintorch's. The default lr 0.001 with
-    momentum 0.9 is the PyTorch CIFAR-10 tutorial's, and the fastest to 40% of lr in {1e-3, 3e-3, 1e-2, 3e-2}
-    with momentum 0.9 and {1e-2, 3e-2, 1e-1} without, measured on the CIFAR-10 JPEGs at B 256."""
-    _sync(device)
-    t0 = time.perf_counter()
-    mean = torch.tensor(CIFAR_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR_STD, device=device).view(1, 3, 1, 1)
-
-    def features(split):
-        return ((split.x.to(device).float() / 255 - mean) / std).flatten(1)
-    X, y, Xv, yv = features(data.train), data.train.y.to(device), features(data.val), data.val.y.to(device)
-    torch.manual_seed(0)
-    model = nn.Linear(X.shape[1], len(data.classes)).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-
-    @torch.inference_mode()
-    def val_acc():
-        return (model(Xv).argmax(1) == yv).double().mean()
-    clock = _StopClock(t0, device, val_acc, target, check_every, limit_s)
-    clock.mark_setup()
-    for _ in range(max_epochs):
-        perm = torch.randperm(len(y), device=device)
-        for i in range(0, len(y), batch_size):
-            idx = perm[i:i + batch_size]
-            L = F.cross_entropy(model(X[idx]), y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            L.backward()
-            optimizer.step()
-            if clock():
-                break
-        if clock.done:
-            break
-    return clock.result(f"nn.Linear + F.cross_entropy, SGD lr {lr:g} momentum {momentum:g}, B {batch_size}, "
-                        f"per-channel Normalize")
-
-
-class _StopClock:
-    """A should_stop callback: counts steps, every check_every-th measures accuracy with the clock
-    paused; done when accuracy >= target or the training clock passes limit_s."""
-
-    def __init__(self, t0, device, accuracy, target, check_every, limit_s):
-        self.t0, self.device, self.accuracy, self.target = t0, device, accuracy, target
-        self.check_every, self.limit_s = check_every, limit_s
-        self.paused, self.steps, self.acc, self.done, self.reached = 0.0, 0, 0.0, False, False
-        self.setup = None
-
-    def mark_setup(self):
-        """The set-up (preprocessing, copies, model) ends here; training starts."""
-        _sync(self.device)
-        self.setup = time.perf_counter() - self.t0
-
-    def __call__(self):
-        self.steps += 1
-        if self.steps % self.check_every:
-            return False
-        _sync(self.device)
-        t = time.perf_counter()
-        self.acc = float(self.accuracy())
-        self.reached = self.acc >= self.target
-        self.done = self.reached or t - self.t0 - self.paused > self.limit_s
-        self.paused += time.perf_counter() - t
-        return self.done
-
-    def result(self, config):
-        wall = time.perf_counter() - self.t0
-        return {"seconds": wall - self.paused, "wall_seconds": wall, "setup_seconds": self.setup,
-                "steps": self.steps, "acc": self.acc, "reached": self.reached, "config": config}
-
-
-# --------------------------------------------------------------------------- peak memory
-
-def peak_rss(command, timeout=600):
-    """Peak resident memory in bytes of `command` (a list) run to completion in a fresh process,
-    read from getrusage(RUSAGE_CHILDREN) in a wrapper whose only child it is. -> (bytes, exit code)."""
-    wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL); "
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
-    out = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True, timeout=timeout)
-    kb = int(out.stdout.strip().splitlines()[-1])
-    return kb * (1 if sys.platform == "darwin" else 1024), out.returncode
-
-
-def train_command(data_dir, device, logdir):
-    """train.py for one CIFAR-10 epoch on the image folder (python -c runs what train.py runs)."""
-    return [sys.executable, "-c", "import sys; from lintorch.config import parse_args; from lintorch.run import main; "
-            "sys.exit(main(parse_args()))", "--dataset", "imagefolder", "--data-dir", data_dir, "--epochs", "1",
-            "--quiet", "--device", str(device), "--logdir", logdir]
