@@ -25,6 +25,8 @@ from typing import List, Optional
 
 import torch
 
+from .atomic import write_atomic
+
 FORMAT = "lintorch-checkpoint"
 VERSION = 2
 BEST, LAST = "checkpoint.pt", "last.pt"
@@ -117,30 +119,13 @@ def save(obj, path):
     buf = io.BytesIO()
     torch.save(obj, buf)
     data = buf.getbuffer()
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: f.write(data))
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise CheckpointError(f"cannot write {path}: no space left on the device (needs "
                                   f"{len(data) / 1e6:.1f} MB); what was saved before is intact") from None
         raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    try:  # make the rename itself durable
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 class Saver:

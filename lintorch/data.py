@@ -17,6 +17,8 @@ from typing import List, Optional
 
 import torch
 
+from .atomic import torch_save_atomic
+
 log = logging.getLogger(__name__)
 
 DATASETS = ("cifar10", "imagefolder", "synthetic")
@@ -422,37 +424,12 @@ def _remove_dead_temp_files(path):
                 pass  # alive, another user's
 
 
-def _atomic_torch_save(obj, path):
-    """torch.save obj to path via path.tmpPID in the same folder, fsync'd, then renamed: readers see
-    the old file or the new one. The temporary file goes on any failure, Ctrl-C included."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass  # renamed: nothing left
-    try:  # make the rename itself durable
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def _write_cache(path, cache):
     """Save the cache; a failure (full disk, read-only folder, ...) is one warning: the data is in memory."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         _remove_dead_temp_files(path)
-        _atomic_torch_save(cache, path)
+        torch_save_atomic(cache, path)
     except Exception as e:
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             need = cache["x"].numel() + cache["y"].numel() * 8

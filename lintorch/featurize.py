@@ -12,7 +12,8 @@ import os
 
 import torch
 
-from .data import DataSet, Split, _atomic_torch_save
+from .atomic import torch_save_atomic
+from .data import DataSet, Split
 
 log = logging.getLogger("lintorch")
 
@@ -60,7 +61,7 @@ def _encode(extractor, split, name, cache_dir, device, batch_size):
     if path:
         try:
             os.makedirs(cache_dir, exist_ok=True)
-            _atomic_torch_save(x, path)
+            torch_save_atomic(x, path)
         except OSError as e:
             log.warning("could not write the feature cache %s (%s)", path, e)
     return Split(x, split.y, split.files)

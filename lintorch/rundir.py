@@ -12,6 +12,7 @@ import json
 import os
 import time
 
+from .atomic import write_atomic
 from .cli import UserError
 
 LOCK = ".lock"
@@ -114,28 +115,17 @@ def claim_existing(folder):
 
 
 def write_json(path, obj):
-    """Write obj as JSON atomically (temp file, rename; the temp file never survives a failure)."""
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp{os.getpid()}")
+    """Write obj as JSON atomically; a full disk is one line naming the file."""
     try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, default=float)
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: json.dump(obj, f, indent=2, default=float), mode="w")
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise UserError(f"cannot write {path}: no space left on the device") from None
         raise
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_png(image, path):
     """image uint8 (3, H, W) tensor -> a PNG file, written with Pillow (torchvision's encoders are deprecated)."""
     from PIL import Image
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        Image.fromarray(image.permute(1, 2, 0).contiguous().cpu().numpy()).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    pic = Image.fromarray(image.permute(1, 2, 0).contiguous().cpu().numpy())
+    write_atomic(path, lambda f: pic.save(f, format="PNG"))
