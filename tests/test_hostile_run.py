@@ -332,7 +332,7 @@ def test_text_and_random_bytes_are_refused_without_unsafe_advice(content, tmp_pa
 @pytest.mark.parametrize("name", ["last.pt", "checkpoint.pt"])
 def test_disk_full_while_saving_is_one_line_and_keeps_the_old_file(name, tmp_path, monkeypatch, capsys):
     import builtins
-    from lintorch import checkpoint
+    from lintorch import atomic
     writes = {"n": 0}
 
     class Full:
@@ -358,7 +358,7 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_old_file(name, tmp_pat
             if writes["n"] >= 2:                                   # the first one succeeds
                 return Full(f)
         return f
-    monkeypatch.setattr(checkpoint, "open", full_open, raising=False)
+    monkeypatch.setattr(atomic, "open", full_open, raising=False)        # every file write goes through atomic.py
     run = tmp_path / "run"
     assert train(*BASE, "--epochs", 3, "--schedule", "constant", "--val-size", 500, "--logdir", run) == 2
     line = one_error_line(capsys.readouterr().err)
@@ -448,10 +448,12 @@ def test_refusal_suggests_resume_only_for_an_interrupted_run(constant_run, tmp_p
 
 def test_folder_of_a_run_killed_in_epoch_one_is_refused(tmp_path, capsys):
     run = tmp_path / "killed"
-    p = popen_train(*BASE, "--epochs", 50, "--batch-size", 4, "--logdir", run)
-    code, _, _ = signal_after(p, "step 0", signal.SIGKILL, 0.2)
+    # batch 1: epoch 1 takes about 0.5 s on an idle machine (batch 4: 0.17 s, over before a 0.2 s delay)
+    p = popen_train(*BASE, "--epochs", 50, "--batch-size", 1, "--logdir", run)
+    code, _, _ = signal_after(p, "step 0", signal.SIGKILL, 0.1)
     assert code == -signal.SIGKILL
     files = sorted(os.listdir(run))
+    assert "last.pt" not in files, "the kill came too late: epoch 1 had ended"
     assert train(*BASE, "--logdir", run) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "--resume" not in line and str(run) in line
