@@ -14,57 +14,36 @@ def device(request):
 
 
 # --------------------------------------------------------------------------- training, data, evaluate, predict
-# Tiny data sets made here (a CIFAR-10-format folder, an ImageFolder tree), the trained runs that
-# tests/test_train.py, test_data.py and test_cli_use.py share, and the shared CIFAR-10 JPEGs.
+# Tiny data sets made here (a CIFAR-10-format folder, an ImageFolder tree), the trained runs the
+# integration and CLI tests share, and the shared CIFAR-10 JPEGs.
 import hashlib
-import json
 import pickle
-import subprocess
-import sys
 import tarfile
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-train-jpg.tar.gz"
+from tests.helpers import SHARED_DATA, python, read_json as _read_json, train as _train
+
+SHARED_ARCHIVE = SHARED_DATA / "cifar10-train-jpg.tar.gz"
 FOLDER_COLOURS = {"blue": (40, 70, 200), "green": (50, 170, 60), "red": (210, 50, 40)}
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR_PER_BATCH = 20
 
 
-def _run_cli(*argv, timeout=600):
-    """`python *argv` from the repository root -> CompletedProcess with text stdout/stderr."""
-    return subprocess.run([sys.executable, *map(str, argv)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def _train_main(*argv):
-    """lintorch.run.main(parse_args(argv)) in this process, so monkeypatches hold -> exit status."""
-    from lintorch.config import parse_args
-    from lintorch.run import main
-    argv = [str(a) for a in argv]
-    if "--threads" not in argv:     # results are bit-identical for a given thread count; auto measures the load
-        argv += ["--threads", "1"]
-    return main(parse_args(argv))
-
-
 @pytest.fixture(scope="session")
 def run_cli():
-    """run_cli("train.py", "--epochs", 1, ...) -> CompletedProcess (a real subprocess)."""
-    return _run_cli
+    """run_cli("train.py", "--epochs", 1, ...) -> CompletedProcess (a real subprocess): helpers.python."""
+    return python
 
 
 @pytest.fixture(scope="session")
 def train_main():
-    """train_main("--dataset", "synthetic", ...) -> train.py's exit status, run in this process."""
-    return _train_main
+    """train_main("--dataset", "synthetic", ...) -> train.py's exit status, run in this process
+    (--threads 1 unless given): helpers.train."""
+    return _train
 
 
 @pytest.fixture(scope="session")
 def read_json():
-    def read(path):
-        with open(path) as f:
-            return json.load(f)
-    return read
+    return _read_json
 
 
 def colour_image(rgb, size, g, noise=25):
@@ -146,7 +125,7 @@ SYNTHETIC_ARGS = ("--dataset", "synthetic", "--epochs", 4, "--log-every", 5, "--
 def synthetic_run(tmp_path_factory):
     """A short softmax run on the synthetic set, trained in this process -> its run folder."""
     logdir = tmp_path_factory.mktemp("runs") / "synthetic"
-    assert _train_main(*SYNTHETIC_ARGS, "--logdir", logdir) == 0
+    assert _train(*SYNTHETIC_ARGS, "--logdir", logdir) == 0
     return logdir
 
 
@@ -157,7 +136,7 @@ FOLDER_ARGS = ("--image-size", 16, "--val-size", 12, "--batch-size", 8, "--epoch
 def folder_run(tmp_path_factory, image_folder):
     """train.py run as a subprocess (the real command line) on the ImageFolder tree -> its run folder."""
     logdir = tmp_path_factory.mktemp("runs") / "folder"
-    p = _run_cli("train.py", "--dataset", "imagefolder", "--data-dir", image_folder, *FOLDER_ARGS, "--logdir", logdir)
+    p = python("train.py", "--dataset", "imagefolder", "--data-dir", image_folder, *FOLDER_ARGS, "--logdir", logdir)
     assert p.returncode == 0, p.stdout + p.stderr
     return logdir
 

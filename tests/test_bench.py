@@ -2,7 +2,6 @@
 and writes its JSON. No timing assertions: speed is what the benchmark reports, not what a test checks."""
 import json
 import math
-import subprocess
 import sys
 
 import pytest
@@ -11,6 +10,7 @@ import torch
 from lintorch import bench
 from lintorch.bench import accuracy, contenders, report, runs, sections
 from lintorch.data import load_dataset
+from tests.helpers import python
 
 
 def test_every_flag_has_help():
@@ -21,9 +21,10 @@ def test_every_flag_has_help():
 def test_usage_errors_answer_before_torch_is_imported():
     code = ("import sys; from lintorch.bench import parse_args; a = parse_args(['--quick']); "
             "print(a.repeats, a.n, a.process_rounds, 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = python("-c", code)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "2048", "1", "False"]
-    bad = subprocess.run([sys.executable, "-m", "lintorch.bench", "--repeats", "0"], capture_output=True, text=True)
+    bad = python("-m", "lintorch.bench", "--repeats", "0")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--repeats" in bad.stderr
 
 

@@ -2,35 +2,24 @@
 the same global batch (up to float32 summation order), config-parallel equals the one-process sweep,
 resume and SIGTERM under torchrun, a killed rank ends the other with a message, rank 0 alone
 writes; and lintorch.doctor's CPU report and its no-CUDA answer."""
-import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from conftest import REPO, _train_main
+from tests.helpers import popen, python, read_json, torchrun, train, wait_for
 
 # 3200 training images: B 63 leaves shards of 32 and 31 rows and a last global batch of 50
 COMMON = ["--dataset", "synthetic", "--image-size", "8", "--batch-size", "63", "--seed", "3", "--quiet",
           "--device", "cpu", "--threads", "1", "--log-every", "10"]
 
 
-def torchrun(*argv, nproc=2, timeout=300):
-    """train.py under torchrun --standalone (a free port) -> CompletedProcess."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "train.py", *map(str, argv)]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
 def one_process(*argv):
     """The reference run, in this process (no second torch import)."""
-    assert _train_main(*argv) == 0
+    assert train(*argv) == 0
 
 
 def state(folder):
@@ -38,8 +27,7 @@ def state(folder):
 
 
 def metrics(folder):
-    with open(os.path.join(folder, "metrics.json")) as f:
-        return json.load(f)
+    return read_json(os.path.join(folder, "metrics.json"))
 
 
 def assert_close_runs(a, b, atol=1e-6):
@@ -117,22 +105,13 @@ def test_resume_under_torchrun(tmp_path):
     assert_close_runs(tmp_path / "one", tmp_path / "two")
 
 
-def _wait_for(path, proc, timeout=120):
-    t0 = time.time()
-    while not os.path.exists(path):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() - t0 < timeout, f"{path} did not appear"
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_sigterm_under_torchrun_saves_once_and_resumes(tmp_path):
     args = [*COMMON, "--schedule", "constant", "--epochs", "400"]
     folder = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py",
-           *map(str, args), "--logdir", str(folder)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(folder / "last.pt", proc)
+    proc = popen("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", 2, "train.py", *args,
+                 "--logdir", folder)
+    wait_for(folder / "last.pt", proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
@@ -161,9 +140,8 @@ def test_a_killed_rank_ends_the_other_with_a_message(tmp_path):
     for rank in (0, 1):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    _wait_for(tmp_path / "run" / "last.pt", procs[0])
+        procs.append(popen("train.py", *args, env=env))
+    wait_for(tmp_path / "run" / "last.pt", procs[0])
     procs[1].kill()
     t0 = time.time()
     out, err = procs[0].communicate(timeout=60)
@@ -176,19 +154,17 @@ def test_a_killed_rank_ends_the_other_with_a_message(tmp_path):
 def test_doctor_without_cuda_is_one_line():
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    p = subprocess.run([sys.executable, "-m", "lintorch.doctor"], cwd=REPO, capture_output=True, text=True,
-                       timeout=120)
+    p = python("-m", "lintorch.doctor", timeout=120)
     assert p.returncode == 2 and p.stdout == ""
     assert len(p.stderr.strip().splitlines()) == 1 and "CUDA" in p.stderr
 
 
 def test_doctor_cpu_quick_report(tmp_path):
     out = tmp_path / "report.json"
-    p = subprocess.run([sys.executable, "-m", "lintorch.doctor", "--device", "cpu", "--quick", "--out", out],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    p = python("-m", "lintorch.doctor", "--device", "cpu", "--quick", "--out", out, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "gradcheck" in p.stdout and "determinism" in p.stdout
-    r = json.loads(out.read_text())
+    r = read_json(out)
     assert {"card", "driver", "torch", "cuda", "device"} <= set(r["machine"]) and r["machine"]["device"] == "cpu"
     assert set(r["sections"]) == {"gradcheck", "tests", "training", "benchmark", "determinism"}
     assert r["passed"] is True and all("seconds" in s for s in r["sections"].values())

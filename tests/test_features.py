@@ -2,8 +2,6 @@
 store and its streaming loader, and the extract command end to end."""
 import json
 import os
-import subprocess
-import sys
 from fractions import Fraction
 
 import numpy as np
@@ -16,6 +14,7 @@ from lintorch.features import hog as hogmod
 from lintorch.features import kmeans as km
 from lintorch.features import store
 from lintorch.loaders import epoch_order
+from tests.helpers import python
 
 
 def images(n, size=32, seed=0, smooth=True):
@@ -336,8 +335,7 @@ def test_store_streaming_memory_is_bounded_by_the_batch_pipeline(tmp_path):
         w.write(torch.full((10_000, d), float(i)), torch.arange(10_000) % 2)
     w.close()
     assert os.path.getsize(tmp_path / "train.npy") > 400e6
-    p = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(tmp_path)], capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
+    p = python("-c", RSS_SCRIPT, tmp_path, timeout=300)
     assert p.returncode == 0, p.stderr
     grown_mb = int(p.stdout.strip().splitlines()[-1])
     assert grown_mb < 150, f"peak RSS grew {grown_mb} MB reading a 400 MB file"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lintorch.config import parse_args
-from lintorch.run import main
+from tests.helpers import train
 
 FOLDER = ["--dataset", "imagefolder", "--image-size", "16", "--val-size", "12", "--batch-size", "8", "--epochs", "4",
           "--quiet", "--threads", "1", "--device", "cpu"]
@@ -17,7 +17,7 @@ KMEANS = ["--features", "kmeans", "--centroids", "8", "--patches", "2000"]
 @pytest.fixture(scope="module")
 def kmeans_run(image_folder, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("features") / "kmeans"
-    assert main(parse_args([*FOLDER, "--data-dir", str(image_folder), *KMEANS, "--logdir", str(logdir)])) == 0
+    assert train(*FOLDER, "--data-dir", str(image_folder), *KMEANS, "--logdir", str(logdir)) == 0
     return logdir
 
 
@@ -48,13 +48,13 @@ def test_predict_on_images_equals_evaluate_on_extracted_features(kmeans_run, ima
 def test_feature_cache_is_reused_and_rebuilt_when_a_setting_changes(image_folder, tmp_path, caplog):
     cache = tmp_path / "cache"
     common = [*FOLDER, "--data-dir", str(image_folder), "--cache-dir", str(cache), "--epochs", "1"]
-    assert main(parse_args([*common, *KMEANS, "--logdir", str(tmp_path / "a")])) == 0
+    assert train(*common, *KMEANS, "--logdir", str(tmp_path / "a")) == 0
     first = sorted(p.name for p in cache.glob("features-*"))
     assert len(first) == 3                                   # train, val, test
-    assert main(parse_args([*common, *KMEANS, "--logdir", str(tmp_path / "b")])) == 0
+    assert train(*common, *KMEANS, "--logdir", str(tmp_path / "b")) == 0
     assert sorted(p.name for p in cache.glob("features-*")) == first      # same extractor, same images: reused
-    assert main(parse_args([*common, "--features", "kmeans", "--centroids", "9", "--patches", "2000",
-                            "--logdir", str(tmp_path / "c")])) == 0
+    assert train(*common, "--features", "kmeans", "--centroids", "9", "--patches", "2000",
+                 "--logdir", str(tmp_path / "c")) == 0
     assert len(list(cache.glob("features-*"))) == 6          # another setting: extracted again, keyed apart
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
@@ -63,8 +63,8 @@ def test_feature_cache_is_reused_and_rebuilt_when_a_setting_changes(image_folder
 
 def test_hog_colorhist_run_learns(image_folder, tmp_path):
     logdir = tmp_path / "hog"
-    assert main(parse_args([*FOLDER, "--data-dir", str(image_folder), "--features", "hog,colorhist",
-                            "--logdir", str(logdir)])) == 0
+    assert train(*FOLDER, "--data-dir", str(image_folder), "--features", "hog,colorhist",
+                 "--logdir", str(logdir)) == 0
     m = json.loads((logdir / "metrics.json").read_text())
     assert m["val_acc"] > 0.5
     assert torch.load(logdir / "checkpoint.pt", weights_only=True)["in_features"] == 4 * 9 + 10
@@ -86,8 +86,8 @@ def test_dataset_features_trains_on_a_feature_folder(fmt, tmp_path):
     save_split(str(folder), "train", x[:500], y[:500], fmt=fmt)
     save_split(str(folder), "test", x[500:], y[500:], fmt=fmt)
     logdir = tmp_path / "run"
-    assert main(parse_args(["--dataset", "features", "--data-dir", str(folder), "--epochs", "3", "--val-size", "100",
-                            "--quiet", "--threads", "1", "--logdir", str(logdir)])) == 0
+    assert train("--dataset", "features", "--data-dir", str(folder), "--epochs", "3", "--val-size", "100",
+                 "--quiet", "--threads", "1", "--logdir", str(logdir)) == 0
     m = json.loads((logdir / "metrics.json").read_text())
     assert m["val_acc"] > 0.9 and m["test_acc"] > 0.9
     assert evaluate.main([str(logdir), "--json", "--threads", "1"]) == 0
@@ -103,7 +103,7 @@ def test_flip_and_features_do_not_mix(capsys):
 def test_real_cifar10_kmeans_features_beat_pixels(cifar10_jpg, tmp_path):
     """Small k-means features (K 100, 50,000 patches) on the shared JPEGs: well above the raw-pixel accuracy."""
     logdir = tmp_path / "run"
-    assert main(parse_args(["--dataset", "imagefolder", "--data-dir", str(cifar10_jpg), "--features", "kmeans",
-                            "--centroids", "100", "--patches", "50000", "--loss", "svm", "--squared-hinge",
-                            "--epochs", "5", "--quiet", "--logdir", str(logdir)])) == 0
+    assert train("--dataset", "imagefolder", "--data-dir", str(cifar10_jpg), "--features", "kmeans",
+                 "--centroids", "100", "--patches", "50000", "--loss", "svm", "--squared-hinge",
+                 "--epochs", "5", "--quiet", "--logdir", str(logdir), threads=None) == 0
     assert json.loads((logdir / "metrics.json").read_text())["val_acc"] >= 0.50

@@ -1,9 +1,6 @@
 """lintorch.gradcheck: its helpers, its command line, and proof that it catches a wrong backward
 (test-local broken Functions), so the checker itself cannot silently pass."""
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +8,7 @@ from torch.autograd import Function
 
 from lintorch import functional as LF
 from lintorch import gradcheck as G
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import python
 
 
 # --------------------------------------------------------------------------- helpers
@@ -74,8 +70,7 @@ def test_kinks_are_counted_not_failed():
 # --------------------------------------------------------------------------- the command
 
 def test_cli_exits_0_and_prints_its_table():
-    p = subprocess.run([sys.executable, "-m", "lintorch.gradcheck", "--seed", "0"], cwd=REPO,
-                       capture_output=True, text=True, timeout=300)
+    p = python("-m", "lintorch.gradcheck", "--seed", "0", timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     lines = p.stdout.strip().splitlines()
     assert lines[0].split()[:3] == ["function", "method", "dtype/device"]
@@ -88,8 +83,7 @@ def test_cli_exits_0_and_prints_its_table():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
 def test_cli_cuda_without_cuda_is_a_one_line_error():
-    p = subprocess.run([sys.executable, "-m", "lintorch.gradcheck", "--device", "cuda"], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+    p = python("-m", "lintorch.gradcheck", "--device", "cuda", timeout=120)
     assert p.returncode == 2 and p.stdout == ""
     assert len(p.stderr.strip().splitlines()) == 1 and "CUDA" in p.stderr
 

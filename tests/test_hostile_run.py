@@ -6,38 +6,24 @@ Most runs are in-process (lintorch.run.main on parsed arguments: fast, and monke
 a subprocess is used only where a signal or the real command line is the point.
 """
 import errno
+import functools
 import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests import helpers
+from tests.helpers import events, one_error_line, popen, read_json, signal_after
+
 # one thread: CPU results are bit-identical for a given thread count
 BASE = ["--dataset", "synthetic", "--epochs", 1, "--quiet", "--threads", 1, "--device", "cpu"]
-SIGNAL_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def train(*argv):
-    """train.py's exit status for argv, run in this process."""
-    from lintorch.config import parse_args
-    from lintorch.run import main
-    return main(parse_args([str(a) for a in argv]))
-
-
-def one_error_line(err):
-    """stderr holds exactly one line, an error -> that line."""
-    lines = [l for l in err.splitlines() if l.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err and "error" in lines[0], err
-    return lines[0]
+# train.py's exit status for argv, run in this process, exactly as given (no --threads added)
+train = functools.partial(helpers.train, threads=None)
 
 
 def usage_error(parse, argv, capsys):
@@ -48,11 +34,6 @@ def usage_error(parse, argv, capsys):
     line = one_error_line(capsys.readouterr().err)
     assert "--help" in line, line
     return line
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def stop_after(monkeypatch, polls):
@@ -69,26 +50,7 @@ def stop_after(monkeypatch, polls):
 
 
 def popen_train(*argv):
-    return subprocess.Popen([sys.executable, "train.py", *map(str, argv)], cwd=REPO, env=SIGNAL_ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def signal_after(p, prefix, sig, delay):
-    """Wait for p's first stdout line starting with prefix, wait delay, send sig -> (rc, out, err)."""
-    seen = []
-    for line in p.stdout:
-        seen.append(line)
-        if line.startswith(prefix):
-            break
-    time.sleep(delay)
-    p.send_signal(sig)
-    try:
-        out, err = p.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.communicate()
-        pytest.fail(f"{sig!r} did not stop the run within 120 s")
-    return p.returncode, "".join(seen) + out, err
+    return popen("train.py", *argv)
 
 
 def copy_tree(src, dst):
@@ -375,8 +337,7 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_old_file(name, tmp_pat
 
 @pytest.mark.parametrize("delay", [0.3, 0.8])
 def test_ctrl_c_while_importing_is_quiet(delay, tmp_path):
-    p = subprocess.Popen([sys.executable, "train.py", *map(str, BASE), "--logdir", str(tmp_path / "run")], cwd=REPO,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = popen("train.py", *BASE, "--logdir", tmp_path / "run", env=os.environ)
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
@@ -507,17 +468,10 @@ def test_interrupted_sweep_summary_is_the_sweeps(tmp_path, monkeypatch):
     assert [c["status"] for c in summary["configs"]] == ["diverged", "interrupted"]
 
 
-def _events(folder):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "histograms": 0})
-    acc.Reload()
-    return acc
-
-
 def test_sweep_grad_histogram_is_the_gradient_not_the_step(tmp_path):
     run = tmp_path / "sweep"
     assert train(*BASE, "--val-size", 500, "--log-every", 2, "--sweep", "lr=0.0003,0.03", "--logdir", run) == 0
-    slow, fast = _events(run / "lr=0.0003"), _events(run / "lr=0.03")
+    slow, fast = events(run / "lr=0.0003"), events(run / "lr=0.03")
     g_slow, g_fast = slow.Scalars("norm/grad")[0].value, fast.Scalars("norm/grad")[0].value
     assert 0.3 < g_slow / g_fast < 3, (g_slow, g_fast)           # lr * dW would be 100x apart
     h_slow, h_fast = slow.Histograms("grad")[0].histogram_value, fast.Histograms("grad")[0].histogram_value

@@ -6,16 +6,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard.summary import make_histogram
 
 from lintorch.monitor import Monitor
-
-
-def _events(folder):
-    acc = EventAccumulator(str(folder), size_guidance={"histograms": 0, "images": 0})
-    acc.Reload()
-    return acc
+from tests.helpers import events as _events
 
 
 @pytest.mark.parametrize("values", [torch.randn(10, 3072) * 1e-3, torch.tensor([0.0, 0.0, 1.0]),

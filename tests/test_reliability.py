@@ -4,24 +4,19 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import popen, python, scalar_steps, signal_after, train
+
 # a fixed thread count: CPU results are bit-identical for a given count (--threads auto measures the load)
 SMALL = ["--dataset", "synthetic", "--quiet", "--seed", "3", "--val-size", "1000", "--threads", "1"]
 
 
 def train_cmd(logdir, *extra):
-    return [sys.executable, "train.py", *SMALL, "--logdir", str(logdir), *map(str, extra)]
-
-
-def run(cmd, timeout=300):
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    """train.py's arguments (after `python`) for a small synthetic run in logdir."""
+    return ["train.py", *SMALL, "--logdir", logdir, *extra]
 
 
 def weights(path):
@@ -29,29 +24,15 @@ def weights(path):
 
 
 def start_and_signal(cmd, sig, delay):
-    """Start cmd, wait until training has begun (its 'step 0' line), wait `delay`, send sig."""
-    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in p.stdout:
-        if line.startswith("step 0"):
-            break
-    time.sleep(delay)
-    p.send_signal(sig)
-    out, err = p.communicate(timeout=300)
-    return p.returncode, out, err
-
-
-def scalar_steps(logdir, tag):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return [e.step for e in acc.Scalars(tag)]
+    """Start `python *cmd`, wait until training has begun (its 'step 0' line), wait `delay`, send sig."""
+    return signal_after(popen(*cmd), "step 0", sig, delay, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     """An uninterrupted run: 4 epochs at batch 4 (3000 steps), the baseline for resume."""
     logdir = tmp_path_factory.mktemp("reference")
-    r = run(train_cmd(logdir, "--epochs", 4, "--batch-size", 4))
+    r = python(*train_cmd(logdir, "--epochs", 4, "--batch-size", 4), timeout=300)
     assert r.returncode == 0, r.stderr
     return logdir
 
@@ -65,7 +46,7 @@ def test_sigint_then_resume_equals_uninterrupted(reference_run, tmp_path):
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     assert (ckpt["state"]["epoch"], ckpt["state"]["step"]) != (4, 0), "the signal came too late to interrupt anything"
 
-    r = run([sys.executable, "train.py", "--resume", str(tmp_path), "--quiet"])
+    r = python("train.py", "--resume", tmp_path, "--quiet", timeout=300)
     assert r.returncode == 0, r.stderr
     resumed, reference = weights(tmp_path / "last.pt"), weights(reference_run / "last.pt")
     assert torch.equal(resumed["weight"], reference["weight"])      # exactly, not approximately
@@ -81,7 +62,7 @@ def test_sigint_then_resume_equals_uninterrupted(reference_run, tmp_path):
 
 
 def test_same_seed_gives_identical_metrics(reference_run, tmp_path):
-    r = run(train_cmd(tmp_path, "--epochs", 4, "--batch-size", 4))
+    r = python(*train_cmd(tmp_path, "--epochs", 4, "--batch-size", 4), timeout=300)
     assert r.returncode == 0, r.stderr
     a = json.loads((tmp_path / "metrics.json").read_text())
     b = json.loads((reference_run / "metrics.json").read_text())
@@ -103,14 +84,9 @@ def test_sigkill_never_leaves_a_corrupt_checkpoint(tmp_path):
     loaded = 0
     for i, delay in enumerate((0.05, 0.4, 0.9, 1.6)):
         logdir = tmp_path / f"kill{i}"
-        p = subprocess.Popen(train_cmd(logdir, "--epochs", 50, "--batch-size", 512), cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        for line in p.stdout:
-            if line.startswith("epoch"):  # checkpoints exist from here on; now kill while they are rewritten
-                break
-        time.sleep(delay)
-        p.kill()
-        p.wait()
+        p = popen(*train_cmd(logdir, "--epochs", 50, "--batch-size", 512), stderr=subprocess.DEVNULL)
+        # checkpoints exist from the first "epoch" line on; now kill while they are rewritten
+        signal_after(p, "epoch", signal.SIGKILL, delay, timeout=300)
         for name in ("checkpoint.pt", "last.pt"):
             saved = load_model(str(logdir / name))          # validated: finite weights, consistent fields
             assert torch.isfinite(saved.weight).all()
@@ -121,8 +97,6 @@ def test_sigkill_never_leaves_a_corrupt_checkpoint(tmp_path):
 def test_nonfinite_loss_stops_and_keeps_best(tmp_path, monkeypatch, capsys):
     """The loss turns NaN in epoch 2: stop there, name epoch/step/lr, keep epoch 1's best model."""
     from lintorch import engine
-    from lintorch.config import parse_args
-    from lintorch.run import main
     calls = {"n": 0}
     real = engine.Objective.loss_and_grad
 
@@ -133,7 +107,7 @@ def test_nonfinite_loss_stops_and_keeps_best(tmp_path, monkeypatch, capsys):
             data, dW = data * float("nan"), dW * float("nan")
         return scores, data, reg, dW, db
     monkeypatch.setattr(engine.Objective, "loss_and_grad", poisoned)
-    code = main(parse_args([*SMALL, "--epochs", "3", "--logdir", str(tmp_path)]))
+    code = train(*SMALL, "--epochs", "3", "--logdir", tmp_path)
     out = capsys.readouterr()
     assert code == 1
     assert "epoch 2, step 9" in out.out and "lr" in out.out
@@ -145,7 +119,7 @@ def test_nonfinite_loss_stops_and_keeps_best(tmp_path, monkeypatch, capsys):
 
 
 def test_lr_far_too_large_is_a_clean_error(tmp_path):
-    r = run(train_cmd(tmp_path, "--epochs", 2, "--lr", 1e30))
+    r = python(*train_cmd(tmp_path, "--epochs", 2, "--lr", 1e30), timeout=300)
     assert r.returncode == 1
     assert "Traceback" not in r.stderr and "lower --lr" in r.stdout + r.stderr
 
@@ -163,7 +137,7 @@ def test_code_running_pickle_is_refused(tmp_path, monkeypatch):
     torch.save({"format": "lintorch-checkpoint", "payload": Exploit()}, evil)
     with pytest.raises(CheckpointError, match="refused"):
         load_model(str(evil))
-    r = run([sys.executable, "-m", "lintorch.evaluate", str(evil)])
+    r = python("-m", "lintorch.evaluate", evil, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert not marker.exists()
 
@@ -175,7 +149,7 @@ def test_code_running_pickle_is_refused(tmp_path, monkeypatch):
 def test_bad_checkpoint_files(tmp_path, content, message):
     path = tmp_path / "bad.pt"
     path.write_bytes(content)
-    r = run([sys.executable, "train.py", "--resume", str(path)])
+    r = python("train.py", "--resume", path, timeout=300)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
@@ -198,7 +172,7 @@ def test_resume_with_other_image_size_is_refused(reference_run, tmp_path):
     ckpt["config"]["image_size"] = 16
     ckpt["state"]["epoch"] = 1                           # unfinished, so there is something to resume
     torch.save(ckpt, tmp_path / "last.pt")
-    r = run([sys.executable, "train.py", "--resume", str(tmp_path)])
+    r = python("train.py", "--resume", tmp_path, timeout=300)
     assert r.returncode == 2 and "trained on 32px images, the data is 16px" in r.stderr
 
 
@@ -214,7 +188,7 @@ def test_resume_with_other_image_size_is_refused(reference_run, tmp_path):
     (["--penalty", "l3"], "invalid choice"),
 ])
 def test_nonsense_hyperparameters_are_usage_errors(argv, message):
-    r = run([sys.executable, "train.py", "--dataset", "synthetic", *argv])
+    r = python("train.py", "--dataset", "synthetic", *argv, timeout=300)
     assert r.returncode == 2 and "error:" in r.stderr and message in r.stderr and "usage:" not in r.stderr
     assert "Traceback" not in r.stderr
 
@@ -237,8 +211,8 @@ def test_unreadable_image_is_named_or_skipped(tmp_path):
         load_dataset("imagefolder", str(tmp_path), image_size=8, val_size=2)
     ds = load_dataset("imagefolder", str(tmp_path), image_size=8, val_size=2, skip_bad_images=True)
     assert len(ds.train) + len(ds.val) == 8
-    r = run([sys.executable, "train.py", "--dataset", "imagefolder", "--data-dir", str(tmp_path),
-             "--image-size", "8", "--val-size", "2", "--epochs", "1", "--logdir", str(tmp_path / "run")])
+    r = python("train.py", "--dataset", "imagefolder", "--data-dir", tmp_path, "--image-size", "8", "--val-size", "2",
+               "--epochs", "1", "--logdir", tmp_path / "run", timeout=300)
     assert r.returncode == 2 and "broken.png" in r.stderr and "--skip-bad-images" in r.stderr
 
 
@@ -298,15 +272,14 @@ def test_bad_data_dir_is_one_line_exit_2(tmp_path, layout, message):
         (root / "train").mkdir()
     if layout == "no-images":
         (root / "train" / "cat").mkdir()
-    r = run([sys.executable, "train.py", "--dataset", "imagefolder", "--data-dir", str(root),
-             "--logdir", str(tmp_path / "run")])
+    r = python("train.py", "--dataset", "imagefolder", "--data-dir", root, "--logdir", tmp_path / "run", timeout=300)
     assert r.returncode == 2 and message in r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
 def test_an_existing_run_is_never_overwritten(reference_run):
     before = (reference_run / "checkpoint.pt").read_bytes()
-    r = run(train_cmd(reference_run, "--epochs", 1))
+    r = python(*train_cmd(reference_run, "--epochs", 1), timeout=300)
     # a completed run cannot be resumed, so the refusal does not suggest --resume
     assert r.returncode == 2 and "already holds a run (completed)" in r.stderr and "--resume" not in r.stderr
     assert (reference_run / "checkpoint.pt").read_bytes() == before
@@ -315,5 +288,5 @@ def test_an_existing_run_is_never_overwritten(reference_run):
 def test_cuda_requested_without_cuda(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    r = run(train_cmd(tmp_path, "--device", "cuda"))
+    r = python(*train_cmd(tmp_path, "--device", "cuda"), timeout=300)
     assert r.returncode == 2 and "CUDA" in r.stderr and "Traceback" not in r.stderr

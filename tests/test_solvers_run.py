@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lintorch.config import parse_args
-from lintorch.run import main
+from tests.helpers import train
 
 COMMON = ["--dataset", "synthetic", "--quiet", "--threads", "1", "--device", "cpu", "--seed", "2"]
 
@@ -17,14 +17,14 @@ def metrics(folder):
 def test_lbfgs_path_members_equal_single_runs(tmp_path):
     """A 3-value path trained as one batched run ends where each value trained alone ends."""
     path = tmp_path / "path"
-    assert main(parse_args([*COMMON, "--optimizer", "lbfgs", "--max-iter", "40", "--logdir", str(path),
-                            "--sweep", "reg=1e-3,1e-2,1e-1"])) == 0
+    assert train(*COMMON, "--optimizer", "lbfgs", "--max-iter", "40", "--logdir", str(path),
+                 "--sweep", "reg=1e-3,1e-2,1e-1") == 0
     summary = metrics(path)
     assert summary["status"] == "completed" and len(summary["configs"]) == 3
     for reg in ("0.01", "0.1"):
         alone = tmp_path / f"alone-{reg}"
-        assert main(parse_args([*COMMON, "--optimizer", "lbfgs", "--max-iter", "40", "--reg", reg,
-                                "--logdir", str(alone)])) == 0
+        assert train(*COMMON, "--optimizer", "lbfgs", "--max-iter", "40", "--reg", reg,
+                     "--logdir", str(alone)) == 0
         a = torch.load(alone / "checkpoint.pt", weights_only=True)["model"]
         m = torch.load(path / f"reg={reg}" / "checkpoint.pt", weights_only=True)["model"]
         assert torch.allclose(a["weight"], m["weight"], rtol=1e-4, atol=1e-6)
@@ -44,8 +44,8 @@ def test_lbfgs_refuses_nonsmooth_objectives(capsys):
 
 
 def test_lbfgs_converges_on_squared_hinge(tmp_path):
-    assert main(parse_args([*COMMON, "--optimizer", "lbfgs", "--loss", "svm", "--squared-hinge", "--reg", "0.01",
-                            "--logdir", str(tmp_path / "run")])) == 0
+    assert train(*COMMON, "--optimizer", "lbfgs", "--loss", "svm", "--squared-hinge", "--reg", "0.01",
+                 "--logdir", str(tmp_path / "run")) == 0
     m = metrics(tmp_path / "run")
     assert m["solver_status"] == "converged" and m["val_acc"] > 0.5
 
@@ -70,9 +70,9 @@ def test_balanced_class_weight_trains_and_weights_the_loss(tmp_path, capsys):
     runs = {}
     for cw in ("none", "balanced"):
         folder = tmp_path / cw
-        assert main(parse_args(["--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"), "--image-size", "8",
-                                "--val-size", "8", "--batch-size", "8", "--epochs", "3", "--class-weight", cw,
-                                "--quiet", "--threads", "1", "--logdir", str(folder)])) == 0
+        assert train("--dataset", "imagefolder", "--data-dir", str(tmp_path / "data"), "--image-size", "8",
+                     "--val-size", "8", "--batch-size", "8", "--epochs", "3", "--class-weight", cw,
+                     "--quiet", "--threads", "1", "--logdir", str(folder)) == 0
         runs[cw] = torch.load(folder / "checkpoint.pt", weights_only=True)
         assert runs[cw]["config"]["class_weight"] == cw
     assert not torch.equal(runs["none"]["model"]["weight"], runs["balanced"]["model"]["weight"])
@@ -85,8 +85,8 @@ def test_balanced_class_weight_trains_and_weights_the_loss(tmp_path, capsys):
 def test_patience_stops_a_member_and_the_others_go_on(tmp_path):
     """With patience 1 a member that fails to improve for one epoch stops; its best is kept."""
     folder = tmp_path / "sweep"
-    assert main(parse_args([*COMMON, "--epochs", "8", "--patience", "1", "--schedule", "constant",
-                            "--sweep", "lr=3.0,0.001", "--logdir", str(folder)])) == 0
+    assert train(*COMMON, "--epochs", "8", "--patience", "1", "--schedule", "constant",
+                 "--sweep", "lr=3.0,0.001", "--logdir", str(folder)) == 0
     summary = metrics(folder)
     by_lr = {c["config"]["lr"]: c for c in summary["configs"]}
     assert by_lr[3.0]["status"] == "stopped" and len(by_lr[3.0]["history"]) < 8 and "patience" in by_lr[3.0]["note"]

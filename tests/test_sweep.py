@@ -4,8 +4,7 @@ import json
 import pytest
 import torch
 
-from lintorch.config import parse_args
-from lintorch.run import main
+from tests.helpers import events, train
 
 COMMON = ["--dataset", "synthetic", "--epochs", "2", "--batch-size", "64", "--seed", "5", "--quiet", "--threads", "1"]
 
@@ -13,13 +12,13 @@ COMMON = ["--dataset", "synthetic", "--epochs", "2", "--batch-size", "64", "--se
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("sweep")
-    assert main(parse_args([*COMMON, "--logdir", str(d), "--sweep", "lr=0.003,0.03", "reg=0,0.05"])) == 0
+    assert train(*COMMON, "--logdir", d, "--sweep", "lr=0.003,0.03", "reg=0,0.05") == 0
     return d
 
 
 @pytest.mark.parametrize("lr, reg", [("0.03", "0.05"), ("0.003", "0")])
 def test_sweep_member_equals_the_configuration_alone(sweep_dir, tmp_path, lr, reg):
-    assert main(parse_args([*COMMON, "--logdir", str(tmp_path), "--lr", lr, "--reg", reg])) == 0
+    assert train(*COMMON, "--logdir", tmp_path, "--lr", lr, "--reg", reg) == 0
     alone = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     member = torch.load(sweep_dir / f"lr={float(lr):g},reg={float(reg):g}" / "checkpoint.pt", weights_only=True)
     assert member["config"]["lr"] == float(lr) and member["config"]["reg"] == float(reg)
@@ -41,19 +40,17 @@ def test_sweep_ranks_configs_and_keeps_the_best(sweep_dir):
 
 
 def test_each_configuration_is_its_own_tensorboard_run_with_hparams(sweep_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     assert [p.name for p in runs] == ["lr=0.003,reg=0", "lr=0.003,reg=0.05", "lr=0.03,reg=0", "lr=0.03,reg=0.05"]
     for run in runs:
-        acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "tensors": 0})
-        acc.Reload()
+        acc = events(run)
         assert "acc/val" in acc.Tags()["scalars"] and "hparam/val_acc" in acc.Tags()["scalars"]
         assert acc.PluginTagToContent("hparams"), run.name                  # the HPARAMS tab's row
         assert not [p for p in run.iterdir() if p.is_dir()]          # no extra timestamped sub-run
 
 
 def test_diverging_configuration_does_not_spoil_the_others(tmp_path):
-    code = main(parse_args([*COMMON, "--logdir", str(tmp_path), "--sweep", "lr=0.01,1e30"]))
+    code = train(*COMMON, "--logdir", tmp_path, "--sweep", "lr=0.01,1e30")
     assert code == 0
     summary = json.loads((tmp_path / "metrics.json").read_text())
     good = [c for c in summary["configs"] if c["config"]["lr"] == 0.01][0]

@@ -8,17 +8,10 @@ import torch
 from PIL import Image
 
 from lintorch.config import parse_args
+from tests.helpers import events
 
-EVENT_SIZES = {"scalars": 0, "images": 0, "histograms": 0, "compressedHistograms": 0, "tensors": 0, "audio": 0}
 SCALARS = ["loss/data", "loss/reg", "loss/total", "acc/train", "acc/val", "lr", "norm/weight", "norm/grad",
            "update_ratio", "time/epoch_seconds", "time/images_per_second"]
-
-
-def events(logdir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    acc = EventAccumulator(str(logdir), size_guidance=EVENT_SIZES)
-    acc.Reload()
-    return acc
 
 
 def test_short_run_learns(synthetic_run, read_json):

@@ -1,0 +1,110 @@
+"""What every test group shares, written once: the repository's path, the in-process train.py,
+the subprocess runners (python, torchrun, a started process and a signal sent to it), the JSON and
+TensorBoard event-file readers. Imported as `from tests.helpers import ...` (pytest's pythonpath
+holds the repository root); tests/conftest.py turns some of these into fixtures."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# the shared real data sits beside the checkout: ../shared/data
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+# --------------------------------------------------------------------------- in this process
+
+def train(*argv, threads=1):
+    """train.py's exit status for argv, run in this process (monkeypatches hold). `--threads threads`
+    is added unless argv names it or threads is None: CPU results are bit-identical for a given
+    thread count, and --threads auto measures the machine's load."""
+    from lintorch.config import parse_args
+    from lintorch.run import main
+    argv = [str(a) for a in argv]
+    if threads is not None and "--threads" not in argv:
+        argv += ["--threads", str(threads)]
+    return main(parse_args(argv))
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def events(logdir):
+    """A run folder's TensorBoard event file(s), everything kept -> a loaded EventAccumulator."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0, "histograms": 0,
+                                                       "compressedHistograms": 0, "tensors": 0, "audio": 0})
+    acc.Reload()
+    return acc
+
+
+def scalar_steps(logdir, tag):
+    """The steps at which the run logged scalar `tag`, in file order."""
+    return [e.step for e in events(logdir).Scalars(tag)]
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+def python(*argv, timeout=600, env=None):
+    """`python *argv` from the repository root -> CompletedProcess with text stdout/stderr."""
+    return subprocess.run([sys.executable, *map(str, argv)], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def torchrun(*argv, nproc=2, timeout=300):
+    """train.py under `torchrun --standalone` (a free port), one thread per rank -> CompletedProcess."""
+    return python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", nproc, "train.py", *argv,
+                  timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def popen(*argv, env=None, stderr=subprocess.PIPE):
+    """`python *argv` started from the repository root with text pipes -> the Popen. env: the
+    child's environment, by default this one with PYTHONUNBUFFERED=1 (each line as it is printed,
+    so a test can wait for one)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"} if env is None else env
+    return subprocess.Popen([sys.executable, *map(str, argv)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=stderr, text=True)
+
+
+def signal_after(p, prefix, sig, delay, timeout=120):
+    """Wait for p's first stdout line starting with prefix, wait delay, send sig, wait for p to end
+    -> (exit status, all of its stdout, its stderr)."""
+    seen = []
+    for line in p.stdout:
+        seen.append(line)
+        if line.startswith(prefix):
+            break
+    time.sleep(delay)
+    p.send_signal(sig)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        pytest.fail(f"{sig!r} did not stop the run within {timeout} s")
+    return p.returncode, "".join(seen) + out, err
+
+
+def wait_for(path, proc, timeout=120):
+    """Wait until `path` exists while proc keeps running."""
+    t0 = time.time()
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout, f"{path} did not appear"
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- assertions
+
+def one_error_line(err):
+    """stderr holds exactly one line, an error -> that line."""
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and "error" in lines[0], err
+    return lines[0]
