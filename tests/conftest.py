@@ -1,7 +1,23 @@
-"""Shared fixtures. Devices: each test that takes `device` runs on the CPU, and on CUDA when
-present (skipped, not dropped, where absent)."""
+"""Shared fixtures for the three groups: tests/unit (functions and classes), tests/integration
+(train.py, evaluate, predict, extract and bench run in this process) and tests/cli (the commands as
+subprocesses, torchrun; every test there is marked `cli` and `slow`). Shared helpers: tests/helpers.py.
+Devices: each test that takes `device` runs on the CPU, and on CUDA when present (skipped, not
+dropped, where absent)."""
+from pathlib import Path
+
 import pytest
 import torch
+
+CLI_TESTS = Path(__file__).resolve().parent / "cli"
+
+
+@pytest.hookimpl(tryfirst=True)          # before -m selects on the markers
+def pytest_collection_modifyitems(items):
+    """Every test under tests/cli is `cli` and `slow`: `pytest -m "not slow"` leaves out the subprocesses."""
+    for item in items:
+        if CLI_TESTS in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.cli)
+            item.add_marker(pytest.mark.slow)
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                                  reason="CUDA not available"))]
@@ -20,10 +36,9 @@ import hashlib
 import pickle
 import tarfile
 
-from tests.helpers import SHARED_DATA, python, read_json as _read_json, train as _train
+from tests.helpers import FOLDER_COLOURS, SHARED_DATA, python, read_json as _read_json, train as _train
 
 SHARED_ARCHIVE = SHARED_DATA / "cifar10-train-jpg.tar.gz"
-FOLDER_COLOURS = {"blue": (40, 70, 200), "green": (50, 170, 60), "red": (210, 50, 40)}
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR_PER_BATCH = 20
 
@@ -134,8 +149,16 @@ FOLDER_ARGS = ("--image-size", 16, "--val-size", 12, "--batch-size", 8, "--epoch
 
 @pytest.fixture(scope="session")
 def folder_run(tmp_path_factory, image_folder):
-    """train.py run as a subprocess (the real command line) on the ImageFolder tree -> its run folder."""
+    """A run on the ImageFolder tree, trained in this process -> its run folder."""
     logdir = tmp_path_factory.mktemp("runs") / "folder"
+    assert _train("--dataset", "imagefolder", "--data-dir", image_folder, *FOLDER_ARGS, "--logdir", logdir) == 0
+    return logdir
+
+
+@pytest.fixture(scope="session")
+def folder_run_cli(tmp_path_factory, image_folder):
+    """The same run by train.py as a subprocess (the real command line) -> its run folder."""
+    logdir = tmp_path_factory.mktemp("runs") / "folder-cli"
     p = python("train.py", "--dataset", "imagefolder", "--data-dir", image_folder, *FOLDER_ARGS, "--logdir", logdir)
     assert p.returncode == 0, p.stdout + p.stderr
     return logdir

@@ -14,6 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # the shared real data sits beside the checkout: ../shared/data
 SHARED_DATA = REPO.parent / "shared" / "data"
+# the classes of the image_folder fixture (tests/conftest.py), each a noisy solid colour
+FOLDER_COLOURS = {"blue": (40, 70, 200), "green": (50, 170, 60), "red": (210, 50, 40)}
 
 
 # --------------------------------------------------------------------------- in this process
@@ -47,6 +49,23 @@ def events(logdir):
 def scalar_steps(logdir, tag):
     """The steps at which the run logged scalar `tag`, in file order."""
     return [e.step for e in events(logdir).Scalars(tag)]
+
+
+def image_tree(root, n=4):
+    """root/train/c0 (red) and c1 (green), n plain 8x8 PNGs each: the smallest ImageFolder."""
+    from PIL import Image
+    for c, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
+        (root / "train" / f"c{c}").mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), colour).save(root / "train" / f"c{c}" / f"{i}.png")
+
+
+class CodeRunningPickle:
+    """Unpickled, it runs `touch $LINTORCH_PWNED` (the variable read when it is pickled): a crafted
+    checkpoint payload that a safe loader must refuse."""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ.get('LINTORCH_PWNED', '/tmp/lintorch-pwned')}",))
 
 
 # --------------------------------------------------------------------------- subprocesses
@@ -101,6 +120,34 @@ def wait_for(path, proc, timeout=120):
 
 
 # --------------------------------------------------------------------------- assertions
+
+def evaluate_json(capsys, *argv):
+    """lintorch.evaluate in this process with --json on the CPU -> its report."""
+    from lintorch import evaluate
+    assert evaluate.main([str(a) for a in argv] + ["--json", "--device", "cpu"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def assert_consistent(r, classes):
+    """An evaluate report agrees with itself: confusion matrix, counts, accuracy, per-class accuracy."""
+    import torch
+    cm = torch.tensor(r["confusion"])
+    assert cm.shape == (len(classes), len(classes)) and int(cm.sum()) == r["n"]
+    assert r["classes"] == classes and r["correct"] == int(cm.diagonal().sum())
+    assert r["accuracy"] == r["correct"] / r["n"]
+    for c, name in enumerate(classes):
+        row = int(cm[c].sum())
+        assert r["per_class"][name] == (int(cm[c, c]) / row if row else None)
+
+
+def assert_one_line_error(code, err, *words):
+    """Exit status 2 and one stderr line "error: ..." holding every word, no traceback."""
+    assert code == 2
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, err
+
 
 def one_error_line(err):
     """stderr holds exactly one line, an error -> that line."""

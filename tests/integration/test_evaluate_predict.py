@@ -1,42 +1,17 @@
-"""Using a trained model: `python -m lintorch.evaluate` reproduces the accuracies training reported,
-from the checkpoint alone, and `python -m lintorch.predict` / classify_image classify image files of
-any size and mode exactly as training preprocessed them."""
+"""Using a trained model, in this process: lintorch.evaluate reproduces the accuracies training
+reported, from the checkpoint alone, and lintorch.predict / classify_image classify image files of
+any size and mode exactly as training preprocessed them. The same commands as subprocesses:
+tests/cli/test_evaluate_predict_cli.py."""
 import json
 import shutil
 
 import pytest
-import torch
 from PIL import Image
 
 from lintorch import evaluate, predict
 from lintorch.data import load_dataset
 from lintorch.predict import classify_image, load_model
-
-COLOURS = {"blue": (40, 70, 200), "green": (50, 170, 60), "red": (210, 50, 40)}  # the image_folder fixture's
-
-
-def evaluate_json(capsys, *argv):
-    assert evaluate.main([str(a) for a in argv] + ["--json", "--device", "cpu"]) == 0
-    return json.loads(capsys.readouterr().out)
-
-
-def assert_one_line_error(code, err, *words):
-    assert code == 2
-    assert err.startswith("error:") and len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    for w in words:
-        assert w in err, err
-
-
-def assert_consistent(r, classes):
-    cm = torch.tensor(r["confusion"])
-    assert cm.shape == (len(classes), len(classes)) and int(cm.sum()) == r["n"]
-    assert r["classes"] == classes and r["correct"] == int(cm.diagonal().sum())
-    assert r["accuracy"] == r["correct"] / r["n"]
-    for c, name in enumerate(classes):
-        row = int(cm[c].sum())
-        assert r["per_class"][name] == (int(cm[c, c]) / row if row else None)
-
+from tests.helpers import FOLDER_COLOURS as COLOURS, assert_consistent, assert_one_line_error, evaluate_json
 
 # ----------------------------------------------------------------------------- evaluate
 
@@ -51,18 +26,6 @@ def test_evaluate_reproduces_the_training_metrics(synthetic_run, read_json, caps
     assert_consistent(test, classes)
     train = evaluate_json(capsys, synthetic_run, "--split", "train")
     assert train["n"] == len(load_dataset("synthetic", val_size=800, seed=0).train) and train["accuracy"] > 0.5
-
-
-def test_evaluate_command_line_reproduces_test_acc(folder_run, read_json, run_cli, capsys):
-    m = read_json(folder_run / "metrics.json")
-    p = run_cli("-m", "lintorch.evaluate", folder_run, "--split", "test", "--json")
-    assert p.returncode == 0, p.stderr
-    r = json.loads(p.stdout)
-    assert r["split"] == "test" and r["n"] == 15 and r["accuracy"] == m["test_acc"]
-    assert_consistent(r, ["blue", "green", "red"])
-    val = evaluate_json(capsys, folder_run)
-    assert val["n"] == 12 and val["accuracy"] == m["val_acc"]
-    assert m["val_acc"] >= 0.9 and m["test_acc"] >= 0.9  # three clearly different colours
 
 
 def test_evaluate_text_report(folder_run, capsys):
@@ -117,41 +80,6 @@ def test_evaluate_errors(folder_run, image_folder, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- predict
 
-def odd_images(folder):
-    """Images unlike the training files: other sizes, modes and formats -> {path: expected class}."""
-    g = torch.Generator().manual_seed(3)
-
-    def solid(rgb, w, h):
-        x = torch.tensor(rgb, dtype=torch.float32).view(1, 1, 3) + 10 * torch.randn(h, w, 3, generator=g)
-        return Image.fromarray(x.clamp(0, 255).round().to(torch.uint8).numpy(), "RGB")
-    cases = {
-        folder / "big red.png": (solid(COLOURS["red"], 300, 200).convert("RGBA"), "red"),
-        folder / "tiny-green.jpg": (solid(COLOURS["green"], 7, 5), "green"),
-        folder / "blue-palette.png": (solid(COLOURS["blue"], 33, 65).convert("P"), "blue"),
-        folder / "red-cmyk.jpg": (solid(COLOURS["red"], 40, 40).convert("CMYK"), "red"),
-        folder / "grey.png": (solid((128, 128, 128), 20, 20).convert("L"), None),
-    }
-    for path, (im, _) in cases.items():
-        im.save(path)
-    return {path: label for path, (_, label) in cases.items()}
-
-
-def test_predict_command_line(folder_run, image_folder, tmp_path, run_cli):
-    expected = odd_images(tmp_path)
-    tests = {image_folder / "test" / c / name: c for c in COLOURS for name in ("000.jpg", "001.png")}
-    expected.update(tests)
-    p = run_cli("-m", "lintorch.predict", folder_run, *expected, "--top-k", 2, "--json")
-    assert p.returncode == 0, p.stderr
-    r = json.loads(p.stdout)
-    assert r["values"] == "probability" and r["loss"] == "softmax" and r["classes"] == list(COLOURS)
-    assert [q["image"] for q in r["predictions"]] == [str(path) for path in expected]
-    for q, label in zip(r["predictions"], expected.values()):
-        assert len(q["top_k"]) == 2 and q["top_k"][0]["label"] == q["label"]
-        assert q["top_k"][0]["probability"] >= q["top_k"][1]["probability"] and 0 < q["probability"] <= 1
-        if label is not None:
-            assert q["label"] == label, q
-
-
 def test_predict_text_output(folder_run, image_folder, capsys):
     files = [image_folder / "test" / "blue" / "000.jpg", image_folder / "test" / "red" / "001.png"]
     assert predict.main([str(folder_run), *map(str, files)]) == 0
@@ -191,11 +119,9 @@ def test_predict_svm_model_gives_raw_scores(image_folder, tmp_path, train_main, 
     assert "raw scores" in capsys.readouterr().out
 
 
-def test_predict_errors(folder_run, tmp_path, run_cli, capsys):
+def test_predict_errors(folder_run, tmp_path, capsys):
     bad = tmp_path / "bad.png"
-    bad.write_text("this is not a picture")
-    p = run_cli("-m", "lintorch.predict", folder_run, bad)
-    assert_one_line_error(p.returncode, p.stderr, str(bad))
+    bad.write_text("this is not a picture")        # on the command line: tests/cli/test_evaluate_predict_cli.py
     code = predict.main([str(folder_run), str(tmp_path / "nowhere.jpg")])
     assert_one_line_error(code, capsys.readouterr().err, "nowhere.jpg")
     code = predict.main([str(tmp_path / "no-model.pt"), str(bad)])

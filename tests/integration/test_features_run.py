@@ -1,12 +1,14 @@
 """Features through train.py, evaluate and predict (issue 9): the extractor is fitted on the
 training split, recorded in the checkpoint and re-applied to new images exactly; extracted
-features are cached and re-extracted when a setting changes; feature folders train."""
+features are cached and re-extracted when a setting changes; feature folders train; the extract
+command end to end (in this process)."""
 import json
 
 import pytest
 import torch
 
 from lintorch.config import parse_args
+from lintorch.features import from_state_dict, make_extractor, store
 from tests.helpers import train
 
 FOLDER = ["--dataset", "imagefolder", "--image-size", "16", "--val-size", "12", "--batch-size", "8", "--epochs", "4",
@@ -97,6 +99,41 @@ def test_flip_and_features_do_not_mix(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--features", "kmeans", "--flip"])
     assert "--flip" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the extract command
+
+def test_extract_end_to_end(image_folder, tmp_path):
+    from lintorch.extract import main
+    out = tmp_path / "hc"
+    args = ["--dataset", "imagefolder", "--data-dir", str(image_folder), "--cache-dir", str(tmp_path / "cache"),
+            "--device", "cpu", "--quiet"]
+    assert main(["--features", "hog,colorhist", "--out", str(out), *args]) == 0
+    tr, te = store.FeatureSplit(str(out), "train"), store.FeatureSplit(str(out), "test")
+    assert (tr.n, tr.d, te.n, tr.classes) == (48, 154, 15, ["blue", "green", "red"])
+    info = json.loads((out / "extractor.json").read_text())
+    assert info["fingerprint"] == make_extractor("hog,colorhist").fingerprint()
+    assert info["data"]["n_train"] == 48 and len(info["data"]["sha256_train"]) == 64
+    # labels in folder order; the colours are told apart by the hue histogram
+    assert torch.equal(tr.y, torch.arange(3).repeat_interleave(16))
+    out2 = tmp_path / "km"
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--features", "kmeans", "--centroids", "4", "--patches", "500", "--format", "pt",
+                     "--threads", "1", "--dtype", "float16", "--out", str(out2), *args]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    tr = store.FeatureSplit(str(out2), "train")
+    assert (tr.n, tr.d, tr.dtype) == (48, 16, torch.float16)
+    assert (out2 / "centroids.png").stat().st_size > 0
+    ex = from_state_dict(torch.load(out2 / "extractor.pt", weights_only=True))
+    assert ex.fingerprint() == json.loads((out2 / "extractor.json").read_text())["fingerprint"]
+    # one-line errors, exit 2 (on the command line: tests/cli/test_features_cli.py)
+    assert main(["--features", "kmeans", "--out", str(out2), *args]) == 2            # exists
+    assert main(["--features", "sift", "--out", str(tmp_path / "x"), *args]) == 2
+    assert main(["--features", "pixels", "--out", str(tmp_path / "y"), "--dataset", "imagefolder",
+                 "--data-dir", str(tmp_path / "nowhere")]) == 2
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Feature extractors (issue 9) against independent per-patch / per-pixel references, the feature
-store and its streaming loader, and the extract command end to end."""
-import json
+store and its streaming loader. The extract command: tests/integration/test_features_run.py (in this
+process) and tests/cli/test_features_cli.py."""
 import os
 from fractions import Fraction
 
@@ -14,7 +14,6 @@ from lintorch.features import hog as hogmod
 from lintorch.features import kmeans as km
 from lintorch.features import store
 from lintorch.loaders import epoch_order
-from tests.helpers import python
 
 
 def images(n, size=32, seed=0, smooth=True):
@@ -310,74 +309,3 @@ def test_store_bad_files_are_one_line_errors(tmp_path):
         store.write_classes(d, ["a", "b", "c"])
         make(d)
         expect(d, matches[name])
-
-
-RSS_SCRIPT = r"""
-import resource, sys, torch
-from lintorch.features import store
-s = store.FeatureSplit(sys.argv[1], "train", check_finite=False)
-next(store.FeatureLoader(s, 512, "cpu").batches(0))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-s.check_finite()
-st = store.Standardizer.fit(s)
-n = sum(len(y) for _, y in store.FeatureLoader(s, 512, "cpu", standardizer=st).batches(0))
-assert n == s.n
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
-"""
-
-
-@pytest.mark.slow
-def test_store_streaming_memory_is_bounded_by_the_batch_pipeline(tmp_path):
-    n, d = 100_000, 1024                                         # 400 MB of float32
-    store.write_classes(tmp_path, ["a", "b"])
-    w = store.SplitWriter(str(tmp_path), "train", n, d)
-    for i in range(0, n, 10_000):
-        w.write(torch.full((10_000, d), float(i)), torch.arange(10_000) % 2)
-    w.close()
-    assert os.path.getsize(tmp_path / "train.npy") > 400e6
-    p = python("-c", RSS_SCRIPT, tmp_path, timeout=300)
-    assert p.returncode == 0, p.stderr
-    grown_mb = int(p.stdout.strip().splitlines()[-1])
-    assert grown_mb < 150, f"peak RSS grew {grown_mb} MB reading a 400 MB file"
-
-
-# --------------------------------------------------------------------------- the extract command
-
-def test_extract_cli_end_to_end(image_folder, tmp_path, run_cli):
-    from lintorch.extract import main
-    out = tmp_path / "hc"
-    args = ["--dataset", "imagefolder", "--data-dir", str(image_folder), "--cache-dir", str(tmp_path / "cache"),
-            "--device", "cpu", "--quiet"]
-    assert main(["--features", "hog,colorhist", "--out", str(out), *args]) == 0
-    tr, te = store.FeatureSplit(str(out), "train"), store.FeatureSplit(str(out), "test")
-    assert (tr.n, tr.d, te.n, tr.classes) == (48, 154, 15, ["blue", "green", "red"])
-    info = json.loads((out / "extractor.json").read_text())
-    assert info["fingerprint"] == make_extractor("hog,colorhist").fingerprint()
-    assert info["data"]["n_train"] == 48 and len(info["data"]["sha256_train"]) == 64
-    # labels in folder order; the colours are told apart by the hue histogram
-    assert torch.equal(tr.y, torch.arange(3).repeat_interleave(16))
-    out2 = tmp_path / "km"
-    threads = torch.get_num_threads()
-    try:
-        assert main(["--features", "kmeans", "--centroids", "4", "--patches", "500", "--format", "pt",
-                     "--threads", "1", "--dtype", "float16", "--out", str(out2), *args]) == 0
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(threads)
-    tr = store.FeatureSplit(str(out2), "train")
-    assert (tr.n, tr.d, tr.dtype) == (48, 16, torch.float16)
-    assert (out2 / "centroids.png").stat().st_size > 0
-    ex = from_state_dict(torch.load(out2 / "extractor.pt", weights_only=True))
-    assert ex.fingerprint() == json.loads((out2 / "extractor.json").read_text())["fingerprint"]
-    # one-line errors, exit 2
-    assert main(["--features", "kmeans", "--out", str(out2), *args]) == 2            # exists
-    assert main(["--features", "sift", "--out", str(tmp_path / "x"), *args]) == 2
-    assert main(["--features", "pixels", "--out", str(tmp_path / "y"), "--dataset", "imagefolder",
-                 "--data-dir", str(tmp_path / "nowhere")]) == 2
-    p = run_cli("-m", "lintorch.extract", "--help")
-    assert p.returncode == 0 and "--backbone-weights" in p.stdout and "--centroids" in p.stdout
-    p = run_cli("-m", "lintorch.extract", "--features", "hog", "--out", str(tmp_path / "z"), "--bogus")
-    assert p.returncode == 2 and "unrecognized arguments: --bogus" in p.stderr
-    p = run_cli("-m", "lintorch.extract", "--features", "hog", "--out", str(tmp_path / "z"), "--dataset",
-                "imagefolder", "--data-dir", str(tmp_path / "nowhere"))
-    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and p.stderr.startswith("error:")

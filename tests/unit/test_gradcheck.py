@@ -1,5 +1,6 @@
-"""lintorch.gradcheck: its helpers, its command line, and proof that it catches a wrong backward
-(test-local broken Functions), so the checker itself cannot silently pass."""
+"""lintorch.gradcheck: its helpers, and proof that it catches a wrong backward
+(test-local broken Functions), so the checker itself cannot silently pass. Its command line:
+tests/cli/test_gradcheck_cli.py."""
 import math
 
 import pytest
@@ -8,7 +9,6 @@ from torch.autograd import Function
 
 from lintorch import functional as LF
 from lintorch import gradcheck as G
-from tests.helpers import python
 
 
 # --------------------------------------------------------------------------- helpers
@@ -65,27 +65,6 @@ def test_kinks_are_counted_not_failed():
     case.kinks = None
     unmasked = G.check_numeric(case)
     assert not unmasked.passed and unmasked.max_rel == pytest.approx(1.0)
-
-
-# --------------------------------------------------------------------------- the command
-
-def test_cli_exits_0_and_prints_its_table():
-    p = python("-m", "lintorch.gradcheck", "--seed", "0", timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    lines = p.stdout.strip().splitlines()
-    assert lines[0].split()[:3] == ["function", "method", "dtype/device"]
-    assert "FAIL" not in p.stdout and " 0 failed" in lines[-1]
-    body = lines[1:-1]
-    assert len(body) == int(lines[-1].split()[0]) > 50
-    assert all(line.split()[-1].startswith(("pass", "kinks=")) for line in body)
-    assert any("kinks=3" in line for line in body)
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
-def test_cli_cuda_without_cuda_is_a_one_line_error():
-    p = python("-m", "lintorch.gradcheck", "--device", "cuda", timeout=120)
-    assert p.returncode == 2 and p.stdout == ""
-    assert len(p.stderr.strip().splitlines()) == 1 and "CUDA" in p.stderr
 
 
 # --------------------------------------------------------------------------- broken Functions

@@ -1,0 +1,25 @@
+"""`python -m lintorch.gradcheck`: the command prints its table and exits 0, and answers a missing
+CUDA in one line."""
+import pytest
+import torch
+
+from tests.helpers import python
+
+
+def test_cli_exits_0_and_prints_its_table():
+    p = python("-m", "lintorch.gradcheck", "--seed", "0", timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert lines[0].split()[:3] == ["function", "method", "dtype/device"]
+    assert "FAIL" not in p.stdout and " 0 failed" in lines[-1]
+    body = lines[1:-1]
+    assert len(body) == int(lines[-1].split()[0]) > 50
+    assert all(line.split()[-1].startswith(("pass", "kinks=")) for line in body)
+    assert any("kinks=3" in line for line in body)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
+def test_cli_cuda_without_cuda_is_a_one_line_error():
+    p = python("-m", "lintorch.gradcheck", "--device", "cuda", timeout=120)
+    assert p.returncode == 2 and p.stdout == ""
+    assert len(p.stderr.strip().splitlines()) == 1 and "CUDA" in p.stderr
