@@ -15,7 +15,7 @@ CLI_TESTS = Path(__file__).resolve().parent / "cli"
 def pytest_collection_modifyitems(items):
     """Every test under tests/cli is `cli` and `slow`: `pytest -m "not slow"` leaves out the subprocesses."""
     for item in items:
-        if CLI_TESTS in Path(item.fspath).parents:
+        if CLI_TESTS in item.path.resolve().parents:
             item.add_marker(pytest.mark.cli)
             item.add_marker(pytest.mark.slow)
 

@@ -1,7 +1,9 @@
-"""What every test group shares, written once: the repository's path, the in-process train.py,
-the subprocess runners (python, torchrun, a started process and a signal sent to it), the JSON and
-TensorBoard event-file readers. Imported as `from tests.helpers import ...` (pytest's pythonpath
-holds the repository root); tests/conftest.py turns some of these into fixtures."""
+"""What the three test groups share, written once: the repository's path, train.py run in this
+process, the subprocess runners (python, torchrun, popen and signal_after for a started process),
+the JSON and TensorBoard event-file readers, the small data a few tests build, and the assertions on
+evaluate's reports and one-line errors. Imported as `from tests.helpers import ...` (pytest's
+pythonpath holds the repository root); tests/conftest.py hands some of them out as fixtures
+(run_cli, train_main, read_json)."""
 import json
 import os
 import subprocess
