@@ -100,9 +100,25 @@ def test_centroid_grid_is_an_image(kstate):
 
 # --------------------------------------------------------------------------- HOG and hue histogram
 
+def uniform_filter(a, size):
+    """scipy.ndimage.uniform_filter(a, size) (mode "reflect", origin 0) in numpy, so the reference needs
+    no scipy: the mean over rows i - sx//2 .. i + sx - sx//2 - 1 (likewise columns), edges mirrored."""
+    sx, sy = size
+    p = np.pad(a, ((sx // 2, sx - 1 - sx // 2), (sy // 2, sy - 1 - sy // 2)), mode="symmetric")
+    c = np.pad(p, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    return (c[sx:, sy:] - c[:-sx, sy:] - c[sx:, :-sy] + c[:-sx, :-sy]) / (sx * sy)
+
+
+def test_uniform_filter_is_scipys():
+    ndimage = pytest.importorskip("scipy.ndimage", reason="scipy (optional) is not installed here")
+    a = np.random.default_rng(0).random((32, 30))
+    for size in ((8, 8), (3, 5)):
+        assert np.allclose(uniform_filter(a, size), ndimage.uniform_filter(a, size=size))
+
+
 def cs231n_hog_feature(im):
-    """cs231n assignment1 features.py hog_feature, verbatim apart from the import (im (H, W, 3) float)."""
-    from scipy.ndimage import uniform_filter
+    """cs231n assignment1 features.py hog_feature, verbatim apart from uniform_filter (numpy, above;
+    scipy's is the original) (im (H, W, 3) float)."""
     image = np.dot(im[..., :3], [0.299, 0.587, 0.144])
     sx, sy = image.shape
     orientations = 9
