@@ -78,17 +78,49 @@ def _data_sha256(*tensors):
     return h.hexdigest()
 
 
+def _shard(n, rank, world):
+    """Rank r's contiguous rows [lo, hi) of n: the shards in rank order cover 0..n once."""
+    return n * rank // world, n * (rank + 1) // world
+
+
+def _encode_shard(ex, xs, args, device, desc):
+    """uint8 images (n, 3, S, S) -> float32 (n, D) on the CPU, with a progress bar."""
+    import torch
+    from tqdm import tqdm
+    from .features import batches_of_features
+    out = []
+    with tqdm(total=len(xs), desc=desc, unit="img", disable=args.quiet) as bar:
+        for _, f in batches_of_features(ex, xs, args.batch_size, device):
+            out.append(f.float().cpu())
+            bar.update(len(f))
+    return torch.cat(out) if out else torch.zeros(0, ex.dim)
+
+
+def _take_part(folder, name, rank):
+    import torch
+    path = os.path.join(folder, f".{name}.part{rank}.pt")
+    part = torch.load(path, weights_only=True)
+    os.remove(path)
+    return part
+
+
 def run(args):
     import torch
     from tqdm import tqdm
 
     from .data import load_dataset
-    from .features import FeatureError, batches_of_features, make_extractor
+    from .features import FeatureError, make_extractor
     from .features.store import SplitWriter, write_classes
 
+    from . import distributed
+    dist = distributed.from_env()          # under torchrun: every rank encodes its shard of each split
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if dist is None:
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    else:
+        device = distributed.init(dist, args.device, 600.0, False)
+    main = dist is None or dist.main
     if os.path.exists(os.path.join(args.out, "classes.json")) and not args.overwrite:
         raise FeatureError(f"{args.out} already holds features; choose another --out or pass --overwrite")
     ds = load_dataset(args.dataset, args.data_dir, args.image_size, 1, args.seed, args.cache_dir,
@@ -98,20 +130,33 @@ def run(args):
                         patches=args.patches, iterations=args.iterations, weights=args.backbone_weights,
                         input_size=args.input_size)
     t0 = time.perf_counter()
-    ex.fit(x, device)
+    if dist is None:
+        ex.fit(x, device)
+    else:                                  # rank 0 learns, every rank encodes with the very same state
+        ex.load_state(distributed.share(dist, lambda: ex.fit(x, device).state_dict()["state"]))
     fit_s = time.perf_counter() - t0
     splits = [("train", x, y)] + ([("test", ds.test.x, ds.test.y)] if ds.test is not None else [])
-    write_classes(args.out, ds.classes)
+    if main:
+        os.makedirs(args.out, exist_ok=True)
+        write_classes(args.out, ds.classes)
     t0 = time.perf_counter()
     for name, xs, ys in splits:
-        writer = None
-        with tqdm(total=len(ys), desc=f"{name} features", unit="img", disable=args.quiet) as bar:
-            for i, f in batches_of_features(ex, xs, args.batch_size, device):
-                if writer is None:
-                    writer = SplitWriter(args.out, name, len(ys), f.shape[1], args.format, getattr(torch, args.dtype))
-                writer.write(f, ys[i:i + len(f)])
-                bar.update(len(f))
-        writer.close()
+        lo, hi = (0, len(ys)) if dist is None else _shard(len(ys), dist.rank, dist.world)
+        parts = _encode_shard(ex, xs[lo:hi], args, device, f"{name} features")
+        if dist is not None:               # each rank's rows to a part file; rank 0 writes them in order
+            torch.save(parts, os.path.join(args.out, f".{name}.part{dist.rank}.pt"))
+            distributed.barrier()
+            if main:
+                parts = torch.cat([_take_part(args.out, name, r) for r in range(dist.world)])
+        if main:
+            writer = SplitWriter(args.out, name, len(ys), parts.shape[1], args.format, getattr(torch, args.dtype))
+            for i in range(0, len(ys), 8192):
+                writer.write(parts[i:i + 8192], ys[i:i + 8192])
+            writer.close()
+        if dist is not None:
+            distributed.barrier()
+    if not main:
+        return None
     info = {"features": ex.name, "settings": ex.state_dict()["settings"], "fingerprint": ex.fingerprint(),
             "dim": ex.dim, "fit_seconds": round(fit_s, 3), "extract_seconds": round(time.perf_counter() - t0, 3),
             "device": str(device), "format": args.format, "dtype": args.dtype,
@@ -133,7 +178,13 @@ def run(args):
 def _main(args):
     setup_logging(args.quiet)
     logging.getLogger("lintorch.extract").setLevel(logging.INFO)
-    info = run(args)
+    from .distributed import from_env, teardown
+    try:
+        info = run(args)
+    finally:
+        teardown(from_env())
+    if info is None:                        # a torchrun rank other than 0: rank 0 reports
+        return 0
     print(f"wrote {info['features']} features (D = {info['dim']}) of {info['data']['n_train']} training images"
           f"{' and %d test images' % info['data']['n_test'] if 'n_test' in info['data'] else ''} to {args.out} "
           f"(fit {info['fit_seconds']:.1f} s, extraction {info['extract_seconds']:.1f} s)")

@@ -47,3 +47,23 @@ def test_store_streaming_memory_is_bounded_by_the_batch_pipeline(tmp_path):
     assert p.returncode == 0, p.stderr
     grown_mb = int(p.stdout.strip().splitlines()[-1])
     assert grown_mb < 150, f"peak RSS grew {grown_mb} MB reading a 400 MB file"
+
+
+def test_extraction_sharded_under_torchrun_equals_one_process(image_folder, tmp_path):
+    """torchrun --nproc_per_node 2 python -m lintorch.extract: rank 0 learns the k-means state, each
+    rank encodes its shard, rank 0 writes one feature set, equal to the one-process extraction."""
+    import numpy as np
+    args = ["-m", "lintorch.extract", "--features", "kmeans", "--centroids", "4", "--patches", "500", "--dataset",
+            "imagefolder", "--data-dir", str(image_folder), "--image-size", "16", "--quiet", "--threads", "1",
+            "--device", "cpu"]
+    one = python(*args, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", 2, *args,
+                 "--out", str(tmp_path / "two"), timeout=300, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("wrote kmeans features") == 1                     # rank 0 reports, once
+    for name in ("train", "test", "train_labels", "test_labels"):
+        a, b = np.load(tmp_path / "one" / f"{name}.npy"), np.load(tmp_path / "two" / f"{name}.npy")
+        assert a.shape == b.shape and np.allclose(a, b, rtol=1e-5, atol=1e-5), name
+    assert not [n for n in os.listdir(tmp_path / "two") if ".part" in n]       # the shards' files are gone
