@@ -125,6 +125,13 @@ def main(argv=None):
         print(f"(b) lintorch path of {args.path}: {t_path:.1f}s = {t_path / t_one:.2f}x one value, "
               f"{path.calls} evaluate calls, statuses {sorted(set(path.status))}, "
               f"iters {path.iterations.min().item()}..{path.iterations.max().item()}")
+        # the floor of that ratio on this machine: one evaluation of all K members against one member
+        ratio, t_k, t_1 = evaluation_cost_ratio(loader, regs, zeros)
+        out["b"].update(eval_ratio=ratio, eval_s_path=t_k, eval_s_one=t_1,
+                        member_evaluations=int(path.evaluations.sum()), one_evaluations=int(res.evaluations[0]))
+        print(f"    one evaluation of all {args.path} members = {ratio:.2f}x one member's ({t_k * 1e3:.0f} ms vs "
+              f"{t_1 * 1e3:.0f} ms, median of 7, alternated); member-evaluations {int(path.evaluations.sum())} "
+              f"vs one value's {int(res.evaluations[0])}")
         if not (args.no_sklearn or args.no_sklearn_path):
             clf, t_sk, fs = None, 0.0, []
             for r in regs.flip(0).tolist():                            # strongest reg first, warm-started
@@ -138,6 +145,24 @@ def main(argv=None):
             print(f"    scikit-learn warm-started path: {t_sk:.1f}s; lintorch/sklearn = {t_path / t_sk:.3f}; "
                   f"max (f_lintorch - f_sklearn)/f = {out['b']['max_rel_f_diff']:.2e}")
     _save(out, args.json)
+
+
+def evaluation_cost_ratio(loader, regs, zeros, repeats=7):
+    """Median time of one full-batch evaluation of K members (regs (K,)) over that of one member,
+    the two alternated: what a path costs per round against one value, before iteration counts."""
+    K = len(regs)
+    ev_k, ev_1 = full_batch_evaluator(loader, reg=regs), full_batch_evaluator(loader, reg=regs[:1])
+    (Wk, bk), (W1, b1) = zeros(K), zeros(1)
+    Wk.normal_(0, 1e-3, generator=torch.Generator().manual_seed(0))
+    W1.copy_(Wk[:1])
+    times = {K: [], 1: []}
+    for _ in range(repeats):
+        for n, ev, W, b in ((K, ev_k, Wk, bk), (1, ev_1, W1, b1)):
+            t = time.perf_counter()
+            ev(W, b, torch.arange(n))
+            times[n].append(time.perf_counter() - t)
+    t_k, t_1 = sorted(times[K])[repeats // 2], sorted(times[1])[repeats // 2]
+    return t_k / t_1, t_k, t_1
 
 
 def nonsmooth(loader, zeros, args, out):

@@ -67,15 +67,52 @@ def _encode(extractor, split, name, cache_dir, device, batch_size):
     return Split(x, split.y, split.files)
 
 
+def _shaping(settings, extractor):
+    """The settings that shape the features (runtime ones such as the encoding method left out)."""
+    runtime = getattr(extractor, "RUNTIME", ())
+    return {k: v for k, v in (settings or {}).items() if k not in runtime}
+
+
+def _fit(extractor, train, cache_dir, device):
+    """Fit extractor on the training split, or load the state it learned from this exact split
+    with these settings before (cache_dir/extractor-<key>.pt, key = sha256 of the unfitted
+    extractor's fingerprint and the split's images and labels): k-means at K = 1600 learns for a
+    minute, which a second run with other classifier flags should not repeat."""
+    if not extractor.LEARNS:
+        extractor.fit(train.x, device)
+        return extractor
+    key = hashlib.sha256(f"fit:{extractor.fingerprint()}:{_images_hash(train)}".encode()).hexdigest()[:24]
+    path = None if cache_dir is None else os.path.join(cache_dir, f"extractor-{extractor.name}-{key}.pt")
+    if path and os.path.isfile(path):
+        try:
+            saved = torch.load(path, weights_only=True)
+            if saved.get("name") == extractor.name and _shaping(saved.get("settings"), extractor) == \
+                    _shaping(extractor.settings, extractor):
+                log.info(f"{extractor.name} features: learned state from {path}")
+                return extractor.load_state(saved["state"])
+            log.warning("extractor cache %s holds another extractor: fitting again", path)
+        except Exception as e:       # unreadable or torn: fit again
+            log.warning("extractor cache %s is unreadable (%s): fitting again", path, type(e).__name__)
+    log.info(f"fitting {extractor.name} features on {len(train)} training images")
+    extractor.fit(train.x, device)
+    saved = extractor.state_dict()
+    if path:
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            torch_save_atomic(saved, path)
+        except OSError as e:
+            log.warning("could not write the extractor cache %s (%s)", path, e)
+    return extractor
+
+
 def featurize(data, cfg, device, state=None, batch_size=256):
     """Images -> features for every split. The extractor is fitted on data.train only (unless a
-    saved state is given) -> (DataSet of float features, extractor)."""
+    saved state is given; a fit is cached like the features) -> (DataSet of float features, extractor)."""
     extractor = make(cfg, state)
-    if state is None:
-        log.info(f"fitting {extractor.name} features on {len(data.train)} training images")
-        extractor.fit(data.train.x, device)
     cache_dir = cfg.get("cache_dir") or (os.path.join(cfg["data_dir"], ".lintorch-cache")
                                          if cfg["dataset"] != "synthetic" else None)
+    if state is None:
+        extractor = _fit(extractor, data.train, cache_dir, device)
     parts = {name: None if split is None else _encode(extractor, split, name, cache_dir, device, batch_size)
              for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
     out = DataSet(parts["train"], parts["val"], parts["test"], data.classes, data.image_size, None)

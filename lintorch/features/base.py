@@ -19,6 +19,7 @@ class Extractor:
     NAME = ""
     DEFAULTS = {}
     RUNTIME = ()          # settings that change speed, not the features: left out of the fingerprint
+    LEARNS = False        # fit learns state from the training images (worth caching)
 
     def __init__(self, **settings):
         unknown = sorted(set(settings) - set(self.DEFAULTS))
@@ -106,6 +107,10 @@ class Concat(Extractor):
     @property
     def name(self):
         return ",".join(p.name for p in self.parts)
+
+    @property
+    def LEARNS(self):
+        return any(p.LEARNS for p in self.parts)
 
     @property
     def dim(self):

@@ -214,6 +214,7 @@ class KMeansFeatures(Extractor):
     DEFAULTS = {"k": 1600, "patches": 400_000, "rf": 6, "iterations": 10, "seed": 0, "method": "gemm",
                 "chunk": None}
     RUNTIME = ("method", "chunk")
+    LEARNS = True
 
     @property
     def dim(self):

@@ -47,7 +47,7 @@ def test_predict_on_images_equals_evaluate_on_extracted_features(kmeans_run, ima
     assert acc == report["accuracy"] == json.loads((kmeans_run / "metrics.json").read_text())["test_acc"]
 
 
-def test_feature_cache_is_reused_and_rebuilt_when_a_setting_changes(image_folder, tmp_path, caplog):
+def test_feature_cache_is_reused_and_rebuilt_when_a_setting_changes(image_folder, tmp_path, capsys):
     cache = tmp_path / "cache"
     common = [*FOLDER, "--data-dir", str(image_folder), "--cache-dir", str(cache), "--epochs", "1"]
     assert train(*common, *KMEANS, "--logdir", str(tmp_path / "a")) == 0
@@ -55,12 +55,23 @@ def test_feature_cache_is_reused_and_rebuilt_when_a_setting_changes(image_folder
     assert len(first) == 3                                   # train, val, test
     assert train(*common, *KMEANS, "--logdir", str(tmp_path / "b")) == 0
     assert sorted(p.name for p in cache.glob("features-*")) == first      # same extractor, same images: reused
+    fitted = list(cache.glob("extractor-kmeans-*.pt"))
+    out = capsys.readouterr().out
+    assert len(fitted) == 1 and out.count("fitting kmeans") == 1 and "learned state from" in out   # not refitted
     assert train(*common, "--features", "kmeans", "--centroids", "9", "--patches", "2000",
                  "--logdir", str(tmp_path / "c")) == 0
     assert len(list(cache.glob("features-*"))) == 6          # another setting: extracted again, keyed apart
+    assert len(list(cache.glob("extractor-kmeans-*.pt"))) == 2
+    fitted[0].write_bytes(fitted[0].read_bytes()[:100])      # a torn extractor cache: fitted again, one warning
+    capsys.readouterr()
+    assert train(*common, *KMEANS, "--logdir", str(tmp_path / "d")) == 0
+    out, err = capsys.readouterr()
+    assert "is unreadable" in out + err and "fitting kmeans" in out
+    d = torch.load(tmp_path / "d" / "checkpoint.pt", weights_only=True)
     a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert torch.equal(a["model"]["weight"], b["model"]["weight"])
+    assert torch.equal(a["model"]["weight"], d["model"]["weight"])        # the refit is the same fit
 
 
 def test_hog_colorhist_run_learns(image_folder, tmp_path):
