@@ -118,9 +118,12 @@ def get_args_parser():
                    "2011), hog, colorhist, a comma list such as hog,colorhist, or torchvision:<model> (e.g. "
                    "torchvision:resnet18); extracted once and cached")
     f.add_argument("--centroids", type=number(int, 1, high=100_000), default=None,
-                   help="kmeans: centroids K (default 1600; D = 4 K)")
+                   help="kmeans: centroids K (default 1600; D = POOL^2 K)")
     f.add_argument("--patches", type=number(int, 1, high=100_000_000), default=None,
                    help="kmeans: random 6x6 training patches to learn from (default 400000)")
+    f.add_argument("--pool", type=number(int, 1, high=27), default=None,
+                   help="kmeans: sum-pool the activations over a POOL x POOL grid of regions (default 2: the "
+                   "paper's quadrants; D = POOL^2 K)")
     f.add_argument("--backbone-weights", type=nonempty, default=None, metavar="FILE_OR_NAME",
                    help="torchvision: a state_dict file, or named weights such as DEFAULT (needs the network "
                    "once); default: random weights")

@@ -41,10 +41,12 @@ def get_args_parser():
                    help="npy: memory-mapped by the reader (large sets); pt: one torch file per split")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored feature precision")
     p.add_argument("--centroids", type=pos, default=None, help="kmeans: number of centroids K (default 1600; "
-                   "D = 4 K)")
+                   "D = POOL^2 K)")
     p.add_argument("--patches", type=pos, default=None, help="kmeans: random 6x6 patches to learn from "
                    "(default 400000)")
     p.add_argument("--iterations", type=pos, default=None, help="kmeans: k-means iterations (default 10)")
+    p.add_argument("--pool", type=pos, default=None, help="kmeans: sum-pool over a POOL x POOL grid of regions "
+                   "(default 2: the paper's quadrants; D = POOL^2 K)")
     p.add_argument("--backbone-weights", default=None, metavar="FILE_OR_NAME", help="torchvision: a state_dict "
                    "file, or named weights such as DEFAULT (need network once); default: random weights")
     p.add_argument("--input-size", type=pos, default=None, help="torchvision without named weights: images "
@@ -127,7 +129,7 @@ def run(args):
                       args.skip_bad_images)
     x, y = _full_train(ds)
     ex = make_extractor(args.features, image_size=args.image_size, seed=args.seed, k=args.centroids,
-                        patches=args.patches, iterations=args.iterations, weights=args.backbone_weights,
+                        patches=args.patches, iterations=args.iterations, pool=args.pool, weights=args.backbone_weights,
                         input_size=args.input_size)
     t0 = time.perf_counter()
     if dist is None:

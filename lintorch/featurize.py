@@ -20,7 +20,7 @@ log = logging.getLogger("lintorch")
 
 def extractor_settings(cfg):
     """The train.py flags that configure an extractor (None: the extractor's own default)."""
-    return {"k": cfg.get("centroids"), "patches": cfg.get("patches"), "weights": cfg.get("backbone_weights"),
+    return {"k": cfg.get("centroids"), "patches": cfg.get("patches"), "pool": cfg.get("pool"), "weights": cfg.get("backbone_weights"),
             "input_size": cfg.get("input_size"), "image_size": cfg.get("image_size"), "seed": cfg.get("seed")}
 
 

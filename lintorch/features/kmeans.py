@@ -1,14 +1,17 @@
 """Coates, Lee & Ng (2011) single-layer k-means features, batched on the device.
 
 Shapes: N images (N, 3, S, S) uint8, r the receptive field (6), P = 3 r r patch length (108),
-L = S - r + 1 positions per side (27 for S = 32), K centroids, D = 4 K features.
+L = S - r + 1 positions per side (27 for S = 32), K centroids, g the pooling grid (2: the paper's
+quadrants), D = g^2 K features.
 
 Learning (``learn``), as in Coates' kmeans_demo.m: random r x r patches of the training images,
 per-patch brightness/contrast normalisation p <- (p - mean p) / sqrt(var p + 10) (pixels in 0..255,
 unbiased variance), ZCA whitening w = (p - m) Z with Z = V (E + 0.1)^-1/2 V^T, then k-means.
 Encoding (``encode``): every patch at stride 1 is normalised and whitened the same way, z_k = ||w - c_k||,
-f_k = max(0, mean_k z - z_k) (the "triangle" code), sum-pooled over the four quadrants (the first
-ceil(L/2) rows/columns form the top/left halves, as MATLAB's round(27/2) = 14).
+f_k = max(0, mean_k z - z_k) (the "triangle" code), sum-pooled over a g x g grid of regions: g = 2 is
+the paper's four quadrants (the first ceil(L/2) rows/columns form the top/left halves, as MATLAB's
+round(27/2) = 14); region edges are round(L i / g), halves rounded up. Measured here (K = 400, 40,000
+training images, exact ridge classifier, 10,000 validation): g = 2 68.6%, g = 3 71.5%, g = 4 70.8%.
 
 Two equal formulations, tested against a per-patch reference:
   "gemm": unfold the patches (B L^2, P), normalise, whiten, then one GEMM with augmented operands
@@ -102,20 +105,26 @@ def learn(x, k=1600, patches=400_000, rf=6, iterations=10, seed=0, device="cpu")
 
 # --------------------------------------------------------------------------- encoding
 
-def _quadrant_pool(a, L):
-    """a (B, L, L, K) activations -> (B, 4 K): sums over [top-left, bottom-left, top-right, bottom-right]."""
-    h = (L + 1) // 2
-    q = [a[:, :h, :h], a[:, h:, :h], a[:, :h, h:], a[:, h:, h:]]
-    return torch.cat([t.sum((1, 2)) for t in q], 1)
+def pool_edges(L, g):
+    """[e_0 = 0, ..., e_g = L]: region i spans rows/columns e_i .. e_{i+1} - 1, e_i = round(L i / g)
+    with halves rounded up (MATLAB's round), so g = 2 gives Coates' quadrants."""
+    return [(2 * L * i + g) // (2 * g) for i in range(g + 1)]
 
 
-def _pool_matrix(L, device, dtype):
-    """(4, L^2) 0/1 matrix: quadrant pooling of (L^2, K) activations as one (batched) GEMM."""
-    h = (L + 1) // 2
+def _grid_pool(a, L, g):
+    """a (B, L, L, K) activations -> (B, g^2 K): region sums, column-major over the grid
+    (g = 2: top-left, bottom-left, top-right, bottom-right, the order of Coates' code)."""
+    e = pool_edges(L, g)
+    return torch.cat([a[:, e[i]:e[i + 1], e[j]:e[j + 1]].sum((1, 2)) for j in range(g) for i in range(g)], 1)
+
+
+def _pool_matrix(L, g, device, dtype):
+    """(g^2, L^2) 0/1 matrix: the grid pooling of (L^2, K) activations as one (batched) GEMM."""
+    e = pool_edges(L, g)
     r = torch.arange(L, device=device)
-    top, left = (r < h).view(L, 1).expand(L, L), (r < h).view(1, L).expand(L, L)
-    masks = [top & left, ~top & left, top & ~left, ~top & ~left]
-    return torch.stack([m.reshape(-1) for m in masks]).to(dtype)
+    bands = [(r >= e[i]) & (r < e[i + 1]) for i in range(g)]
+    return torch.stack([(bands[i].view(L, 1) & bands[j].view(1, L)).reshape(-1)
+                        for j in range(g) for i in range(g)]).to(dtype)
 
 
 def _triangle_(d2):
@@ -128,11 +137,11 @@ def _triangle_(d2):
 class Encoder:
     """The learned state made into the two operand sets the encoders need, once per device."""
 
-    def __init__(self, state, rf=6, device="cpu"):
+    def __init__(self, state, rf=6, device="cpu", pool=2):
         C = state["centroids"].to(device, torch.float32)       # (K, P)
         m = state["mean"].to(device, torch.float32)            # (P,)
         Z = state["zca"].to(device, torch.float32)             # (P, P)
-        self.rf, self.K, self.device = rf, C.shape[0], device
+        self.rf, self.K, self.device, self.pool = rf, C.shape[0], device, pool
         self.m, self.Z, self.mZ = m, Z, m @ Z
         # gemm: [w, ||w||^2, 1] @ aug = ||w||^2 - 2 w.c + ||c||^2
         self.aug = torch.cat([-2 * C.T, torch.ones(1, self.K, device=device),
@@ -146,7 +155,7 @@ class Encoder:
         self.c2 = C.square().sum(1)                             # (K,)
 
     def gemm(self, x):
-        """x float (B, 3, S, S) -> (B, 4 K)."""
+        """x float (B, 3, S, S) -> (B, g^2 K)."""
         B, _, S, _ = x.shape
         L = S - self.rf + 1
         p = F.unfold(x, self.rf).transpose(1, 2).reshape(B * L * L, -1)   # (B L^2, P)
@@ -154,10 +163,10 @@ class Encoder:
         w = torch.addmm(-self.mZ, p, self.Z)                    # (p - m) Z
         w = torch.cat([w, w.square().sum(1, keepdim=True), torch.ones_like(w[:, :1])], 1)
         a = _triangle_(w @ self.aug).view(B, L * L, self.K)    # (B, L^2, K)
-        return torch.matmul(_pool_matrix(L, x.device, a.dtype), a).reshape(B, 4 * self.K)
+        return torch.matmul(_pool_matrix(L, self.pool, x.device, a.dtype), a).reshape(B, -1)
 
     def conv(self, x):
-        """x float (B, 3, S, S) -> (B, 4 K), with no patch matrix."""
+        """x float (B, 3, S, S) -> (B, g^2 K), with no patch matrix."""
         B, _, S, _ = x.shape
         rf, K, P = self.rf, self.K, 3 * self.rf ** 2
         x = x - 128.0                          # the normalisation ignores offsets; float32 cancels less
@@ -170,14 +179,14 @@ class Encoder:
         wc, wZ = out[:, :K], out[:, K:]
         d2 = wZ.square().sum(1, keepdim=True) + self.c2.view(1, K, 1, 1) - 2 * wc   # (B, K, L, L)
         a = _triangle_(d2.permute(0, 2, 3, 1))                            # (B, L, L, K)
-        return _quadrant_pool(a, S - rf + 1)
+        return _grid_pool(a, S - rf + 1, self.pool)
 
 
-def encode(x, state, rf=6, method="gemm", batch_size=16, encoder=None):
-    """x uint8 or float (N, 3, S, S) on the device -> float32 (N, 4 K) triangle features."""
+def encode(x, state, rf=6, method="gemm", batch_size=16, encoder=None, pool=2):
+    """x uint8 or float (N, 3, S, S) on the device -> float32 (N, pool^2 K) triangle features."""
     if method not in METHODS:
         raise ValueError(f"unknown k-means encoding {method!r}; expected one of {', '.join(METHODS)}")
-    enc = encoder or Encoder(state, rf, x.device)
+    enc = encoder or Encoder(state, rf, x.device, pool)
     fn = getattr(enc, method)
     return torch.cat([fn(x[i:i + batch_size].float()) for i in range(0, x.shape[0], batch_size)])
 
@@ -208,17 +217,25 @@ from .base import Extractor  # noqa: E402  (base imports the package, which impo
 
 
 class KMeansFeatures(Extractor):
-    """features "kmeans": fit learns centroids/whitening from training images, transform encodes (N, 4 K)."""
+    """features "kmeans": fit learns centroids/whitening from training images, transform encodes (N, pool^2 K)."""
 
     NAME = "kmeans"
     DEFAULTS = {"k": 1600, "patches": 400_000, "rf": 6, "iterations": 10, "seed": 0, "method": "gemm",
-                "chunk": None}
+                "chunk": None, "pool": 2}
     RUNTIME = ("method", "chunk")
     LEARNS = True
 
     @property
     def dim(self):
-        return 4 * self.settings["k"]
+        return self.settings["pool"] ** 2 * self.settings["k"]
+
+    def check_images(self, x):
+        super().check_images(x)
+        L, g = x.shape[-1] - self.settings["rf"] + 1, self.settings["pool"]
+        if L < g:
+            from . import FeatureError
+            raise FeatureError(f"kmeans pooling on a {g} x {g} grid needs images of at least "
+                               f"{g + self.settings['rf'] - 1} px, got {x.shape[-1]} px (lower --pool)")
 
     def fit(self, x, device="cpu"):
         s = self.settings
@@ -238,7 +255,7 @@ class KMeansFeatures(Extractor):
         self.check_images(x)
         enc = getattr(self, "_encoder", None)
         if enc is None or enc.device != x.device:
-            enc = self._encoder = Encoder(self.state, self.settings["rf"], x.device)
+            enc = self._encoder = Encoder(self.state, self.settings["rf"], x.device, self.settings["pool"])
         # small chunks keep the (chunk L^2, K) distance matrix in the CPU's cache
         chunk = self.settings["chunk"] or (2 if x.device.type == "cpu" else 64)
-        return encode(x, self.state, self.settings["rf"], self.settings["method"], chunk, enc)
+        return encode(x, self.state, self.settings["rf"], self.settings["method"], chunk, enc, self.settings["pool"])

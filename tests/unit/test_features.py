@@ -1,6 +1,7 @@
 """Feature extractors (issue 9) against independent per-patch / per-pixel references, the feature
 store and its streaming loader. The extract command: tests/integration/test_features_run.py (in this
 process) and tests/cli/test_features_cli.py."""
+import math
 import os
 from fractions import Fraction
 
@@ -28,12 +29,14 @@ def images(n, size=32, seed=0, smooth=True):
 
 # --------------------------------------------------------------------------- k-means features
 
-def reference_kmeans_features(x, state, rf=6):
-    """Every patch with explicit loops, normalised, whitened, torch.cdist, triangle, quadrant sums (float64)."""
+def reference_kmeans_features(x, state, rf=6, pool=2):
+    """Every patch with explicit loops, normalised, whitened, torch.cdist, triangle, sums over a
+    pool x pool grid whose region edges are MATLAB's round(L i / pool) (float64)."""
     N, _, S, _ = x.shape
-    L, h = S - rf + 1, (S - rf + 2) // 2
+    L = S - rf + 1
+    edges = [math.floor(Fraction(L * i, pool) + Fraction(1, 2)) for i in range(1, pool)]   # round half up
     C, m, Z = (state[k].double() for k in ("centroids", "mean", "zca"))
-    out = torch.zeros(N, 4, C.shape[0], dtype=torch.float64)
+    out = torch.zeros(N, pool * pool, C.shape[0], dtype=torch.float64)
     for n in range(N):
         for i in range(L):
             for j in range(L):
@@ -41,7 +44,8 @@ def reference_kmeans_features(x, state, rf=6):
                 p = (p - p.mean()) / (p.var() + 10).sqrt()
                 z = torch.cdist(((p - m) @ Z)[None], C)[0]
                 f = (z.mean() - z).clamp_min(0)
-                out[n, (i >= h) + 2 * (j >= h)] += f          # TL, BL, TR, BR as in Coates' code
+                row, col = sum(i >= e for e in edges), sum(j >= e for e in edges)
+                out[n, row + pool * col] += f          # pool 2: TL, BL, TR, BR as in Coates' code
     return out.reshape(N, -1)
 
 
@@ -61,6 +65,25 @@ def test_kmeans_encoding_matches_per_patch_reference(kstate, method):
     ref = reference_kmeans_features(x, kstate)
     got = km.encode(x, kstate, method=method, batch_size=2).double()
     assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("method", km.METHODS)
+@pytest.mark.parametrize("size,pool", [(13, 3), (12, 3), (14, 4), (8, 1)])
+def test_kmeans_grid_pooling_matches_per_patch_reference(kstate, method, size, pool):
+    """--pool: L = 8 in 3 regions (3, 2, 3 rows), L = 7 in 3 (2, 3, 2), L = 9 in 4, L = 3 in 1."""
+    x = images(2, size, seed=4)
+    ref = reference_kmeans_features(x, kstate, pool=pool)
+    got = km.encode(x, kstate, method=method, batch_size=2, pool=pool).double()
+    assert got.shape == (2, pool * pool * 7)
+    assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+    ex = make_extractor("kmeans", k=7, pool=pool, method=method).load_state(kstate)
+    assert ex.dim == pool * pool * 7 and torch.equal(ex.transform(x), got.float())
+
+
+def test_kmeans_pool_larger_than_the_image_is_one_line_error(kstate):
+    ex = make_extractor("kmeans", k=7, pool=5).load_state(kstate)
+    with pytest.raises(FeatureError, match="lower --pool"):
+        ex.transform(images(1, 8))                 # L = 3 positions per side, 5 regions asked
 
 
 def test_sampled_patches_are_patches_of_the_images():
