@@ -35,7 +35,7 @@ import torch
 from . import functional as LF
 
 LINE_SEARCHES = ("strong_wolfe", "armijo")
-__all__ = ["lbfgs", "LBFGSResult", "full_batch_evaluator", "LINE_SEARCHES"]
+__all__ = ["lbfgs", "LBFGSResult", "full_batch_evaluator", "gram_preconditioners", "LINE_SEARCHES"]
 
 
 @dataclass
@@ -149,22 +149,27 @@ def _armijo(f, gtd, d, t, c1=1e-4, max_ls=25):
 
 # --------------------------------------------------------------------------- one member
 
-def _direction(g, S, Y, rho):
+def _direction(g, S, Y, rho, precondition=None):
     """The two-loop recursion: -H g with H the L-BFGS inverse Hessian of the (s, y) history,
-    scaled initially by s.y / y.y of the newest pair (Nocedal & Wright, Algorithm 7.4)."""
+    starting from H0 = gamma I, gamma = s.y / y.y of the newest pair (Nocedal & Wright, Algorithm
+    7.4), or from H0 = gamma M^-1, gamma = s.y / y.M^-1 y, with precondition(v) = M^-1 v."""
     q, alphas = g.clone(), []
     for s, y, r in zip(reversed(S), reversed(Y), reversed(rho)):
         a = r * float(s @ q)
         q.add_(y, alpha=-a)
         alphas.append(a)
-    if S:
+    if precondition is not None:
+        q = precondition(q)
+        if S:
+            q.mul_(float(S[-1] @ Y[-1]) / float(Y[-1] @ precondition(Y[-1])))
+    elif S:
         q.mul_(float(S[-1] @ Y[-1]) / float(Y[-1] @ Y[-1]))
     for s, y, r, a in zip(S, Y, rho, reversed(alphas)):
         q.add_(s, alpha=a - r * float(y @ q))
     return q.neg_()
 
 
-def _solve(rec, max_iter, tol, ftol, history, line_search):
+def _solve(rec, max_iter, tol, ftol, history, line_search, precondition=None):
     """One member's L-BFGS (a generator: yields points theta (P,), receives (f, g)) -> status."""
     theta = rec.theta
     f, g = yield theta
@@ -178,12 +183,12 @@ def _solve(rec, max_iter, tol, ftol, history, line_search):
             return "converged"
         if rec.iterations >= max_iter:
             return "max_iter"
-        d = _direction(g, S, Y, rho)
+        d = _direction(g, S, Y, rho, precondition)
         gtd = float(g @ d)
         if not gtd < 0:                                  # not a descent direction: restart from -g
             S.clear(), Y.clear(), rho.clear()
             d, gtd = -g, -float(g @ g)
-        t0 = min(1.0, 1.0 / float(g.abs().sum())) if not S else 1.0
+        t0 = min(1.0, 1.0 / float(g.abs().sum())) if not S and precondition is None else 1.0
         gen, any_finite = search(f, gtd, d, t0), False
         try:
             t = next(gen)
@@ -213,7 +218,7 @@ def _solve(rec, max_iter, tol, ftol, history, line_search):
 # --------------------------------------------------------------------------- the driver
 
 def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(torch.float64).eps,
-          history=10, line_search="strong_wolfe", on_iter=None, should_stop=None):
+          history=10, line_search="strong_wolfe", on_iter=None, should_stop=None, precondition=None):
     """Minimize K members' objectives from W0 (K, C, D), b0 (K, C) by full-batch L-BFGS.
 
     evaluate(W (A, C, D), b (A, C), active (A,) int64 indices into the K members) -> f (A,)
@@ -222,6 +227,8 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
     a member has converged (scikit-learn's tol). history: (s, y) pairs kept per member.
     line_search "strong_wolfe" or "armijo" (backtracking; the curvature check guards the history).
     on_iter(calls, records) is called after every evaluate call; should_stop() polled then too.
+    precondition: None, or a list of K callables, member k's v (P,) -> M_k^-1 v for an SPD M_k
+    approximating its Hessian (gram_preconditioners builds them).
     -> LBFGSResult (see the module docstring for the statuses).
     """
     if line_search not in LINE_SEARCHES:
@@ -231,7 +238,8 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
     K, C, D = W0.shape
     theta0 = torch.cat([W0.reshape(K, -1), b0.reshape(K, -1)], 1).to(torch.float64)   # (K, P)
     recs = [_Member(theta0[k].clone()) for k in range(K)]
-    gens = [_solve(r, max_iter, tol, ftol, history, line_search) for r in recs]
+    pre = precondition or [None] * K
+    gens = [_solve(r, max_iter, tol, ftol, history, line_search, pre[k]) for k, r in enumerate(recs)]
     pending = {k: next(gen) for k, gen in enumerate(gens)}
     calls = 0
     while pending:
@@ -299,3 +307,51 @@ def full_batch_evaluator(loader, loss="softmax", reg=0.0, penalty="l2", beta=1.0
         f = f.to(W64.device) / n + r * W64.square().sum((-2, -1))
         return f, dW.div_(n).add_(2 * r.view(-1, 1, 1) * W64), db.div_(n)
     return evaluate
+
+
+def _cholesky(G, shift):
+    """The lower Cholesky factor of G + shift I, the shift raised tenfold until it exists."""
+    eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+    while True:
+        L, info = torch.linalg.cholesky_ex(G + shift * eye)
+        if int(info) == 0:
+            return L
+        shift *= 10
+
+
+def gram_preconditioners(loader, regs, num_classes, *, memory=None):
+    """One preconditioner per member for lbfgs: M_k = X^T X / N + 2 reg_k I on each class's weight
+    row (the bias left as it is), applied as M_k^-1 v by two triangular solves with its Cholesky
+    factor. The data part of the softmax or squared-hinge Hessian is X^T Diag X / N with
+    per-example curvatures, so M_k captures the input's correlations, which make plain L-BFGS crawl
+    on correlated features (k-means features, 40,000 x 6,400, squared hinge, reg 3e-3: converged in
+    65 iterations, where 300 plain iterations ended unconverged at max |gradient| 2e-3).
+
+    One streamed pass builds the Gram in float64 (N D^2 flops), each factor costs D^3 / 3 and K D^2
+    doubles of memory. -> list of K callables, or None (with the reason) when the factors would need
+    more than `memory` bytes.
+    """
+    regs = torch.as_tensor(regs, dtype=torch.float64).reshape(-1)
+    G, n = None, 0
+    for xb, _ in loader.batches(0):
+        part = (xb.T @ xb).to(torch.float64)
+        G = part if G is None else G.add_(part)
+        n += xb.shape[0]
+    D = G.shape[0]
+    need = (len(regs) + 1) * D * D * 8
+    if memory is not None and need > memory:
+        return None, f"{len(regs)} preconditioners of {D} x {D} need {need / 2**30:.1f} GiB"
+    G.div_(n)
+    floor = 1e-8 * max(float(G.diagonal().mean()), 1e-30)     # reg 0 and D > N leave G singular
+    factors = [_cholesky(G, max(2 * float(r), floor)) for r in regs]
+    del G
+    C = num_classes
+
+    def make(L):
+        def apply(v):
+            out = v.clone()
+            W = v[:C * D].view(C, D).to(L.device)
+            out[:C * D] = torch.cholesky_solve(W.T, L).T.reshape(-1).to(v.device)
+            return out
+        return apply
+    return [make(L) for L in factors], None

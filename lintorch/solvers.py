@@ -14,10 +14,10 @@ from tqdm import tqdm
 
 from .checkpoint import BEST, model_dict, save
 from .engine import evaluate
-from .lbfgs import full_batch_evaluator, lbfgs
+from .lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
 from .members import pct
 from .model import LinearClassifier
-from .data import Split
+from .data import Split, available_memory
 from .recipe import eval_loader
 
 log = logging.getLogger("lintorch")
@@ -35,6 +35,21 @@ class Chained:
     def batches(self, epoch=0, start=0):
         for lo in self.loaders:
             yield from lo.batches(epoch)
+
+
+def _preconditioners(cfg, full, reg, K, C):
+    """--precondition gram: each member's (X^T X / N + 2 reg I)^-1, or None (none, or no memory)."""
+    if cfg.get("precondition", "gram") != "gram":
+        return None
+    t = time.perf_counter()
+    regs = torch.as_tensor(reg, dtype=torch.float64).reshape(-1).expand(K)
+    free = available_memory()
+    pre, why = gram_preconditioners(full, regs, C, memory=None if free is None else free // 2)
+    if pre is None:
+        log.warning(f"--precondition gram skipped ({why}, half the free memory is the limit): plain L-BFGS")
+    else:
+        log.info(f"lbfgs: Gram preconditioners for {K} member(s) in {time.perf_counter() - t:.1f}s")
+    return pre
 
 
 def train_lbfgs(run):
@@ -61,8 +76,9 @@ def train_lbfgs(run):
             bar.set_postfix(running=sum(rec.status == "running" for rec in recs))
     W0, b0 = r.model.weight.detach(), r.model.bias.detach()
     t0 = time.perf_counter()
+    pre = _preconditioners(cfg, full, obj.reg, K, W0.shape[1])
     res = lbfgs(evaluate_fn, W0, b0, max_iter=cfg["max_iter"], tol=cfg["tol"], history=cfg["history"],
-                on_iter=on_iter, should_stop=run.stop)
+                on_iter=on_iter, should_stop=run.stop, precondition=pre)
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
