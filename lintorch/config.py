@@ -10,7 +10,7 @@ from .cli import ArgumentParser, add_common, nonempty, number
 
 DATASETS = ("cifar10", "imagefolder", "synthetic", "features")
 PENALTIES = ("l2", "l1", "elasticnet")
-SVM_FORMS = ("weston-watkins", "crammer-singer")
+SVM_FORMS = ("weston-watkins", "crammer-singer", "one-vs-rest")
 LOADERS = ("tensor", "dataloader")
 OPTIMIZERS = ("sgd", "gd", "lbfgs", "random-search", "random-local-search")
 SEARCHES = ("random-search", "random-local-search")
@@ -135,7 +135,8 @@ def get_args_parser():
     m.add_argument("--margin", type=nonneg, default=1.0, help="SVM margin (delta)")
     m.add_argument("--squared-hinge", action="store_true", help="SVM with max(0, .)^2 (the lecture's Q6)")
     m.add_argument("--svm-form", choices=SVM_FORMS, default="weston-watkins",
-                   help="sum over wrong classes (weston-watkins) or the largest one (crammer-singer)")
+                   help="sum over wrong classes (weston-watkins), the largest one (crammer-singer), or C "
+                   "binary SVMs (one-vs-rest; with --squared-hinge the L2-SVM of Coates et al. 2011)")
     m.add_argument("--reg", type=nonneg, default=None, help=f"regularization strength lambda "
                    f"(default: {_tuned('reg')})")
     m.add_argument("--penalty", choices=PENALTIES, default="l2", help="R(W): l2, l1 or elasticnet")

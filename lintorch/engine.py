@@ -58,11 +58,12 @@ class Objective:
         return self.reg * LF.penalty(weight, self.penalty, self.beta)
 
     def expected_initial_loss(self, num_classes):
-        """The lecture's sanity check with tiny weights: log C (softmax), (C - 1) * margin (SVM)."""
+        """The lecture's sanity check with tiny weights: log C (softmax), (C - 1) * margin (SVM;
+        one term for crammer-singer, C for one-vs-rest); margin^2 for the squared hinge."""
         if self.loss == "softmax":
             return math.log(num_classes)
-        return (num_classes - 1) * (self.margin ** 2 if self.squared else self.margin) \
-            if self.form == "weston-watkins" else (self.margin ** 2 if self.squared else self.margin)
+        terms = {"weston-watkins": num_classes - 1, "one-vs-rest": num_classes}.get(self.form, 1)
+        return terms * (self.margin ** 2 if self.squared else self.margin)
 
 
 @dataclass

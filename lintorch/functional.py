@@ -34,7 +34,7 @@ import torch
 from torch.autograd import Function
 
 REDUCTIONS = ("mean", "sum", "none")
-SVM_FORMS = ("weston-watkins", "crammer-singer")
+SVM_FORMS = ("weston-watkins", "crammer-singer", "one-vs-rest")
 PENALTIES = ("l2", "l1", "elasticnet")
 
 __all__ = ["linear", "svm_loss", "softmax_loss", "penalty", "l2_penalty", "l1_penalty",
@@ -243,15 +243,19 @@ def svm_forward(scores, target, margin=1.0, squared=False, form="weston-watkins"
                 class_weight=None):
     """Weston-Watkins: L_i = sum_{j != y_i} h(m_ij);  Crammer-Singer: L_i = h(max_{j != y_i} m_ij);
     m_ij = s_j - s_{y_i} + margin, h(m) = max(0, m), or max(0, m)^2 when squared; times w_{y_i}
-    with class weights (C,).
+    with class weights (C,). One-vs-rest (C binary SVMs, Coates et al.'s L2-SVM when squared):
+    L_i = sum_j h(m_ij) with m_ij = margin - t_ij s_j, t_ij = +1 for j = y_i and -1 otherwise.
 
     scores (..., N, C) -> (reduced loss, margins (..., N, C), losses L_i (..., N)); the margins,
     with the target entry set to 0 (WW) or -inf (CS), and the L_i are what the backward pass needs.
     """
     s = scores.to(_compute_dtype(scores))
     idx = _index(target, s)
-    margins = (s - s.gather(-1, idx)).add_(margin)                     # (..., N, C), a new tensor
-    margins.scatter_(-1, idx, -math.inf if form == "crammer-singer" else 0.0)
+    if form == "one-vs-rest":
+        margins = (s + margin).scatter_(-1, idx, margin - s.gather(-1, idx))   # margin - t_ij s_j
+    else:
+        margins = (s - s.gather(-1, idx)).add_(margin)                 # (..., N, C), a new tensor
+        margins.scatter_(-1, idx, -math.inf if form == "crammer-singer" else 0.0)
     h = (margins.amax(-1, keepdim=True) if form == "crammer-singer" else margins).clamp_min(0.0)
     losses = (h.square() if squared else h).sum(-1)                    # (..., N)
     if class_weight is not None:
@@ -262,7 +266,8 @@ def svm_forward(scores, target, margin=1.0, squared=False, form="weston-watkins"
 def svm_backward(margins, losses, target, grad, squared=False, form="weston-watkins", reduction="mean",
                  class_weight=None):
     """dL_i/ds_j = h'(m_ij) for j != y_i, and dL_i/ds_{y_i} = -sum_{j != y_i} h'(m_ij),
-    with h'(m) = [m > 0] (hinge) or 2 max(0, m) (squared), times w_{y_i} and the incoming gradient.
+    with h'(m) = [m > 0] (hinge) or 2 max(0, m) (squared), times w_{y_i} and the incoming gradient;
+    one-vs-rest: dL_i/ds_j = -t_ij h'(m_ij).
 
     The indicator is strict, m > 0, so at a kink (m == 0) the subgradient is 0: PyTorch's
     minimum-norm convention. Crammer-Singer has one active wrong class per example, the
@@ -276,7 +281,10 @@ def svm_backward(margins, losses, target, grad, squared=False, form="weston-watk
         dscores = torch.zeros_like(margins).scatter_(-1, arg, active)
     else:
         dscores = (2.0 * margins.clamp_min(0.0)) if squared else (margins > 0).to(margins.dtype)
-    dscores.scatter_(-1, idx, -dscores.sum(-1, keepdim=True))          # wrong classes' total, negated
+    if form == "one-vs-rest":
+        dscores.scatter_(-1, idx, -dscores.gather(-1, idx))            # t = +1 at the target: -h'
+    else:
+        dscores.scatter_(-1, idx, -dscores.sum(-1, keepdim=True))      # wrong classes' total, negated
     weight = _example_weight(class_weight, target, margins.dtype)
     return dscores.mul_(_example_grad(grad.to(margins.dtype), reduction, losses, weight))
 
@@ -308,7 +316,8 @@ def svm_loss(scores, target, margin=1.0, squared=False, reduction="mean", form="
 
     scores (N, C) or (K, N, C), target (N,) integer class indices.
     squared=True gives the squared hinge max(0, .)^2 (the lecture's Q6);
-    form="crammer-singer" uses the largest wrong-class margin instead of the sum.
+    form="crammer-singer" uses the largest wrong-class margin instead of the sum; form="one-vs-rest"
+    is C binary SVMs, sum_j h(margin - t_ij s_j) with t_ij = +1 at y_i and -1 elsewhere.
     Unlike torch.nn.functional.multi_margin_loss, the sum over classes is NOT divided by C:
     svm_loss(s, y) == C * F.multi_margin_loss(s, y).
     class_weight (C,) weighs example i by w_{y_i}; the mean stays (1/N) sum_i w_{y_i} L_i, as

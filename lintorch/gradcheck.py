@@ -105,8 +105,11 @@ def numeric_gradient(f, x, h=H, coords=None, df=None):
 
 def hinge_kinks(scores, target, margin=1.0, form="weston-watkins", tol=H):
     """bool (..., N): examples with a wrong-class margin within tol of zero (Crammer-Singer: the
-    largest one, or the two largest within tol of each other, where the max switches). C >= 2."""
+    largest one, or the two largest within tol of each other, where the max switches; one-vs-rest:
+    any margin - t_j s_j). C >= 2."""
     idx = target.view(-1, 1).expand(*scores.shape[:-1], 1)
+    if form == "one-vs-rest":
+        return ((scores + margin).scatter(-1, idx, margin - scores.gather(-1, idx)).abs() < tol).any(-1)
     wrong = torch.ones_like(scores, dtype=torch.bool).scatter(-1, idx, False)
     m = (scores - scores.gather(-1, idx) + margin).masked_fill(~wrong, -float("inf"))
     if form == "weston-watkins":
@@ -204,7 +207,7 @@ def _data_losses(fns, reduction, tag="", class_weight=None):
     tag = tag if class_weight is None else ",".join(t for t in (tag, "weighted") if t)
     losses = [(_label("softmax_loss", reduction, tag), None, partial(fns["softmax_loss"], reduction=reduction, **cw),
                partial(softmax_reference, reduction=reduction, **cw))]
-    for form, short in zip(LF.SVM_FORMS, ("ww", "cs")):
+    for form, short in zip(LF.SVM_FORMS, ("ww", "cs", "ovr")):
         for squared in (False, True):
             kw = dict(margin=1.0, squared=squared, form=form, reduction=reduction, **cw)
             label = _label("svm_loss", short, "squared" if squared else "hinge", reduction, tag)
@@ -302,7 +305,7 @@ def make_cases(seed=0, fns=None):
             cases.append(Case(_label("penalty", kind, tag), partial(fns["penalty"], kind=kind, beta=0.5),
                               partial(ref, beta=0.5), [W], (0,),
                               None if kind == "l2" else lambda xs, h: [xs[0].abs() < h]))
-        for j, reduction in enumerate(("mean", "sum", "none", "mean", "sum")):   # the reductions, cycled
+        for j, reduction in enumerate(("mean", "sum", "none", "mean", "sum", "none", "mean")):   # cycled
             label, form, fn, ref = _data_losses(fns, reduction, tag)[j]
             s = _resample(lambda: 2 * randn(*lead, N, C),
                           lambda s: form is None or not hinge_kinks(s, y, 1.0, form, GAP).any())

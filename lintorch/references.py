@@ -36,11 +36,17 @@ def softmax_reference(s, y, reduction="mean", class_weight=None):
 
 def svm_reference(s, y, margin=1.0, squared=False, form="weston-watkins", reduction="mean", class_weight=None):
     """The SVM loss by torch autograd: Weston-Watkins as C * F.multi_margin_loss (torch divides
-    by C; its weighted mean divides by N, as lintorch's), Crammer-Singer as plain tensor ops."""
+    by C; its weighted mean divides by N, as lintorch's), Crammer-Singer and one-vs-rest as plain
+    tensor ops."""
     class_weight = None if class_weight is None else class_weight.to(s.dtype)
     if form == "weston-watkins":
         return s.shape[1] * F.multi_margin_loss(s, y, p=2 if squared else 1, margin=margin,
                                                 weight=class_weight, reduction=reduction)
+    if form == "one-vs-rest":                    # C binary SVMs with labels t = 2 one_hot - 1
+        t = 2 * F.one_hot(y, s.shape[1]).to(s.dtype) - 1
+        h = (margin - t * s).clamp_min(0)
+        losses = (h ** 2 if squared else h).sum(1)
+        return _reduce(losses if class_weight is None else losses * class_weight[y], reduction)
     m = s - s.gather(1, y[:, None]) + margin
     losses = m.masked_fill(F.one_hot(y, s.shape[1]).bool(), -float("inf")).max(1).values.clamp_min(0)
     losses = losses ** 2 if squared else losses

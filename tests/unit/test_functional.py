@@ -34,6 +34,9 @@ LOSSES = {
     "hinge-margin-0": _svm(margin=0.0),
     "crammer-singer": _svm(form="crammer-singer"),
     "crammer-singer-squared": _svm(form="crammer-singer", squared=True),
+    "one-vs-rest": _svm(form="one-vs-rest"),
+    "one-vs-rest-squared": _svm(form="one-vs-rest", squared=True),
+    "one-vs-rest-margin-2.5": _svm(form="one-vs-rest", margin=2.5),
 }
 TOL = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6)}
 
@@ -380,7 +383,7 @@ def test_bad_scores_or_target_raise_value_error(loss_fn, case, device):
 
 @pytest.mark.parametrize("call,match", [
     (lambda: lintorch.svm_loss(S, Y, margin=-1.0), "margin must be"),
-    (lambda: lintorch.svm_loss(S, Y, form="one-vs-rest"), "unknown SVM form"),
+    (lambda: lintorch.svm_loss(S, Y, form="one-vs-all"), "unknown SVM form"),
     (lambda: lintorch.penalty(S, "l3"), "unknown penalty"),
     (lambda: lintorch.penalty(S, "elasticnet", beta=-1.0), "beta must be"),
     (lambda: lintorch.linear(S[0], S), "x must be 2-D"),
@@ -476,8 +479,9 @@ def _weighted(loss, w):
     if loss == "softmax":
         return (lambda s, y, r: LF.softmax_loss(s, y, r, class_weight=w),
                 lambda s, y, r: softmax_reference(s, y, r, class_weight=w))
-    kw = dict(margin={"hinge-margin-2.5": 2.5, "hinge-margin-0": 0.0}.get(loss, 1.0), squared="squared" in loss,
-              form="crammer-singer" if loss.startswith("crammer") else "weston-watkins")
+    kw = dict(margin=2.5 if loss.endswith("margin-2.5") else 0.0 if loss.endswith("margin-0") else 1.0,
+              squared="squared" in loss,
+              form=next((f for f in ("crammer-singer", "one-vs-rest") if loss.startswith(f)), "weston-watkins"))
     return (lambda s, y, r: LF.svm_loss(s, y, reduction=r, class_weight=w, **kw),
             lambda s, y, r: svm_reference(s, y, reduction=r, class_weight=w, **kw))
 

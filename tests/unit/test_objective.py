@@ -10,7 +10,7 @@ from lintorch.references import reference_total
 
 CASES = list(itertools.product(
     [("softmax", False, "weston-watkins"), ("svm", False, "weston-watkins"), ("svm", True, "weston-watkins"),
-     ("svm", False, "crammer-singer"), ("svm", True, "crammer-singer")],
+     ("svm", False, "crammer-singer"), ("svm", True, "crammer-singer"), ("svm", True, "one-vs-rest")],
     ["l2", "l1", "elasticnet"],
     [None, 3],
     [False, True]))
