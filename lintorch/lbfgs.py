@@ -332,15 +332,22 @@ def gram_preconditioners(loader, regs, num_classes, *, memory=None):
     more than `memory` bytes.
     """
     regs = torch.as_tensor(regs, dtype=torch.float64).reshape(-1)
-    G, n = None, 0
-    for xb, _ in loader.batches(0):
-        part = (xb.T @ xb).to(torch.float64)
-        G = part if G is None else G.add_(part)
-        n += xb.shape[0]
-    D = G.shape[0]
-    need = (len(regs) + 1) * D * D * 8
-    if memory is not None and need > memory:
-        return None, f"{len(regs)} preconditioners of {D} x {D} need {need / 2**30:.1f} GiB"
+    G, part, n, rows = None, None, 0, 0
+    for xb, _ in loader.batches(0):          # in the batches' dtype, flushed to float64 every 16k rows
+        if part is None:
+            D = xb.shape[1]
+            need = (len(regs) + 2) * D * D * 8
+            if memory is not None and need > memory:        # before the pass, not after it
+                return None, f"{len(regs)} preconditioners of {D} x {D} need {need / 2**30:.1f} GiB"
+            part = torch.zeros(D, D, dtype=xb.dtype, device=xb.device)
+            G = torch.zeros(xb.shape[1], xb.shape[1], dtype=torch.float64, device=xb.device)
+        part.addmm_(xb.T, xb)
+        n, rows = n + xb.shape[0], rows + xb.shape[0]
+        if rows >= 16384:
+            G.add_(part), part.zero_()
+            rows = 0
+    G.add_(part)
+    del part
     G.div_(n)
     floor = 1e-8 * max(float(G.diagonal().mean()), 1e-30)     # reg 0 and D > N leave G singular
     factors = [_cholesky(G, max(2 * float(r), floor)) for r in regs]
