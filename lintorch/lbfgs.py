@@ -159,9 +159,11 @@ def _direction(g, S, Y, rho, precondition=None):
         q.add_(y, alpha=-a)
         alphas.append(a)
     if precondition is not None:
-        q = precondition(q)
-        if S:
-            q.mul_(float(S[-1] @ Y[-1]) / float(Y[-1] @ precondition(Y[-1])))
+        if S:                                            # one solve for both: q and the newest y
+            q, My = precondition(torch.stack([q, Y[-1]])).unbind(0)
+            q.mul_(float(S[-1] @ Y[-1]) / float(Y[-1] @ My))
+        else:
+            q = precondition(q[None])[0]
     elif S:
         q.mul_(float(S[-1] @ Y[-1]) / float(Y[-1] @ Y[-1]))
     for s, y, r, a in zip(S, Y, rho, reversed(alphas)):
@@ -227,8 +229,8 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
     a member has converged (scikit-learn's tol). history: (s, y) pairs kept per member.
     line_search "strong_wolfe" or "armijo" (backtracking; the curvature check guards the history).
     on_iter(calls, records) is called after every evaluate call; should_stop() polled then too.
-    precondition: None, or a list of K callables, member k's v (P,) -> M_k^-1 v for an SPD M_k
-    approximating its Hessian (gram_preconditioners builds them).
+    precondition: None, or a list of K callables, member k's v (m, P) -> M_k^-1 v row by row for an
+    SPD M_k approximating its Hessian (gram_preconditioners builds them).
     -> LBFGSResult (see the module docstring for the statuses).
     """
     if line_search not in LINE_SEARCHES:
@@ -327,19 +329,21 @@ def gram_preconditioners(loader, regs, num_classes, *, memory=None):
     on correlated features (k-means features, 40,000 x 6,400, squared hinge, reg 3e-3: converged in
     65 iterations, where 300 plain iterations ended unconverged at max |gradient| 2e-3).
 
-    One streamed pass builds the Gram in float64 (N D^2 flops), each factor costs D^3 / 3 and K D^2
-    doubles of memory. -> list of K callables, or None (with the reason) when the factors would need
+    One streamed pass builds the Gram (N D^2 flops, summed in float64), each factor costs D^3 / 3
+    and is kept in the data's dtype (K D^2 floats for float32 inputs); applying one reads it twice,
+    once per iteration for the direction and the newest curvature pair together. -> list of K callables, or None (with the reason) when the factors would need
     more than `memory` bytes.
     """
     regs = torch.as_tensor(regs, dtype=torch.float64).reshape(-1)
-    G, part, n, rows = None, None, 0, 0
+    G, part, n, rows, dtype = None, None, 0, 0, torch.float64
     for xb, _ in loader.batches(0):          # in the batches' dtype, flushed to float64 every 16k rows
         if part is None:
             D = xb.shape[1]
-            need = (len(regs) + 2) * D * D * 8
+            need = (len(regs) * xb.element_size() + 16) * D * D
             if memory is not None and need > memory:        # before the pass, not after it
                 return None, f"{len(regs)} preconditioners of {D} x {D} need {need / 2**30:.1f} GiB"
             part = torch.zeros(D, D, dtype=xb.dtype, device=xb.device)
+            dtype = xb.dtype                 # factors in the data's precision: half the memory traffic
             G = torch.zeros(xb.shape[1], xb.shape[1], dtype=torch.float64, device=xb.device)
         part.addmm_(xb.T, xb)
         n, rows = n + xb.shape[0], rows + xb.shape[0]
@@ -350,15 +354,15 @@ def gram_preconditioners(loader, regs, num_classes, *, memory=None):
     del part
     G.div_(n)
     floor = 1e-8 * max(float(G.diagonal().mean()), 1e-30)     # reg 0 and D > N leave G singular
-    factors = [_cholesky(G, max(2 * float(r), floor)) for r in regs]
+    factors = [_cholesky(G, max(2 * float(r), floor)).to(dtype) for r in regs]
     del G
     C = num_classes
 
     def make(L):
-        def apply(v):
+        def apply(v):                                    # v (m, P) -> M^-1 v row by row
             out = v.clone()
-            W = v[:C * D].view(C, D).to(L.device)
-            out[:C * D] = torch.cholesky_solve(W.T, L).T.reshape(-1).to(v.device)
+            W = v[:, :C * D].reshape(-1, D).to(L.device, L.dtype)                  # (m C, D)
+            out[:, :C * D] = torch.cholesky_solve(W.T, L).T.reshape(len(v), -1).to(v.device, v.dtype)
             return out
         return apply
     return [make(L) for L in factors], None

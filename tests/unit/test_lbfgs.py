@@ -192,7 +192,7 @@ def test_gram_preconditioner_solves_the_regularized_gram_system():
     v = torch.randn(3 * 12 + 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for k, r in enumerate(regs.tolist()):
         M = x.T @ x / len(y) + 2 * r * torch.eye(12, dtype=torch.float64)
-        u = pre[k](v)
+        u = pre[k](v[None])[0]
         torch.testing.assert_close(u[:36].view(3, 12), torch.linalg.solve(M, v[:36].view(3, 12).T).T)
         assert torch.equal(u[36:], v[36:])                              # the bias is left as it is
     assert gram_preconditioners(ListLoader(x, y, 70), regs, 3, memory=1000)[0] is None   # too big: refused
