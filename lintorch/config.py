@@ -163,10 +163,10 @@ def get_args_parser():
     o.add_argument("--tol", type=number(float, 0.0, low_open=True), default=1e-4,
                    help="lbfgs: a member has converged when every |dL/dW|, |dL/db| <= tol (scikit-learn's tol)")
     o.add_argument("--history", type=number(int, 1, high=1000), default=10, help="lbfgs: (s, y) pairs kept")
-    o.add_argument("--precondition", choices=("gram", "none"), default="gram",
+    o.add_argument("--precondition", choices=("auto", "gram", "none"), default="auto",
                    help="lbfgs: start each member's inverse-Hessian estimate from (X^T X / N + 2 reg I)^-1 "
-                   "(one extra pass and a D x D factor per member; converges in far fewer iterations on "
-                   "correlated inputs) or from the identity (plain L-BFGS)")
+                   "(gram: one extra pass and a D x D factor per member; far fewer iterations on correlated "
+                   "inputs) or from the identity (none: plain L-BFGS); auto: gram when N >= D")
     o.add_argument("--trials", type=number(int, 1, high=10_000_000), default=1000,
                    help="random search: number of random W tried")
     o.add_argument("--sweep", nargs="+", type=parse_sweep_item, default=None, metavar="NAME=V1,V2",

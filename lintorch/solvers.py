@@ -37,9 +37,12 @@ class Chained:
             yield from lo.batches(epoch)
 
 
-def _preconditioners(cfg, full, reg, K, C):
-    """--precondition gram: each member's (X^T X / N + 2 reg I)^-1, or None (none, or no memory)."""
-    if cfg.get("precondition", "gram") != "gram":
+def _preconditioners(cfg, full, reg, K, C, N, D):
+    """--precondition gram (auto: when N >= D): each member's (X^T X / N + 2 reg I)^-1, or None
+    (none; auto with N < D, where an iteration's two D x D triangular solves cost more than its
+    evaluation; or not enough memory)."""
+    mode = cfg.get("precondition", "auto")
+    if mode == "none" or (mode == "auto" and N < D):
         return None
     t = time.perf_counter()
     regs = torch.as_tensor(reg, dtype=torch.float64).reshape(-1).expand(K)
@@ -76,7 +79,8 @@ def train_lbfgs(run):
             bar.set_postfix(running=sum(rec.status == "running" for rec in recs))
     W0, b0 = r.model.weight.detach(), r.model.bias.detach()
     t0 = time.perf_counter()
-    pre = _preconditioners(cfg, full, obj.reg, K, W0.shape[1])
+    N = len(r.data.train) * (2 if cfg.get("flip") else 1)
+    pre = _preconditioners(cfg, full, obj.reg, K, W0.shape[1], N, W0.shape[2])
     res = lbfgs(evaluate_fn, W0, b0, max_iter=cfg["max_iter"], tol=cfg["tol"], history=cfg["history"],
                 on_iter=on_iter, should_stop=run.stop, precondition=pre)
     seconds = time.perf_counter() - t0
