@@ -67,8 +67,9 @@ def main(argv=None):
     p.add_argument("--path", type=int, default=16, help="reg values in the path (0: skip (b))")
     p.add_argument("--batch-size", type=int, default=4096, help="lintorch's evaluation batch")
     p.add_argument("--line-search", default="strong_wolfe", choices=("strong_wolfe", "armijo"))
-    p.add_argument("--precondition", default="gram", choices=("gram", "none"),
-                   help="lintorch's L-BFGS from (X^T X / N + 2 reg I)^-1 (its time included) or plain")
+    p.add_argument("--precondition", default="auto", choices=("auto", "gram", "none"),
+                   help="lintorch's L-BFGS from (X^T X / N + 2 reg I)^-1 (its time included) or plain; "
+                   "auto: gram when N >= D, as train.py")
     p.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn in (a) and (b)")
     p.add_argument("--no-sklearn-path", action="store_true", help="skip scikit-learn's path in (b)")
     p.add_argument("--nonsmooth", action="store_true", help="only measure L-BFGS on the hinge and l1")
@@ -87,7 +88,8 @@ def main(argv=None):
            "line_search": args.line_search, "precondition": args.precondition}
 
     def pre(regs):
-        return gram_preconditioners(loader, regs, C)[0] if args.precondition == "gram" else None
+        use = args.precondition == "gram" or (args.precondition == "auto" and N >= D)
+        return gram_preconditioners(loader, regs, C)[0] if use else None
     zeros = lambda K: (torch.zeros(K, C, D, dtype=torch.float64), torch.zeros(K, C, dtype=torch.float64))  # noqa: E731
 
     if args.nonsmooth:
