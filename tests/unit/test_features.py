@@ -260,6 +260,19 @@ def test_torchvision_backbone_random_weights_end_to_end(tmp_path, model, size, d
     assert len(exf.state["weights"]["sha256"]) == 64 and exf.fingerprint() != ex.fingerprint()
 
 
+@pytest.mark.parametrize("model,size", [("vit_b_16", 224), ("convnext_tiny", 64), ("efficientnet_b0", 64),
+                                        ("densenet121", 64), ("regnet_y_400mf", 64), ("mobilenet_v3_small", 64)])
+def test_torchvision_head_removal_across_families(model, size):
+    """Each family's head (fc, classifier Linear or Sequential, heads.head) is removed: the features
+    have the width of the input of the model's own last Linear (read from a fresh torchvision model)."""
+    from torchvision.models import get_model
+    net = get_model(model, weights=None)
+    head = next(getattr(net, a) for a in ("fc", "classifier", "heads", "head") if hasattr(net, a))
+    expected = [m for m in head.modules() if isinstance(m, torch.nn.Linear)][-1].in_features
+    f = extract(make_extractor(f"torchvision:{model}", input_size=size), images(2, 32, seed=11), batch_size=2)
+    assert f.shape == (2, expected) and torch.isfinite(f).all()
+
+
 def test_torchvision_named_weights_without_network_is_one_line_error(tmp_path, monkeypatch):
     from urllib.error import URLError
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))           # an empty hub cache
