@@ -3,12 +3,14 @@ loaders. train.py and the benchmark both build through it, so what is timed is w
 
 Shapes: N images, D = 3 * S * S features, C classes, K members (a single run is K = 1).
 """
+import logging
 import os
 from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
 
+from .config import features_lr_scale
 from .data import DataSet, Preprocess, load_dataset
 from .featurize import feature_folder, featurize
 from .features.store import FeatureLoader
@@ -16,6 +18,8 @@ from .engine import Objective
 from .functional import balanced_class_weight
 from .loaders import TensorLoader, make_loader
 from .model import LinearClassifier
+
+log = logging.getLogger("lintorch")
 
 # validation, test and evaluate use it: their numbers agree to the bit. 512, not 4096: a 4096-image
 # float batch (50 MB) leaves the cache, and validating 5,000 CIFAR-10 images took 87 ms against 36 ms
@@ -104,8 +108,12 @@ def build(cfg, device, preprocess=None, data=None, features_state=None):
     cfg["val_size"] = len(data.val)      # the default resolved: evaluate re-carves this very split
     if preprocess is None:
         preprocess = _fit_preprocess(cfg, data.train)
-    configs = member_configs(cfg)
     D = data.train.d if _streamed(data.train) else data.train.x[0].numel()
+    if cfg.get("lr_from_defaults") and preprocess.mode == "feature":   # resolved once; config.json keeps it
+        cfg["lr"], cfg["lr_from_defaults"] = cfg["lr"] * features_lr_scale(D), False
+        if features_lr_scale(D) < 1:
+            log.info(f"default lr scaled to {cfg['lr']:.3g} for {D} standardized features (--lr sets it)")
+    configs = member_configs(cfg)
     K, C = len(configs), len(data.classes)
     torch.manual_seed(cfg["seed"])
     single = LinearClassifier(D, C)                      # every member starts from the same W

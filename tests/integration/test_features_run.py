@@ -155,3 +155,18 @@ def test_real_cifar10_kmeans_features_beat_pixels(cifar10_jpg, tmp_path):
                  "--centroids", "100", "--patches", "50000", "--loss", "svm", "--squared-hinge",
                  "--epochs", "5", "--quiet", "--logdir", str(logdir), threads=None) == 0
     assert json.loads((logdir / "metrics.json").read_text())["val_acc"] >= 0.50
+
+
+def test_default_lr_is_scaled_to_standardized_features(image_folder, tmp_path):
+    """The pixel-tuned default lr scaled by 189 / D for D standardized features (recorded in
+    config.json); an explicit --lr is kept as given; pixels keep the tuned default."""
+    from lintorch.config import PIXEL_SQNORM, TUNED
+    common = [*FOLDER, "--data-dir", str(image_folder), "--epochs", "1", "--features", "kmeans",
+              "--centroids", "64", "--patches", "2000"]                       # D = 4 * 64 = 256
+    assert train(*common, "--logdir", str(tmp_path / "a")) == 0
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert cfg["lr"] == pytest.approx(TUNED["softmax"]["lr"] * PIXEL_SQNORM / 256) and not cfg["lr_from_defaults"]
+    assert train(*common, "--lr", "0.01", "--logdir", str(tmp_path / "b")) == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["lr"] == 0.01
+    assert train(*FOLDER, "--data-dir", str(image_folder), "--epochs", "1", "--logdir", str(tmp_path / "c")) == 0
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["lr"] == TUNED["softmax"]["lr"]
