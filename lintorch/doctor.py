@@ -70,7 +70,7 @@ def machine(device):
 
 
 def gradient_check(device):
-    from .gradcheck import run_checks
+    from .checks import run_checks
     rows = run_checks(device=device.type)
     worst = max((r.max_rel for r in rows if r.max_rel == r.max_rel), default=0.0)
     failed = [f"{r.function} {r.method} {r.where}" for r in rows if not r.passed]
