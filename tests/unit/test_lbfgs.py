@@ -187,7 +187,7 @@ def test_gram_preconditioner_solves_the_regularized_gram_system():
     from lintorch.lbfgs import gram_preconditioners
     x, y = correlated_problem()
     regs = torch.tensor([1e-4, 1e-1], dtype=torch.float64)
-    pre, why = gram_preconditioners(ListLoader(x, y, 70), regs, 3)
+    pre, why = gram_preconditioners(ListLoader(x, y, 70), regs, 3, block=5)    # 12 columns: blocks 5, 5, 2
     assert why is None and len(pre) == 2
     v = torch.randn(3 * 12 + 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for k, r in enumerate(regs.tolist()):
