@@ -1,0 +1,147 @@
+"""The decoded-image cache: an image folder's split decoded once to uint8 (N, 3, S, S) and saved
+on disk with a key over its files, reused while the key matches.
+
+N images of 3 x S x S (S = image_size). The key covers the decoding settings and each file's path,
+label and fingerprint (its stat or the sha256 of its bytes); a cache that is stale, unreadable or
+holds other than its key claims is rebuilt, and one that cannot be written is a warning. data.py
+decodes and calls this module; this module owns the cache file's layout.
+"""
+import errno
+import hashlib
+import logging
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+
+from .atomic import torch_save_atomic
+from .data import _THREADS, DataError, Split, _entries, _human, error_reason
+
+log = logging.getLogger("lintorch.data")   # the data loading's messages, under the name they always had
+
+CACHE_VERSION = 3  # bump when the cache layout, its key or decoding changes: old files are rebuilt
+
+
+def fingerprint(path, cache_check):
+    """What the cache key knows of one file: its stat ("stat") or the sha256 of its bytes ("full").
+
+    "stat" is size, mtime_ns, ctime_ns and inode: an in-place edit whose mtime is put back (touch -d)
+    still moves ctime, which no user call can set. Its limits: a file system with coarse or no
+    ctime (FAT, some network mounts), or a clock set back, can hide an edit; "full" cannot be fooled
+    but reads every byte. A file that cannot be stat'ed or read gets a marker, so decoding names it.
+    """
+    try:
+        if cache_check == "full":
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            return h.hexdigest()
+        st = os.stat(path)
+        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+    except OSError as e:
+        return f"error:{e.errno}"
+
+
+def cache_key(files, labels, image_size, skip_bad_images, cache_check):
+    """sha256 over the decoding settings and each file's path, label and fingerprint."""
+    h = hashlib.sha256(f"v{CACHE_VERSION}:{image_size}:{skip_bad_images}:{cache_check}".encode())
+    if cache_check == "full":  # reading is the cost: threads, one slice of the files each (no per-file future)
+        step = -(-len(files) // (4 * _THREADS))
+        with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+            parts = pool.map(lambda i: [fingerprint(f, "full") for f in files[i:i + step]], range(0, len(files), step))
+            prints = [fp for part in parts for fp in part]
+    else:
+        prints = [fingerprint(f, "stat") for f in files]
+    for f, label, fp in zip(files, labels, prints):
+        h.update(f"{f}\0{label}\0{fp}\n".encode())
+    return h.hexdigest()
+
+
+def contents_error(c, files, labels, image_size, skip_bad_images):
+    """Why the cache c does not hold what its key claims, or None: x uint8 (N, 3, S, S), y int64 (N,)
+    equal to the scanned labels of its N files, which are the scanned files (a subsequence of them
+    when unreadable ones were skipped)."""
+    x, y, kept = c.get("x"), c.get("y"), c.get("files")
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() != 4 \
+            or tuple(x.shape[1:]) != (3, image_size, image_size):
+        return f"x is not uint8 (N, 3, {image_size}, {image_size})"
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or tuple(y.shape) != (len(x),):
+        return f"y is not int64 ({len(x)},)"
+    if not isinstance(kept, list) or len(kept) != len(x) or not all(isinstance(f, str) for f in kept):
+        return f"files is not a list of {len(x)} paths"
+    if skip_bad_images:
+        where = {f: i for i, f in enumerate(files)}
+        idx = [where.get(f, -1) for f in kept]
+        if min(idx, default=0) < 0 or idx != sorted(set(idx)):
+            return "files are not the scanned files"
+    elif kept != files:
+        return "files are not the scanned files"
+    else:
+        idx = range(len(files))
+    if y.tolist() != [labels[i] for i in idx]:
+        return "y are not the files' labels"
+    return None
+
+
+def read(path, key, files, labels, image_size, skip_bad_images):
+    """The cached Split at path if it is this key's and holds what it claims, else None (logged)."""
+    try:
+        c = torch.load(path, weights_only=True)
+    except Exception as e:
+        log.warning("cache %s is unreadable (%s): rebuilding", path, e)
+        return None
+    if not isinstance(c, dict):
+        log.warning("cache %s is not a lintorch data cache: rebuilding", path)
+        return None
+    x = c.get("x")
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise DataError(f"the data cache {path} holds {bad} NaN/inf values (corrupt): delete it "
+                            f"and lintorch rebuilds it from the images")
+    if c.get("version") != CACHE_VERSION or c.get("key") != key:
+        log.info("cache %s is stale (another version, data set or changed files): rebuilding", path)
+        return None
+    why = contents_error(c, files, labels, image_size, skip_bad_images)
+    if why:
+        log.warning("cache %s does not hold what its key claims (%s): rebuilding", path, why)
+        return None
+    return Split(x, c["y"], c["files"])
+
+
+def remove_dead_temp_files(path):
+    """path.tmpPID files whose writer is gone (SIGKILL runs no cleanup) would hold disk space forever."""
+    folder, name = os.path.split(path)
+    for e in _entries(folder):
+        pid = e.name[len(name) + 4:] if e.name.startswith(name + ".tmp") else ""
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                os.remove(e.path)
+            except OSError:
+                pass  # alive, another user's
+
+
+def write(path, key, split):
+    """Save split (with files) as key's cache at path; a failure (full disk, read-only folder, ...) is
+    one warning: the data is in memory."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        remove_dead_temp_files(path)
+        torch_save_atomic({"version": CACHE_VERSION, "key": key, "x": split.x, "y": split.y,
+                           "files": split.files}, path)
+    except Exception as e:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            need = split.x.numel() + split.y.numel() * 8
+            try:
+                free = f", {_human(shutil.disk_usage(os.path.dirname(path)).free)} free"
+            except OSError:
+                free = ""
+            log.warning("no space left to write the data cache %s (it needs about %s%s): going on without "
+                        "a cache; free space or point --cache-dir elsewhere", path, _human(need), free)
+        else:
+            log.warning("could not write the data cache %s (%s); decoding again next time", path,
+                        error_reason(path, e))
