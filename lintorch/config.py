@@ -236,6 +236,11 @@ def parse_args(argv=None):
                     "--penalty l2 (L-BFGS stalls at the hinge's and l1's kinks; use sgd for those)")
         if args.sweep and any("lr" in c for c in args.sweep):
             p.error("--optimizer lbfgs has no learning rate to sweep; sweep reg")
+    lbfgs_only = [f"--{d.replace('_', '-')}" for d in ("max_iter", "tol", "history", "precondition")
+                  if d in args.given]
+    if lbfgs_only and args.optimizer != "lbfgs" and not args.resume:
+        p.error(f"{', '.join(lbfgs_only)} set{'s' if len(lbfgs_only) == 1 else ''} the L-BFGS solver: "
+                f"add --optimizer lbfgs (the {args.optimizer} optimizer would ignore it)")
     if args.flip and (args.features != "pixels" or args.dataset == "features"):
         p.error("--flip mirrors images; features are extracted once, so it applies to --features pixels only")
     if args.dataset == "features" and args.features != "pixels":

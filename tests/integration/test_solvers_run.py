@@ -43,6 +43,15 @@ def test_lbfgs_refuses_nonsmooth_objectives(capsys):
     assert "smooth" in capsys.readouterr().err
 
 
+def test_lbfgs_flags_without_lbfgs_are_refused(capsys):
+    """--max-iter, --tol, --history, --precondition would be ignored by sgd: one usage line instead."""
+    for flag, value in (("--max-iter", "10"), ("--tol", "1e-3"), ("--history", "3"), ("--precondition", "none")):
+        with pytest.raises(SystemExit) as e:
+            parse_args([*COMMON, flag, value])
+        assert e.value.code == 2 and flag in capsys.readouterr().err
+    parse_args([*COMMON, "--optimizer", "lbfgs", "--max-iter", "10", "--precondition", "none"])    # fine with lbfgs
+
+
 def test_lbfgs_converges_on_squared_hinge(tmp_path):
     assert train(*COMMON, "--optimizer", "lbfgs", "--loss", "svm", "--squared-hinge", "--reg", "0.01",
                  "--logdir", str(tmp_path / "run")) == 0
