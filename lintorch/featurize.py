@@ -40,11 +40,22 @@ def _images_hash(split):
     return h.hexdigest()
 
 
-def _encode(extractor, split, name, cache_dir, device, batch_size):
-    """split's images -> Split of float32 features, from the cache when it holds this exact pair."""
+def _save_cache(obj, cache_dir, path, what):
+    """torch_save_atomic(obj, path) into cache_dir; a failure (full disk, read-only folder) is one
+    warning: the run has what it needs in memory."""
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        torch_save_atomic(obj, path)
+    except OSError as e:
+        log.warning("could not write the %s cache %s (%s)", what, path, e)
+
+
+def _encode(extractor, split, name, cache_dir, device, batch_size, digest):
+    """split's images (digest: their _images_hash) -> Split of float32 features, from the cache
+    when it holds this exact pair."""
     from tqdm import tqdm
     from .features import extract
-    key = hashlib.sha256(f"{extractor.fingerprint()}:{_images_hash(split)}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{extractor.fingerprint()}:{digest}".encode()).hexdigest()[:24]
     path = None if cache_dir is None else os.path.join(cache_dir, f"features-{name}-{key}.pt")
     if path and os.path.isfile(path):
         try:
@@ -59,11 +70,7 @@ def _encode(extractor, split, name, cache_dir, device, batch_size):
     finally:
         bar.close()
     if path:
-        try:
-            os.makedirs(cache_dir, exist_ok=True)
-            torch_save_atomic(x, path)
-        except OSError as e:
-            log.warning("could not write the feature cache %s (%s)", path, e)
+        _save_cache(x, cache_dir, path, "feature")
     return Split(x, split.y, split.files)
 
 
@@ -73,15 +80,15 @@ def _shaping(settings, extractor):
     return {k: v for k, v in (settings or {}).items() if k not in runtime}
 
 
-def _fit(extractor, train, cache_dir, device):
+def _fit(extractor, train, cache_dir, device, digest):
     """Fit extractor on the training split, or load the state it learned from this exact split
     with these settings before (cache_dir/extractor-<key>.pt, key = sha256 of the unfitted
-    extractor's fingerprint and the split's images and labels): k-means at K = 1600 learns for a
+    extractor's fingerprint and digest, the split's _images_hash): k-means at K = 1600 learns for a
     minute, which a second run with other classifier flags should not repeat."""
     if not extractor.LEARNS:
         extractor.fit(train.x, device)
         return extractor
-    key = hashlib.sha256(f"fit:{extractor.fingerprint()}:{_images_hash(train)}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"fit:{extractor.fingerprint()}:{digest}".encode()).hexdigest()[:24]
     path = None if cache_dir is None else os.path.join(cache_dir, f"extractor-{extractor.name}-{key}.pt")
     if path and os.path.isfile(path):
         try:
@@ -95,13 +102,8 @@ def _fit(extractor, train, cache_dir, device):
             log.warning("extractor cache %s is unreadable (%s): fitting again", path, type(e).__name__)
     log.info(f"fitting {extractor.name} features on {len(train)} training images")
     extractor.fit(train.x, device)
-    saved = extractor.state_dict()
     if path:
-        try:
-            os.makedirs(cache_dir, exist_ok=True)
-            torch_save_atomic(saved, path)
-        except OSError as e:
-            log.warning("could not write the extractor cache %s (%s)", path, e)
+        _save_cache(extractor.state_dict(), cache_dir, path, "extractor")
     return extractor
 
 
@@ -111,10 +113,13 @@ def featurize(data, cfg, device, state=None, batch_size=256):
     extractor = make(cfg, state)
     cache_dir = cfg.get("cache_dir") or (os.path.join(cfg["data_dir"], ".lintorch-cache")
                                          if cfg["dataset"] != "synthetic" else None)
+    splits = {"train": data.train, "val": data.val, "test": data.test}
+    digests = {name: _images_hash(split) for name, split in splits.items() if split is not None}   # once each
     if state is None:
-        extractor = _fit(extractor, data.train, cache_dir, device)
-    parts = {name: None if split is None else _encode(extractor, split, name, cache_dir, device, batch_size)
-             for name, split in (("train", data.train), ("val", data.val), ("test", data.test))}
+        extractor = _fit(extractor, data.train, cache_dir, device, digests["train"])
+    parts = {name: None if split is None else
+             _encode(extractor, split, name, cache_dir, device, batch_size, digests[name])
+             for name, split in splits.items()}
     out = DataSet(parts["train"], parts["val"], parts["test"], data.classes, data.image_size, None)
     return out, extractor
 
