@@ -70,10 +70,13 @@ def train_lbfgs(run):
     bar = None if cfg["quiet"] else tqdm(total=cfg["max_iter"], desc="lbfgs", unit="eval", leave=False)
     K = len(run.members)
 
-    def on_iter(calls, recs):
+    logged = [0] * K
+
+    def on_iter(calls, recs):      # each accepted iterate once, the last (converged) one included
         for k, (m, rec) in enumerate(zip(run.members, recs)):
-            if rec.status == "running" and rec.trace:
+            if rec.iterations > logged[k]:
                 m.monitor.scalars({"loss/total": rec.trace[-1], "grad_max": rec.grad_max}, rec.iterations)
+                logged[k] = rec.iterations
         if bar is not None:
             bar.update(1)
             bar.set_postfix(running=sum(rec.status == "running" for rec in recs))

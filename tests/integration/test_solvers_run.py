@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lintorch.config import parse_args
-from tests.helpers import train
+from tests.helpers import events, train
 
 COMMON = ["--dataset", "synthetic", "--quiet", "--threads", "1", "--device", "cpu", "--seed", "2"]
 
@@ -57,6 +57,8 @@ def test_lbfgs_converges_on_squared_hinge(tmp_path):
                  "--logdir", str(tmp_path / "run")) == 0
     m = metrics(tmp_path / "run")
     assert m["solver_status"] == "converged" and m["val_acc"] > 0.5
+    g = events(tmp_path / "run").Scalars("grad_max")      # one point per accepted iterate, the last included
+    assert [e.step for e in g] == list(range(1, m["iterations"] + 1)) and g[-1].value <= 1e-4
 
 
 def test_precondition_gram_and_none_reach_the_same_optimum(tmp_path, capsys):
