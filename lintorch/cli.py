@@ -13,6 +13,7 @@ import sys
 import time
 
 FLOAT32_MAX = 3.4028234663852886e38
+PROG = None   # the command's name as typed, when the `lintorch` console script runs it ("lintorch train")
 
 
 class UserError(Exception):
@@ -31,6 +32,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
+        if PROG is not None:
+            kwargs["prog"] = PROG
         super().__init__(*args, **kwargs)
 
     def error(self, message):
@@ -184,13 +187,8 @@ def user_errors():
     """The exception classes that mean 'the user's input or machine', not a lintorch bug."""
     from .checkpoint import CheckpointError
     from .data import DataError
-    errors = [UserError, CheckpointError, DataError, OSError]
-    try:
-        from .features import FeatureError
-        errors.append(FeatureError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    from .features import FeatureError
+    return UserError, CheckpointError, DataError, FeatureError, OSError
 
 
 def run_command(main, args):

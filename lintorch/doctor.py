@@ -174,24 +174,9 @@ def determinism(args, device, data, data_name):
                                     "GEMMs may pick different kernels between runs"}
 
 
-def _contenders():
-    try:
-        from .bench import contenders                  # lintorch/bench/ as a package
-        return contenders
-    except ImportError:
-        pass
-    try:
-        from . import contenders
-        return contenders
-    except ImportError:
-        return None
-
-
 def benchmark(args, device, data):
     import statistics
-    c = _contenders()
-    if c is None or not hasattr(c, "lintorch_epoch"):
-        return {"skipped": "the benchmark's contenders are not importable (lintorch.contenders / lintorch.bench)"}
+    from .bench import contenders as c
     from .data import Preprocess
     B = 256
     pre = Preprocess.fit(data.train.x)
