@@ -9,7 +9,7 @@ import os
 # rounding from run to run; the same seed and data must give the same weights (resume relies on it).
 os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
-__all__ = ["linear", "softmax_loss", "svm_loss", "penalty", "LinearClassifier"]
+__all__ = ["linear", "softmax_loss", "svm_loss", "penalty", "LinearClassifier", "check_function"]
 __version__ = "0.1.0"
 
 
@@ -20,4 +20,7 @@ def __getattr__(name):
     if name == "LinearClassifier":
         from .model import LinearClassifier
         return LinearClassifier
+    if name == "check_function":
+        from .checker import check_function
+        return check_function
     raise AttributeError(f"module 'lintorch' has no attribute {name!r}")

@@ -5,28 +5,24 @@ Shapes: N examples, D features, C classes, K stacked models (as in lintorch.func
 Every Function (linear, svm_loss in both forms, hinge and squared, softmax_loss, the
 l2/l1/elastic-net penalties) and the total loss L = data loss + lam R(W) through linear,
 each also with the K dimension and with class weights (the data loss (1/N) sum_i w_{y_i} L_i),
-and the graph-free training step objective_and_grad that train.py uses, is checked three ways:
+and the graph-free training step objective_and_grad that train.py uses, is one Case, checked by
+lintorch.check_function (lintorch.checker, which holds the comparisons) three ways:
 
     autograd   torch autograd on an independent reference from lintorch.references
                (F.cross_entropy, C * F.multi_margin_loss, plain tensor expressions), float32 and float64
     numeric    centered finite differences in float64, the lecture's numeric gradient:
-               every coordinate for small shapes, sampled coordinates for N=64, D=3072
-    gradcheck  torch.autograd.gradcheck, float64
+               every coordinate for small shapes, SAMPLES sampled coordinates for N=64, D=3072
+    gradcheck  torch.autograd.gradcheck, float64 (not for the sampled shapes)
 
-Relative error is the lecture's |a - b| / max(|a|, |b|) per coordinate (0 where both are 0),
-its denominator floored at a fraction of the reference gradient's largest entry: rounding in
-a sum is relative to the sum's terms, so an entry that cancels to ~0 is judged against the
-gradient's scale (the whole scale for autograd, 1% of it for finite differences, whose
-rounding is eps |L| / h). Hinge kinks: a coordinate whose finite-difference step can carry
-a margin across zero is counted as a kink and left out, never failed; the strict checks
-draw their inputs so that no margin lies within GAP of zero, and one check sits on kinks
-on purpose.
+with lintorch's tolerances (TOL) and step H. Hinge kinks: each case names the coordinates whose
+finite-difference step can carry a margin across zero (hinge_kinks); check_function counts them
+as kinks and leaves them out, never fails them; the strict checks draw their inputs so that no
+margin lies within GAP of zero, and one check sits on kinks on purpose.
 
 The command line is lintorch.gradcheck (python -m lintorch.gradcheck), which imports this module
 only once its arguments are parsed.
 """
 
-import logging
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Optional
@@ -34,27 +30,13 @@ from typing import Callable, Optional
 import torch
 
 from . import functional as LF
+from .checker import METHODS, Report, Row, check_function, format_table, numeric_gradient, rel_error  # noqa: F401 (lintorch.gradcheck's names)
 from .references import PENALTY_REFS, per_model, softmax_reference, svm_reference
-
-log = logging.getLogger(__name__)
 
 H = 1e-5          # finite-difference step; hinge losses are piecewise linear (squared: quadratic), so exact off kinks
 GAP = 1e-3        # strict inputs keep every hinge margin (and |W| for l1) this far from its kink
 TOL = {("autograd", torch.float32): 1e-6, ("autograd", torch.float64): 1e-12, ("numeric", torch.float64): 1e-7}
-FLOOR = {"autograd": 1.0, "numeric": 1e-2}   # denominator floor, as a fraction of max |reference|
 SAMPLES = 15      # coordinates per input for the large-shape numeric check
-
-
-@dataclass
-class Row:
-    """One check's result: errors of the analytic gradient a against the reference b."""
-    function: str
-    method: str
-    where: str                    # "float64/cpu"
-    max_abs: float
-    max_rel: float
-    passed: bool
-    kinks: Optional[int] = None   # coordinates left out because a hinge kink lies within h
 
 
 @dataclass
@@ -62,7 +44,7 @@ class Case:
     """fn(*inputs) under test against ref(*inputs); gradients w.r.t. inputs[i] for i in wrt.
 
     inputs are float64 CPU tensors (targets int64); kinks(inputs, h) gives one bool mask per
-    wrt input: the coordinates whose finite-difference step crosses a kink.
+    wrt input: the coordinates whose finite-difference step may cross a kink.
     """
     name: str
     fn: Callable
@@ -71,36 +53,6 @@ class Case:
     wrt: tuple
     kinks: Optional[Callable] = None
     large: bool = False           # numeric check on sampled coordinates only, no gradcheck
-
-
-def rel_error(a, b, floor=0.0):
-    """|a - b| / max(|a|, |b|, floor) per coordinate; 0 where the denominator is 0."""
-    den = torch.maximum(a.abs(), b.abs()).clamp_min(floor)
-    return torch.where(den > 0, (a - b).abs() / den, torch.zeros_like(den))
-
-
-def numeric_gradient(f, x, h=H, coords=None, df=None):
-    """Centered differences (f(x + h e_i) - f(x - h e_i)) / 2h, the lecture's numeric gradient.
-
-    f(x) -> a scalar, or any tensor with df (dL/df, its shape): then the gradient of sum(df * f),
-    differenced entry by entry before the sum, as cs231n's eval_numerical_gradient_array, so
-    entries that do not move cancel exactly. x is perturbed in place and restored. coords: flat
-    indices to evaluate (the sampled check) or None for all. Returns x's shape, or (len(coords),).
-    """
-    flat = x.detach().view(-1)
-    idx = range(flat.numel()) if coords is None else [int(i) for i in coords]
-    grad = torch.zeros(len(idx), dtype=torch.float64)
-    with torch.no_grad():
-        for k, i in enumerate(idx):
-            old = flat[i].item()
-            flat[i] = old + h
-            fp = f(x).double()
-            flat[i] = old - h
-            fm = f(x).double()
-            flat[i] = old
-            delta = fp - fm if df is None else ((fp - fm) * df).sum()
-            grad[k] = float(delta) / (2 * h)
-    return grad.view(x.shape) if coords is None else grad
 
 
 def hinge_kinks(scores, target, margin=1.0, form="weston-watkins", tol=H):
@@ -120,77 +72,28 @@ def hinge_kinks(scores, target, margin=1.0, form="weston-watkins", tol=H):
 
 # --------------------------------------------------------------------------- the three checks
 
-def _prepare(case, dtype, device):
-    return [t.to(device, dtype, copy=True).requires_grad_(i in case.wrt) if t.is_floating_point()
-            else t.to(device) for i, t in enumerate(case.inputs)]
-
-
-def _cotangent(out):
-    """A fixed random dL/dout in [0.5, 1.5), so reduction="none" and (K,) outputs get a non-uniform
-    gradient. Uniform, not normal: never equal to the (normal) inputs of the same seed, where
-    dW = v^T x would be symmetric and blind to a transposed dW."""
-    g = torch.Generator().manual_seed(0)
-    return (torch.rand(out.shape, generator=g, dtype=torch.float64) + 0.5).to(out.device, out.dtype)
-
-
-def _grads(fn, xs, wrt):
-    out = fn(*xs)
-    return out, list(torch.autograd.grad(out, [xs[i] for i in wrt], _cotangent(out)))
-
-
-def _max_errors(a, b, floor_frac):
-    """Max |a - b| and max rel_error over tensors compared as one vector (a value, or a
-    gradient over all inputs); the floor is floor_frac times the largest reference entry."""
-    a, b = (torch.cat([t.detach().double().reshape(-1).cpu() for t in ts]) for ts in (a, b))
-    if not b.numel():
-        return 0.0, 0.0
-    return float((a - b).abs().max()), float(rel_error(a, b, floor_frac * float(b.abs().max())).max())
-
-
-def _row(name, method, dtype, device, groups, tol, kinks=None):
-    """groups: (analytic, reference) pairs of tensor lists, each compared as one vector."""
-    max_abs, max_rel = (max(e) for e in zip(*(_max_errors(a, b, FLOOR[method]) for a, b in groups)))
-    row = Row(name, method, f"{str(dtype).removeprefix('torch.')}/{device}", max_abs, max_rel,
-              max_rel <= tol, kinks)   # a nan error compares False: fails
-    log.debug("%s", row)
-    return row
+def _check(case, methods, device="cpu", seed=0, dtypes=(torch.float32, torch.float64)):
+    """check_function on one case -> its rows: the case's own kink masks (none: compare every
+    coordinate), lintorch's tolerances and step, sampled coordinates for a large case."""
+    return check_function(case.fn, *case.inputs, reference=case.ref, wrt=case.wrt, checks=methods, dtypes=dtypes,
+                          tol=TOL, eps=H, samples=SAMPLES if case.large else None, seed=seed, device=device,
+                          kinks=case.kinks or False, name=case.name).rows
 
 
 def check_autograd(case, dtype=torch.float64, device="cpu"):
-    """Value and gradients of case.fn against torch autograd through case.ref."""
-    xs = _prepare(case, dtype, device)
-    out, ga = _grads(case.fn, xs, case.wrt)
-    ref, gb = _grads(case.ref, xs, case.wrt)
-    return _row(case.name, "autograd", dtype, device, [([out], [ref]), (ga, gb)], TOL["autograd", dtype])
+    """Value and gradients of case.fn against torch autograd through case.ref -> Row."""
+    return _check(case, ("autograd",), device, dtypes=(dtype,))[0]
 
 
-def check_numeric(case, device="cpu", h=H, samples=None, seed=0):
-    """Analytic gradients of case.fn against centered finite differences in float64; kink
-    coordinates are counted, not compared. samples: coordinates per input (None: all)."""
-    xs = _prepare(case, torch.float64, device)
-    out, grads = _grads(case.fn, xs, case.wrt)
-    v = _cotangent(out)
-    masks = case.kinks(xs, h) if case.kinks else [None] * len(case.wrt)
-    gen = torch.Generator().manual_seed(seed)
-    a, b, kinks = [], [], 0
-    for i, g, mask in zip(case.wrt, grads, masks):
-        def f(t, i=i):
-            return case.fn(*xs[:i], t, *xs[i + 1:])
-        n = g.numel()
-        coords = torch.arange(n) if samples is None else torch.randperm(n, generator=gen)[:samples]
-        keep = torch.ones(len(coords), dtype=torch.bool) if mask is None else ~mask.reshape(-1).cpu()[coords]
-        kinks += int((~keep).sum())
-        a.append(g.reshape(-1).cpu()[coords][keep])
-        b.append(numeric_gradient(f, xs[i], h, coords[keep], df=v))
-    return _row(case.name, "numeric", torch.float64, device, [(a, b)], TOL["numeric", torch.float64],
-                None if case.kinks is None else kinks)
+def check_numeric(case, device="cpu", seed=0):
+    """Analytic gradients of case.fn against centered finite differences in float64 -> Row;
+    kink coordinates are counted, not compared."""
+    return _check(case, ("numeric",), device, seed)[0]
 
 
 def check_gradcheck(case, device="cpu"):
-    """torch.autograd.gradcheck of case.fn in float64 (its own eps=1e-6, atol=1e-5, rtol=1e-3)."""
-    xs = _prepare(case, torch.float64, device)
-    ok = torch.autograd.gradcheck(case.fn, xs, raise_exception=False)
-    return Row(case.name, "gradcheck", f"float64/{device}", float("nan"), float("nan"), bool(ok))
+    """torch.autograd.gradcheck of case.fn in float64 -> Row."""
+    return _check(case, ("gradcheck",), device)[0]
 
 
 # --------------------------------------------------------------------------- the cases
@@ -344,32 +247,6 @@ def make_cases(seed=0, fns=None):
 
 
 def run_checks(device="cpu", seed=0, fns=None):
-    """Every case three ways on device -> list[Row]. Large cases skip gradcheck (it is O(inputs)
-    backward passes), and so does the case sitting on kinks (gradcheck has no notion of them)."""
-    rows = []
-    for case in make_cases(seed, fns):
-        rows += [check_autograd(case, dtype, device) for dtype in (torch.float32, torch.float64)]
-        rows.append(check_numeric(case, device, samples=SAMPLES if case.large else None, seed=seed))
-        on_kink = case.kinks is not None and any(m.any() for m in case.kinks(case.inputs, GAP))
-        if not case.large and not on_kink:
-            rows.append(check_gradcheck(case, device))
-    return rows
-
-
-def _num(v):
-    return "-" if v != v else f"{v:.1e}"        # nan: gradcheck reports no errors
-
-
-def format_table(rows):
-    """The rows as a text table with a summary line."""
-    fmt = "{:<46} {:<9} {:<13} {:>9} {:>9}  {}"
-    lines = [fmt.format("function", "method", "dtype/device", "max abs", "max rel", "result")]
-    for r in rows:
-        result = ("pass" if r.passed else "FAIL") + ("" if r.kinks is None else f"  kinks={r.kinks}")
-        lines.append(fmt.format(r.function, r.method, r.where, _num(r.max_abs), _num(r.max_rel), result))
-    failed = sum(not r.passed for r in rows)
-    kinks = sum(r.kinks or 0 for r in rows)
-    lines.append(f"{len(rows)} checks: {len(rows) - failed} passed, {failed} failed; "
-                 f"{kinks} kink coordinates left out")
-    return "\n".join(lines)
-
+    """Every case three ways on device -> list[Row]. check_function leaves out gradcheck for the
+    large cases (their numeric check samples coordinates) and for the case found on kinks."""
+    return [row for case in make_cases(seed, fns) for row in _check(case, METHODS, device, seed)]

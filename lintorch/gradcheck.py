@@ -1,8 +1,8 @@
 """python -m lintorch.gradcheck: lintorch's hand-written backward passes checked three ways
 (against torch autograd on independent references, finite differences and torch's gradcheck),
-as a table. The checks live in lintorch.checks; this module parses its arguments before torch is
-imported, so --help and usage errors answer at once. Its names (run_checks, hinge_kinks, ...)
-are lintorch.checks', imported on first use.
+as a table: lintorch.check_function run on each of lintorch.checks' cases. This module parses
+its arguments before torch is imported, so --help and usage errors answer at once. Its names
+(run_checks, hinge_kinks, ...) are lintorch.checks', imported on first use.
 
     python -m lintorch.gradcheck [--device cpu|cuda] [--seed N]
 """
@@ -25,13 +25,13 @@ def get_args_parser():
 
 def _main(args):
     import torch
-    from .checks import format_table, run_checks
+    from .checks import Report, run_checks
     from .cli import UserError
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for CUDA, but torch.cuda.is_available() is False here")
-    rows = run_checks(args.device, args.seed)
-    print(format_table(rows))
-    return 0 if all(r.passed for r in rows) else 1
+    report = Report(run_checks(args.device, args.seed))
+    print(report)
+    return 0 if report.ok else 1
 
 
 def main(argv=None):

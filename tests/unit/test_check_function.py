@@ -1,0 +1,239 @@
+"""lintorch.check_function on anyone's function of tensors: it passes correct Functions (lintorch's
+own, and Functions written here) and FAILs deliberately broken ones, reports kinks instead of
+failing them, treats non-tensor and no-grad inputs as constants, and samples large inputs.
+lintorch's own cases through it: tests/unit/test_gradcheck.py."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.autograd import Function
+
+import lintorch
+from lintorch import checker
+from lintorch import functional as LF
+from lintorch.references import svm_reference
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def rand(*shape, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(device).requires_grad_()
+
+
+def function(forward, backward):
+    """A custom autograd Function: forward(*inputs) computes, backward(grad, *inputs) returns one
+    gradient per input (inputs saved as given)."""
+    class Custom(Function):
+        @staticmethod
+        def forward(*inputs):
+            return forward(*inputs)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(*inputs)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return backward(grad, *ctx.saved_tensors)
+    return Custom.apply
+
+
+def _silu_grad(x):
+    s = torch.sigmoid(x)
+    return s + x * s * (1 - s)
+
+
+silu = function(lambda x: x * torch.sigmoid(x), lambda g, x: g * _silu_grad(x))
+matmul = function(lambda a, b: a @ b, lambda g, a, b: (g @ b.mT, a.mT @ g))
+
+class _SinExpSecondWrong(Function):
+    """(sin x, exp x), whose backward gets the second output's gradient wrong (exp x + x)."""
+
+    @staticmethod
+    def forward(x):
+        return x.sin(), x.exp()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g_sin, g_exp):
+        (x,) = ctx.saved_tensors
+        return g_sin * x.cos() + g_exp * (x.exp() + x)
+
+
+BROKEN = {   # name: (fn, reference, inputs)
+    "1% off": (function(lambda x: x * torch.sigmoid(x), lambda g, x: g * _silu_grad(x) * 1.01), F.silu, [rand(6, 3)]),
+    "wrong sign": (function(lambda x: x * torch.sigmoid(x), lambda g, x: -g * _silu_grad(x)), F.silu, [rand(6, 3)]),
+    "missing term": (function(lambda x: x * torch.sigmoid(x), lambda g, x: g * torch.sigmoid(x)),   # no x s (1 - s)
+                     F.silu, [rand(6, 3)]),
+    "ignores the incoming gradient": (function(lambda x: (x ** 2).sum(), lambda g, x: 2 * x),
+                                      lambda x: (x ** 2).sum(), [rand(6, 3)]),
+    "sum's scale for a mean": (function(lambda x: (x ** 2).mean(), lambda g, x: g * 2 * x),
+                               lambda x: (x ** 2).mean(), [rand(6, 3)]),
+    "gradients of the wrong inputs": (function(lambda a, b: a @ b, lambda g, a, b: (a.mT @ g, g @ b.mT)),
+                                      torch.matmul, [rand(4, 4), rand(4, 4, seed=1)]),
+    "one of two outputs wrong": (_SinExpSecondWrong.apply, lambda x: (x.sin(), x.exp()), [rand(5)]),
+}
+
+
+# --------------------------------------------------------------------------- correct Functions pass
+
+def test_a_custom_function_passes_every_check_and_prints_the_commands_table(device):
+    x = rand(6, 3, device=device)
+    report = lintorch.check_function(silu, x, reference=F.silu)
+    assert report.ok is True, report
+    assert [r.method for r in report.rows] == ["autograd", "numeric", "gradcheck"]
+    assert all(r.where == f"float64/{x.device}" for r in report.rows)
+    assert report.rows[1].kinks == 0 and report.rows[1].max_rel < 1e-6
+    assert str(report) == checker.format_table(report.rows)
+    lines = str(report).splitlines()
+    assert lines[0].split()[:3] == ["function", "method", "dtype/device"] and lines[-1].startswith("3 checks: 3 passed")
+
+
+def test_float32_inputs_get_a_float32_and_a_float64_autograd_row():
+    a, b = (t.detach().float().requires_grad_() for t in (rand(4, 3), rand(3, 5, seed=1)))
+    report = lintorch.check_function(matmul, a, b, reference=torch.matmul)
+    assert report.ok, report
+    assert [r.where.split("/")[0] for r in report.rows] == ["float32", "float64", "float64", "float64"]
+
+
+def test_lintorchs_own_functions_with_targets_and_plain_arguments():
+    """Integer targets (no grad) and non-tensor arguments (a margin, a form, a reduction) are constants."""
+    s, y = rand(8, 4), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    report = lintorch.check_function(LF.svm_loss, s, y, 0.5, True, "sum", "crammer-singer",
+                                     reference=lambda s, y, m, sq, red, form: svm_reference(s, y, m, sq, form, red))
+    assert report.ok, report
+    x, W, b = rand(5, 3), rand(4, 3, seed=1), rand(4, seed=2)
+    assert lintorch.check_function(LF.linear, x, W, b, reference=lambda x, W, b: x @ W.T + b).ok
+
+
+def test_which_inputs_are_checked():
+    a, b = rand(3, 3), rand(3, 3, seed=1).detach()                   # b a constant: no grad
+    report = lintorch.check_function(matmul, a, b, reference=torch.matmul)
+    assert report.ok and report.rows[0].function == "Custom.apply"
+    wrong_b = function(lambda a, b: a @ b, lambda g, a, b: (g @ b.mT, torch.zeros_like(b)))
+    assert lintorch.check_function(wrong_b, a, b, reference=torch.matmul).ok              # b not checked
+    assert not lintorch.check_function(wrong_b, a, b, reference=torch.matmul, wrt=(0, 1)).ok
+    with pytest.raises(ValueError, match="no input requires grad"):
+        lintorch.check_function(matmul, a.detach(), b)
+    with pytest.raises(ValueError, match="input 1"):
+        lintorch.check_function(LF.svm_loss, rand(4, 3), torch.tensor([0, 1, 2, 0]), wrt=(0, 1))
+    with pytest.raises(ValueError, match="nothing to check"):
+        lintorch.check_function(silu, a, checks=("autograd",))                          # no reference
+
+
+# --------------------------------------------------------------------------- broken Functions fail
+
+@pytest.mark.parametrize("broken", list(BROKEN))
+def test_a_broken_backward_fails_every_check(broken):
+    fn, reference, inputs = BROKEN[broken]
+    report = lintorch.check_function(fn, *inputs, reference=reference)
+    assert [r.method for r in report.rows] == ["autograd", "numeric", "gradcheck"]
+    assert not report.ok and not any(r.passed for r in report.rows), report
+    assert all(r.max_rel > 1e-3 for r in report.rows if r.method != "gradcheck")
+    assert "FAIL" in str(report) and "worst: gradient of input" in str(report)
+
+
+def test_a_reference_that_disagrees_in_value_fails_autograd_only():
+    """silu + 1 has silu's gradient: only the value comparison can tell."""
+    report = lintorch.check_function(silu, rand(6, 3), reference=lambda x: F.silu(x) + 1)
+    assert [r.passed for r in report.rows] == [False, True, True]
+    assert "worst: output 0" in str(report)
+
+
+def test_a_gradient_of_the_wrong_shape_is_a_fail_row_not_a_traceback():
+    fn = function(lambda x: x * 2, lambda g, x: (g * 2).sum(0))
+    report = lintorch.check_function(fn, rand(4, 3), reference=lambda x: 2 * x)
+    assert not report.ok and all(not r.passed for r in report.rows)
+    assert all(r.note.startswith("RuntimeError:") and "shape" in r.note for r in report.rows)
+
+
+# --------------------------------------------------------------------------- kinks
+
+@pytest.mark.parametrize("fn", [torch.relu, torch.abs])
+def test_kinks_at_zero_are_reported_not_failed(fn):
+    x = torch.tensor([-1.5, 0.0, 0.7, 0.0, -0.2, 2.0], dtype=torch.float64, requires_grad=True)
+    reference = {torch.relu: lambda t: t * (t > 0), torch.abs: lambda t: t * t.sign()}[fn]   # torch's 0 at 0
+    report = lintorch.check_function(fn, x, reference=reference)
+    assert report.ok, report
+    assert [r.method for r in report.rows] == ["autograd", "numeric"]        # gradcheck: no notion of kinks
+    assert report.rows[1].kinks == 2 and "2 kink coordinates left out" in str(report)
+    assert all(r.kinks in (None, 0) for r in lintorch.check_function(fn, x.detach().add(0.1).requires_grad_()).rows)
+
+
+def test_without_kink_detection_relu_at_zero_fails():
+    x = torch.tensor([-1.5, 0.0, 0.7], dtype=torch.float64, requires_grad=True)
+    report = lintorch.check_function(torch.relu, x, kinks=False)
+    assert not report.ok and report.rows[0].kinks is None
+    assert report.rows[0].max_rel == pytest.approx(1.0)          # a slope of 0 against 1/2
+
+
+def test_a_gradient_outside_the_one_sided_slopes_fails_even_at_a_kink():
+    """relu with a gradient of 2 at 0: not between the slopes 0 and 1, so compared, and failed."""
+    bad = function(torch.relu, lambda g, x: g * torch.where(x == 0, 2.0, (x > 0).double()))
+    x = torch.tensor([-1.5, 0.0, 0.7], dtype=torch.float64, requires_grad=True)
+    report = lintorch.check_function(bad, x)
+    assert not report.ok and report.rows[0].kinks == 0
+
+
+def test_the_hinge_on_its_kinks_found_without_a_mask():
+    """The lecture's scores plus a row whose margin is exactly 0: the kinks are found from the
+    one-sided differences alone (lintorch's own check masks all 3 scores of that row)."""
+    s = torch.tensor([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1], [2.0, 1.0, -3.0]],
+                     dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 0])
+    report = lintorch.check_function(LF.svm_loss, s, y, 1.0, False, "sum", "weston-watkins",
+                                     reference=lambda s, y, *_: 3 * F.multi_margin_loss(s, y, reduction="sum"))
+    assert report.ok, report
+    assert report.rows[-1].method == "numeric" and report.rows[-1].kinks == 2
+
+
+# --------------------------------------------------------------------------- large inputs
+
+def _counting(fn):
+    calls = []
+
+    def counted(*a):
+        calls.append(1)
+        return fn(*a)
+    return counted, calls
+
+
+def test_large_inputs_are_sampled_with_a_stated_count_and_seed():
+    x = rand(200, 50)                                                    # 10,000 > FULL entries
+    fn, calls = _counting(silu)
+    report = lintorch.check_function(fn, x, checks=("numeric", "gradcheck"))
+    assert [r.method for r in report.rows] == ["numeric"] and report.ok  # no O(inputs) gradcheck
+    assert len(calls) == 2 + 2 * checker.SAMPLES                         # backward, f(x), 2 per coordinate
+    calls.clear()
+    lintorch.check_function(fn, x, checks=("numeric",), samples=7)
+    assert len(calls) == 2 + 2 * 7
+    broken = BROKEN["1% off"][0]
+    rows = [lintorch.check_function(broken, x, checks=("numeric",), seed=s).rows[0] for s in (0, 0, 1)]
+    assert not any(r.passed for r in rows) and rows[0].note == rows[1].note != rows[2].note
+
+
+# --------------------------------------------------------------------------- the README's example
+
+def test_the_readmes_example_runs(capsys):
+    text = README.read_text()
+    section = text[text.index("## Proving the gradients"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    assert "0 failed" in capsys.readouterr().out
+
+
+def test_tolerances_and_the_step_are_the_callers():
+    fn, reference, (x,) = BROKEN["1% off"]
+    loose = lintorch.check_function(fn, x, reference=reference, checks=("autograd", "numeric"),
+                                    tol={"autograd": 0.02, ("numeric", torch.float64): 0.02})
+    assert loose.ok, loose
+    assert not lintorch.check_function(fn, x, reference=reference, tol=0.005, checks=("numeric",)).ok
+    coarse = lintorch.check_function(silu, x, checks=("numeric",), eps=1e-3).rows[0]
+    fine = lintorch.check_function(silu, x, checks=("numeric",), eps=1e-5).rows[0]
+    assert fine.max_abs < 1e-8 < coarse.max_abs                          # centered differences: O(h^2)
