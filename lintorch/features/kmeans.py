@@ -8,7 +8,10 @@ Learning (``learn``), as in Coates' kmeans_demo.m: random r x r patches of the t
 per-patch brightness/contrast normalisation p <- (p - mean p) / sqrt(var p + 10) (pixels in 0..255,
 unbiased variance), ZCA whitening w = (p - m) Z with Z = V (E + 0.1)^-1/2 V^T, then k-means.
 Encoding (``encode``): every patch at stride 1 is normalised and whitened the same way, z_k = ||w - c_k||,
-f_k = max(0, mean_k z - z_k) (the "triangle" code), sum-pooled over a g x g grid of regions: g = 2 is
+f_k = max(0, mean_k z - z_k) (the "triangle" code), or (encoding "soft", Coates & Ng 2011) the
+soft threshold with polarity splitting [max(0, d.w - alpha), max(0, -d.w - alpha)] over the unit-length
+centroids d (2 K codes), sum-pooled over a g x g grid of regions, then raised to `power` (0.5: the
+signed square root, the codes being >= 0) when power != 1: g = 2 is
 the paper's four quadrants (the first ceil(L/2) rows/columns form the top/left halves, as MATLAB's
 round(27/2) = 14); region edges are round(L i / g), halves rounded up. Measured here (K = 400, 40,000
 training images, exact ridge classifier, 10,000 validation): g = 2 68.6%, g = 3 71.5%, g = 4 70.8%.
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 NORM_EPS = 10.0      # added to the patch variance (0..255 pixel units), Coates' code
 ZCA_EPS = 0.1        # added to the covariance eigenvalues, Coates' code
 METHODS = ("gemm", "conv")
+ENCODINGS = ("triangle", "soft")
 
 
 # --------------------------------------------------------------------------- learning
@@ -54,13 +58,14 @@ def normalize_patches(p):
     return (p - p.mean(1, keepdim=True)) / (p.var(1, keepdim=True) + NORM_EPS).sqrt()
 
 
-def fit_zca(p):
-    """p (n, P) normalised patches -> (mean m (P,), Z (P, P) symmetric): w = (p - m) Z is white."""
+def fit_zca(p, eps=ZCA_EPS):
+    """p (n, P) normalised patches -> (mean m (P,), Z (P, P) symmetric): w = (p - m) Z is white
+    (eps added to the covariance's eigenvalues)."""
     pd = p.double()
     m = pd.mean(0)
     cov = torch.cov(pd.T)                                       # unbiased, as MATLAB's cov
     e, V = torch.linalg.eigh(cov)
-    Z = (V * (e.clamp_min(0) + ZCA_EPS).rsqrt()) @ V.T
+    Z = (V * (e.clamp_min(0) + eps).rsqrt()) @ V.T
     return m.float(), Z.float()
 
 
@@ -94,10 +99,10 @@ def kmeans(X, k, iterations=10, batch_size=8192, seed=0):
     return C
 
 
-def learn(x, k=1600, patches=400_000, rf=6, iterations=10, seed=0, device="cpu"):
+def learn(x, k=1600, patches=400_000, rf=6, iterations=10, seed=0, device="cpu", zca_eps=ZCA_EPS):
     """x uint8 (N, 3, S, S) training images -> state {"centroids" (k, P), "mean" (P,), "zca" (P, P)}."""
     p = normalize_patches(sample_patches(x.to(device), patches, rf, seed))
-    m, Z = fit_zca(p)
+    m, Z = fit_zca(p, zca_eps)
     w = (p - m) @ Z
     del p
     return {"centroids": kmeans(w, k, iterations, seed=seed), "mean": m, "zca": Z}
@@ -134,59 +139,89 @@ def _triangle_(d2):
     return torch.sub(mu, z, out=z).clamp_min_(0)
 
 
-class Encoder:
-    """The learned state made into the two operand sets the encoders need, once per device."""
+def _soft(dots, alpha):
+    """dots (..., K) d_k.w -> (..., 2 K) [max(0, d.w - alpha), max(0, -d.w - alpha)]."""
+    return torch.cat([(dots - alpha).clamp_min_(0), (dots.neg_() - alpha).clamp_min_(0)], -1)
 
-    def __init__(self, state, rf=6, device="cpu", pool=2):
+
+class Encoder:
+    """The learned state made into the two operand sets the encoders need, once per device.
+    encoding "triangle" or "soft" (threshold alpha, polarity split); power applied after pooling."""
+
+    def __init__(self, state, rf=6, device="cpu", pool=2, encoding="triangle", alpha=0.25, power=1.0):
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown k-means encoding {encoding!r}; expected one of {', '.join(ENCODINGS)}")
         C = state["centroids"].to(device, torch.float32)       # (K, P)
         m = state["mean"].to(device, torch.float32)            # (P,)
         Z = state["zca"].to(device, torch.float32)             # (P, P)
         self.rf, self.K, self.device, self.pool = rf, C.shape[0], device, pool
+        self.encoding, self.alpha, self.power = encoding, float(alpha), float(power)
         self.m, self.Z, self.mZ = m, Z, m @ Z
-        # gemm: [w, ||w||^2, 1] @ aug = ||w||^2 - 2 w.c + ||c||^2
-        self.aug = torch.cat([-2 * C.T, torch.ones(1, self.K, device=device),
-                              C.square().sum(1, keepdim=True).T], 0)   # (P + 2, K)
-        # conv: filters F = C Z (the centroids seen through the whitening) and Z's rows
+        soft = encoding == "soft"
+        if soft:      # unit-length dictionary atoms: d.w with no ||w||^2 or ||c||^2 terms
+            C = C / C.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            self.aug = C.T.contiguous()                         # (P, K)
+        else:         # gemm: [w, ||w||^2, 1] @ aug = ||w||^2 - 2 w.c + ||c||^2
+            self.aug = torch.cat([-2 * C.T, torch.ones(1, self.K, device=device),
+                                  C.square().sum(1, keepdim=True).T], 0)   # (P + 2, K)
+        # conv: filters F = C Z (the centroids seen through the whitening) and (triangle) Z's rows
         Fk = C @ Z                                              # (K, P)
-        filt = torch.cat([Fk, Z], 0)                            # (K + P, P)
+        filt = Fk if soft else torch.cat([Fk, Z], 0)            # (K [+ P], P)
         self.weight = filt.view(-1, 3, rf, rf).contiguous()
-        self.fsum = filt.sum(1)                                 # (K + P,)
-        self.fm = filt @ m                                      # (K + P,)
+        self.fsum = filt.sum(1)                                 # (K [+ P],)
+        self.fm = filt @ m                                      # (K [+ P],)
         self.c2 = C.square().sum(1)                             # (K,)
 
+    def _finish(self, pooled):
+        """(B, g^2 K') pooled codes -> raised to the power (codes are >= 0, so this is the signed power)."""
+        return pooled if self.power == 1.0 else pooled.pow_(self.power)
+
+    def _codes(self, wc, d2=None):
+        """(..., K) w.c (and squared distances for the triangle) -> (..., K') codes."""
+        return _soft(wc, self.alpha) if self.encoding == "soft" else _triangle_(d2)
+
     def gemm(self, x):
-        """x float (B, 3, S, S) -> (B, g^2 K)."""
+        """x float (B, 3, S, S) -> (B, g^2 K')."""
         B, _, S, _ = x.shape
         L = S - self.rf + 1
         p = F.unfold(x, self.rf).transpose(1, 2).reshape(B * L * L, -1)   # (B L^2, P)
         p = normalize_patches(p)
         w = torch.addmm(-self.mZ, p, self.Z)                    # (p - m) Z
-        w = torch.cat([w, w.square().sum(1, keepdim=True), torch.ones_like(w[:, :1])], 1)
-        a = _triangle_(w @ self.aug).view(B, L * L, self.K)    # (B, L^2, K)
-        return torch.matmul(_pool_matrix(L, self.pool, x.device, a.dtype), a).reshape(B, -1)
+        if self.encoding == "soft":
+            a = _soft(w @ self.aug, self.alpha)
+        else:
+            w = torch.cat([w, w.square().sum(1, keepdim=True), torch.ones_like(w[:, :1])], 1)
+            a = _triangle_(w @ self.aug)
+        a = a.view(B, L * L, -1)                               # (B, L^2, K')
+        return self._finish(torch.matmul(_pool_matrix(L, self.pool, x.device, a.dtype), a).reshape(B, -1))
 
     def conv(self, x):
-        """x float (B, 3, S, S) -> (B, g^2 K), with no patch matrix."""
+        """x float (B, 3, S, S) -> (B, g^2 K'), with no patch matrix."""
         B, _, S, _ = x.shape
         rf, K, P = self.rf, self.K, 3 * self.rf ** 2
         x = x - 128.0                          # the normalisation ignores offsets; float32 cancels less
         mu = F.avg_pool2d(x.mean(1, keepdim=True), rf, 1)                # (B, 1, L, L) patch means
         ex2 = F.avg_pool2d(x.square().mean(1, keepdim=True), rf, 1)
         inv = ((ex2 - mu.square()) * (P / (P - 1)) + NORM_EPS).rsqrt()   # 1 / sigma
-        out = F.conv2d(x, self.weight)                                   # (B, K + P, L, L)
+        out = F.conv2d(x, self.weight)                                   # (B, K [+ P], L, L)
         # ((x*f) - mu sum f) / sigma - m.f for every filter f, in place
         out.addcmul_(mu, self.fsum.view(1, -1, 1, 1), value=-1).mul_(inv).sub_(self.fm.view(1, -1, 1, 1))
-        wc, wZ = out[:, :K], out[:, K:]
-        d2 = wZ.square().sum(1, keepdim=True) + self.c2.view(1, K, 1, 1) - 2 * wc   # (B, K, L, L)
-        a = _triangle_(d2.permute(0, 2, 3, 1))                            # (B, L, L, K)
-        return _grid_pool(a, S - rf + 1, self.pool)
+        if self.encoding == "soft":
+            a = _soft(out.permute(0, 2, 3, 1), self.alpha)               # (B, L, L, 2 K)
+        else:
+            wc, wZ = out[:, :K], out[:, K:]
+            d2 = wZ.square().sum(1, keepdim=True) + self.c2.view(1, K, 1, 1) - 2 * wc   # (B, K, L, L)
+            a = _triangle_(d2.permute(0, 2, 3, 1))                        # (B, L, L, K)
+        return self._finish(_grid_pool(a, S - rf + 1, self.pool))
 
 
-def encode(x, state, rf=6, method="gemm", batch_size=16, encoder=None, pool=2):
-    """x uint8 or float (N, 3, S, S) on the device -> float32 (N, pool^2 K) triangle features."""
+def encode(x, state, rf=6, method="gemm", batch_size=16, encoder=None, pool=2, encoding="triangle",
+           alpha=0.25, power=1.0):
+    """x uint8 or float (N, 3, S, S) on the device -> float32 (N, pool^2 K') features, K' = K
+    (triangle) or 2 K (soft, polarity split)."""
     if method not in METHODS:
         raise ValueError(f"unknown k-means encoding {method!r}; expected one of {', '.join(METHODS)}")
-    enc = encoder or Encoder(state, rf, x.device, pool)
+    enc = encoder or Encoder(state, rf, x.device, pool, encoding, alpha, power)
     fn = getattr(enc, method)
     return torch.cat([fn(x[i:i + batch_size].float()) for i in range(0, x.shape[0], batch_size)])
 
@@ -221,13 +256,14 @@ class KMeansFeatures(Extractor):
 
     NAME = "kmeans"
     DEFAULTS = {"k": 1600, "patches": 400_000, "rf": 6, "iterations": 10, "seed": 0, "method": "gemm",
-                "chunk": None, "pool": 2}
+                "chunk": None, "pool": 2, "encoding": "triangle", "alpha": 0.25, "power": 1.0, "zca_eps": ZCA_EPS}
     RUNTIME = ("method", "chunk")
     LEARNS = True
 
     @property
     def dim(self):
-        return self.settings["pool"] ** 2 * self.settings["k"]
+        s = self.settings
+        return s["pool"] ** 2 * s["k"] * (2 if s["encoding"] == "soft" else 1)
 
     def check_images(self, x):
         super().check_images(x)
@@ -240,7 +276,7 @@ class KMeansFeatures(Extractor):
     def fit(self, x, device="cpu"):
         s = self.settings
         self.check_images(x)
-        self.state = learn(x, s["k"], s["patches"], s["rf"], s["iterations"], s["seed"], device)
+        self.state = learn(x, s["k"], s["patches"], s["rf"], s["iterations"], s["seed"], device, s["zca_eps"])
         self._encoder = None
         return self
 
@@ -255,7 +291,8 @@ class KMeansFeatures(Extractor):
         self.check_images(x)
         enc = getattr(self, "_encoder", None)
         if enc is None or enc.device != x.device:
-            enc = self._encoder = Encoder(self.state, self.settings["rf"], x.device, self.settings["pool"])
+            s = self.settings
+            enc = self._encoder = Encoder(self.state, s["rf"], x.device, s["pool"], s["encoding"], s["alpha"], s["power"])
         # small chunks keep the (chunk L^2, K) distance matrix in the CPU's cache
         chunk = self.settings["chunk"] or (2 if x.device.type == "cpu" else 64)
         return encode(x, self.state, self.settings["rf"], self.settings["method"], chunk, enc, self.settings["pool"])

@@ -29,24 +29,31 @@ def images(n, size=32, seed=0, smooth=True):
 
 # --------------------------------------------------------------------------- k-means features
 
-def reference_kmeans_features(x, state, rf=6, pool=2):
-    """Every patch with explicit loops, normalised, whitened, torch.cdist, triangle, sums over a
-    pool x pool grid whose region edges are MATLAB's round(L i / pool) (float64)."""
+def reference_kmeans_features(x, state, rf=6, pool=2, encoding="triangle", alpha=0.25, power=1.0):
+    """Every patch with explicit loops, normalised, whitened, torch.cdist, triangle (or soft threshold
+    with polarity split over unit-length centroids), sums over a pool x pool grid whose region edges are
+    MATLAB's round(L i / pool), each sum raised to power (float64)."""
     N, _, S, _ = x.shape
     L = S - rf + 1
     edges = [math.floor(Fraction(L * i, pool) + Fraction(1, 2)) for i in range(1, pool)]   # round half up
     C, m, Z = (state[k].double() for k in ("centroids", "mean", "zca"))
-    out = torch.zeros(N, pool * pool, C.shape[0], dtype=torch.float64)
+    K = C.shape[0] * (2 if encoding == "soft" else 1)
+    out = torch.zeros(N, pool * pool, K, dtype=torch.float64)
     for n in range(N):
         for i in range(L):
             for j in range(L):
                 p = x[n, :, i:i + rf, j:j + rf].double().reshape(-1)
                 p = (p - p.mean()) / (p.var() + 10).sqrt()
-                z = torch.cdist(((p - m) @ Z)[None], C)[0]
-                f = (z.mean() - z).clamp_min(0)
+                w = (p - m) @ Z
+                if encoding == "soft":
+                    d = torch.stack([w @ (c / c.norm()) for c in C])
+                    f = torch.cat([(d - alpha).clamp_min(0), (-d - alpha).clamp_min(0)])
+                else:
+                    z = torch.cdist(w[None], C)[0]
+                    f = (z.mean() - z).clamp_min(0)
                 row, col = sum(i >= e for e in edges), sum(j >= e for e in edges)
                 out[n, row + pool * col] += f          # pool 2: TL, BL, TR, BR as in Coates' code
-    return out.reshape(N, -1)
+    return (out ** power).reshape(N, -1)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +85,31 @@ def test_kmeans_grid_pooling_matches_per_patch_reference(kstate, method, size, p
     assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
     ex = make_extractor("kmeans", k=7, pool=pool, method=method).load_state(kstate)
     assert ex.dim == pool * pool * 7 and torch.equal(ex.transform(x), got.float())
+
+
+@pytest.mark.parametrize("method", km.METHODS)
+@pytest.mark.parametrize("encoding,alpha,power,pool", [("soft", 0.25, 1.0, 2), ("soft", 1.0, 0.5, 3),
+                                                       ("triangle", 0.25, 0.5, 2)])
+def test_kmeans_soft_threshold_and_power_match_per_patch_reference(kstate, method, encoding, alpha, power, pool):
+    """encoding "soft" (polarity split: 2 K codes per region) and power 0.5 (the signed square root)."""
+    x = images(2, 13, seed=5)
+    ref = reference_kmeans_features(x, kstate, pool=pool, encoding=encoding, alpha=alpha, power=power)
+    ex = make_extractor("kmeans", k=7, pool=pool, method=method, encoding=encoding, alpha=alpha,
+                        power=power).load_state(kstate)
+    got = ex.transform(x).double()
+    assert got.shape == (2, ex.dim) and ex.dim == pool * pool * 7 * (2 if encoding == "soft" else 1)
+    assert (ref > 0).float().mean() > 0.2          # the threshold leaves codes to compare
+    assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+def test_kmeans_zca_eps_changes_the_whitening():
+    x = images(20, 16, seed=6)
+    a, b = (km.learn(x, k=3, patches=2000, iterations=2, zca_eps=e)["zca"] for e in (0.1, 1.0))
+    assert not torch.allclose(a, b)
+    p = km.normalize_patches(km.sample_patches(x, 2000))
+    m, Z = km.fit_zca(p, 1.0)
+    e, V = torch.linalg.eigh(torch.cov(p.double().T))
+    assert torch.allclose(Z.double(), (V * (e.clamp_min(0) + 1.0).rsqrt()) @ V.T, atol=1e-5)
 
 
 def test_kmeans_pool_larger_than_the_image_is_one_line_error(kstate):
