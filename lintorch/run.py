@@ -100,10 +100,39 @@ class Run:
         if status != "interrupted":
             status = "diverged" if all(r["status"] == "diverged" for r in results) else "completed"
         write_json(os.path.join(self.folder, "metrics.json"), {"status": status, "best": best, "configs": results})
+        if best["val_acc"] is not None:
+            self.path_picture(results, order[0])
         if best["val_acc"] is None:
             log.error(f"error: every configuration diverged; no model was kept ({self.folder})")
         else:
             log.info(f"best configuration {names[order[0]]}: checkpoint.pt in {self.folder}")
+
+    def path_picture(self, results, best):
+        """A sweep over one numeric setting: path.png in the run folder and the image "path" in a
+        TensorBoard run at the run folder: validation accuracy and the training objective (the
+        solver's, else the last epoch's training loss) against the swept value, the best marked."""
+        from .monitor import Monitor
+        from .rundir import write_png
+        from .visualize import path_image
+        members = self.members if len(self.members) == len(results) else None
+        configs = [r.get("config") or {} for r in results]
+        swept = sorted({k for c in configs for k in c if len({repr(x.get(k)) for x in configs}) > 1})
+        if members is None or len(swept) != 1 or not all(isinstance(c.get(swept[0]), (int, float)) for c in configs):
+            log.debug("path.png: drawn for a sweep of one numeric setting only")
+            return
+        key = swept[0]
+        order = sorted(range(len(results)), key=lambda k: configs[k][key])
+        objective = [results[k].get("objective") if results[k].get("objective") is not None else
+                     (results[k]["history"][-1]["train_loss"] if results[k].get("history") else None) for k in order]
+        img = path_image([configs[k][key] for k in order], [results[k]["val_acc"] for k in order],
+                         objective, order.index(best), key)
+        try:
+            write_png(img, os.path.join(self.folder, "path.png"))
+            mon = Monitor(self.folder)
+            mon.image("path", img, 0)
+            mon.close()
+        except (OSError, UserError) as e:
+            log.warning(f"path.png not written ({one_line(e)})")
 
     def failed(self, error):
         """Training stopped on an error it cannot get past (a checkpoint that could not be

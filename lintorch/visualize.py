@@ -54,3 +54,65 @@ def confusion_image(cm, classes, cell=36):
             draw.text((box[0] + 3, box[1] + cell // 3), str(int(cm[i, j])), font=font,
                       fill="white" if shade < 128 else "black")
     return _to_tensor(canvas)
+
+
+def _panel(draw, font, box, xs, ys, chosen, title, fmt, color):
+    """One line chart in box = (x0, y0, x1, y1): points (xs in 0..1, ys raw), the chosen index marked."""
+    x0, y0, x1, y1 = box
+    draw.rectangle(box, outline="black")
+    finite = [y for y in ys if y is not None]
+    draw.text((x0, y0 - 14), title, fill="black", font=font)
+    if not finite:
+        return
+    lo, hi = min(finite), max(finite)
+    span = (hi - lo) or max(abs(hi), 1e-12)
+    lo, hi = lo - 0.08 * span, hi + 0.08 * span
+
+    def at(i):
+        return x0 + 6 + xs[i] * (x1 - x0 - 12), y1 - (ys[i] - lo) / (hi - lo) * (y1 - y0)
+    for t in (lo + 0.08 * (hi - lo) / 1.16, hi - 0.08 * (hi - lo) / 1.16):   # the data's own range
+        py = y1 - (t - lo) / (hi - lo) * (y1 - y0)
+        draw.line((x0 - 3, py, x0, py), fill="black")
+        draw.text((2, py - 6), fmt(t), fill="black", font=font)
+    pts = [at(i) for i, y in enumerate(ys) if y is not None]
+    if len(pts) > 1:
+        draw.line(pts, fill=color, width=2)
+    for px, py in pts:
+        draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=color)
+    if chosen is not None and ys[chosen] is not None:
+        px, py = at(chosen)
+        draw.line((px, y0, px, y1), fill=(200, 0, 0))
+        draw.ellipse((px - 4, py - 4, px + 4, py + 4), outline=(200, 0, 0), width=2)
+
+
+def path_image(values, val_acc, objective=None, chosen=None, name="reg", width=480):
+    """A path or sweep as a picture: validation accuracy (and the training objective, when given)
+    against the swept value (log scale when every value is > 0), the chosen one marked in red.
+    values (R,), val_acc (R,) in 0..1 (None: not measured), objective (R,) or None -> uint8 (3, H, W)."""
+    import math
+    R = len(values)
+    logx = all(v > 0 for v in values) and R > 1
+    tx = [math.log10(v) if logx else float(v) for v in values]
+    lo, hi = min(tx), max(tx)
+    xs = [(t - lo) / ((hi - lo) or 1.0) for t in tx]
+    panels = [("validation accuracy", [None if a is None else 100 * a for a in val_acc], lambda t: f"{t:.1f}%",
+               (0, 90, 200))]
+    if objective is not None:
+        panels.append(("training objective", [None if f is None or not math.isfinite(f) else f for f in objective],
+                       lambda t: f"{t:.3g}", (0, 140, 60)))
+    left, ph, gap = 64, 150, 34
+    height = gap + len(panels) * (ph + gap) + 14
+    canvas = Image.new("RGB", (width, height), "white")
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    for k, (title, ys, fmt, color) in enumerate(panels):
+        y0 = gap + k * (ph + gap)
+        _panel(draw, font, (left, y0, width - 12, y0 + ph), xs, ys, chosen, title, fmt, color)
+    y = gap + len(panels) * (ph + gap) - gap + 4
+    for i in sorted({0, R - 1} | ({chosen} if chosen is not None else set())):
+        px = left + 6 + xs[i] * (width - 12 - left - 12)
+        label = f"{values[i]:.3g}"
+        draw.text((px - 3 * len(label), y), label, fill=(200, 0, 0) if i == chosen else "black", font=font)
+    chosen_text = "" if chosen is None else f"; chosen {name} = {values[chosen]:.3g}" + (
+        "" if val_acc[chosen] is None else f" ({100 * val_acc[chosen]:.2f}%)")
+    draw.text((left, height - 14), f"{name}{' (log scale)' if logx else ''}{chosen_text}", fill="black", font=font)
+    return _to_tensor(canvas)

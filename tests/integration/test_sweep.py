@@ -57,3 +57,12 @@ def test_diverging_configuration_does_not_spoil_the_others(tmp_path):
     assert good["val_acc"] > 0.5
     best = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert best["config"]["lr"] == 0.01 and torch.isfinite(best["model"]["weight"]).all()
+    # one numeric setting swept: path.png and its TensorBoard image at the run folder, the diverged point left out
+    from PIL import Image
+    with Image.open(tmp_path / "path.png") as im:
+        assert im.width >= 400 and im.height >= 300
+    assert "path" in events(tmp_path).Tags()["images"]
+
+
+def test_path_picture_only_for_one_swept_setting(sweep_dir):
+    assert not (sweep_dir / "path.png").exists()                  # lr and reg swept together
