@@ -9,7 +9,8 @@ import os
 # rounding from run to run; the same seed and data must give the same weights (resume relies on it).
 os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
-__all__ = ["linear", "softmax_loss", "svm_loss", "penalty", "LinearClassifier", "check_function"]
+__all__ = ["linear", "softmax_loss", "svm_loss", "penalty", "LinearClassifier", "LinearProbe", "load",
+           "check_function"]
 __version__ = "0.1.0"
 
 
@@ -17,6 +18,9 @@ def __getattr__(name):
     if name in ("linear", "softmax_loss", "svm_loss", "penalty"):
         from . import functional
         return getattr(functional, name)
+    if name in ("LinearProbe", "load"):
+        from . import probe
+        return getattr(probe, name)
     if name == "LinearClassifier":
         from .model import LinearClassifier
         return LinearClassifier

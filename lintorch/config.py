@@ -215,12 +215,15 @@ def _given(parser, argv):
     return sorted(vars(ns))
 
 
-def parse_args(argv=None):
-    """Parse and cross-check; errors are one-line usage errors (exit 2). args.given lists the
-    flags set on the command line (resume uses it to refuse changes it cannot honour)."""
+def parse_args(argv=None, error=None):
+    """Parse and cross-check; errors are one-line usage errors (exit 2), or error(message) when
+    given (LinearProbe raises ValueError). args.given lists the flags set on the command line
+    (resume uses it to refuse changes it cannot honour)."""
     import sys
     argv = sys.argv[1:] if argv is None else list(argv)
     p = get_args_parser()
+    if error is not None:
+        p.error = error
     args = p.parse_args(argv)
     args.given = _given(p, argv)
     if args.sweep is not None:

@@ -28,13 +28,14 @@ class Member:
     """name: 'run' for a single run, else the configuration ('lr=0.03,reg=0'); folder: the run
     folder (single run) or its sub-folder (sweep)."""
 
-    def __init__(self, name, overrides, folder, run_config, purge_step=None, saved=None, writes=True):
+    def __init__(self, name, overrides, folder, run_config, purge_step=None, saved=None, writes=True,
+                 tensorboard=True):
         self.name, self.overrides, self.folder = name, dict(overrides), folder
         self.config = {**run_config, **self.overrides}
         if writes:
             os.makedirs(folder, exist_ok=True)
         # distributed hook: a data-parallel rank > 0 writes no TensorBoard (writes=False)
-        self.monitor = Monitor(folder, purge_step=purge_step) if writes else NullMonitor()
+        self.monitor = Monitor(folder, purge_step=purge_step) if writes and tensorboard else NullMonitor()
         saved = saved or {}
         self.best_val = saved.get("best_val")
         self.best_epoch = saved.get("best_epoch")

@@ -60,6 +60,8 @@ class Recipe:
                     "fingerprint": self.extractor.fingerprint()}
         if cfg["dataset"] == "features":
             return {"name": "file", "folder": os.path.abspath(cfg["data_dir"])}
+        if cfg["dataset"] == "tensor":      # LinearProbe.fit on the caller's own features
+            return {"name": "tensor"}
         return None
 
 

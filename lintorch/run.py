@@ -6,6 +6,7 @@ Shapes: D features, C classes, K members (a single run is a sweep of one).
 import logging
 import os
 import signal
+import threading
 
 import torch
 
@@ -24,7 +25,8 @@ class StopFlag:
 
     def __init__(self):
         self.signum = None
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        main = threading.current_thread() is threading.main_thread()   # a fit() in a worker thread: no handlers
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
 
     def _handle(self, signum, frame):
         if self.signum is not None and signum == signal.SIGINT:
@@ -49,7 +51,8 @@ class Run:
     # eval batches of 512; 149 ms, 34% before those; bench/README.md, "Per-epoch bookkeeping").
     picture_every = 3
 
-    def __init__(self, cfg, device, folder, recipe, stop, resume_members=None, purge_step=None, dist=None):
+    def __init__(self, cfg, device, folder, recipe, stop, resume_members=None, purge_step=None, dist=None,
+                 tensorboard=True):
         self.cfg, self.device, self.folder, self.recipe, self.stop = cfg, device, folder, recipe, stop
         self.dist, self.step_sync = dist, None       # distributed hook: set under torchrun
         self.header = Header(list(recipe.classes), cfg["image_size"], recipe.in_features, cfg["loss"],
@@ -58,7 +61,8 @@ class Run:
                                    for c in recipe.configs]
         single = len(saved) == 1 and not cfg.get("sweep")
         self.members = [Member(s["name"], s["config"], folder if single else os.path.join(folder, s["name"]), cfg,
-                               purge_step, s, writes=dist is None or dist.writes_run) for s in saved]
+                               purge_step, s, writes=dist is None or dist.writes_run, tensorboard=tensorboard)
+                        for s in saved]
 
     def templates(self, weight):
         """The class templates picture, where weights are pictures (raw pixels), else None."""
@@ -260,17 +264,28 @@ def _claim_and_train(args, dist):
 
 
 def _train(cfg, device, folder, threads, header, state, dist=None):
+    if dist is not None and cfg["optimizer"] in (*SEARCHES, "lbfgs"):
+        raise UserError(f"--optimizer {cfg['optimizer']} runs in one process, not under torchrun")
+    return execute(cfg, device, folder, header=header, state=state, dist=dist, threads=threads)[0]
+
+
+def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, state=None, dist=None, threads=None,
+            tensorboard=True):
+    """Build the recipe, make the Run and train it with cfg's optimizer -> (exit status, Run).
+    The one core under train.py and LinearProbe.fit. data: an already loaded DataSet (else loaded
+    from cfg); preprocess: a fixed one (else a resumed run's, else fitted on the training split);
+    tensorboard: whether the members write TensorBoard events (checkpoints are written either way)."""
     from .data import Preprocess
     from .recipe import build
     from .trainer import Trainer, train_search
     local = cfg
-    if dist is not None and cfg["optimizer"] in (*SEARCHES, "lbfgs"):
-        raise UserError(f"--optimizer {cfg['optimizer']} runs in one process, not under torchrun")
     if dist is not None and dist.mode == "config":   # distributed hook: this rank's share of the sweep
         lo, hi = distributed.member_share(dist, len(cfg.get("sweep") or [{}]))
         local = {**cfg, "sweep": cfg["sweep"][lo:hi]}
         state = None if state is None else distributed.local_state(state, lo, hi)
-    recipe = build(local, device, None if header is None else Preprocess.from_state_dict(header.preprocess))
+    if header is not None:
+        preprocess = Preprocess.from_state_dict(header.preprocess)
+    recipe = build(local, device, preprocess, data)
     cfg["val_size"] = local["val_size"]
     if header is not None:
         check_compatible(header, folder, recipe.classes, cfg["image_size"])
@@ -280,7 +295,8 @@ def _train(cfg, device, folder, threads, header, state, dist=None):
     try:
         steps = len(recipe.train_loader)
         purge = None if state is None else state.epoch * steps + state.step + 1
-        run = Run(cfg, device, folder, recipe, stop, None if state is None else state.members, purge, dist)
+        run = Run(cfg, device, folder, recipe, stop, None if state is None else state.members, purge, dist,
+                  tensorboard)
         if state is None and (dist is None or dist.main):
             run.show_features()
         if dist is not None:      # distributed hook: sharded batches, the step's all-reduce, agreed stopping
@@ -293,11 +309,11 @@ def _train(cfg, device, folder, threads, header, state, dist=None):
                  f"{'' if threads is None else f' ({threads} thread(s))'}; run folder {folder}")
         try:
             if cfg["optimizer"] in SEARCHES:
-                return train_search(run)
+                return train_search(run), run
             if cfg["optimizer"] == "lbfgs":
                 from .solvers import train_lbfgs
-                return train_lbfgs(run)
-            return Trainer(run, state).train()
+                return train_lbfgs(run), run
+            return Trainer(run, state).train(), run
         except CheckpointError as e:
             run.failed(e)
             raise
