@@ -45,6 +45,77 @@ class _ArraySplit:
         pass
 
 
+class _LoaderSplit:
+    """The training split of a DataLoader, as the recipe sees it: n, d, y (mapped labels), chunks()
+    (the flattened batches, for the standardization's one streamed pass). Batches come from
+    _DataLoaderBatches, never by row."""
+
+    def __init__(self, loader, n, d, y):
+        self.loader, self.n, self.d, self.y = loader, n, d, y
+
+    def __len__(self):
+        return self.n
+
+    def chunks(self):
+        for xb, _ in self.loader:
+            yield xb.reshape(len(xb), -1).float()
+
+    def rows(self, idx):
+        raise TypeError("a DataLoader's rows are read in its own batches")
+
+    def release(self):
+        pass
+
+
+class _DataLoaderBatches:
+    """A DataLoader of (x, y) batches with the training loaders' interface: len() and
+    batches(epoch, start) of (x float32 (B, D) standardized on `device`, y int64 (B,) class indices).
+    The order is the DataLoader's own (its sampler shuffles)."""
+
+    def __init__(self, loader, preprocess, classes, device):
+        import torch
+        self.loader, self.device = loader, torch.device(device)
+        self.preprocess = preprocess.to(self.device)
+        self.classes = torch.as_tensor(classes, device=self.device)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def batches(self, epoch=0, start=0):
+        import torch
+        for i, (xb, yb) in enumerate(self.loader):
+            if i < start:
+                continue
+            x = self.preprocess(xb.reshape(len(xb), -1).to(self.device, non_blocking=True))
+            yield x, torch.searchsorted(self.classes, torch.as_tensor(yb).to(self.device))
+
+
+def _scan_loader(loader):
+    """One pass over a DataLoader of (x, y) -> (N, D, labels (N,) as given): shapes and values checked."""
+    import torch
+    n, d, labels = 0, None, []
+    for i, batch in enumerate(loader):
+        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+            raise ValueError("X: a DataLoader must yield (x, y) batches")
+        xb, yb = batch
+        xb, yb = torch.as_tensor(xb), torch.as_tensor(yb)
+        width = xb[0].numel() if len(xb) else 0
+        if d is None:
+            d = width
+        if width != d or width == 0:
+            raise ValueError(f"X: batch {i} has {width} features per example, the first had {d}")
+        if yb.shape != (len(xb),) or yb.is_floating_point():
+            raise ValueError(f"X: batch {i} has labels of shape {tuple(yb.shape)} ({yb.dtype}) for {len(xb)} examples; "
+                             f"expected (B,) integers")
+        if not bool(torch.isfinite(xb).all()):
+            raise ValueError(f"X: batch {i} holds NaN or infinite values")
+        n += len(xb)
+        labels.append(yb.cpu())
+    if not n:
+        raise ValueError("X: the DataLoader yields no examples")
+    return n, d, torch.cat(labels).numpy()
+
+
 def _flag(name):
     return "--" + name.replace("_", "-")
 
@@ -263,12 +334,16 @@ class LinearProbe:
     def fit(self, X, y, X_val=None, y_val=None):
         """X (N, D) float features (a torch tensor on any device, a NumPy array, or a memory-mapped
         array, streamed), y (N,) integer labels of any values -> self. X_val, y_val: the validation
-        split (else `validation_fraction` of X is carved out, seeded)."""
+        split (else `validation_fraction` of X is carved out, seeded). X may also be a
+        torch.utils.data.DataLoader of (x, y) batches (y=None; any x shape, flattened), trained with
+        SGD in the loader's own order; it needs X_val, y_val (or X_val a DataLoader, y_val=None)."""
         import torch
         from .cli import UserError
         from .data import DataError, Preprocess
         from .features import FeatureError
-        if (X_val is None) != (y_val is None):
+        import torch.utils.data
+        loader = isinstance(X, torch.utils.data.DataLoader)
+        if not loader and (X_val is None) != (y_val is None):
             raise ValueError("give both X_val and y_val, or neither")
         for name in ("reg", "lr"):
             values = getattr(self, name)
@@ -276,13 +351,25 @@ class LinearProbe:
                 if v is not None and (not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(v)
                                       or v < 0 or (name == "lr" and v == 0)):
                     raise ValueError(f"{name} {v!r} must be a finite number {'> 0' if name == 'lr' else '>= 0'}")
-        data, in_memory, classes = self._dataset(X, y, X_val, y_val)
+        batches = None
+        if loader:
+            data, classes, fixed, batches = self._loader_dataset(X, y, X_val, y_val)
+            in_memory = False
+            if self.solver not in ("auto", "sgd"):
+                raise ValueError(f"solver {self.solver!r}: a DataLoader trains with solver='sgd' (its batches are "
+                                 f"minibatches); give tensors for the full-batch solvers")
+        else:
+            data, in_memory, classes = self._dataset(X, y, X_val, y_val)
+            fixed = None if self.standardize else Preprocess(torch.zeros(_width(data.train)), None, "feature")
         device = self._device(X)
         solver = self._solver(in_memory)
         cfg = self._config(solver, len(data.val))
-        fixed = None if self.standardize else Preprocess(torch.zeros(_width(data.train)), None, "feature")
+        if batches is not None:
+            batches = _DataLoaderBatches(X, fixed, classes, device)
+            if self.refit:
+                raise ValueError("refit=True needs X in memory, not a DataLoader")
         try:
-            saved, pre, members = self._train(cfg, device, data, fixed)
+            saved, pre, members = self._train(cfg, device, data, fixed, batches)
             chosen = saved.header.config                  # the kept member's own configuration
             if self.refit and len(members) > 1:
                 saved, pre, _ = self._train({**chosen, "sweep": None}, device, _merged(data), fixed)
@@ -295,7 +382,41 @@ class LinearProbe:
         self.n_iter_ = kept[0]["iterations"] if kept else None
         return self
 
-    def _train(self, cfg, device, data, preprocess):
+    def _loader_dataset(self, loader, y, X_val, y_val):
+        """A DataLoader of (x, y) batches -> (DataSet, classes, its Preprocess, True): one pass for the
+        labels, shapes and finiteness, one for the standardization; validation from X_val."""
+        import torch
+        from .data import DataSet, Preprocess, Split
+        if y is not None:
+            raise ValueError("y: a DataLoader yields its own labels; pass y=None")
+        if X_val is None:
+            raise ValueError("X_val: a DataLoader cannot be split; give X_val, y_val (tensors or a DataLoader with "
+                             "y_val=None)")
+        n, d, labels = _scan_loader(loader)
+        classes = np.unique(labels)
+        if len(classes) < 2:
+            raise ValueError(f"the DataLoader's labels hold one class only ({classes[0]!r}); a classifier needs 2")
+        mapped = torch.from_numpy(np.searchsorted(classes, labels).astype(np.int64))
+        train = _LoaderSplit(loader, n, d, mapped)
+        if isinstance(X_val, torch.utils.data.DataLoader):
+            if y_val is not None:
+                raise ValueError("y_val: a DataLoader yields its own labels; pass y_val=None")
+            xs, ys = zip(*[(xb.reshape(len(xb), -1), torch.as_tensor(yb)) for xb, yb in X_val])
+            X_val, y_val = torch.cat(xs), torch.cat(ys)
+        elif y_val is None:
+            raise ValueError("give both X_val and y_val")
+        Xv, yv = self._inputs(X_val.reshape(len(X_val), -1) if hasattr(X_val, "reshape") else X_val, y_val, "X_val")
+        if Xv.shape[1] != d:
+            raise ValueError(f"X_val has {Xv.shape[1]} features per row, the DataLoader's batches {d}")
+        unknown = np.setdiff1d(yv, classes)
+        if len(unknown):
+            raise ValueError(f"y_val holds labels not in the DataLoader's: {', '.join(map(repr, unknown[:5].tolist()))}")
+        val = Split(torch.as_tensor(Xv), torch.from_numpy(np.searchsorted(classes, yv).astype(np.int64)))
+        pre = Preprocess.fit_features(train.chunks()) if self.standardize else Preprocess(torch.zeros(d), None,
+                                                                                           "feature")
+        return DataSet(train, val, None, [str(c) for c in classes], 32), classes, pre, True
+
+    def _train(self, cfg, device, data, preprocess, batches=None):
         """One run of the core (run.execute) into a run folder (logdir, else a temporary one) ->
         (the kept model's ModelFile, Preprocess, one dict per member)."""
         from .checkpoint import best_path, load_model
@@ -317,7 +438,7 @@ class LinearProbe:
                 write_json(os.path.join(folder, "config.json"), cfg)
             try:
                 status, run = execute(cfg, device, folder, data=data, preprocess=preprocess,
-                                      tensorboard=self.logdir is not None)
+                                      tensorboard=self.logdir is not None, train_loader=batches)
             finally:
                 if lock is not None:
                     os.close(lock)

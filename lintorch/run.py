@@ -270,11 +270,12 @@ def _train(cfg, device, folder, threads, header, state, dist=None):
 
 
 def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, state=None, dist=None, threads=None,
-            tensorboard=True):
+            tensorboard=True, train_loader=None):
     """Build the recipe, make the Run and train it with cfg's optimizer -> (exit status, Run).
     The one core under train.py and LinearProbe.fit. data: an already loaded DataSet (else loaded
     from cfg); preprocess: a fixed one (else a resumed run's, else fitted on the training split);
-    tensorboard: whether the members write TensorBoard events (checkpoints are written either way)."""
+    tensorboard: whether the members write TensorBoard events (checkpoints are written either way);
+    train_loader: the caller's own batches for SGD (LinearProbe on a DataLoader), else the recipe's."""
     from .data import Preprocess
     from .recipe import build
     from .trainer import Trainer, train_search
@@ -286,6 +287,8 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
     if header is not None:
         preprocess = Preprocess.from_state_dict(header.preprocess)
     recipe = build(local, device, preprocess, data)
+    if train_loader is not None:
+        recipe.train_loader = train_loader
     cfg["val_size"] = local["val_size"]
     if header is not None:
         check_compatible(header, folder, recipe.classes, cfg["image_size"])

@@ -165,6 +165,23 @@ def test_float16_numpy_and_standardize_false():
     torch.testing.assert_close(raw.coef_, raw._W)                 # no standardization to fold in
 
 
+def test_a_dataloader_of_image_batches_trains_with_sgd():
+    from torch.utils.data import DataLoader, TensorDataset
+    x, y = blobs(900, d=48)
+    images = x.view(900, 3, 4, 4)                              # (x, y) batches as torchvision's loaders give
+    train = DataLoader(TensorDataset(images[:700], y[:700] * 2 + 1), batch_size=64, shuffle=True,
+                       generator=torch.Generator().manual_seed(0))
+    val = DataLoader(TensorDataset(images[700:], y[700:] * 2 + 1), batch_size=100)
+    p = LinearProbe(epochs=3).fit(train, None, X_val=val)
+    assert p.classes_.tolist() == [1, 3, 5] and p.n_features_in_ == 48
+    assert p.path_[0]["val_acc"] > 0.9 and p.score(x[700:], y[700:] * 2 + 1) == p.path_[0]["val_acc"]
+    assert p.n_iter_ == 3 * len(train)
+    with pytest.raises(ValueError, match="a DataLoader trains with solver='sgd'"):
+        LinearProbe(solver="lbfgs").fit(train, None, X_val=val)
+    with pytest.raises(ValueError, match="X_val: a DataLoader cannot be split"):
+        LinearProbe().fit(train, None)
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(y=slice(0, -1)), "y has 599 labels for 600 rows of X"),
     (dict(nan=True), "X holds NaN or infinite values"),
