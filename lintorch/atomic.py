@@ -29,6 +29,28 @@ def write_atomic(path, write, mode="wb"):
         pass
 
 
+def remove_dead_temporaries(folder, prefix=""):
+    """Remove folder's NAME.tmpPID files (NAME starting with prefix) whose writer is gone: SIGKILL
+    runs no cleanup, and they would hold disk space forever. Files of live processes stay."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        head, sep, pid = name.rpartition(".tmp")
+        if not (sep and head.startswith(prefix) and pid.isdigit()) or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            try:
+                os.remove(os.path.join(folder, name))
+            except OSError:
+                pass
+        except OSError:
+            pass  # alive, another user's
+
+
 def torch_save_atomic(obj, path):
     """torch.save obj to path atomically."""
     import torch

@@ -312,11 +312,15 @@ def last_path(path):
     return os.path.join(path, LAST) if os.path.isdir(path) else path
 
 
-def check_compatible(header, path, classes, image_size):
-    """CheckpointError when the data does not fit the model: image size, class count or names."""
+def check_compatible(header, path, classes, image_size, in_features=None):
+    """CheckpointError when the data does not fit the model: image size, feature count D (when
+    given), class count or names."""
     if image_size != header.image_size:
         raise CheckpointError(f"{path}: trained on {header.image_size}px images, the data is {image_size}px "
                               f"(use --image-size {header.image_size})")
+    if in_features is not None and in_features != header.in_features:
+        raise CheckpointError(f"{path}: the model takes D = {header.in_features} features, the data has "
+                              f"{in_features}: it was trained on other features (see its config.json)")
     if len(classes) != header.num_classes:
         raise CheckpointError(f"{path}: the model has {header.num_classes} classes, the data has {len(classes)}")
     if list(classes) != list(header.classes):

@@ -27,7 +27,7 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     from .data import DataError
     from .engine import Objective, evaluate
     from .predict import load_model
-    from .recipe import eval_loader
+    from .recipe import eval_loader, input_dim
     model, preprocess, saved = load_model(path, device)
     path, h, cfg = saved.path, saved.header, saved.header.config
 
@@ -42,7 +42,7 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     state = None if not h.features else h.features.get("extractor")
     data, _ = load_inputs(data_cfg, model.weight.device, state)
     preprocess = Preprocess.from_state_dict(h.preprocess).to(model.weight.device)   # the bare standardization
-    check_compatible(h, path, data.classes, h.image_size)
+    check_compatible(h, path, data.classes, h.image_size, input_dim(data.train))
     part = getattr(data, split)
     if part is None:
         raise DataError(f"the data set has no {split} split ({dataset} at {data_dir}); use --split val")

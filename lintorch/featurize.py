@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from .atomic import torch_save_atomic
+from .atomic import remove_dead_temporaries, torch_save_atomic
 from .data import DataSet, Split
 
 log = logging.getLogger("lintorch")
@@ -45,12 +45,15 @@ def _save_cache(obj, cache_dir, path, what):
     warning: the run has what it needs in memory."""
     try:
         os.makedirs(cache_dir, exist_ok=True)
+        remove_dead_temporaries(cache_dir)         # a SIGKILLed run's half-written caches
         torch_save_atomic(obj, path)
-    except OSError as e:
-        log.warning("could not write the %s cache %s (%s)", what, path, e)
+    except (OSError, RuntimeError) as e:           # torch.save raises RuntimeError on a full disk
+        from .cli import one_line
+        why = one_line(e) if isinstance(e, OSError) else f"{str(e).strip().splitlines()[0][:120]}: a full disk?"
+        log.warning("could not write the %s cache %s (%s); going on without it", what, path, why)
 
 
-def _encode(extractor, split, name, cache_dir, device, batch_size, digest):
+def _encode(extractor, split, name, cache_dir, device, batch_size, digest, quiet=False):
     """split's images (digest: their _images_hash) -> Split of float32 features, from the cache
     when it holds this exact pair."""
     from tqdm import tqdm
@@ -60,11 +63,13 @@ def _encode(extractor, split, name, cache_dir, device, batch_size, digest):
     if path and os.path.isfile(path):
         try:
             x = torch.load(path, weights_only=True)
-            if isinstance(x, torch.Tensor) and x.shape[0] == len(split) and x.dtype == torch.float32:
+            if isinstance(x, torch.Tensor) and tuple(x.shape) == (len(split), extractor.dim) and \
+                    x.dtype == torch.float32 and bool(torch.isfinite(x).all()):
                 return Split(x, split.y, split.files)
+            log.warning("feature cache %s holds other features: extracting again", path)
         except Exception as e:       # unreadable or torn: encode again
             log.warning("feature cache %s is unreadable (%s): extracting again", path, type(e).__name__)
-    bar = tqdm(total=len(split), desc=f"{extractor.name} features ({name})", unit="img", leave=False)
+    bar = tqdm(total=len(split), desc=f"{extractor.name} features ({name})", unit="img", leave=False, disable=quiet)
     try:
         x = extract(extractor, split.x, batch_size, device, progress=bar.update)
     finally:
@@ -118,7 +123,7 @@ def featurize(data, cfg, device, state=None, batch_size=256):
     if state is None:
         extractor = _fit(extractor, data.train, cache_dir, device, digests["train"])
     parts = {name: None if split is None else
-             _encode(extractor, split, name, cache_dir, device, batch_size, digests[name])
+             _encode(extractor, split, name, cache_dir, device, batch_size, digests[name], cfg.get("quiet", False))
              for name, split in splits.items()}
     out = DataSet(parts["train"], parts["val"], parts["test"], data.classes, data.image_size, None)
     return out, extractor
@@ -151,19 +156,18 @@ class Rows:
 
 def feature_folder(cfg):
     """--dataset features: DIR/train.{npy,pt} (+ test) -> DataSet whose splits are Rows views of
-    the (memory-mapped) files; validation is carved from train like images are (seeded)."""
+    the (memory-mapped) files, validated whole by store.open_folder; validation is carved from
+    train like images are (seeded)."""
     from .data import DataError
-    from .features.store import FeatureSplit
-    train = FeatureSplit(cfg["data_dir"], "train")
+    from .features.store import open_folder
+    train, t = open_folder(cfg["data_dir"])
     n = len(train)
+    if n < 2:
+        raise DataError(f"{train.where} has {n} row(s): at least 2 are needed, one to train on and one to validate")
     val_size = cfg.get("val_size") or max(1, min(5000, n // 5))
     if not 1 <= val_size < n:
         raise DataError(f"--val-size {val_size} must be between 1 and {n - 1} (the training file has {n} rows)")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg["seed"]))
     val_idx, train_idx = perm[:val_size].sort().values, perm[val_size:].sort().values
-    test_files = [os.path.join(cfg["data_dir"], f"test.{e}") for e in ("npy", "pt")]
-    test = None
-    if any(os.path.isfile(f) for f in test_files):
-        t = FeatureSplit(cfg["data_dir"], "test")
-        test = Rows(t, torch.arange(len(t)))
+    test = None if t is None else Rows(t, torch.arange(len(t)))
     return DataSet(Rows(train, train_idx), Rows(train, val_idx), test, train.classes, cfg.get("image_size", 0), None)

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from .atomic import torch_save_atomic
-from .data import _THREADS, DataError, Split, _entries, _human, error_reason
+from .atomic import remove_dead_temporaries, torch_save_atomic
+from .data import _THREADS, DataError, Split, _human, error_reason
 
 log = logging.getLogger("lintorch.data")   # the data loading's messages, under the name they always had
 
@@ -114,15 +114,7 @@ def read(path, key, files, labels, image_size, skip_bad_images):
 def remove_dead_temp_files(path):
     """path.tmpPID files whose writer is gone (SIGKILL runs no cleanup) would hold disk space forever."""
     folder, name = os.path.split(path)
-    for e in _entries(folder):
-        pid = e.name[len(name) + 4:] if e.name.startswith(name + ".tmp") else ""
-        if pid.isdigit() and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                os.remove(e.path)
-            except OSError:
-                pass  # alive, another user's
+    remove_dead_temporaries(folder, name)
 
 
 def write(path, key, split):

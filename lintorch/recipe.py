@@ -74,6 +74,11 @@ def _streamed(split):
     return hasattr(split, "rows")        # featurize.Rows: a memory-mapped feature file's rows
 
 
+def input_dim(split):
+    """D: the feature count of a split's examples (a feature file's width, or one image's numel)."""
+    return split.d if _streamed(split) else split.x[0].numel()
+
+
 def eval_loader(split, preprocess, device):
     if _streamed(split):
         return FeatureLoader(split, EVAL_BATCH, device, shuffle=False, standardizer=preprocess)
@@ -110,8 +115,9 @@ def build(cfg, device, preprocess=None, data=None, features_state=None):
     cfg["val_size"] = len(data.val)      # the default resolved: evaluate re-carves this very split
     if preprocess is None:
         preprocess = _fit_preprocess(cfg, data.train)
-    D = data.train.d if _streamed(data.train) else data.train.x[0].numel()
-    if cfg.get("lr_from_defaults") and preprocess.mode == "feature":   # resolved once; config.json keeps it
+    D = input_dim(data.train)
+    uses_lr = cfg["optimizer"] != "lbfgs"
+    if cfg.get("lr_from_defaults") and preprocess.mode == "feature" and uses_lr:   # resolved once; config.json keeps it
         cfg["lr"], cfg["lr_from_defaults"] = cfg["lr"] * features_lr_scale(D), False
         if features_lr_scale(D) < 1:
             log.info(f"default lr scaled to {cfg['lr']:.3g} for {D} standardized features (--lr sets it)")

@@ -291,7 +291,7 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
         recipe.train_loader = train_loader
     cfg["val_size"] = local["val_size"]
     if header is not None:
-        check_compatible(header, folder, recipe.classes, cfg["image_size"])
+        check_compatible(header, folder, recipe.classes, cfg["image_size"], recipe.in_features)
     elif dist is None or dist.main:
         write_json(os.path.join(folder, "config.json"), cfg)      # with the resolved --val-size
     stop = StopFlag()

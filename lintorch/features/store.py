@@ -13,6 +13,8 @@ not by the file. .pt is read with torch.load(mmap=True, weights_only=True).
 import json
 import mmap
 import os
+import re
+import stat
 
 import numpy as np
 import torch
@@ -24,19 +26,68 @@ FORMATS = ("npy", "pt")
 X_DTYPES = {np.dtype("float16"): torch.float16, np.dtype("float32"): torch.float32}
 
 
-def read_classes(folder):
-    path = os.path.join(folder, "classes.json")
+MAX_JSON_BYTES = 16 << 20      # classes.json, extractor.json: far more than any real one holds
+KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+         (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_size(path, limit=None):
+    """The size of path when it is a regular file (symlinks followed) of at most `limit` bytes;
+    None when nothing is there. Every file of a feature folder is asked this before it is opened:
+    a FIFO or a device would block or stream forever."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise FeatureError(f"{path}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in KINDS if test(st.st_mode)), "not a file")
+        raise FeatureError(f"{path} is {kind}, not a regular file")
+    if limit is not None and st.st_size > limit:
+        raise FeatureError(f"{path} is {st.st_size} bytes, more than the {limit} a feature folder's JSON may hold")
+    return st.st_size
+
+
+def read_json(path):
+    """A feature folder's small JSON file -> its value, None when absent; FeatureError otherwise."""
+    if file_size(path, MAX_JSON_BYTES) is None:
+        return None
     try:
         with open(path) as f:
-            classes = json.load(f)
-    except FileNotFoundError:
-        raise FeatureError(f"no classes.json in {folder}: expected a feature folder written by "
-                           f"python -m lintorch.extract") from None
+            return json.load(f)
     except (OSError, ValueError) as e:
-        raise FeatureError(f"{path} is not a JSON list of class names ({e})") from None
+        raise FeatureError(f"{path} is not readable JSON ({e})") from None
+
+
+def read_classes(folder):
+    """folder/classes.json -> C distinct, non-empty class names (labels index them)."""
+    path = os.path.join(folder, "classes.json")
+    classes = read_json(path)
+    if classes is None:
+        raise FeatureError(f"no classes.json in {folder}: expected a feature folder written by "
+                           f"python -m lintorch.extract")
     if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
         raise FeatureError(f"{path} must be a JSON list of at least 2 class names")
+    empty = [i for i, c in enumerate(classes) if not c.strip()]
+    if empty:
+        raise FeatureError(f"{path}: class {empty[0]} has an empty name; every class needs one")
+    seen = set()
+    twice = sorted({c for c in classes if c in seen or seen.add(c)})
+    if twice:
+        raise FeatureError(f"{path} names {', '.join(map(repr, twice[:5]))} more than once: class names must be "
+                           f"distinct (labels index the list)")
     return classes
+
+
+def split_format(folder, split):
+    """The one format split is stored in -> "npy", "pt" or None (absent); FeatureError when both
+    are there (which would win is a guess) or a file is not a regular file."""
+    found = [e for e in FORMATS if file_size(os.path.join(folder, f"{split}.{e}")) is not None]
+    if len(found) > 1:
+        raise FeatureError(f"{folder} holds both {split}.npy and {split}.pt: one format per folder (remove the "
+                           f"stale one, or re-extract with --overwrite)")
+    return found[0] if found else None
 
 
 def write_classes(folder, classes):
@@ -45,19 +96,48 @@ def write_classes(folder, classes):
         json.dump(list(classes), f)
 
 
+def map_npy(path, ndim, dtypes, expected):
+    """A .npy file, memory-mapped -> (mmap or None, array view). Regular file, header read, the
+    size checked against the header before anything is mapped; dtypes None: any integer dtype."""
+    size = file_size(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read:
+                raise ValueError(f"unsupported .npy version {version}")
+            shape, fortran, dtype = read[version](f)
+            offset = f.tell()
+    except (ValueError, OSError) as e:
+        raise FeatureError(f"{path} is not a NumPy .npy file ({e})") from None
+    ok = dtype in dtypes if dtypes is not None else (np.issubdtype(dtype, np.integer) and not dtype.hasobject)
+    if len(shape) != ndim or fortran or not ok:
+        raise FeatureError(f"{path} holds {dtype} {shape}{' (Fortran order)' if fortran else ''}; expected {expected}")
+    count = int(np.prod(shape))
+    if size < offset + count * dtype.itemsize:
+        raise FeatureError(f"{path} is truncated: {size} bytes for a {shape} {dtype} array")
+    if not count:
+        return None, np.zeros(shape, dtype)
+    with open(path, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return mm, np.frombuffer(mm, dtype, count, offset).reshape(shape)
+
+
 class FeatureSplit:
     """One split of a feature folder, validated: x (N, D) rows on demand, y (N,) int64 in memory."""
 
-    def __init__(self, folder, split="train", check_finite=True, chunk_bytes=16 << 20):
-        self.folder, self.split, self.classes = folder, split, read_classes(folder)
-        npy, pt = (os.path.join(folder, f"{split}.{e}") for e in FORMATS)
-        if os.path.isfile(npy):
-            self._open_npy(npy)
-        elif os.path.isfile(pt):
-            self._open_pt(pt)
-        else:
+    def __init__(self, folder, split="train", check_finite=True, chunk_bytes=16 << 20, classes=None):
+        self.folder, self.split = folder, split
+        self.classes = read_classes(folder) if classes is None else classes
+        fmt = split_format(folder, split)
+        if fmt is None:
             raise FeatureError(f"no {split}.npy or {split}.pt in {folder}")
+        self.format = fmt
+        path = os.path.join(folder, f"{split}.{fmt}")
+        self._open_npy(path) if fmt == "npy" else self._open_pt(path)
         self.n, self.d = self.x.shape
+        if self.d == 0:
+            raise FeatureError(f"{self.where} holds {self.n} rows of D = 0 features: nothing to classify")
         if self.y.shape != (self.n,):
             raise FeatureError(f"{self.where}: {self.n} feature rows but labels of shape {tuple(self.y.shape)}")
         if self.n and (int(self.y.min()) < 0 or int(self.y.max()) >= len(self.classes)):
@@ -69,38 +149,13 @@ class FeatureSplit:
 
     def _open_npy(self, path):
         self.where = path
-        try:
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-                if version not in read:
-                    raise ValueError(f"unsupported .npy version {version}")
-                shape, fortran, dtype = read[version](f)
-                offset = f.tell()
-        except (ValueError, OSError) as e:
-            raise FeatureError(f"{path} is not a NumPy .npy file ({e})") from None
-        if len(shape) != 2 or fortran or dtype not in X_DTYPES:
-            raise FeatureError(f"{path} holds {dtype} {shape}{' (Fortran order)' if fortran else ''}; expected "
-                               f"a C-order (N, D) float16 or float32 array")
-        size = os.path.getsize(path)
-        if size < offset + shape[0] * shape[1] * dtype.itemsize:
-            raise FeatureError(f"{path} is truncated: {size} bytes for a {shape} {dtype} array")
-        with open(path, "rb") as f:
-            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-        count = shape[0] * shape[1]
-        self.x = np.frombuffer(self._mmap, dtype, count, offset).reshape(shape) if count else \
-            np.zeros(shape, dtype)
-        self.itemsize = dtype.itemsize
-        self.dtype = X_DTYPES[dtype]
+        self._mmap, self.x = map_npy(path, 2, X_DTYPES, "a C-order (N, D) float16 or float32 array")
+        self.itemsize = self.x.dtype.itemsize
+        self.dtype = X_DTYPES[self.x.dtype]
         lpath = os.path.join(self.folder, f"{self.split}_labels.npy")
-        try:
-            y = np.load(lpath, allow_pickle=False)
-        except FileNotFoundError:
-            raise FeatureError(f"{path} has no labels file {lpath}") from None
-        except (ValueError, OSError) as e:
-            raise FeatureError(f"{lpath} is not a NumPy .npy file ({e})") from None
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise FeatureError(f"{lpath} holds {y.dtype} {y.shape}; expected (N,) integer labels")
+        if file_size(lpath) is None:
+            raise FeatureError(f"{path} has no labels file {lpath}")
+        _, y = map_npy(lpath, 1, None, "(N,) integer labels")
         self.y = torch.from_numpy(y.astype(np.int64))
 
     def _open_pt(self, path):
@@ -111,7 +166,7 @@ class FeatureSplit:
             raise FeatureError(f"{path} is not a readable torch file ({type(e).__name__})") from None
         if not isinstance(d, dict) or not torch.is_tensor(d.get("x")) or not torch.is_tensor(d.get("y")):
             raise FeatureError(f"{path} must hold a dict with tensors 'x' (N, D) and 'y' (N,)")
-        x, y = d["x"], d["y"]
+        x, y = d["x"].detach(), d["y"].detach()          # saved with requires_grad: the values are what count
         if x.dim() != 2 or x.dtype not in (torch.float16, torch.float32):
             raise FeatureError(f"{path}: x is {x.dtype} {tuple(x.shape)}; expected (N, D) float16 or float32")
         if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
@@ -146,6 +201,51 @@ class FeatureSplit:
                 r = i + int(bad.any(1).nonzero()[0])
                 raise FeatureError(f"{self.where}: row {r} holds NaN/inf ({int(bad.sum())} bad value(s) in rows "
                                    f"{i}..{i + len(xb) - 1}); re-extract the features")
+
+
+def open_folder(folder):
+    """A feature folder, validated whole -> (train FeatureSplit, test FeatureSplit or None).
+
+    Complete and of one kind, or refused: one format for every split, the same D in each, no
+    partly written file, every class named in classes.json used by a training row (an unused class
+    could never be predicted, as an empty image class folder is refused), and, when extract wrote
+    extractor.json, the files it describes."""
+    if not os.path.isdir(folder):
+        raise FeatureError(f"--data-dir {folder} is not a folder" if os.path.exists(folder) else
+                           f"--data-dir {folder} does not exist")
+    torn = sorted(f for f in os.listdir(folder) if re.search(r"\.tmp\d+$|^\.\w+\.part\d+\.pt$", f))
+    if torn:
+        raise FeatureError(f"{folder} holds a partly written file {torn[0]}: an extract stopped there; re-extract")
+    classes = read_classes(folder)
+    train = FeatureSplit(folder, "train", classes=classes)
+    test = FeatureSplit(folder, "test", classes=classes) if split_format(folder, "test") else None
+    if test is not None and test.format != train.format:
+        raise FeatureError(f"{folder} mixes train.{train.format} and test.{test.format}: one format per folder")
+    if test is not None and test.d != train.d:
+        raise FeatureError(f"{folder}: test.{test.format} has D = {test.d} features, train.{train.format} D = "
+                           f"{train.d}: the splits were not extracted together")
+    counts = torch.bincount(train.y, minlength=len(classes))
+    unused = [c for c, k in zip(classes, counts.tolist()) if k == 0]
+    if unused:
+        raise FeatureError(f"{train.where}: no row is labelled {', '.join(map(repr, unused[:5]))}"
+                           f"{' ...' if len(unused) > 5 else ''} of classes.json: an unused class could never be "
+                           f"predicted; remove it from classes.json")
+    info = read_json(os.path.join(folder, "extractor.json"))
+    if info is not None:
+        _check_described(folder, info, train, test)
+    return train, test
+
+
+def _check_described(folder, info, train, test):
+    """The files against what extract wrote of them in extractor.json."""
+    info = info if isinstance(info, dict) else {}
+    data = info.get("data") if isinstance(info.get("data"), dict) else {}
+    n_test = None if test is None else test.n
+    for key, said, found in (("format", info.get("format"), train.format), ("D", info.get("dim"), train.d),
+                             ("training rows", data.get("n_train"), train.n), ("test rows", data.get("n_test"), n_test)):
+        if said != found and (said is not None or key == "test rows"):
+            raise FeatureError(f"{folder}: extractor.json says {key} {said}, the files hold {found}: the folder is "
+                               f"incomplete or mixes two extracts; re-extract it")
 
 
 class Standardizer:
