@@ -30,7 +30,10 @@ Kinks (relu or abs at 0, a hinge's margin at 0): a coordinate whose one-sided di
 analytic gradient lies between them (a valid subgradient), is counted as a kink and left out of the
 comparison, never failed; an analytic gradient outside that interval is compared and fails. A
 caller that knows its kinks passes kinks=callable(inputs, h) -> one bool mask per checked input
-instead. gradcheck, which has no notion of kinks, is skipped when the numeric check found any.
+instead. At a kink the numeric check found, fn and the reference may each pass a different
+subgradient (relu's 0, torch.maximum(x, 0)'s 1/2 at 0): the autograd rows leave such a coordinate
+out, and count it, when both lie between the one-sided differences. gradcheck, which has no notion
+of kinks, is skipped when the numeric check found any.
 """
 import math
 from dataclasses import dataclass, field
@@ -199,13 +202,19 @@ def _compare(groups, floor_frac):
     return max_abs, max_rel, worst
 
 
-def _kinks(a, num, left, right, candidates, tol, floor):
-    """bool per coordinate: a kink (the one-sided differences apart, or candidates where the
-    caller named them) at which the analytic gradient a lies between the one-sided differences."""
+def _interval(left, right, floor):
+    """The one-sided differences as an interval [lo, hi], and the scale den = max(|lo|, |hi|, floor)."""
     lo, hi = torch.minimum(left, right), torch.maximum(left, right)
-    den = torch.maximum(lo.abs(), hi.abs()).clamp_min(floor)
-    inside = (a >= lo - tol * den) & (a <= hi + tol * den)
-    return inside & ((hi - lo > KINK * den) if candidates is None else candidates)
+    return lo, hi, torch.maximum(lo.abs(), hi.abs()).clamp_min(floor)
+
+
+def _between(a, lo, hi, den, tol):
+    return (a >= lo - tol * den) & (a <= hi + tol * den)
+
+
+def _flat(outs, like):
+    """fn's outputs as one vector (an empty one, on like's device, if it has none)."""
+    return torch.cat([o.reshape(-1) for o in outs]) if outs else like.new_zeros(0, dtype=torch.float64)
 
 
 @dataclass
@@ -221,6 +230,7 @@ class _Checks:
     samples: Optional[int]
     kinks: object
     name: str
+    found: dict = field(default_factory=dict)    # input index -> its kinks: (coords, lo, hi, den)
 
     def where(self, dtype):
         return f"{str(dtype).removeprefix('torch.')}/{self.device or self.inputs[self.wrt[0]].device}"
@@ -241,6 +251,9 @@ class _Checks:
                        note=f"{type(e).__name__}: {first}")
 
     def autograd(self, reference, dtype):
+        """fn against reference; where the numeric check found a kink, the two may give different
+        gradients (two conventions for a subgradient) as long as both lie between the one-sided
+        differences: such coordinates are counted as kinks and left out."""
         xs = _prepare(self.inputs, self.wrt, dtype, self.device)
         out, ga = _grads(self.fn, xs, self.wrt, self.seed)
         ref, gb = _grads(reference, xs, self.wrt, self.seed)
@@ -248,33 +261,45 @@ class _Checks:
             raise ValueError(f"outputs of shapes {[tuple(o.shape) for o in out]}, the reference's "
                              f"{[tuple(r.shape) for r in ref]}")
         values = [_part(f"output {k}", o, r, o.shape) for k, (o, r) in enumerate(zip(out, ref))]
-        grads = [_part(f"gradient of input {i}", a, b, a.shape) for i, a, b in zip(self.wrt, ga, gb)]
-        return self.row("autograd", dtype, [values, grads])
+        grads, excused, tol = [], 0, max(_tol(self.tol, "autograd", dtype), _tol(self.tol, "numeric", torch.float64))
+        for i, a, b in zip(self.wrt, ga, gb):
+            label, a, b, shape, _ = _part(f"gradient of input {i}", a, b, a.shape)
+            keep = torch.ones(a.numel(), dtype=torch.bool)
+            if i in self.found:
+                coords, lo, hi, den = self.found[i]
+                drop = (_between(a[coords], lo, hi, den, tol) & _between(b[coords], lo, hi, den, tol)
+                        & ((a[coords] - b[coords]).abs() > tol * den))
+                keep[coords[drop]] = False
+                excused += int(drop.sum())
+            grads.append((label, a[keep], b[keep], shape, torch.arange(a.numel())[keep]))
+        return self.row("autograd", dtype, [values, grads], excused or None)
 
     def numeric(self):
+        """Also keeps, in self.found, each input's kink coordinates and their one-sided intervals."""
         fn, wrt, f64 = self.fn, self.wrt, torch.float64
         xs = _prepare(self.inputs, wrt, f64, self.device)
         outs, grads = _grads(fn, xs, wrt, self.seed)
-        v = torch.cat([c.reshape(-1) for c in _cotangents(outs, self.seed)] + [torch.zeros(0, dtype=f64)])
+        v = _flat(_cotangents(outs, self.seed), xs[wrt[0]])
         masks = self.kinks(xs, self.eps) if callable(self.kinks) else [None] * len(wrt)
+        tol = _tol(self.tol, "numeric", f64)
         gen = torch.Generator().manual_seed(self.seed)
         parts, n_kinks = [], 0
         for i, g, mask in zip(wrt, grads, masks):
             def f(t, i=i):                     # fn's outputs as one vector, input i replaced by t
-                return torch.cat([o.reshape(-1) for o in _outputs(fn(*xs[:i], t, *xs[i + 1:]))]
-                                 + [torch.zeros(0, dtype=f64, device=t.device)])
+                return _flat(_outputs(fn(*xs[:i], t, *xs[i + 1:])), t)
             n = g.numel()
             full = self.samples is None and n <= FULL
             coords = torch.arange(n) if full else torch.randperm(n, generator=gen)[:self.samples or SAMPLES]
             num, left, right = numeric_gradient(f, xs[i], self.eps, coords, df=v, one_sided=True)
             a = g.detach().double().reshape(-1).cpu()[coords]
-            keep = torch.ones(len(coords), dtype=torch.bool)
+            kink = torch.zeros(len(coords), dtype=torch.bool)
             if self.kinks is not False:
-                candidates = None if mask is None else mask.reshape(-1).cpu()[coords]
-                keep = ~_kinks(a, num, left, right, candidates, _tol(self.tol, "numeric", f64),
-                               FLOOR["numeric"] * float(num.abs().max()) if num.numel() else 0.0)
-                n_kinks += int((~keep).sum())
-            parts.append(_part(f"gradient of input {i}", a[keep], num[keep], g.shape, coords[keep]))
+                lo, hi, den = _interval(left, right, FLOOR["numeric"] * float(num.abs().max()) if n else 0.0)
+                apart = (hi - lo > KINK * den) if mask is None else mask.reshape(-1).cpu()[coords]
+                kink = apart & _between(a, lo, hi, den, tol)      # a subgradient: counted, not compared
+                self.found[i] = coords[kink], lo[kink], hi[kink], den[kink]
+                n_kinks += int(kink.sum())
+            parts.append(_part(f"gradient of input {i}", a[~kink], num[~kink], g.shape, coords[~kink]))
         return self.row("numeric", f64, [parts], None if self.kinks is False else n_kinks)
 
     def gradcheck(self):
@@ -319,7 +344,7 @@ def check_function(fn, *inputs, reference=None, wrt=None, checks=METHODS, dtypes
                 rows). None: no autograd rows.
     wrt         indices of the inputs to check (default: the tensors that require grad); every
                 other input is a constant
-    checks      a subset of ("autograd", "numeric", "gradcheck")
+    checks      a subset of ("autograd", "numeric", "gradcheck"), or one of them
     dtypes      the dtypes of the autograd rows (default: the first checked input's and float64);
                 the numeric check and gradcheck always run in float64
     tol         the largest relative error that passes: a number for every check, or a dict by
@@ -346,23 +371,23 @@ def check_function(fn, *inputs, reference=None, wrt=None, checks=METHODS, dtypes
         (True, ['autograd', 'numeric', 'gradcheck'])
     """
     wrt = _checked_inputs(inputs, wrt)
+    checks = (checks,) if isinstance(checks, str) else tuple(checks)
     unknown = set(checks) - set(METHODS)
     if unknown:
         raise ValueError(f"checks: unknown {sorted(unknown)}; choose from {METHODS}")
     c = _Checks(fn, inputs, wrt, None if device is None else torch.device(device), seed, tol, eps, samples, kinks,
                 name or _name(fn))
-    rows = []
+    numeric = [c.guarded("numeric", torch.float64, c.numeric)] if "numeric" in checks else []
+    rows = []                                                # the autograd rows first, told the kinks found
     if "autograd" in checks and reference is not None:
         for dtype in dtypes or dict.fromkeys((inputs[wrt[0]].dtype, torch.float64)):
             rows.append(c.guarded("autograd", dtype, c.autograd, reference, dtype))
-    if "numeric" in checks:
-        rows.append(c.guarded("numeric", torch.float64, c.numeric))
-    kinked = rows and rows[-1].method == "numeric" and rows[-1].kinks
-    if "gradcheck" in checks and not c.sampled() and not kinked:
+    rows += numeric
+    if "gradcheck" in checks and not c.sampled() and not (numeric and numeric[0].kinks):
         rows.append(c.guarded("gradcheck", torch.float64, c.gradcheck))
     if not rows:
-        raise ValueError(f"nothing to check: checks={tuple(checks)}" + ("; autograd needs a reference" if reference is None
-                         else "; gradcheck runs only where every coordinate is differenced"))
+        why = "autograd needs a reference" if reference is None else "gradcheck needs every coordinate differenced"
+        raise ValueError(f"nothing to check: checks={checks}; {why}")
     return Report(rows)
 
 

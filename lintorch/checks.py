@@ -30,7 +30,8 @@ from typing import Callable, Optional
 import torch
 
 from . import functional as LF
-from .checker import METHODS, Report, Row, check_function, format_table, numeric_gradient, rel_error  # noqa: F401 (lintorch.gradcheck's names)
+# Report, Row, format_table, numeric_gradient, rel_error: also lintorch.gradcheck's names
+from .checker import METHODS, Report, Row, check_function, format_table, numeric_gradient, rel_error  # noqa: F401
 from .references import PENALTY_REFS, per_model, softmax_reference, svm_reference
 
 H = 1e-5          # finite-difference step; hinge losses are piecewise linear (squared: quadratic), so exact off kinks

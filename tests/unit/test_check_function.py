@@ -166,6 +166,20 @@ def test_kinks_at_zero_are_reported_not_failed(fn):
     assert all(r.kinks in (None, 0) for r in lintorch.check_function(fn, x.detach().add(0.1).requires_grad_()).rows)
 
 
+def test_a_reference_with_another_subgradient_at_the_kink_passes():
+    """torch.maximum(t, 0) passes 1/2 at 0 where relu passes 0: both lie between the one-sided
+    slopes 0 and 1."""
+    x = torch.tensor([-1.5, 0.0, 0.7, 0.0], dtype=torch.float64, requires_grad=True)
+    maximum = lambda t: torch.maximum(t, torch.zeros_like(t))   # noqa: E731
+    report = lintorch.check_function(torch.relu, x, reference=maximum)
+    assert report.ok, report
+    assert [r.kinks for r in report.rows] == [2, 2]                  # autograd, numeric
+    strict = lintorch.check_function(torch.relu, x, reference=maximum, kinks=False)
+    assert not strict.rows[0].passed and "worst: gradient of input 0 at [1]" in str(strict)
+    outside = lintorch.check_function(torch.relu, x, reference=lambda t: 3 * maximum(t) - 2 * t.relu())
+    assert not outside.rows[0].passed                                # the reference's 3/2 at 0 is no subgradient
+
+
 def test_without_kink_detection_relu_at_zero_fails():
     x = torch.tensor([-1.5, 0.0, 0.7], dtype=torch.float64, requires_grad=True)
     report = lintorch.check_function(torch.relu, x, kinks=False)
