@@ -66,9 +66,10 @@ class Row:
     note: Optional[str] = None    # on a failure: the worst coordinate, or the error raised
 
 
-@dataclass
+@dataclass(repr=False)
 class Report:
-    """check_function's result: .ok, one Row per check in .rows, str() the table."""
+    """check_function's result: .ok, one Row per check in .rows, str() and repr() the table (so
+    `assert report.ok, report` shows it)."""
     rows: list = field(default_factory=list)
 
     @property
@@ -77,6 +78,8 @@ class Report:
 
     def __str__(self):
         return format_table(self.rows)
+
+    __repr__ = __str__
 
 
 def rel_error(a, b, floor=0.0):
@@ -146,7 +149,10 @@ def _outputs(out):
     outs = [out] if isinstance(out, torch.Tensor) else list(out) if isinstance(out, (tuple, list)) else None
     if outs is None or not all(isinstance(o, torch.Tensor) for o in outs):
         raise TypeError(f"the function must return a tensor or a tuple of tensors, not {type(out).__name__}")
-    return [o for o in outs if o.is_floating_point()]
+    outs = [o for o in outs if o.is_floating_point()]
+    if not outs:
+        raise TypeError("the function returns no floating-point tensor: nothing to differentiate")
+    return outs
 
 
 def _cotangents(outs, seed):
@@ -212,9 +218,9 @@ def _between(a, lo, hi, den, tol):
     return (a >= lo - tol * den) & (a <= hi + tol * den)
 
 
-def _flat(outs, like):
-    """fn's outputs as one vector (an empty one, on like's device, if it has none)."""
-    return torch.cat([o.reshape(-1) for o in outs]) if outs else like.new_zeros(0, dtype=torch.float64)
+def _flat(outs):
+    """fn's outputs as one vector."""
+    return torch.cat([o.reshape(-1) for o in outs])
 
 
 @dataclass
@@ -279,21 +285,23 @@ class _Checks:
         fn, wrt, f64 = self.fn, self.wrt, torch.float64
         xs = _prepare(self.inputs, wrt, f64, self.device)
         outs, grads = _grads(fn, xs, wrt, self.seed)
-        v = _flat(_cotangents(outs, self.seed), xs[wrt[0]])
+        v = _flat(_cotangents(outs, self.seed))
         masks = self.kinks(xs, self.eps) if callable(self.kinks) else [None] * len(wrt)
         tol = _tol(self.tol, "numeric", f64)
         gen = torch.Generator().manual_seed(self.seed)
         parts, n_kinks = [], 0
         for i, g, mask in zip(wrt, grads, masks):
             def f(t, i=i):                     # fn's outputs as one vector, input i replaced by t
-                return _flat(_outputs(fn(*xs[:i], t, *xs[i + 1:])), t)
+                return _flat(_outputs(fn(*xs[:i], t, *xs[i + 1:])))
             n = g.numel()
             full = self.samples is None and n <= FULL
             coords = torch.arange(n) if full else torch.randperm(n, generator=gen)[:self.samples or SAMPLES]
-            num, left, right = numeric_gradient(f, xs[i], self.eps, coords, df=v, one_sided=True)
             a = g.detach().double().reshape(-1).cpu()[coords]
             kink = torch.zeros(len(coords), dtype=torch.bool)
-            if self.kinks is not False:
+            if self.kinks is False:
+                num = numeric_gradient(f, xs[i], self.eps, coords, df=v)
+            else:
+                num, left, right = numeric_gradient(f, xs[i], self.eps, coords, df=v, one_sided=True)
                 lo, hi, den = _interval(left, right, FLOOR["numeric"] * float(num.abs().max()) if n else 0.0)
                 apart = (hi - lo > KINK * den) if mask is None else mask.reshape(-1).cpu()[coords]
                 kink = apart & _between(a, lo, hi, den, tol)      # a subgradient: counted, not compared

@@ -90,7 +90,7 @@ def test_a_custom_function_passes_every_check_and_prints_the_commands_table(devi
     assert [r.method for r in report.rows] == ["autograd", "numeric", "gradcheck"]
     assert all(r.where == f"float64/{x.device}" for r in report.rows)
     assert report.rows[1].kinks == 0 and report.rows[1].max_rel < 1e-6
-    assert str(report) == checker.format_table(report.rows)
+    assert str(report) == repr(report) == checker.format_table(report.rows)
     lines = str(report).splitlines()
     assert lines[0].split()[:3] == ["function", "method", "dtype/device"] and lines[-1].startswith("3 checks: 3 passed")
 
@@ -151,6 +151,14 @@ def test_a_gradient_of_the_wrong_shape_is_a_fail_row_not_a_traceback():
     report = lintorch.check_function(fn, rand(4, 3), reference=lambda x: 2 * x)
     assert not report.ok and all(not r.passed for r in report.rows)
     assert all(r.note.startswith("RuntimeError:") and "shape" in r.note for r in report.rows)
+    assert f"    {report.rows[0].note}" in str(report).splitlines()
+
+
+@pytest.mark.parametrize("fn", [lambda x: x.argmax(), lambda x: 3.0, lambda x: (x * 2).detach()])
+def test_no_differentiable_output_fails(fn):
+    """An integer or non-tensor result, or one cut from the graph: FAIL rows, never a pass."""
+    report = lintorch.check_function(fn, rand(4, 3), reference=lambda x: 2 * x)
+    assert not report.ok and not any(r.passed for r in report.rows), report
 
 
 # --------------------------------------------------------------------------- kinks
