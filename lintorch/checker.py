@@ -62,8 +62,9 @@ class Row:
     max_abs: float                # nan for gradcheck, which reports pass or fail only
     max_rel: float
     passed: bool
-    kinks: Optional[int] = None   # coordinates left out as kinks (None: kinks not looked for)
+    kinks: Optional[int] = None   # coordinates left out as kinks (None: not looked for; autograd: none)
     note: Optional[str] = None    # on a failure: the worst coordinate, or the error raised
+    coords: Optional[int] = None  # numeric rows: the coordinates differenced, all inputs together
 
 
 @dataclass(repr=False)
@@ -241,10 +242,11 @@ class _Checks:
     def where(self, dtype):
         return f"{str(dtype).removeprefix('torch.')}/{self.device or self.inputs[self.wrt[0]].device}"
 
-    def row(self, method, dtype, groups, kinks=None):
+    def row(self, method, dtype, groups, kinks=None, coords=None):
         max_abs, max_rel, worst = _compare(groups, FLOOR[method])
         passed = max_rel <= _tol(self.tol, method, dtype)       # a nan error compares False: fails
-        return Row(self.name, method, self.where(dtype), max_abs, max_rel, passed, kinks, None if passed else worst)
+        return Row(self.name, method, self.where(dtype), max_abs, max_rel, passed, kinks, None if passed else worst,
+                   coords)
 
     def guarded(self, method, dtype, check, *args):
         """check(*args) -> Row, or a FAIL row naming the error that a broken forward or backward
@@ -308,7 +310,8 @@ class _Checks:
                 self.found[i] = coords[kink], lo[kink], hi[kink], den[kink]
                 n_kinks += int(kink.sum())
             parts.append(_part(f"gradient of input {i}", a[~kink], num[~kink], g.shape, coords[~kink]))
-        return self.row("numeric", f64, [parts], None if self.kinks is False else n_kinks)
+        return self.row("numeric", f64, [parts], None if self.kinks is False else n_kinks,
+                        sum(len(p[4]) for p in parts) + n_kinks)
 
     def gradcheck(self):
         xs = _prepare(self.inputs, self.wrt, torch.float64, self.device)

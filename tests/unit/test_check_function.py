@@ -89,7 +89,7 @@ def test_a_custom_function_passes_every_check_and_prints_the_commands_table(devi
     assert report.ok is True, report
     assert [r.method for r in report.rows] == ["autograd", "numeric", "gradcheck"]
     assert all(r.where == f"float64/{x.device}" for r in report.rows)
-    assert report.rows[1].kinks == 0 and report.rows[1].max_rel < 1e-6
+    assert report.rows[1].kinks == 0 and report.rows[1].max_rel < 1e-6 and report.rows[1].coords == 18
     assert str(report) == repr(report) == checker.format_table(report.rows)
     lines = str(report).splitlines()
     assert lines[0].split()[:3] == ["function", "method", "dtype/device"] and lines[-1].startswith("3 checks: 3 passed")
@@ -231,6 +231,7 @@ def test_large_inputs_are_sampled_with_a_stated_count_and_seed():
     fn, calls = _counting(silu)
     report = lintorch.check_function(fn, x, checks=("numeric", "gradcheck"))
     assert [r.method for r in report.rows] == ["numeric"] and report.ok  # no O(inputs) gradcheck
+    assert report.rows[0].coords == checker.SAMPLES
     assert len(calls) == 2 + 2 * checker.SAMPLES                         # backward, f(x), 2 per coordinate
     calls.clear()
     lintorch.check_function(fn, x, checks=("numeric",), samples=7)
