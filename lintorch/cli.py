@@ -83,6 +83,27 @@ def add_common(parser, device_default="auto"):
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
 
 
+# --------------------------------------------------------------------------- extractor flags
+
+# the flags that configure one kind of extractor (argparse dest -> the --features part it configures)
+EXTRACTOR_FLAGS = {"centroids": "kmeans", "patches": "kmeans", "iterations": "kmeans", "pool": "kmeans",
+                   "backbone_weights": "torchvision:", "input_size": "torchvision:"}
+
+
+def unused_extractor_flags(args, features):
+    """The extractor flags args sets that no part of `features` ("pixels", "hog,kmeans", ...; "" for
+    none) would read -> a usage error's text ("--centroids configures --features kmeans"), or None:
+    a flag silently ignored reads as if it had worked."""
+    parts = [p.strip() for p in features.split(",")]
+    unused = [k for k, owner in EXTRACTOR_FLAGS.items() if getattr(args, k, None) is not None
+              and not any(p.startswith(owner) for p in parts)]
+    if not unused:
+        return None
+    owners = sorted({EXTRACTOR_FLAGS[k].replace(":", ":<model>") for k in unused})
+    return (f"{', '.join('--' + k.replace('_', '-') for k in unused)} configure{'s' if len(unused) == 1 else ''} "
+            f"--features {' or '.join(owners)}")
+
+
 # --------------------------------------------------------------------------- device and threads
 
 def resolve_device(name):

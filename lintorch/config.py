@@ -6,7 +6,7 @@ import argparse
 import itertools
 import math
 
-from .cli import ArgumentParser, add_common, nonempty, number
+from .cli import ArgumentParser, add_common, nonempty, number, unused_extractor_flags
 
 DATASETS = ("cifar10", "imagefolder", "synthetic", "features")
 PENALTIES = ("l2", "l1", "elasticnet")
@@ -248,6 +248,13 @@ def parse_args(argv=None, error=None):
         p.error("--flip mirrors images; features are extracted once, so it applies to --features pixels only")
     if args.dataset == "features" and args.features != "pixels":
         p.error("--dataset features trains on the folder's features as they are; give no --features")
+    unused = unused_extractor_flags(args, "" if args.dataset == "features" else args.features)
+    if unused:
+        p.error(f"{unused}, not {'a feature folder' if args.dataset == 'features' else args.features}: it "
+                f"would be ignored")
+    if args.loader == "dataloader" and (args.features != "pixels" or args.dataset == "features"):
+        p.error("--loader dataloader decodes images batch by batch; features are made once, so it applies to "
+                "--features pixels only (drop --loader)")
     if args.sweep_parallel and args.sweep is None and not args.resume:
         p.error("--sweep-parallel splits a --sweep across processes: give --sweep")
     if args.resume and args.sweep is not None:

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from .cli import ArgumentParser, number, run_command, setup_logging
+from .cli import ArgumentParser, number, run_command, setup_logging, unused_extractor_flags
 from .config import DATASETS as _ALL
 
 DATASETS = tuple(d for d in _ALL if d != "features")   # extraction reads images
@@ -125,12 +125,13 @@ def run(args):
     main = dist is None or dist.main
     if os.path.exists(os.path.join(args.out, "classes.json")) and not args.overwrite:
         raise FeatureError(f"{args.out} already holds features; choose another --out or pass --overwrite")
-    ds = load_dataset(args.dataset, args.data_dir, args.image_size, 1, args.seed, args.cache_dir,
-                      args.skip_bad_images)
-    x, y = _full_train(ds)
     ex = make_extractor(args.features, image_size=args.image_size, seed=args.seed, k=args.centroids,
                         patches=args.patches, iterations=args.iterations, pool=args.pool, weights=args.backbone_weights,
                         input_size=args.input_size)
+    ex.check_settings(args.image_size)     # before any work: a setting that cannot work is one line
+    ds = load_dataset(args.dataset, args.data_dir, args.image_size, 1, args.seed, args.cache_dir,
+                      args.skip_bad_images)
+    x, y = _full_train(ds)
     t0 = time.perf_counter()
     if dist is None:
         ex.fit(x, device)
@@ -193,9 +194,18 @@ def _main(args):
     return 0
 
 
+def parse_args(argv=None):
+    p = get_args_parser()
+    args = p.parse_args(argv)
+    unused = unused_extractor_flags(args, args.features)
+    if unused:
+        p.error(f"{unused}, not {args.features}: it would be ignored")
+    return args
+
+
 def main(argv=None):
     """The command line; -> exit status (0 ok, 2 bad input: one line on stderr)."""
-    return run_command(_main, get_args_parser().parse_args(argv))
+    return run_command(_main, parse_args(argv))
 
 
 if __name__ == "__main__":

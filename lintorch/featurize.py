@@ -25,12 +25,15 @@ def extractor_settings(cfg):
 
 
 def make(cfg, state=None):
-    """cfg's --features as an extractor (unfitted), or the one saved in a checkpoint (state)."""
+    """cfg's --features as an extractor (unfitted; its settings checked against --image-size), or
+    the one saved in a checkpoint (state)."""
     from .features import from_state_dict, make_extractor
     if state is not None:
         return from_state_dict(state)
     settings = {k: v for k, v in extractor_settings(cfg).items() if v is not None}
-    return make_extractor(cfg["features"], **settings)
+    extractor = make_extractor(cfg["features"], **settings)
+    extractor.check_settings(cfg["image_size"])
+    return extractor
 
 
 def _images_hash(split):
@@ -112,10 +115,11 @@ def _fit(extractor, train, cache_dir, device, digest):
     return extractor
 
 
-def featurize(data, cfg, device, state=None, batch_size=256):
-    """Images -> features for every split. The extractor is fitted on data.train only (unless a
-    saved state is given; a fit is cached like the features) -> (DataSet of float features, extractor)."""
-    extractor = make(cfg, state)
+def featurize(data, cfg, device, state=None, batch_size=256, extractor=None):
+    """Images -> features for every split. The extractor (made from cfg unless given) is fitted on
+    data.train only (unless a saved state is given; a fit is cached like the features)
+    -> (DataSet of float features, extractor)."""
+    extractor = make(cfg, state) if extractor is None else extractor
     cache_dir = cfg.get("cache_dir") or (os.path.join(cfg["data_dir"], ".lintorch-cache")
                                          if cfg["dataset"] != "synthetic" else None)
     splits = {"train": data.train, "val": data.val, "test": data.test}

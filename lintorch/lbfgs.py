@@ -311,14 +311,19 @@ def full_batch_evaluator(loader, loss="softmax", reg=0.0, penalty="l2", beta=1.0
     return evaluate
 
 
-def _cholesky(G, shift):
-    """The lower Cholesky factor of G + shift I, the shift raised tenfold until it exists."""
+def _cholesky(G, shift, tries=40):
+    """The lower Cholesky factor of G + shift I, the shift raised tenfold until it exists (at most
+    `tries` times). FloatingPointError when G holds NaN/inf, which no shift can repair (the loop
+    used to spin forever on one, deaf to SIGTERM)."""
+    if not bool(torch.isfinite(G).all()):
+        raise FloatingPointError("the training inputs' Gram matrix X^T X / N holds NaN/inf")
     eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
-    while True:
+    for _ in range(tries):
         L, info = torch.linalg.cholesky_ex(G + shift * eye)
         if int(info) == 0:
             return L
         shift *= 10
+    raise FloatingPointError(f"X^T X / N + {shift:.3g} I has no Cholesky factor")
 
 
 def _add_lower_gram(G, xb, block):

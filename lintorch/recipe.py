@@ -13,6 +13,7 @@ import torch
 from .config import features_lr_scale
 from .data import DataSet, Preprocess, load_dataset
 from .featurize import feature_folder, featurize
+from .featurize import make as make_extractor
 from .features.store import FeatureLoader
 from .engine import Objective
 from .functional import balanced_class_weight
@@ -90,11 +91,13 @@ def load_inputs(cfg, device, features_state=None):
     -> (DataSet, extractor or None)."""
     if cfg["dataset"] == "features":
         return feature_folder(cfg), None
+    pixels = cfg.get("features", "pixels") == "pixels"
+    extractor = None if pixels else make_extractor(cfg, features_state)     # its settings asked before any work
     data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["image_size"], cfg["val_size"], cfg["seed"],
                         cfg.get("cache_dir"), cfg.get("skip_bad_images", False), cfg.get("cache_check", "stat"))
-    if cfg.get("features", "pixels") == "pixels":
+    if pixels:
         return data, None
-    return featurize(data, cfg, device, features_state)
+    return featurize(data, cfg, device, features_state, extractor=extractor)
 
 
 def _fit_preprocess(cfg, train):

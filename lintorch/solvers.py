@@ -17,7 +17,7 @@ from .engine import evaluate
 from .lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
 from .members import pct
 from .model import LinearClassifier
-from .data import Split, available_memory
+from .data import DataError, Split, available_memory
 from .recipe import eval_loader
 
 log = logging.getLogger("lintorch")
@@ -47,7 +47,11 @@ def _preconditioners(cfg, full, reg, K, C, N, D):
     t = time.perf_counter()
     regs = torch.as_tensor(reg, dtype=torch.float64).reshape(-1).expand(K)
     free = available_memory()
-    pre, why = gram_preconditioners(full, regs, C, memory=None if free is None else free // 2)
+    try:
+        pre, why = gram_preconditioners(full, regs, C, memory=None if free is None else free // 2)
+    except FloatingPointError as e:
+        raise DataError(f"--precondition gram: {e}: the inputs are too large or not finite; check them, or "
+                        f"pass --precondition none") from None
     if pre is None:
         log.warning(f"--precondition gram skipped ({why}, half the free memory is the limit): plain L-BFGS")
     else:

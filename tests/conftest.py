@@ -178,3 +178,18 @@ def cifar10_jpg(tmp_path_factory):
     root = dest / "cifar10-jpg"
     assert (root / "train").is_dir(), f"{SHARED_ARCHIVE} holds no cifar10-jpg/train/"
     return root
+
+
+@pytest.fixture
+def deadline():
+    """SIGALRM after 20 s raises TimeoutError in the test: code that blocks or spins (a FIFO opened,
+    a loop that never ends) fails the test instead of hanging the suite."""
+    import signal
+
+    def ring(signum, frame):
+        raise TimeoutError("blocked past the test's 20 s deadline")
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)

@@ -78,7 +78,13 @@ def batches_of_features(extractor, x, batch_size=256, device="cpu"):
     """Yield (start, float32 (B, D) on `device`) for x uint8 (N, 3, S, S) (any device), batch by batch."""
     with torch.inference_mode():
         for i in range(0, x.shape[0], batch_size):
-            yield i, extractor.transform(x[i:i + batch_size].to(device, non_blocking=True))
+            f = extractor.transform(x[i:i + batch_size].to(device, non_blocking=True))
+            bad = ~torch.isfinite(f).all(1)
+            if bad.any():       # every path that makes features comes through here: none is written or trained on
+                raise FeatureError(f"{extractor.name} features of image {i + int(bad.nonzero()[0])} (and "
+                                   f"{int(bad.sum()) - 1} more in its batch) are NaN/inf: the extractor's settings "
+                                   f"do not fit these images; nothing was written or trained on")
+            yield i, f
 
 
 def extract(extractor, x, batch_size=256, device="cpu", progress=None):

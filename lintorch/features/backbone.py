@@ -143,6 +143,20 @@ class TorchvisionBackbone(Extractor):
             self._dim = self.transform(torch.zeros(1, 3, 32, 32, dtype=torch.uint8)).shape[1]
         return self._dim
 
+    def check_settings(self, image_size):
+        """The model is built and one image goes through it: a model that cannot take the input size
+        (vit_b_16 takes only 224 px, alexnet's pooling needs more than 16 px) says so here."""
+        try:
+            self.dim
+        except BackboneError:
+            raise
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            size = self.settings["input_size"] if self.settings["weights"] is None or \
+                os.path.isfile(str(self.settings["weights"])) else None
+            what = f"--input-size {size} images" if size else "images"
+            raise BackboneError(f"{self.name} cannot take {what} ({type(e).__name__}: {first})") from None
+
     def transform(self, x):
         self.check_images(x)
         self._ready(x.device)

@@ -37,6 +37,10 @@ class Extractor:
     def dim(self):
         raise NotImplementedError
 
+    def check_settings(self, image_size):
+        """FeatureError naming the flags when these settings cannot work on image_size px images;
+        asked before any work (loading, fitting, writing). Nothing to ask by default."""
+
     def fit(self, x, device="cpu"):
         """x uint8 (N, 3, S, S) training images -> self (nothing to learn by default)."""
         return self
@@ -115,6 +119,10 @@ class Concat(Extractor):
     @property
     def dim(self):
         return sum(p.dim for p in self.parts)
+
+    def check_settings(self, image_size):
+        for p in self.parts:
+            p.check_settings(image_size)
 
     def fit(self, x, device="cpu"):
         for p in self.parts:

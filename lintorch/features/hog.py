@@ -76,8 +76,15 @@ class HOG(Extractor):
     def dim(self):
         return (self.settings["image_size"] // CELL) ** 2 * ORIENTATIONS
 
+    def check_settings(self, image_size):
+        if image_size < CELL:
+            from . import FeatureError
+            raise FeatureError(f"hog features need images of at least {CELL} px (one {CELL} x {CELL} cell); "
+                               f"--image-size is {image_size}")
+
     def transform(self, x):
         self.check_images(x)
+        self.check_settings(x.shape[-1])
         return hog(x)
 
 

@@ -265,17 +265,30 @@ class KMeansFeatures(Extractor):
         s = self.settings
         return s["pool"] ** 2 * s["k"] * (2 if s["encoding"] == "soft" else 1)
 
+    def _check_size(self, image_size):
+        from . import FeatureError
+        rf, g = self.settings["rf"], self.settings["pool"]
+        if image_size - rf + 1 < g:
+            lower = " or lower --pool" if g > 1 else ""
+            raise FeatureError(f"kmeans features pool {rf} x {rf} patches on a {g} x {g} grid: they need images of "
+                               f"at least {g + rf - 1} px, --image-size is {image_size} (raise it{lower})")
+
+    def check_settings(self, image_size):
+        from . import FeatureError
+        s = self.settings
+        self._check_size(image_size)
+        if s["patches"] < max(2, s["k"]):
+            raise FeatureError(f"kmeans needs --patches >= --centroids (its starting centroids are distinct "
+                               f"patches) and >= 2 (for the whitening): --patches {s['patches']}, --centroids {s['k']}")
+
     def check_images(self, x):
         super().check_images(x)
-        L, g = x.shape[-1] - self.settings["rf"] + 1, self.settings["pool"]
-        if L < g:
-            from . import FeatureError
-            raise FeatureError(f"kmeans pooling on a {g} x {g} grid needs images of at least "
-                               f"{g + self.settings['rf'] - 1} px, got {x.shape[-1]} px (lower --pool)")
+        self._check_size(x.shape[-1])
 
     def fit(self, x, device="cpu"):
         s = self.settings
         self.check_images(x)
+        self.check_settings(x.shape[-1])
         self.state = learn(x, s["k"], s["patches"], s["rf"], s["iterations"], s["seed"], device, s["zca_eps"])
         self._encoder = None
         return self

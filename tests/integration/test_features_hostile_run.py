@@ -10,20 +10,6 @@ from lintorch import evaluate
 from lintorch.features import store
 from tests.helpers import assert_one_line_error, train
 
-@pytest.fixture
-def deadline():
-    """SIGALRM after 20 s raises in the test: a reader that blocks fails instead of hanging the suite."""
-    import signal
-
-    def ring(signum, frame):
-        raise TimeoutError("blocked")
-    old = signal.signal(signal.SIGALRM, ring)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
 COMMON = ["--dataset", "features", "--epochs", "1", "--val-size", "10", "--quiet", "--threads", "1", "--device", "cpu"]
 
 

@@ -6,7 +6,6 @@ an alarm), never a silently wrong answer."""
 import errno
 import json
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -14,18 +13,6 @@ import torch
 
 from lintorch import featurize
 from lintorch.features import FeatureError, store
-
-
-@pytest.fixture
-def deadline():
-    """SIGALRM after 10 s raises in the test: a reader that blocks fails instead of hanging the suite."""
-    def ring(signum, frame):
-        raise TimeoutError("the reader blocked")
-    old = signal.signal(signal.SIGALRM, ring)
-    signal.alarm(10)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def folder(root, n=30, d=4, classes=("a", "b", "c"), fmt="npy", test=True, seed=0):
