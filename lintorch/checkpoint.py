@@ -26,15 +26,12 @@ from typing import List, Optional
 import torch
 
 from .atomic import write_atomic
+from .errors import CheckpointError
+from .names import LOSSES
 
 FORMAT = "lintorch-checkpoint"
 VERSION = 2
 BEST, LAST = "checkpoint.pt", "last.pt"
-LOSSES = ("softmax", "svm")
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used: the message names the file and the problem."""
 
 
 # --------------------------------------------------------------------------- what a file holds

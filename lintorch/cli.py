@@ -1,5 +1,5 @@
 """The command-line layer every lintorch command shares: the argument parser and its number
-types, UserError, the device (and TF32) and thread choice, logging, and the one wrapper that
+types, the device (and TF32) and thread choice, logging, and the one wrapper that
 turns a user's error into one line and exit 2.
 
 Importing this module imports no torch: commands parse their arguments first, so a usage error
@@ -12,12 +12,10 @@ import os
 import sys
 import time
 
+from .errors import LintorchError, UserError
+
 FLOAT32_MAX = 3.4028234663852886e38
 PROG = None   # the command's name as typed, when the `lintorch` console script runs it ("lintorch train")
-
-
-class UserError(Exception):
-    """A request that cannot be carried out (e.g. CUDA asked for but absent): one line, exit 2."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -206,10 +204,7 @@ def setup_logging(quiet=False):
 
 def user_errors():
     """The exception classes that mean 'the user's input or machine', not a lintorch bug."""
-    from .checkpoint import CheckpointError
-    from .data import DataError
-    from .features import FeatureError
-    return UserError, CheckpointError, DataError, FeatureError, OSError
+    return (LintorchError, OSError)
 
 
 def run_command(main, args):

@@ -7,31 +7,11 @@ import itertools
 import math
 
 from .cli import ArgumentParser, add_common, nonempty, number, unused_extractor_flags
+from .names import (CACHE_CHECKS, CLASS_WEIGHTS, DATASETS, GD_EPOCHS, GD_LR_SCALE, LOADERS, LOSSES, MEANS,
+                    OPTIMIZERS, PENALTIES, PRECONDITIONS, RESUMABLE_CHANGES, SCHEDULES, SEARCHES, SGD_EPOCHS,
+                    SVM_FORMS, SWEEPABLE, TUNED, nonsmooth_parts)
 
-DATASETS = ("cifar10", "imagefolder", "synthetic", "features")
-PENALTIES = ("l2", "l1", "elasticnet")
-SVM_FORMS = ("weston-watkins", "crammer-singer", "one-vs-rest")
-LOADERS = ("tensor", "dataloader")
-OPTIMIZERS = ("sgd", "gd", "lbfgs", "random-search", "random-local-search")
-SEARCHES = ("random-search", "random-local-search")
-SCHEDULES = ("constant", "step", "cosine")
-SWEEPABLE = ("lr", "reg")
 MAX_SEED = 2 ** 32 - 1
-
-# Chosen with --sweep lr x reg (see README); gd takes 10x the minibatch lr and 100 full-batch steps.
-TUNED = {"softmax": {"lr": 0.03, "reg": 3e-4}, "svm": {"lr": 0.003, "reg": 1e-3}}
-GD_LR_SCALE, GD_EPOCHS, SGD_EPOCHS = 10.0, 100, 10
-PIXEL_SQNORM = 189.0     # mean ||x||^2 of preprocessed CIFAR-10 training images, where TUNED was tuned
-
-
-def features_lr_scale(D):
-    """The default lr's factor for standardized features of dimension D (mean ||x||^2 = D): the
-    step's curvature grows with ||x||^2, so the pixel-tuned lr is scaled by PIXEL_SQNORM / D (never
-    up). k-means features (D 6,400, squared hinge, SGD, 10 epochs): the unscaled 3e-3 diverges in
-    the first epoch; 9e-5 (scaled) 67.4%, 3e-4 68.7%."""
-    return min(1.0, PIXEL_SQNORM / D)
-# What --resume may change: where and how it runs, not what it trains.
-RESUMABLE_CHANGES = ("epochs", "device", "threads", "quiet", "debug", "log_every", "sweep_parallel", "dist_timeout")
 
 
 def fill_defaults(args):
@@ -50,8 +30,7 @@ def fill_defaults(args):
 
 
 def _tuned(key):
-    s, v = TUNED["softmax"][key], TUNED["svm"][key]
-    return f"{s:g} for softmax, {v:g} for svm"
+    return ", ".join(f"{tuned[key]:g} for {loss}" for loss, tuned in TUNED.items())
 
 
 def parse_sweep_item(text):
@@ -105,14 +84,14 @@ def get_args_parser():
                    "features: a feature folder (train.npy + train_labels.npy or train.pt, classes.json; see README)")
     d.add_argument("--cache-dir", type=nonempty, default=None, help="where the decoded uint8 image cache goes "
                    "(default: DATA_DIR/.lintorch-cache)")
-    d.add_argument("--cache-check", choices=("stat", "full"), default="stat",
+    d.add_argument("--cache-check", choices=CACHE_CHECKS, default="stat",
                    help="how the decoded-image cache is checked against the images: stat (path, size, mtime, "
                    "ctime, inode: fast) or full (a sha256 of every file's bytes)")
     d.add_argument("--image-size", type=number(int, 1, high=1024), default=32,
                    help="images are resized to this square size")
     d.add_argument("--val-size", type=pos_int, default=None, help="validation images carved from train, seeded "
                    "(default: 5000, or a fifth of a smaller training set)")
-    d.add_argument("--mean", choices=("pixel", "channel"), default="pixel",
+    d.add_argument("--mean", choices=MEANS, default="pixel",
                    help="subtract the training mean image (pixel) or per-channel mean")
     d.add_argument("--standardize", action="store_true", help="also divide by the training std")
     d.add_argument("--loader", choices=LOADERS, default="tensor",
@@ -141,7 +120,7 @@ def get_args_parser():
                    help="torchvision without named weights: images are resized to this (default 224)")
 
     m = p.add_argument_group("loss and regularization")
-    m.add_argument("--loss", choices=("softmax", "svm"), default="softmax", help="data loss")
+    m.add_argument("--loss", choices=LOSSES, default="softmax", help="data loss")
     m.add_argument("--margin", type=nonneg, default=1.0, help="SVM margin (delta)")
     m.add_argument("--squared-hinge", action="store_true", help="SVM with max(0, .)^2 (the lecture's Q6)")
     m.add_argument("--svm-form", choices=SVM_FORMS, default="weston-watkins",
@@ -151,7 +130,7 @@ def get_args_parser():
                    f"(default: {_tuned('reg')})")
     m.add_argument("--penalty", choices=PENALTIES, default="l2", help="R(W): l2, l1 or elasticnet")
     m.add_argument("--beta", type=nonneg, default=1.0, help="elastic net's weight on sum W^2")
-    m.add_argument("--class-weight", choices=("none", "balanced"), default="none",
+    m.add_argument("--class-weight", choices=CLASS_WEIGHTS, default="none",
                    help="weight each example's loss by its class: balanced = N / (C * n_c), as scikit-learn")
 
     o = p.add_argument_group("optimization")
@@ -173,7 +152,7 @@ def get_args_parser():
     o.add_argument("--tol", type=number(float, 0.0, low_open=True), default=1e-4,
                    help="lbfgs: a member has converged when every |dL/dW|, |dL/db| <= tol (scikit-learn's tol)")
     o.add_argument("--history", type=number(int, 1, high=1000), default=10, help="lbfgs: (s, y) pairs kept")
-    o.add_argument("--precondition", choices=("auto", "gram", "none"), default="auto",
+    o.add_argument("--precondition", choices=PRECONDITIONS, default="auto",
                    help="lbfgs: start each member's inverse-Hessian estimate from (X^T X / N + 2 reg I)^-1 "
                    "(gram: one extra pass and a D x D factor per member; far fewer iterations on correlated "
                    "inputs) or from the identity (none: plain L-BFGS); auto: gram when N >= D")
@@ -234,7 +213,7 @@ def parse_args(argv=None, error=None):
         if args.optimizer in SEARCHES:
             p.error(f"--sweep trains with --optimizer sgd, gd or lbfgs, not {args.optimizer}")
     if args.optimizer == "lbfgs":
-        if args.loss == "svm" and not args.squared_hinge or args.penalty != "l2":
+        if nonsmooth_parts(args.loss, args.squared_hinge, args.penalty):
             p.error("--optimizer lbfgs needs a smooth objective: softmax or --loss svm --squared-hinge, with "
                     "--penalty l2 (L-BFGS stalls at the hinge's and l1's kinks; use sgd for those)")
         if args.sweep and any("lr" in c for c in args.sweep):

@@ -14,16 +14,14 @@ from typing import List, Optional
 
 import torch
 
+from .errors import DataError
+from .names import CACHE_CHECKS, IMAGE_DATASETS as DATASETS
+
 log = logging.getLogger(__name__)
 
-DATASETS = ("cifar10", "imagefolder", "synthetic")
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _THREADS = max(1, min(8, os.cpu_count() or 1))   # decoding and hashing threads (Pillow, hashlib release the GIL)
 _FIT_CHUNK_VALUES = 1 << 24                      # Preprocess.fit's float chunk: 64 MB float32 at most
-
-
-class DataError(Exception):
-    """A problem with the user's data: the message is one line that says what to do."""
 
 
 @dataclass
@@ -312,9 +310,6 @@ def _decode(files, image_size, skip_bad_images):
 
 
 # --------------------------------------------------------------------------- the decoded-image cache (imagecache.py)
-
-CACHE_CHECKS = ("stat", "full")
-
 
 def _cached_folder_split(root, scanned, image_size, cache_dir, skip_bad_images, cache_check, name):
     """Decode the scanned (files, labels, classes) once; reuse the uint8 cache while they are unchanged."""

@@ -28,13 +28,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .cli import UserError
+from .errors import PeerLost, UserError
 
 log = logging.getLogger("lintorch")
-
-
-class PeerLost(UserError):
-    """A collective failed: another process died or stopped answering."""
 
 
 @dataclass
@@ -64,11 +60,10 @@ def from_env():
 
 
 def init(dist, device_name, timeout_s, sweep_parallel):
-    """Join the process group -> this rank's torch.device. gloo on CPU; on CUDA collectives of
-    CUDA tensors go through nccl (backend "cpu:gloo,cuda:nccl") and rank r uses cuda:LOCAL_RANK.
-    timeout_s bounds every collective, so a dead rank ends the others with a message."""
+    """Join the process group -> this rank's device name ("cpu" or "cuda:LOCAL_RANK", for
+    cli.resolve_device). gloo on CPU; on CUDA collectives of CUDA tensors go through nccl (backend
+    "cpu:gloo,cuda:nccl"). timeout_s bounds every collective, so a dead rank ends the others with a message."""
     import torch.distributed as td
-    from .cli import resolve_device
     dist.timeout, dist.mode = float(timeout_s), "config" if sweep_parallel else "data"
     gpu_here = torch.cuda.is_available() and dist.local_rank < torch.cuda.device_count()
     want_cuda = device_name != "cpu" and gpu_here
@@ -84,8 +79,8 @@ def init(dist, device_name, timeout_s, sweep_parallel):
     if not dist.main:
         logging.getLogger("lintorch").setLevel(logging.WARNING)
     if not bool(every[0]):
-        return resolve_device("cpu")
-    return resolve_device(f"cuda:{dist.local_rank}")
+        return "cpu"
+    return f"cuda:{dist.local_rank}"
 
 
 def threads_per_process():

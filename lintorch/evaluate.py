@@ -12,7 +12,7 @@ import json
 import sys
 
 from .cli import ArgumentParser, add_common, loss_text, number, run_command
-from .config import DATASETS
+from .names import DATASETS
 
 SPLITS = ("val", "test", "train")
 
@@ -24,7 +24,7 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     settings, else None). Unset data arguments come from the checkpoint's config. DataError or
     CheckpointError when data and model do not fit."""
     from .checkpoint import check_compatible
-    from .data import DataError
+    from .errors import DataError
     from .engine import Objective, evaluate
     from .predict import load_model
     from .recipe import eval_loader, input_dim

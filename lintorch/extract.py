@@ -15,9 +15,9 @@ import sys
 import time
 
 from .cli import ArgumentParser, number, run_command, setup_logging, unused_extractor_flags
-from .config import DATASETS as _ALL
+from .names import IMAGE_DATASETS
 
-DATASETS = tuple(d for d in _ALL if d != "features")   # extraction reads images
+DATASETS = IMAGE_DATASETS   # extraction reads images
 
 log = logging.getLogger("lintorch.extract")
 
@@ -111,7 +111,8 @@ def run(args):
     from tqdm import tqdm
 
     from .data import load_dataset
-    from .features import FeatureError, make_extractor
+    from .errors import FeatureError
+    from .features import make_extractor
     from .features.store import SplitWriter, write_classes
 
     from . import distributed

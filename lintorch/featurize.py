@@ -162,7 +162,7 @@ def feature_folder(cfg):
     """--dataset features: DIR/train.{npy,pt} (+ test) -> DataSet whose splits are Rows views of
     the (memory-mapped) files, validated whole by store.open_folder; validation is carved from
     train like images are (seeded)."""
-    from .data import DataError
+    from .errors import DataError
     from .features.store import open_folder
     train, t = open_folder(cfg["data_dir"])
     n = len(train)

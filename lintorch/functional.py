@@ -33,9 +33,9 @@ import math
 import torch
 from torch.autograd import Function
 
+from .names import PENALTIES, SVM_FORMS
+
 REDUCTIONS = ("mean", "sum", "none")
-SVM_FORMS = ("weston-watkins", "crammer-singer", "one-vs-rest")
-PENALTIES = ("l2", "l1", "elasticnet")
 
 __all__ = ["linear", "svm_loss", "softmax_loss", "penalty", "l2_penalty", "l1_penalty",
            "elastic_net_penalty", "objective_and_grad", "balanced_class_weight", "FIRST_ORDER", "REDUCTIONS", "SVM_FORMS", "PENALTIES"]

@@ -26,7 +26,7 @@ def get_args_parser():
 def _main(args):
     import torch
     from .checks import Report, run_checks
-    from .cli import UserError
+    from .errors import UserError
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for CUDA, but torch.cuda.is_available() is False here")
     report = Report(run_checks(args.device, args.seed))

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from .atomic import remove_dead_temporaries, torch_save_atomic
-from .data import _THREADS, DataError, Split, _human, error_reason
+from .data import _THREADS, Split, _human, error_reason
+from .errors import DataError
 
 log = logging.getLogger("lintorch.data")   # the data loading's messages, under the name they always had
 

@@ -7,9 +7,10 @@ on the training device, preprocessed by the same ``Preprocess``.
 """
 import torch
 
-from .data import DataError, error_reason, image_transform, load_image, open_cifar10
+from .data import error_reason, image_transform, load_image, open_cifar10
+from .errors import DataError
+from .names import LOADERS
 
-LOADERS = ("tensor", "dataloader")
 
 
 def epoch_order(n, seed, epoch):

@@ -49,7 +49,8 @@ def load_model(path, device="cpu"):
 def image_tensor(image, image_size):
     """A path or PIL image (any size or mode) -> uint8 (3, S, S), decoded as training decodes.
     DataError naming the file when it cannot be read as an image."""
-    from .data import DataError, image_transform, load_image
+    from .data import image_transform, load_image
+    from .errors import DataError
     if isinstance(image, (str, os.PathLike)):
         if not os.path.isfile(image):
             raise DataError(f"{image}: no such image file")
@@ -68,7 +69,7 @@ def scores(model, preprocess, images, image_size=None):
     import math
     import torch
     if preprocess is None:
-        from .cli import UserError
+        from .errors import UserError
         raise UserError("this model was trained on a feature folder (--dataset features): it classifies feature "
                         "vectors, not images; extract the image's features with the same extractor")
     image_size = image_size or math.isqrt(model.in_features // 3)

@@ -10,7 +10,6 @@ from typing import List, Optional
 
 import torch
 
-from .config import features_lr_scale
 from .data import DataSet, Preprocess, load_dataset
 from .featurize import feature_folder, featurize
 from .featurize import make as make_extractor
@@ -19,6 +18,7 @@ from .engine import Objective
 from .functional import balanced_class_weight
 from .loaders import TensorLoader, make_loader
 from .model import LinearClassifier
+from .names import FULL_BATCH, features_lr_scale
 
 log = logging.getLogger("lintorch")
 
@@ -26,7 +26,6 @@ log = logging.getLogger("lintorch")
 # float batch (50 MB) leaves the cache, and validating 5,000 CIFAR-10 images took 87 ms against 36 ms
 # (1 CPU thread; python -m lintorch.bench, section "bookkeeping")
 EVAL_BATCH = 512
-FULL_BATCH = ("gd", "lbfgs")   # one step per pass over the training split
 
 
 @dataclass

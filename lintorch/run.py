@@ -11,9 +11,12 @@ import threading
 import torch
 
 from . import distributed
-from .checkpoint import CheckpointError, Header, check_compatible, last_path, load_resume
-from .cli import UserError, choose_threads, one_line, resolve_device, run_command, setup_logging
-from .config import RESUMABLE_CHANGES, SEARCHES, fill_defaults, member_name, saved_config
+from .checkpoint import Header, check_compatible, last_path, load_resume
+from .errors import CheckpointError
+from .cli import choose_threads, one_line, resolve_device, run_command, setup_logging
+from .config import fill_defaults, member_name, saved_config
+from .errors import UserError
+from .names import RESUMABLE_CHANGES, SEARCHES
 from .members import Member, pct
 from .rundir import abandon, claim_default, claim_existing, claim_new, write_json
 
@@ -234,7 +237,8 @@ def _claim_and_train(args, dist):
             device = resolve_device(cfg["device"])
             folder, lock, created = claim()
         else:    # distributed hook: join the group, then rank 0 alone claims the folder and tells the others
-            device = distributed.init(dist, cfg["device"], cfg.get("dist_timeout", 60.0), cfg.get("sweep_parallel"))
+            device = resolve_device(distributed.init(dist, cfg["device"], cfg.get("dist_timeout", 60.0),
+                                                     cfg.get("sweep_parallel")))
             held = []
             folder = distributed.share(dist, lambda: held.append(claim()) or held[0][0])
             lock, created = (held[0][1], held[0][2]) if held else (None, False)

@@ -13,7 +13,7 @@ import os
 import time
 
 from .atomic import write_atomic
-from .cli import UserError
+from .errors import UserError
 
 LOCK = ".lock"
 RUN_FILES = ("config.json", "checkpoint.pt", "last.pt", "metrics.json")

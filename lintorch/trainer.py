@@ -17,6 +17,7 @@ from .cli import loss_text
 from .engine import SGD, EpochStats, evaluate, lr_factor, train_one_epoch
 from .members import pct
 from .monitor import update_ratio
+from .names import TUNED
 from .recipe import eval_loader
 
 log = logging.getLogger("lintorch")
@@ -28,7 +29,6 @@ def divergence_hint(cfg, lr):
     at the tuned learning rate, --reg (or elastic net's --beta) is to blame whatever --lr is: the
     L2 part flips and grows W when 2 * lr * reg (* beta) > 1, the L1 part moves every weight by
     lr * reg, far past the weights' scale when > 1. Then a huge SVM margin; else the lr."""
-    from .config import TUNED
     lr0, reg, beta, penalty = TUNED[cfg["loss"]]["lr"], cfg["reg"], cfg.get("beta", 1.0), cfg.get("penalty", "l2")
     if penalty != "l1" and 2 * lr0 * reg > 1 or penalty != "l2" and lr0 * reg > 1:
         return f"--reg {reg:g} is too large (the penalty's step overshoots even at lr {lr0:g})"

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import functional as LF
-from ..config import TUNED, fill_defaults, get_args_parser as train_args_parser, saved_config
+from ..config import fill_defaults, get_args_parser as train_args_parser, saved_config
+from ..names import TUNED
 from ..data import DataSet, Split, load_dataset
 from ..engine import SGD, lr_factor, train_one_epoch
 from ..recipe import build

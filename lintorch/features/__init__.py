@@ -15,13 +15,7 @@ import logging
 
 import torch
 
-
-class FeatureError(Exception):
-    """A feature problem the user can fix: the message is one line that says how."""
-
-
-class BackboneError(FeatureError):
-    """A torchvision backbone cannot be built (unknown model, weights missing, no network)."""
+from ..errors import BackboneError, FeatureError  # noqa: F401  (the package's names, as before)
 
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from . import BackboneError
+from ..errors import BackboneError
 from .base import Extractor
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import json
 
 import torch
 
-from . import FeatureError
+from ..errors import FeatureError
 
 
 class Extractor:

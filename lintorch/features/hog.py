@@ -16,6 +16,8 @@ the bin is found with exact integer arithmetic, so CPU and CUDA agree.
 import torch
 import torch.nn.functional as F
 
+from .base import Extractor
+
 GRAY = (0.299, 0.587, 0.144)
 ORIENTATIONS, CELL = 9, 8
 
@@ -62,9 +64,6 @@ def colorhist(x, nbin=10):
 
 
 # --------------------------------------------------------------------------- the extractors
-
-from .base import Extractor  # noqa: E402
-
 
 class HOG(Extractor):
     """features "hog": (N, (S // 8)^2 * 9)."""

@@ -29,6 +29,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..errors import FeatureError
+from .base import Extractor
+
 log = logging.getLogger(__name__)
 
 NORM_EPS = 10.0      # added to the patch variance (0..255 pixel units), Coates' code
@@ -248,9 +251,6 @@ def centroid_grid(state, rf=6, nrow=None, dewhiten=False, limit=400, scale=4):
 
 # --------------------------------------------------------------------------- the extractor
 
-from .base import Extractor  # noqa: E402  (base imports the package, which imports nothing eagerly)
-
-
 class KMeansFeatures(Extractor):
     """features "kmeans": fit learns centroids/whitening from training images, transform encodes (N, pool^2 K)."""
 
@@ -266,7 +266,6 @@ class KMeansFeatures(Extractor):
         return s["pool"] ** 2 * s["k"] * (2 if s["encoding"] == "soft" else 1)
 
     def _check_size(self, image_size):
-        from . import FeatureError
         rf, g = self.settings["rf"], self.settings["pool"]
         if image_size - rf + 1 < g:
             lower = " or lower --pool" if g > 1 else ""
@@ -274,7 +273,6 @@ class KMeansFeatures(Extractor):
                                f"at least {g + rf - 1} px, --image-size is {image_size} (raise it{lower})")
 
     def check_settings(self, image_size):
-        from . import FeatureError
         s = self.settings
         self._check_size(image_size)
         if s["patches"] < max(2, s["k"]):
@@ -298,7 +296,6 @@ class KMeansFeatures(Extractor):
         return super().load_state(state)
 
     def transform(self, x):
-        from . import FeatureError
         if "centroids" not in self.state:
             raise FeatureError("kmeans features are not fitted: call fit(train images) first")
         self.check_images(x)

@@ -19,7 +19,7 @@ import stat
 import numpy as np
 import torch
 
-from . import FeatureError
+from ..errors import FeatureError
 from ..loaders import epoch_order
 
 FORMATS = ("npy", "pt")

@@ -160,7 +160,7 @@ def test_real_cifar10_kmeans_features_beat_pixels(cifar10_jpg, tmp_path):
 def test_default_lr_is_scaled_to_standardized_features(image_folder, tmp_path):
     """The pixel-tuned default lr scaled by 189 / D for D standardized features (recorded in
     config.json); an explicit --lr is kept as given; pixels keep the tuned default."""
-    from lintorch.config import PIXEL_SQNORM, TUNED
+    from lintorch.names import PIXEL_SQNORM, TUNED
     common = [*FOLDER, "--data-dir", str(image_folder), "--epochs", "1", "--features", "kmeans",
               "--centroids", "64", "--patches", "2000"]                       # D = 4 * 64 = 256
     assert train(*common, "--logdir", str(tmp_path / "a")) == 0

@@ -39,7 +39,8 @@ def test_nonfinite_loss_stops_and_keeps_best(tmp_path, monkeypatch, capsys):
 
 
 def test_code_running_pickle_is_refused(tmp_path, monkeypatch):
-    from lintorch.checkpoint import CheckpointError, load_model
+    from lintorch.checkpoint import load_model
+    from lintorch.errors import CheckpointError
     marker = tmp_path / "pwned"
     monkeypatch.setenv("LINTORCH_PWNED", str(marker))
     evil = tmp_path / "evil.pt"
@@ -50,7 +51,8 @@ def test_code_running_pickle_is_refused(tmp_path, monkeypatch):
 
 
 def test_truncated_and_foreign_checkpoints(synthetic_run, tmp_path):
-    from lintorch.checkpoint import CheckpointError, load_model
+    from lintorch.checkpoint import load_model
+    from lintorch.errors import CheckpointError
     data = (synthetic_run / "last.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="cut.pt: truncated"):
@@ -61,7 +63,8 @@ def test_truncated_and_foreign_checkpoints(synthetic_run, tmp_path):
 
 
 def test_unreadable_image_is_named_or_skipped(tmp_path):
-    from lintorch.data import DataError, load_dataset
+    from lintorch.data import load_dataset
+    from lintorch.errors import DataError
     image_tree(tmp_path)
     bad = tmp_path / "train" / "c1" / "broken.png"
     good = (tmp_path / "train" / "c1" / "0.png").read_bytes()
@@ -101,7 +104,8 @@ def test_stale_or_foreign_cache_is_rebuilt(tmp_path, caplog):
 
 
 def test_nan_in_cached_data_is_reported(tmp_path):
-    from lintorch.data import DataError, load_dataset
+    from lintorch.data import load_dataset
+    from lintorch.errors import DataError
     image_tree(tmp_path)
     load_dataset("imagefolder", str(tmp_path), image_size=8, val_size=2)
     path = tmp_path / ".lintorch-cache" / "train-8px.pt"

@@ -3,7 +3,8 @@ loaders (tensor, DataLoader) give identical batches for the same seed and epoch.
 import pytest
 import torch
 
-from lintorch.data import DataError, Preprocess, load_dataset
+from lintorch.data import Preprocess, load_dataset
+from lintorch.errors import DataError
 from lintorch.loaders import DataLoaderLoader, TensorLoader, make_loader
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from lintorch import data as data_mod
-from lintorch.data import DataError, Preprocess, decoded_bytes, load_dataset
+from lintorch.data import Preprocess, decoded_bytes, load_dataset
+from lintorch.errors import DataError
 from lintorch.loaders import make_loader
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lintorch.features import BackboneError, FeatureError, extract, from_state_dict, make_extractor
+from lintorch.errors import BackboneError, FeatureError
+from lintorch.features import extract, from_state_dict, make_extractor
 from lintorch.features import hog as hogmod
 from lintorch.features import kmeans as km
 from lintorch.features import store
