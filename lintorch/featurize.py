@@ -13,7 +13,8 @@ import os
 import torch
 
 from .atomic import remove_dead_temporaries, torch_save_atomic
-from .data import DataSet, Split
+from .data import DataSet, Split, carve_val
+from .data.imagecache import default_dir
 
 log = logging.getLogger("lintorch")
 
@@ -120,8 +121,7 @@ def featurize(data, cfg, device, state=None, batch_size=256, extractor=None):
     data.train only (unless a saved state is given; a fit is cached like the features)
     -> (DataSet of float features, extractor)."""
     extractor = make(cfg, state) if extractor is None else extractor
-    cache_dir = cfg.get("cache_dir") or (os.path.join(cfg["data_dir"], ".lintorch-cache")
-                                         if cfg["dataset"] != "synthetic" else None)
+    cache_dir = cfg.get("cache_dir") or (default_dir(cfg["data_dir"]) if cfg["dataset"] != "synthetic" else None)
     splits = {"train": data.train, "val": data.val, "test": data.test}
     digests = {name: _images_hash(split) for name, split in splits.items() if split is not None}   # once each
     if state is None:
@@ -168,10 +168,6 @@ def feature_folder(cfg):
     n = len(train)
     if n < 2:
         raise DataError(f"{train.where} has {n} row(s): at least 2 are needed, one to train on and one to validate")
-    val_size = cfg.get("val_size") or max(1, min(5000, n // 5))
-    if not 1 <= val_size < n:
-        raise DataError(f"--val-size {val_size} must be between 1 and {n - 1} (the training file has {n} rows)")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg["seed"]))
-    val_idx, train_idx = perm[:val_size].sort().values, perm[val_size:].sort().values
+    train_idx, val_idx = carve_val(n, cfg.get("val_size"), cfg["seed"], unit="rows")
     test = None if t is None else Rows(t, torch.arange(len(t)))
     return DataSet(Rows(train, train_idx), Rows(train, val_idx), test, train.classes, cfg.get("image_size", 0), None)

@@ -339,7 +339,8 @@ class LinearProbe:
         SGD in the loader's own order; it needs X_val, y_val (or X_val a DataLoader, y_val=None)."""
         import torch
         from .cli import UserError
-        from .data import DataError, Preprocess
+        from .data import Preprocess
+        from .errors import DataError
         from .features import FeatureError
         import torch.utils.data
         loader = isinstance(X, torch.utils.data.DataLoader)

@@ -17,7 +17,8 @@ from .engine import evaluate
 from .lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
 from .members import pct
 from .model import LinearClassifier
-from .data import DataError, Split, available_memory
+from .data import Split, available_memory
+from .errors import DataError
 from .recipe import eval_loader
 
 log = logging.getLogger("lintorch")

@@ -248,34 +248,6 @@ def _check_described(folder, info, train, test):
                                f"incomplete or mixes two extracts; re-extract it")
 
 
-class Standardizer:
-    """Per-dimension (x - mean) / std, fitted on a training split in one streaming pass (float64 sums)."""
-
-    def __init__(self, mean, std):
-        self.mean, self.std = mean, std                  # (D,), (D,) float32
-
-    @classmethod
-    def fit(cls, split, eps=1e-6):
-        s = torch.zeros(split.d, dtype=torch.float64)
-        s2 = torch.zeros(split.d, dtype=torch.float64)
-        for _, xb in split.chunks():
-            xd = xb.double()
-            s += xd.sum(0)
-            s2 += xd.square_().sum(0)
-        mean = s / max(1, split.n)
-        var = (s2 / max(1, split.n) - mean.square()).clamp_min(0)
-        return cls(mean.float(), (var + eps).sqrt().float())
-
-    def to(self, device):
-        return Standardizer(self.mean.to(device), self.std.to(device))
-
-    def __call__(self, x):
-        return x.sub_(self.mean).div_(self.std)
-
-    def state_dict(self):
-        return {"mean": self.mean.cpu(), "std": self.std.cpu()}
-
-
 class FeatureLoader:
     """Batches of a FeatureSplit with TensorLoader's interface: len() and batches(epoch, start) yield
     (x float32 (B, D), y int64 (B,)) on `device`, in the order loaders.epoch_order(N, seed, epoch)."""

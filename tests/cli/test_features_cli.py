@@ -22,12 +22,13 @@ def test_extract_command_line(tmp_path, run_cli):
 
 RSS_SCRIPT = r"""
 import resource, sys, torch
+from lintorch.data import Preprocess
 from lintorch.features import store
 s = store.FeatureSplit(sys.argv[1], "train", check_finite=False)
 next(store.FeatureLoader(s, 512, "cpu").batches(0))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 s.check_finite()
-st = store.Standardizer.fit(s)
+st = Preprocess.fit_features(xb for _, xb in s.chunks())
 n = sum(len(y) for _, y in store.FeatureLoader(s, 512, "cpu", standardizer=st).batches(0))
 assert n == s.n
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)

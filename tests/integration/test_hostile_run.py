@@ -151,8 +151,8 @@ def test_out_of_range_numbers_are_usage_errors_creating_nothing(argv, flag, tmp_
 
 
 def test_a_user_error_before_training_leaves_no_run_folder(image_folder, tmp_path, monkeypatch, capsys):
-    from lintorch import data
-    monkeypatch.setattr(data, "available_memory", lambda: 10 ** 6)
+    from lintorch.data import sources
+    monkeypatch.setattr(sources, "available_memory", lambda: 10 ** 6)
     run = tmp_path / "run"
     assert train("--dataset", "imagefolder", "--data-dir", image_folder, "--image-size", 512, "--quiet",
                  "--threads", 1, "--device", "cpu", "--logdir", run) == 2

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import torch
 
-from lintorch import data as data_mod
+from lintorch.data import imagecache, sources
 from lintorch.data import Preprocess, decoded_bytes, load_dataset
 from lintorch.errors import DataError
 from lintorch.loaders import make_loader
@@ -383,13 +383,13 @@ def test_image_size_beyond_memory_is_refused_before_decoding(tmp_path, monkeypat
     with pytest.raises(DataError, match=r"--image-size 20000 needs about .* available.*smaller --image-size"):
         load_dataset("synthetic", image_size=20000)
     tree(tmp_path)
-    monkeypatch.setattr(data_mod, "_decode", lambda *a: pytest.fail("decoded before the memory check"))
-    monkeypatch.setattr(data_mod, "available_memory", lambda: 50_000_000)     # a 50 MB machine
+    monkeypatch.setattr(imagecache, "decode", lambda *a: pytest.fail("decoded before the memory check"))
+    monkeypatch.setattr(sources, "available_memory", lambda: 50_000_000)     # a 50 MB machine
     with pytest.raises(DataError, match=r"--image-size 2000 needs about 336.0 MB .*50.0 MB available.*at most about"):
         load(tmp_path, image_size=2000)
 
 
 def test_image_size_that_fits_still_loads(tmp_path, monkeypatch):
     tree(tmp_path)
-    monkeypatch.setattr(data_mod, "available_memory", lambda: 50_000_000)
+    monkeypatch.setattr(sources, "available_memory", lambda: 50_000_000)
     assert load(tmp_path, image_size=64).train.x.shape[-1] == 64

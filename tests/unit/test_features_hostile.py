@@ -179,7 +179,7 @@ def test_e_a_test_split_extractor_json_promises_but_is_missing_is_refused(tmp_pa
 
 @pytest.mark.parametrize("n", [0, 1])
 def test_e_too_few_rows_name_the_file_not_val_size(tmp_path, n):
-    from lintorch.data import DataError
+    from lintorch.errors import DataError
     root = tmp_path / "f"
     root.mkdir()
     store.write_classes(root, ["a", "b"])

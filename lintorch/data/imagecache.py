@@ -3,8 +3,9 @@ on disk with a key over its files, reused while the key matches.
 
 N images of 3 x S x S (S = image_size). The key covers the decoding settings and each file's path,
 label and fingerprint (its stat or the sha256 of its bytes); a cache that is stale, unreadable or
-holds other than its key claims is rebuilt, and one that cannot be written is a warning. data.py
-decodes and calls this module; this module owns the cache file's layout.
+holds other than its key claims is rebuilt, and one that cannot be written is a warning. This
+module is the cache's whole policy: where it lives, its file names, its key and layout, and when to
+decode (cached_split); sources.py asks it for each split of an image folder.
 """
 import errno
 import hashlib
@@ -15,13 +16,41 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from .atomic import remove_dead_temporaries, torch_save_atomic
-from .data import _THREADS, Split, _human, error_reason
-from .errors import DataError
+from ..atomic import remove_dead_temporaries, torch_save_atomic
+from ..errors import DataError
+from .folders import decode
+from .split import THREADS, Split, error_reason, human_bytes
 
 log = logging.getLogger("lintorch.data")   # the data loading's messages, under the name they always had
 
 CACHE_VERSION = 3  # bump when the cache layout, its key or decoding changes: old files are rebuilt
+
+
+def default_dir(data_dir):
+    """Where the caches go without --cache-dir: beside the data."""
+    return os.path.join(data_dir, ".lintorch-cache")
+
+
+def cached_split(root, scanned, image_size, cache_dir, skip_bad_images, cache_check, name):
+    """Decode the scanned (files, labels, classes) of split `name` once; reuse the uint8 cache at
+    cache_dir/<name>-<S>px.pt while they are unchanged (cache_dir None: no cache)."""
+    files, labels, classes = scanned
+    key = cache_key(files, labels, image_size, skip_bad_images, cache_check)
+    path = os.path.join(cache_dir, f"{name}-{image_size}px.pt") if cache_dir else None
+    if path and os.path.exists(path):
+        split = read(path, key, files, labels, image_size, skip_bad_images)
+        if split is not None:
+            return split
+    x, keep = decode(files, image_size, skip_bad_images)
+    split = Split(x, torch.tensor(labels, dtype=torch.long)[keep], [files[i] for i in keep])
+    if name == "train" and len(keep) < len(files):
+        gone = sorted(set(range(len(classes))) - set(split.y.tolist()))
+        if gone:
+            raise DataError(f"no readable images left in class folder(s) {', '.join(classes[c] for c in gone)} "
+                            f"of {root} after skipping unreadable ones")
+    if path:
+        write(path, key, split)
+    return split
 
 
 def fingerprint(path, cache_check):
@@ -49,8 +78,8 @@ def cache_key(files, labels, image_size, skip_bad_images, cache_check):
     """sha256 over the decoding settings and each file's path, label and fingerprint."""
     h = hashlib.sha256(f"v{CACHE_VERSION}:{image_size}:{skip_bad_images}:{cache_check}".encode())
     if cache_check == "full":  # reading is the cost: threads, one slice of the files each (no per-file future)
-        step = -(-len(files) // (4 * _THREADS))
-        with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        step = -(-len(files) // (4 * THREADS))
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
             parts = pool.map(lambda i: [fingerprint(f, "full") for f in files[i:i + step]], range(0, len(files), step))
             prints = [fp for part in parts for fp in part]
     else:
@@ -130,11 +159,11 @@ def write(path, key, split):
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             need = split.x.numel() + split.y.numel() * 8
             try:
-                free = f", {_human(shutil.disk_usage(os.path.dirname(path)).free)} free"
+                free = f", {human_bytes(shutil.disk_usage(os.path.dirname(path)).free)} free"
             except OSError:
                 free = ""
             log.warning("no space left to write the data cache %s (it needs about %s%s): going on without "
-                        "a cache; free space or point --cache-dir elsewhere", path, _human(need), free)
+                        "a cache; free space or point --cache-dir elsewhere", path, human_bytes(need), free)
         else:
             log.warning("could not write the data cache %s (%s); decoding again next time", path,
                         error_reason(path, e))
