@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from lintorch import functional as LF
 from lintorch.data import Preprocess, load_dataset
 from lintorch.lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
+from lintorch.objective import Objective, objective_and_grad
 
 
 class MemoryLoader:
@@ -40,7 +41,7 @@ class MemoryLoader:
 
 def objective64(loader, W, b, reg):
     """Each model's lintorch objective by one float64 pass: W (K, C, D), b (K, C) -> (K,)."""
-    return full_batch_evaluator(loader, reg=reg, dtype=torch.float64)(W, b, torch.arange(len(W)))[0]
+    return full_batch_evaluator(loader, Objective(reg=reg), dtype=torch.float64)(W, b, torch.arange(len(W)))[0]
 
 
 def accuracy(x, y, W, b):
@@ -97,7 +98,7 @@ def main(argv=None):
 
     # (a) one reg value
     t = time.perf_counter()
-    res = lbfgs(full_batch_evaluator(loader, reg=args.reg), *zeros(1), tol=args.tol, max_iter=args.max_iter,
+    res = lbfgs(full_batch_evaluator(loader, Objective(reg=args.reg)), *zeros(1), tol=args.tol, max_iter=args.max_iter,
                 line_search=args.line_search, precondition=pre([args.reg]))
     t_one = time.perf_counter() - t
     f_ours = objective64(loader, res.W, res.b, args.reg).item()
@@ -122,7 +123,7 @@ def main(argv=None):
     if args.path:
         regs = torch.logspace(-6, -1, args.path, dtype=torch.float64)
         t = time.perf_counter()
-        path = lbfgs(full_batch_evaluator(loader, reg=regs), *zeros(args.path), tol=args.tol,
+        path = lbfgs(full_batch_evaluator(loader, Objective(reg=regs)), *zeros(args.path), tol=args.tol,
                      max_iter=args.max_iter, line_search=args.line_search, precondition=pre(regs))
         t_path = time.perf_counter() - t
         f_path = objective64(loader, path.W, path.b, regs)
@@ -158,7 +159,7 @@ def evaluation_cost_ratio(loader, regs, zeros, repeats=7):
     """Median time of one full-batch evaluation of K members (regs (K,)) over that of one member,
     the two alternated: what a path costs per round against one value, before iteration counts."""
     K = len(regs)
-    ev_k, ev_1 = full_batch_evaluator(loader, reg=regs), full_batch_evaluator(loader, reg=regs[:1])
+    ev_k, ev_1 = full_batch_evaluator(loader, Objective(reg=regs)), full_batch_evaluator(loader, Objective(reg=regs[:1]))
     (Wk, bk), (W1, b1) = zeros(K), zeros(1)
     Wk.normal_(0, 1e-3, generator=torch.Generator().manual_seed(0))
     W1.copy_(Wk[:1])
@@ -179,7 +180,7 @@ def nonsmooth(loader, zeros, args, out):
         def evaluate(W, b, active, kw=kw, pen=pen):
             f, dW, db, n = 0.0, torch.zeros_like(W), torch.zeros_like(b), 0
             for xb, yb in loader.batches(0):
-                _, data, _, gW, gb = LF.objective_and_grad(xb, W.float(), b.float(), yb, reduction="sum", **kw)
+                _, data, _, gW, gb = objective_and_grad(xb, W.float(), b.float(), yb, reduction="sum", **kw)
                 f, n = f + data.double(), n + len(yb)
                 dW += gW.double()
                 db += gb.double()

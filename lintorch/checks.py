@@ -32,6 +32,7 @@ import torch
 from . import functional as LF
 # Report, Row, format_table, numeric_gradient, rel_error: also lintorch.gradcheck's names
 from .checker import METHODS, Report, Row, check_function, format_table, numeric_gradient, rel_error  # noqa: F401
+from .objective import objective_and_grad
 from .references import PENALTY_REFS, per_model, softmax_reference, svm_reference
 
 H = 1e-5          # finite-difference step; hinge losses are piecewise linear (squared: quadratic), so exact off kinks
@@ -165,12 +166,12 @@ def _total(loss, kind, fns, x, y, lead, C, randn, tag="", scale=0.5, large=False
 
 
 class _StepAsFunction(torch.autograd.Function):
-    """functional.objective_and_grad, the graph-free training step, seen by autograd: its own
+    """objective.Objective.loss_and_grad, the graph-free training step, seen by autograd: its own
     dW, db (scaled per model by the incoming gradient) are the backward pass under check."""
     @staticmethod
     def forward(ctx, x, W, b, y, loss, form, kind, class_weight):
-        _, data, reg, dW, db = LF.objective_and_grad(x, W, b, y, loss, 0.1, kind, 0.5, 1.0, False, form,
-                                                     class_weight=class_weight)
+        _, data, reg, dW, db = objective_and_grad(x, W, b, y, loss=loss, reg=0.1, penalty=kind, beta=0.5,
+                                                  margin=1.0, squared=False, form=form, class_weight=class_weight)
         ctx.save_for_backward(dW, db)
         return data + reg
 

@@ -7,7 +7,7 @@ import itertools
 import math
 
 from .cli import ArgumentParser, add_common, nonempty, number, unused_extractor_flags
-from .names import (CACHE_CHECKS, CLASS_WEIGHTS, DATASETS, GD_EPOCHS, GD_LR_SCALE, LOADERS, LOSSES, MEANS,
+from .names import (CACHE_CHECKS, CLASS_WEIGHTS, DATASETS, GD_EPOCHS, GD_LR_SCALE, LOADERS, LOSS_DEFAULTS, LOSSES, MEANS,
                     OPTIMIZERS, PENALTIES, PRECONDITIONS, RESUMABLE_CHANGES, SCHEDULES, SEARCHES, SGD_EPOCHS,
                     SVM_FORMS, SWEEPABLE, TUNED, nonsmooth_parts)
 
@@ -121,16 +121,16 @@ def get_args_parser():
 
     m = p.add_argument_group("loss and regularization")
     m.add_argument("--loss", choices=LOSSES, default="softmax", help="data loss")
-    m.add_argument("--margin", type=nonneg, default=1.0, help="SVM margin (delta)")
+    m.add_argument("--margin", type=nonneg, default=LOSS_DEFAULTS["margin"], help="SVM margin (delta)")
     m.add_argument("--squared-hinge", action="store_true", help="SVM with max(0, .)^2 (the lecture's Q6)")
-    m.add_argument("--svm-form", choices=SVM_FORMS, default="weston-watkins",
+    m.add_argument("--svm-form", choices=SVM_FORMS, default=LOSS_DEFAULTS["svm_form"],
                    help="sum over wrong classes (weston-watkins), the largest one (crammer-singer), or C "
                    "binary SVMs (one-vs-rest; with --squared-hinge the L2-SVM of Coates et al. 2011)")
     m.add_argument("--reg", type=nonneg, default=None, help=f"regularization strength lambda "
                    f"(default: {_tuned('reg')})")
-    m.add_argument("--penalty", choices=PENALTIES, default="l2", help="R(W): l2, l1 or elasticnet")
-    m.add_argument("--beta", type=nonneg, default=1.0, help="elastic net's weight on sum W^2")
-    m.add_argument("--class-weight", choices=CLASS_WEIGHTS, default="none",
+    m.add_argument("--penalty", choices=PENALTIES, default=LOSS_DEFAULTS["penalty"], help="R(W): l2, l1 or elasticnet")
+    m.add_argument("--beta", type=nonneg, default=LOSS_DEFAULTS["beta"], help="elastic net's weight on sum W^2")
+    m.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=LOSS_DEFAULTS["class_weight"],
                    help="weight each example's loss by its class: balanced = N / (C * n_c), as scikit-learn")
 
     o = p.add_argument_group("optimization")
@@ -239,6 +239,13 @@ def parse_args(argv=None, error=None):
     if args.resume and args.sweep is not None:
         p.error("--resume continues a run with its own sweep; give no --sweep")
     return args
+
+
+def with_defaults(cfg):
+    """A saved config with every flag's key: those an older lintorch did not write take the flag's
+    default, so readers index cfg[key] and no default is restated at the point of use."""
+    defaults = {a.dest: a.default for a in get_args_parser()._actions if a.dest != "help"}
+    return {**defaults, **cfg}
 
 
 def saved_config(args):

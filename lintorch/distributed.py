@@ -217,20 +217,20 @@ class StepSync:
     def __getattr__(self, name):            # data(), regularization(), reg, loss, ...
         return getattr(self.objective, name)
 
-    def loss_and_grad(self, model, x, y):
+    def loss_and_grad(self, x, weight, bias, y):
         self.calls += 1
         stop = 1.0 if self.stop() else 0.0
         if self.dist.mode == "config":
-            out = self.objective.loss_and_grad(model, x, y)
+            out = self.objective.loss_and_grad(x, weight, bias, y)
             self.flag = all_reduce(torch.tensor([stop], device=out[1].device))
             return out
         b = len(y)
-        W = model.weight
+        W = weight
         if b:
-            scores, data, reg, dW, db = self.objective.loss_and_grad(model, x, y)
+            scores, data, reg, dW, db = self.objective.loss_and_grad(x, weight, bias, y)
         else:   # a global batch smaller than the world leaves this rank no rows
             K, C = W.shape[0], W.shape[1]
-            scores, dW, db = W.new_zeros(K, 0, C), torch.zeros_like(W), torch.zeros_like(model.bias)
+            scores, dW, db = W.new_zeros(K, 0, C), torch.zeros_like(W), torch.zeros_like(bias)
             data = reg = W.new_zeros(K)
         parts = [dW, db, data, reg]
         sizes = [p.numel() for p in parts]

@@ -1,8 +1,8 @@
-"""The training step, one epoch, evaluation and the learning-rate schedule.
+"""The SGD step, one epoch, evaluation and the learning-rate schedule.
 
 Shapes: B batch, D features, C classes; K stacked models in a sweep (weight (K, C, D),
 per-model losses (K,)). A single run is K = 1: one loop, no single-model branch.
-Every gradient comes from lintorch's hand-written backward passes (functional.objective_and_grad
+Every gradient comes from lintorch's hand-written backward passes (objective.Objective.loss_and_grad
 chains them without an autograd graph); the update is SGD below, one step for all K members.
 """
 import math
@@ -10,8 +10,6 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-
-from . import functional as LF
 
 
 def lr_factor(schedule, progress):
@@ -24,46 +22,6 @@ def lr_factor(schedule, progress):
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
     raise ValueError(f"unknown schedule {schedule!r}")
-
-
-@dataclass
-class Objective:
-    """L = (1/N) sum_i w_{y_i} L_i + reg * R(W). reg is a number, or a (K,) tensor of per-model
-    strengths; class_weight (C,) or None (every w_c = 1)."""
-    loss: str = "softmax"
-    reg: object = 0.0
-    penalty: str = "l2"
-    beta: float = 1.0
-    margin: float = 1.0
-    squared: bool = False
-    form: str = "weston-watkins"
-    class_weight: object = None
-
-    def data(self, scores, y, reduction="mean"):
-        """scores (B, C) or (K, B, C), y (B,) -> () or (K,) (labels were checked once at load).
-        Validation and evaluation report the unweighted loss: class weights shape training only."""
-        if self.loss == "svm":
-            return LF.svm_loss(scores, y, self.margin, self.squared, reduction, self.form, validate=False)
-        return LF.softmax_loss(scores, y, reduction, validate=False)
-
-    def loss_and_grad(self, model, x, y):
-        """One step's scores, data loss, reg * R(W) and the gradients dW, db, by lintorch's
-        hand-written backward passes chained without an autograd graph (objective_and_grad)."""
-        return LF.objective_and_grad(x, model.weight, model.bias, y, self.loss, self.reg, self.penalty,
-                                     self.beta, self.margin, self.squared, self.form,
-                                     class_weight=self.class_weight)
-
-    def regularization(self, weight):
-        """weight (C, D) or (K, C, D) -> reg * R(W): () or (K,)."""
-        return self.reg * LF.penalty(weight, self.penalty, self.beta)
-
-    def expected_initial_loss(self, num_classes):
-        """The lecture's sanity check with tiny weights: log C (softmax), (C - 1) * margin (SVM;
-        one term for crammer-singer, C for one-vs-rest); margin^2 for the squared hinge."""
-        if self.loss == "softmax":
-            return math.log(num_classes)
-        terms = {"weston-watkins": num_classes - 1, "one-vs-rest": num_classes}.get(self.form, 1)
-        return terms * (self.margin ** 2 if self.squared else self.margin)
 
 
 @dataclass
@@ -151,7 +109,7 @@ def train_one_epoch(model, loader, optimizer, objective, epoch, *, lr_at, start=
     for i, (xb, yb) in enumerate(loader.batches(epoch, start), start):
         step = epoch * steps_per_epoch + i
         factor = lr_at(step)
-        scores, data, reg, dW, db = objective.loss_and_grad(model, xb, yb)   # scores (K, B, C), data (K,)
+        scores, data, reg, dW, db = objective.loss_and_grad(xb, model.weight, model.bias, yb)   # (K, B, C), (K,)
         if check_every and (i + 1) % check_every == 0:
             bad = ~torch.isfinite(data + reg) & optimizer.active
             if bool(bad.any()):

@@ -24,21 +24,23 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     settings, else None). Unset data arguments come from the checkpoint's config. DataError or
     CheckpointError when data and model do not fit."""
     from .checkpoint import check_compatible
-    from .errors import DataError
-    from .engine import Objective, evaluate
-    from .predict import load_model
-    from .recipe import eval_loader, input_dim
-    model, preprocess, saved = load_model(path, device)
-    path, h, cfg = saved.path, saved.header, saved.header.config
-
-    def pick(value, key, default):
-        return value if value is not None else cfg.get(key, default)
-    dataset, data_dir = pick(dataset, "dataset", "cifar10"), pick(data_dir, "data_dir", "./data")
-    seed, val_size = pick(seed, "seed", 0), pick(val_size, "val_size", 1000)
+    from .config import with_defaults
     from .data import Preprocess
-    from .recipe import load_inputs
+    from .engine import evaluate
+    from .errors import DataError
+    from .objective import Objective
+    from .predict import load_model
+    from .recipe import eval_loader, input_dim, load_inputs
+    model, preprocess, saved = load_model(path, device)
+    path, h = saved.path, saved.header
+    cfg = with_defaults(h.config)           # a key an older lintorch did not save: the flag's default
+
+    def pick(value, key):
+        return value if value is not None else cfg[key]
+    dataset, data_dir, seed, val_size = pick(dataset, "dataset"), pick(data_dir, "data_dir"), pick(seed, "seed"), \
+        pick(val_size, "val_size")
     data_cfg = {**cfg, "dataset": dataset, "data_dir": data_dir, "seed": seed, "val_size": val_size,
-                "cache_dir": pick(cache_dir, "cache_dir", None), "image_size": h.image_size}
+                "cache_dir": pick(cache_dir, "cache_dir"), "image_size": h.image_size}
     state = None if not h.features else h.features.get("extractor")
     data, _ = load_inputs(data_cfg, model.weight.device, state)
     preprocess = Preprocess.from_state_dict(h.preprocess).to(model.weight.device)   # the bare standardization
@@ -47,8 +49,7 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     if part is None:
         raise DataError(f"the data set has no {split} split ({dataset} at {data_dir}); use --split val")
     C = len(data.classes)
-    objective = Objective(h.loss, 0.0, margin=cfg.get("margin", 1.0), squared=cfg.get("squared_hinge", False),
-                          form=cfg.get("svm_form", "weston-watkins"))
+    objective = Objective.from_config({**cfg, "loss": h.loss}, reg=0.0)     # the unweighted data loss
     # the same loader and batch size as training's validation, so the numbers match to the bit
     loader = eval_loader(part, preprocess, model.weight.device)
     result = evaluate(model, loader, objective, num_classes=C)
@@ -66,7 +67,7 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
 
 def _configuration(cfg):
     """A sweep member's own settings ('lr=0.03,reg=0.001'), else None."""
-    keys = sorted({k for c in cfg.get("sweep") or [] for k in c})
+    keys = sorted({k for c in cfg["sweep"] or [] for k in c})
     return ",".join(f"{k}={cfg[k]!r}" for k in keys) or None
 
 

@@ -168,6 +168,6 @@ def feature_folder(cfg):
     n = len(train)
     if n < 2:
         raise DataError(f"{train.where} has {n} row(s): at least 2 are needed, one to train on and one to validate")
-    train_idx, val_idx = carve_val(n, cfg.get("val_size"), cfg["seed"], unit="rows")
+    train_idx, val_idx = carve_val(n, cfg["val_size"], cfg["seed"], unit="rows")
     test = None if t is None else Rows(t, torch.arange(len(t)))
-    return DataSet(Rows(train, train_idx), Rows(train, val_idx), test, train.classes, cfg.get("image_size", 0), None)
+    return DataSet(Rows(train, train_idx), Rows(train, val_idx), test, train.classes, cfg["image_size"], None)

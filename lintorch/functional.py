@@ -19,8 +19,8 @@ the w_{y_i} is N, so both normalizations agree, and so does scikit-learn's class
 Every operation is a ``torch.autograd.Function`` whose backward pass is written
 by hand from calculus, next to its forward pass (as plain ``*_forward``/``*_backward``
 tensor functions); users call the plain functions (``linear``, ``svm_loss``,
-``softmax_loss``, ``penalty``), never ``.apply``. ``objective_and_grad`` chains the same
-backward functions by hand for training, with no autograd graph.
+``softmax_loss``, ``penalty``), never ``.apply``. ``objective.Objective.loss_and_grad`` chains
+the same backward functions by hand for training, with no autograd graph.
 Nothing here calls autograd or torch's own loss functions: ``lintorch.gradcheck``
 checks these gradients against exactly those independent references.
 
@@ -38,7 +38,7 @@ from .names import PENALTIES, SVM_FORMS
 REDUCTIONS = ("mean", "sum", "none")
 
 __all__ = ["linear", "svm_loss", "softmax_loss", "penalty", "l2_penalty", "l1_penalty",
-           "elastic_net_penalty", "objective_and_grad", "balanced_class_weight", "FIRST_ORDER", "REDUCTIONS", "SVM_FORMS", "PENALTIES"]
+           "elastic_net_penalty", "balanced_class_weight", "check_inputs", "FIRST_ORDER", "REDUCTIONS", "SVM_FORMS", "PENALTIES"]
 
 
 # --------------------------------------------------------------------------- checks
@@ -70,6 +70,13 @@ def _check_scores_target(scores, target, reduction, validate):
         if lo < 0 or hi >= C:
             bad = lo if lo < 0 else hi
             raise ValueError(f"target value {bad} is out of range [0, {C}) for {C} classes")
+
+
+def check_inputs(scores, target, reduction="mean", class_weight=None):
+    """The losses' argument checks without a host sync (labels and class weights are checked once
+    at load): ValueError naming the problem."""
+    _check_scores_target(scores, target, reduction, validate=False)
+    _check_class_weight(class_weight, scores, validate=False)
 
 
 def _check_class_weight(class_weight, scores, validate):
@@ -166,7 +173,7 @@ def _first_order(backward):
 
 # --------------------------------------------------------------------------- linear
 # Each operation is a pair of plain tensor functions, forward and backward side by side; the
-# autograd Function wraps them, and objective_and_grad chains the same backward functions by hand.
+# autograd Function wraps them, and objective.Objective chains the same backward functions by hand.
 
 def linear_forward(x, weight, bias):
     """scores = x W^T + b: (N, D), (C, D) -> (N, C); with K models (K, C, D) -> (K, N, C).
@@ -486,38 +493,3 @@ def l1_penalty(weight):
 def elastic_net_penalty(weight, beta=1.0):
     """R(W) = sum beta W^2 + |W| over the weights (not the bias). weight (C, D) or (K, C, D)."""
     return penalty(weight, "elasticnet", beta)
-
-
-# --------------------------------------------------------------------------- the whole objective
-
-@torch.no_grad()
-def objective_and_grad(x, weight, bias, target, loss="softmax", reg=0.0, penalty="l2", beta=1.0,
-                       margin=1.0, squared=False, form="weston-watkins", *, class_weight=None, reduction="mean"):
-    """L = mean data loss of scores = x W^T + b, plus reg * R(W), and its gradients, by the chain
-    rule written out with the backward functions above: no autograd graph, so a training step
-    costs little more than its two GEMMs. Equal to backpropagating through linear, the loss and
-    penalty Functions (tested), which lintorch.gradcheck proves against independent references.
-
-    x (N, D), weight (C, D) or (K, C, D), bias (C,)/(K, C) or None, target (N,); reg a number or
-    a (K,) tensor. With K models the gradient is that of sum_k L_k: each model's own.
-    class_weight (C,): the data loss is (1/N) sum_i w_{y_i} L_i (values not checked: no host sync).
-    reduction "sum" gives sum_i w_{y_i} L_i and its gradient instead of the mean (to stream a data
-    set in batches: sum, then divide by N once); the penalty is added either way.
-    -> scores (N, C)/(K, N, C), data loss ()/(K,), reg * R(W) ()/(K,), dW, db (None without bias).
-    """
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"objective_and_grad reduction must be mean or sum, got {reduction!r}")
-    scores = linear_forward(x, weight, bias)
-    _check_scores_target(scores, target, reduction, validate=False)   # no host sync
-    _check_class_weight(class_weight, scores, validate=False)
-    ones = torch.ones(weight.shape[:-2], dtype=_compute_dtype(weight), device=weight.device)   # dL/dL_k
-    if loss == "svm":
-        data, margins, losses = svm_forward(scores, target, margin, squared, form, reduction, class_weight)
-        dscores = svm_backward(margins, losses, target, ones, squared, form, reduction, class_weight)
-    else:
-        data, P, losses = softmax_forward(scores, target, reduction, class_weight)
-        dscores = softmax_backward(P, losses, target, ones, reduction, class_weight)
-    _, dW, db = linear_backward(x, weight, dscores, need_x=False, need_bias=bias is not None)
-    reg_term = reg * penalty_forward(weight, penalty, beta)
-    dW.add_(penalty_backward(weight, reg * ones, penalty, beta).to(dW.dtype))
-    return scores, data, reg_term, dW, db

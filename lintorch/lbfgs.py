@@ -32,7 +32,6 @@ from typing import List
 
 import torch
 
-from . import functional as LF
 from .names import nonsmooth_parts
 
 LINE_SEARCHES = ("strong_wolfe", "armijo")
@@ -272,24 +271,25 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
                        [r.status for r in recs], calls, [r.trace for r in recs])
 
 
-def full_batch_evaluator(loader, loss="softmax", reg=0.0, penalty="l2", beta=1.0, margin=1.0, squared=False,
-                         form="weston-watkins", *, class_weight=None, dtype=None):
+def full_batch_evaluator(loader, objective, *, dtype=None):
     """An evaluate(W, b, active) for lbfgs: streams every batch of loader.batches(0) ((x (B, D),
-    y (B,)) pairs), sums the data loss and its gradient (objective_and_grad, reduction "sum") in
-    float64 accumulators, divides by N, and adds reg * R(W) and its gradient once, in float64.
+    y (B,)) pairs), sums the data loss and its gradient (objective's loss_and_grad without its
+    penalty, reduction "sum") in float64 accumulators, divides by N, and adds reg * R(W) and its
+    gradient once, in float64.
 
-    reg a number or a (K,) tensor (sliced by `active`); class_weight (C,). The GEMMs run in
-    dtype (default: the batches' dtype). The objective must be smooth: the softmax loss or the
-    squared hinge with the l2 penalty. The hinge and l1/elastic-net are refused (ValueError):
+    objective: an Objective whose reg is a number or a (K,) tensor (sliced by `active`). The GEMMs
+    run in dtype (default: the batches' dtype). The objective must be smooth (Objective.smooth):
+    the softmax loss or the squared hinge with the l2 penalty. The hinge and l1/elastic-net are refused (ValueError):
     L-BFGS assumes a gradient that varies continuously. Measured (bench/lbfgs_compare.py --nonsmooth,
     2,000 CIFAR-10 images, reg 1e-3, tol 1e-4): both the hinge + l2 and softmax + l1 ran into
     max_iter=200 with the max-abs subgradient still at 7e-3 and 2e-3, never near tol.
     """
-    nonsmooth = nonsmooth_parts(loss, squared, penalty)
+    nonsmooth = nonsmooth_parts(objective.loss, objective.squared, objective.penalty)
     if nonsmooth:
         raise ValueError(f"lbfgs needs a smooth objective, not {' and '.join(nonsmooth)}: L-BFGS has no "
                          "convergence guarantee at kinks and stalls there; train nonsmooth objectives with SGD")
-    reg_all = torch.as_tensor(reg, dtype=torch.float64)
+    reg_all = torch.as_tensor(objective.reg, dtype=torch.float64)
+    class_weight = objective.class_weight
 
     def evaluate(W, b, active):
         r = reg_all[active.to(reg_all.device)] if reg_all.dim() else reg_all
@@ -298,8 +298,7 @@ def full_batch_evaluator(loader, loss="softmax", reg=0.0, penalty="l2", beta=1.0
             cdt = dtype or xb.dtype
             Wc, bc = W.to(xb.device, cdt), b.to(xb.device, cdt)
             cw = None if class_weight is None else class_weight.to(xb.device, cdt)
-            _, data, _, gW, gb = LF.objective_and_grad(xb.to(cdt), Wc, bc, yb, loss, 0.0, "l2", 1.0, margin,
-                                                       squared, form, class_weight=cw, reduction="sum")
+            _, data, _, gW, gb = objective.unregularized(cw).loss_and_grad(xb.to(cdt), Wc, bc, yb, reduction="sum")
             f = f + data.to(torch.float64).cpu()
             dW += gW.to(W.device, torch.float64)
             db += gb.to(b.device, torch.float64)

@@ -7,6 +7,9 @@ LOSSES = ("softmax", "svm")
 PENALTIES = ("l2", "l1", "elasticnet")
 SVM_FORMS = ("weston-watkins", "crammer-singer", "one-vs-rest")
 CLASS_WEIGHTS = ("none", "balanced")
+# The loss settings' defaults: the flags' and Objective.from_config's for configs that lack a key.
+LOSS_DEFAULTS = {"penalty": "l2", "beta": 1.0, "margin": 1.0, "squared_hinge": False, "svm_form": "weston-watkins",
+                 "class_weight": "none"}
 
 IMAGE_DATASETS = ("cifar10", "imagefolder", "synthetic")
 DATASETS = (*IMAGE_DATASETS, "features")          # features: a folder of extracted features

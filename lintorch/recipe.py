@@ -14,11 +14,10 @@ from .data import DataSet, Preprocess, load_dataset
 from .featurize import feature_folder, featurize
 from .featurize import make as make_extractor
 from .features.store import FeatureLoader
-from .engine import Objective
-from .functional import balanced_class_weight
 from .loaders import TensorLoader, make_loader
 from .model import LinearClassifier
 from .names import FULL_BATCH, features_lr_scale
+from .objective import Objective
 
 log = logging.getLogger("lintorch")
 
@@ -67,7 +66,7 @@ class Recipe:
 
 def member_configs(cfg):
     """The sweep's grid, or one member with no overrides."""
-    return list(cfg.get("sweep") or [{}])
+    return list(cfg["sweep"] or [{}])
 
 
 def _streamed(split):
@@ -90,10 +89,10 @@ def load_inputs(cfg, device, features_state=None):
     -> (DataSet, extractor or None)."""
     if cfg["dataset"] == "features":
         return feature_folder(cfg), None
-    pixels = cfg.get("features", "pixels") == "pixels"
+    pixels = cfg["features"] == "pixels"
     extractor = None if pixels else make_extractor(cfg, features_state)     # its settings asked before any work
     data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["image_size"], cfg["val_size"], cfg["seed"],
-                        cfg.get("cache_dir"), cfg.get("skip_bad_images", False), cfg.get("cache_check", "stat"))
+                        cfg["cache_dir"], cfg["skip_bad_images"], cfg["cache_check"])
     if pixels:
         return data, None
     return featurize(data, cfg, device, features_state, extractor=extractor)
@@ -104,7 +103,7 @@ def _fit_preprocess(cfg, train):
         return Preprocess.fit_features(train.chunks())
     if train.x.dim() == 2:               # extracted features: standardized per dimension
         return Preprocess.fit_features(train.x[i:i + 8192] for i in range(0, len(train), 8192))
-    return Preprocess.fit(train.x, cfg.get("mean", "pixel"), cfg.get("standardize", False))
+    return Preprocess.fit(train.x, cfg["mean"], cfg["standardize"])
 
 
 def build(cfg, device, preprocess=None, data=None, features_state=None):
@@ -133,18 +132,14 @@ def build(cfg, device, preprocess=None, data=None, features_state=None):
     model = model.to(device)
     reg = torch.tensor([c.get("reg", cfg["reg"]) for c in configs], device=device)
     lr = torch.tensor([c.get("lr", cfg["lr"]) for c in configs], dtype=torch.float64)
-    class_weight = None
-    if cfg.get("class_weight", "none") == "balanced":     # scikit-learn's: N / (C n_c), from the training split
-        class_weight = balanced_class_weight(data.train.y, C).to(device)
-    objective = Objective(cfg["loss"], reg, cfg.get("penalty", "l2"), cfg.get("beta", 1.0), cfg.get("margin", 1.0),
-                          cfg.get("squared_hinge", False), cfg.get("svm_form", "weston-watkins"), class_weight)
+    objective = Objective.from_config(cfg, reg=reg, train_labels=data.train.y, num_classes=C, device=device)
     batch = len(data.train) if cfg["optimizer"] in FULL_BATCH else cfg["batch_size"]
     if _streamed(data.train):
         train_loader = FeatureLoader(data.train, batch, device, cfg["seed"], shuffle=True, standardizer=preprocess)
     else:
-        train_loader = make_loader(cfg.get("loader", "tensor"), data, "train", preprocess, batch, device,
-                                   cfg["seed"], shuffle=True, workers=cfg.get("workers", 0),
-                                   flip=cfg.get("flip", False))
+        train_loader = make_loader(cfg["loader"], data, "train", preprocess, batch, device,
+                                   cfg["seed"], shuffle=True, workers=cfg["workers"],
+                                   flip=cfg["flip"])
     test = None if data.test is None else eval_loader(data.test, preprocess, device)
     return Recipe(data, preprocess, model, objective, train_loader, eval_loader(data.val, preprocess, device),
                   test, configs, lr, D, extractor)

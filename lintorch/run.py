@@ -14,7 +14,7 @@ from . import distributed
 from .checkpoint import Header, check_compatible, last_path, load_resume
 from .errors import CheckpointError
 from .cli import choose_threads, one_line, resolve_device, run_command, setup_logging
-from .config import fill_defaults, member_name, saved_config
+from .config import fill_defaults, member_name, saved_config, with_defaults
 from .errors import UserError
 from .names import RESUMABLE_CHANGES, SEARCHES
 from .members import Member, pct
@@ -60,9 +60,9 @@ class Run:
         self.dist, self.step_sync = dist, None       # distributed hook: set under torchrun
         self.header = Header(list(recipe.classes), cfg["image_size"], recipe.in_features, cfg["loss"],
                              recipe.preprocess.state_dict(), cfg, recipe.features_header(cfg))
-        saved = resume_members or [{"name": "run" if not cfg.get("sweep") else member_name(c), "config": c}
+        saved = resume_members or [{"name": "run" if not cfg["sweep"] else member_name(c), "config": c}
                                    for c in recipe.configs]
-        single = len(saved) == 1 and not cfg.get("sweep")
+        single = len(saved) == 1 and not cfg["sweep"]
         self.members = [Member(s["name"], s["config"], folder if single else os.path.join(folder, s["name"]), cfg,
                                purge_step, s, writes=dist is None or dist.writes_run, tensorboard=tensorboard)
                         for s in saved]
@@ -90,7 +90,7 @@ class Run:
         """One line for a single run; the ranked table and summary metrics.json for a sweep.
         status: how the run ended ("completed" or "interrupted"), whatever its members did.
         names: the members' names (default: this process's members; config-parallel gives all)."""
-        if not self.cfg.get("sweep"):
+        if not self.cfg["sweep"]:
             m = results[0]
             if m["val_acc"] is not None:
                 log.info(f"done ({m['status']}): best val acc {pct(m['val_acc'])} at epoch {m['best_epoch']}, test acc "
@@ -167,7 +167,7 @@ def _resume(args):
     that diverged; a finished run has nothing to do."""
     path = last_path(args.resume)
     header, state = load_resume(path)
-    cfg = dict(header.config)
+    cfg = with_defaults(header.config)
     for key in args.given:
         if key in ("resume", "epochs") or key in RESUMABLE_CHANGES:
             continue
@@ -197,7 +197,7 @@ def _claim(args, cfg):
     """-> (folder, lock fd, whether the folder was created for this run)."""
     if args.logdir is not None:
         return (args.logdir, *claim_new(args.logdir))
-    return claim_default(cfg["dataset"], "sweep" if cfg.get("sweep") else cfg["loss"])
+    return claim_default(cfg["dataset"], "sweep" if cfg["sweep"] else cfg["loss"])
 
 
 # --------------------------------------------------------------------------- main
@@ -237,8 +237,8 @@ def _claim_and_train(args, dist):
             device = resolve_device(cfg["device"])
             folder, lock, created = claim()
         else:    # distributed hook: join the group, then rank 0 alone claims the folder and tells the others
-            device = resolve_device(distributed.init(dist, cfg["device"], cfg.get("dist_timeout", 60.0),
-                                                     cfg.get("sweep_parallel")))
+            device = resolve_device(distributed.init(dist, cfg["device"], cfg["dist_timeout"],
+                                                     cfg["sweep_parallel"]))
             held = []
             folder = distributed.share(dist, lambda: held.append(claim()) or held[0][0])
             lock, created = (held[0][1], held[0][2]) if held else (None, False)
@@ -285,7 +285,7 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
     from .trainer import Trainer, train_search
     local = cfg
     if dist is not None and dist.mode == "config":   # distributed hook: this rank's share of the sweep
-        lo, hi = distributed.member_share(dist, len(cfg.get("sweep") or [{}]))
+        lo, hi = distributed.member_share(dist, len(cfg["sweep"] or [{}]))
         local = {**cfg, "sweep": cfg["sweep"][lo:hi]}
         state = None if state is None else distributed.local_state(state, lo, hi)
     if header is not None:

@@ -19,7 +19,7 @@ def training_losses(weight, bias, loader, objective):
 
 
 @torch.inference_mode()
-def random_search(loader, objective, num_classes, in_features, trials, device, seed=0, local=False,
+def random_search(loader, objective, *, num_classes, in_features, trials, device, seed=0, local=False,
                   scale=1e-3, step_size=1e-3, chunk=50, on_trial=None, should_stop=None):
     """Try `trials` weight matrices and keep the one with the lowest training loss.
 

@@ -42,7 +42,7 @@ def _preconditioners(cfg, full, reg, K, C, N, D):
     """--precondition gram (auto: when N >= D): each member's (X^T X / N + 2 reg I)^-1, or None
     (none; auto with N < D, where an iteration's two D x D triangular solves cost more than its
     evaluation; or not enough memory)."""
-    mode = cfg.get("precondition", "auto")
+    mode = cfg["precondition"]
     if mode == "none" or (mode == "auto" and N < D):
         return None
     t = time.perf_counter()
@@ -67,11 +67,10 @@ def train_lbfgs(run):
     cfg, r = run.cfg, run.recipe
     obj = r.objective
     full = eval_loader(r.data.train, r.preprocess, run.device)        # the whole split, in large batches
-    if cfg.get("flip"):     # full-batch: every training image and its mirror image (N doubles)
+    if cfg["flip"]:     # full-batch: every training image and its mirror image (N doubles)
         mirrored = Split(r.data.train.x.flip(-1), r.data.train.y)
         full = Chained([full, eval_loader(mirrored, r.preprocess, run.device)])
-    evaluate_fn = full_batch_evaluator(full, obj.loss, obj.reg, obj.penalty, obj.beta, obj.margin, obj.squared,
-                                       obj.form, class_weight=obj.class_weight)
+    evaluate_fn = full_batch_evaluator(full, obj)
     bar = None if cfg["quiet"] else tqdm(total=cfg["max_iter"], desc="lbfgs", unit="eval", leave=False)
     K = len(run.members)
 
@@ -87,7 +86,7 @@ def train_lbfgs(run):
             bar.set_postfix(running=sum(rec.status == "running" for rec in recs))
     W0, b0 = r.model.weight.detach(), r.model.bias.detach()
     t0 = time.perf_counter()
-    N = len(r.data.train) * (2 if cfg.get("flip") else 1)
+    N = len(r.data.train) * (2 if cfg["flip"] else 1)
     pre = _preconditioners(cfg, full, obj.reg, K, W0.shape[1], N, W0.shape[2])
     res = lbfgs(evaluate_fn, W0, b0, max_iter=cfg["max_iter"], tol=cfg["tol"], history=cfg["history"],
                 on_iter=on_iter, should_stop=run.stop, precondition=pre)

@@ -18,6 +18,7 @@ from .engine import SGD, EpochStats, evaluate, lr_factor, train_one_epoch
 from .members import pct
 from .monitor import update_ratio
 from .names import TUNED
+from .objective import Objective
 from .recipe import eval_loader
 
 log = logging.getLogger("lintorch")
@@ -29,13 +30,14 @@ def divergence_hint(cfg, lr):
     at the tuned learning rate, --reg (or elastic net's --beta) is to blame whatever --lr is: the
     L2 part flips and grows W when 2 * lr * reg (* beta) > 1, the L1 part moves every weight by
     lr * reg, far past the weights' scale when > 1. Then a huge SVM margin; else the lr."""
-    lr0, reg, beta, penalty = TUNED[cfg["loss"]]["lr"], cfg["reg"], cfg.get("beta", 1.0), cfg.get("penalty", "l2")
+    obj = Objective.from_config(cfg)
+    lr0, reg, beta, penalty = TUNED[obj.loss]["lr"], obj.reg, obj.beta, obj.penalty
     if penalty != "l1" and 2 * lr0 * reg > 1 or penalty != "l2" and lr0 * reg > 1:
         return f"--reg {reg:g} is too large (the penalty's step overshoots even at lr {lr0:g})"
     if penalty == "elasticnet" and 2 * lr0 * reg * beta > 1:
         return f"--beta {beta:g} is too large (2 * lr * reg * beta > 1 makes every step overshoot)"
-    if cfg.get("loss") == "svm" and cfg.get("margin", 1.0) > 1e3:
-        return f"--margin {cfg['margin']:g} is far above the scores' scale"
+    if obj.huge_margin:
+        return f"--margin {obj.margin:g} is far above the scores' scale"
     return "lower --lr"
 
 
@@ -129,7 +131,7 @@ class Trainer:
         log.info(f"step 0: data loss {loss_text(self.initial_loss)} (expected about {expected:.4g} for "
                  f"{self.cfg['loss']} with small W)")
         if not math.isfinite(self.initial_loss) or abs(self.initial_loss - expected) > 0.1 * expected + 0.05:
-            flag = "--margin" if self.cfg["loss"] == "svm" and self.cfg["margin"] > 1e3 else "the data"
+            flag = "--margin" if self.r.objective.huge_margin else "the data"
             log.warning(f"warning: the initial loss {self.initial_loss:.4g} is far from {expected:.4g}: check "
                         f"{flag} and the initialization")
         for k, m in enumerate(self.members):
@@ -178,7 +180,7 @@ class Trainer:
             grad = stats.extra.get("grad")
             m.monitor.epoch(gstep, W[k] if images else None, None if grad is None or not images else grad[k],
                             self.run.templates(W[k]) if images else None)
-            if m.end_epoch(epoch + 1, float(val["acc"][k]), self.cfg.get("patience")):
+            if m.end_epoch(epoch + 1, float(val["acc"][k]), self.cfg["patience"]):
                 self.best_w[k], self.best_b[k] = W[k], b[k]
                 self.saver.save(model_dict(m.model_file(self.run.header, W[k], b[k], epoch + 1)),
                                 os.path.join(m.folder, BEST))
@@ -302,8 +304,9 @@ def train_search(run):
             bar.set_postfix(best=loss_text(best))
             bar.refresh()
     t0 = time.perf_counter()
-    W, b, best, history = random_search(full, r.objective, len(r.classes), r.model.in_features, cfg["trials"],
-                                        run.device, cfg["seed"], local=cfg["optimizer"] == "random-local-search",
+    W, b, best, history = random_search(full, r.objective, num_classes=len(r.classes), in_features=r.model.in_features,
+                                        trials=cfg["trials"], device=run.device, seed=cfg["seed"],
+                                        local=cfg["optimizer"] == "random-local-search",
                                         on_trial=on_trial, should_stop=run.stop)
     seconds = time.perf_counter() - t0
     if bar is not None:

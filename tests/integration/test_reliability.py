@@ -16,17 +16,17 @@ SMALL = ["--dataset", "synthetic", "--quiet", "--seed", "3", "--val-size", "1000
 
 def test_nonfinite_loss_stops_and_keeps_best(tmp_path, monkeypatch, capsys):
     """The loss turns NaN in epoch 2: stop there, name epoch/step/lr, keep epoch 1's best model."""
-    from lintorch import engine
+    from lintorch.objective import Objective
     calls = {"n": 0}
-    real = engine.Objective.loss_and_grad
+    real = Objective.loss_and_grad
 
-    def poisoned(self, model, x, y):
+    def poisoned(self, x, weight, bias, y):
         calls["n"] += 1
-        scores, data, reg, dW, db = real(self, model, x, y)
+        scores, data, reg, dW, db = real(self, x, weight, bias, y)
         if calls["n"] > 20:                                  # 12 steps per epoch at batch 256
             data, dW = data * float("nan"), dW * float("nan")
         return scores, data, reg, dW, db
-    monkeypatch.setattr(engine.Objective, "loss_and_grad", poisoned)
+    monkeypatch.setattr(Objective, "loss_and_grad", poisoned)
     code = train(*SMALL, "--epochs", "3", "--logdir", tmp_path)
     out = capsys.readouterr()
     assert code == 1

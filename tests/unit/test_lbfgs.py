@@ -8,6 +8,7 @@ import torch
 
 from lintorch import functional as LF
 from lintorch.lbfgs import full_batch_evaluator, lbfgs
+from lintorch.objective import Objective
 from lintorch.references import softmax_objective
 
 
@@ -69,11 +70,11 @@ def test_batched_equals_independent_single_runs(line_search):
     x, y = problem()
     regs = torch.tensor([1e-3, 1e-2, 1e-1], dtype=torch.float64)
     loader = ListLoader(x, y, 50)
-    batched = lbfgs(full_batch_evaluator(loader, reg=regs), *zeros(3, 4, 6), tol=1e-6, line_search=line_search)
+    batched = lbfgs(full_batch_evaluator(loader, Objective(reg=regs)), *zeros(3, 4, 6), tol=1e-6, line_search=line_search)
     assert batched.status == ["converged"] * 3
     assert batched.calls == int(batched.evaluations.max())           # one call per round, shared
     for k in range(3):
-        single = lbfgs(full_batch_evaluator(loader, reg=float(regs[k])), *zeros(1, 4, 6), tol=1e-6,
+        single = lbfgs(full_batch_evaluator(loader, Objective(reg=float(regs[k]))), *zeros(1, 4, 6), tol=1e-6,
                        line_search=line_search)
         assert single.iterations[0] == batched.iterations[k] and single.evaluations[0] == batched.evaluations[k]
         torch.testing.assert_close(torch.tensor(single.traces[0]), torch.tensor(batched.traces[k]),
@@ -87,7 +88,7 @@ def test_reaches_newtons_optimum(line_search):
     x, y = problem(seed=1)
     W_n, b_n, f_n = newton(x, y, 1e-2, 4)
     # ftol=0: no stop on a relative decrease of f below 64 eps (f's rounding is reached near 1e-8)
-    res = lbfgs(full_batch_evaluator(ListLoader(x, y, 40), reg=1e-2), *zeros(1, 4, 6), tol=1e-8, ftol=0.0,
+    res = lbfgs(full_batch_evaluator(ListLoader(x, y, 40), Objective(reg=1e-2)), *zeros(1, 4, 6), tol=1e-8, ftol=0.0,
                 line_search=line_search)
     assert res.status == ["converged"] and res.grad_max[0] <= 1e-8
     assert abs(res.f[0].item() - f_n) <= 1e-14 * abs(f_n)
@@ -111,13 +112,13 @@ def test_reaches_scikit_learns_logistic_regression_objective(balanced):
                                          class_weight="balanced" if balanced else None).fit(x.numpy(), y.numpy())
     W_sk, b_sk = torch.from_numpy(sk.coef_), torch.from_numpy(sk.intercept_)
     f_sk = softmax_objective(W_sk, b_sk, x, y, reg, w).item()
-    res = lbfgs(full_batch_evaluator(ListLoader(x, y, 128), reg=reg, class_weight=w), *zeros(1, 3, 8), tol=1e-8,
+    res = lbfgs(full_batch_evaluator(ListLoader(x, y, 128), Objective(reg=reg, class_weight=w)), *zeros(1, 3, 8), tol=1e-8,
                 ftol=0.0)
     assert res.status == ["converged"]
     assert res.f[0].item() <= f_sk * (1 + 1e-10)
     torch.testing.assert_close(res.W[0], W_sk, rtol=0, atol=1e-5)
     if balanced:                                                      # the weights moved the optimum
-        plain = lbfgs(full_batch_evaluator(ListLoader(x, y, 128), reg=reg), *zeros(1, 3, 8), tol=1e-6)
+        plain = lbfgs(full_batch_evaluator(ListLoader(x, y, 128), Objective(reg=reg)), *zeros(1, 3, 8), tol=1e-6)
         assert (plain.W[0] - res.W[0]).abs().max() > 1e-2
         assert (res.b[0] - res.b[0].mean())[0] < (plain.b[0] - plain.b[0].mean())[0]   # the frequent class down
 
@@ -125,7 +126,7 @@ def test_reaches_scikit_learns_logistic_regression_objective(balanced):
 def test_a_non_finite_member_is_frozen_and_the_others_unaffected():
     x, y = problem(seed=3)
     regs = torch.tensor([1e-2, 1e-2, 1e-1, 1e-3], dtype=torch.float64)
-    inner = full_batch_evaluator(ListLoader(x, y, 64), reg=regs)
+    inner = full_batch_evaluator(ListLoader(x, y, 64), Objective(reg=regs))
     seen = []
 
     def evaluate(W, b, active):                                       # member 2 blows up at its 6th evaluation
@@ -142,14 +143,14 @@ def test_a_non_finite_member_is_frozen_and_the_others_unaffected():
     assert res.status == ["converged", "nonfinite", "nonfinite", "converged"]
     assert res.evaluations[1] == 1 and all(1 not in a for a in seen[1:])   # frozen: never evaluated again
     assert 2 not in seen[-1] and math.isfinite(res.f[2]) and res.iterations[2] >= 1   # its last good iterate
-    clean = lbfgs(full_batch_evaluator(ListLoader(x, y, 64), reg=regs[[0, 3]]), *zeros(2, 4, 6), tol=1e-6)
+    clean = lbfgs(full_batch_evaluator(ListLoader(x, y, 64), Objective(reg=regs[[0, 3]])), *zeros(2, 4, 6), tol=1e-6)
     torch.testing.assert_close(res.W[[0, 3]], clean.W, rtol=1e-9, atol=1e-12)
     assert res.iterations[[0, 3]].tolist() == clean.iterations.tolist()
 
 
 def test_stops_on_request_and_at_max_iter():
     x, y = problem(seed=4)
-    ev = full_batch_evaluator(ListLoader(x, y, 64), reg=torch.tensor([1e-3, 1e-3], dtype=torch.float64))
+    ev = full_batch_evaluator(ListLoader(x, y, 64), Objective(reg=torch.tensor([1e-3, 1e-3], dtype=torch.float64)))
     assert lbfgs(ev, *zeros(2, 4, 6), max_iter=3, tol=0.0).status == ["max_iter"] * 2
     calls = []
     res = lbfgs(ev, *zeros(2, 4, 6), tol=0.0, on_iter=lambda n, recs: calls.append(n),
@@ -163,12 +164,12 @@ def test_stops_on_request_and_at_max_iter():
                                       ({"loss": "svm", "penalty": "elasticnet"}, "hinge loss .* and the elasticnet")])
 def test_nonsmooth_objectives_are_refused(kw, match):
     with pytest.raises(ValueError, match=match):
-        full_batch_evaluator(ListLoader(*problem(), 64), reg=1e-3, **kw)
+        full_batch_evaluator(ListLoader(*problem(), 64), Objective(reg=1e-3, **kw))
 
 
 def test_squared_hinge_converges():
     x, y = problem(seed=5)
-    res = lbfgs(full_batch_evaluator(ListLoader(x, y, 64), reg=1e-2, loss="svm", squared=True),
+    res = lbfgs(full_batch_evaluator(ListLoader(x, y, 64), Objective(reg=1e-2, loss="svm", squared=True)),
                 *zeros(1, 4, 6), tol=1e-6)
     assert res.status == ["converged"]
 
@@ -206,14 +207,14 @@ def test_preconditioning_reaches_the_same_optimum_in_far_fewer_iterations(loss):
     regs = torch.tensor([1e-5, 1e-3], dtype=torch.float64)
     loader = ListLoader(x, y, 70)
     pre, _ = gram_preconditioners(loader, regs, 3)
-    plain = lbfgs(full_batch_evaluator(loader, reg=regs, **kw), *zeros(2, 3, 12), tol=1e-7, ftol=0.0, max_iter=5000)
-    fast = lbfgs(full_batch_evaluator(loader, reg=regs, **kw), *zeros(2, 3, 12), tol=1e-7, ftol=0.0, max_iter=5000,
+    plain = lbfgs(full_batch_evaluator(loader, Objective(reg=regs, **kw)), *zeros(2, 3, 12), tol=1e-7, ftol=0.0, max_iter=5000)
+    fast = lbfgs(full_batch_evaluator(loader, Objective(reg=regs, **kw)), *zeros(2, 3, 12), tol=1e-7, ftol=0.0, max_iter=5000,
                  precondition=pre)
     assert plain.status == fast.status == ["converged"] * 2
     torch.testing.assert_close(fast.f, plain.f, rtol=1e-10, atol=0)
     assert (fast.iterations * 3 <= plain.iterations).all(), (fast.iterations, plain.iterations)
     for k in range(2):                                    # batched == single, preconditioned too
-        single = lbfgs(full_batch_evaluator(loader, reg=float(regs[k]), **kw), *zeros(1, 3, 12), tol=1e-7,
+        single = lbfgs(full_batch_evaluator(loader, Objective(reg=float(regs[k]), **kw)), *zeros(1, 3, 12), tol=1e-7,
                        ftol=0.0, max_iter=5000, precondition=[pre[k]])
         assert int(single.iterations[0]) == int(fast.iterations[k])
         torch.testing.assert_close(single.W[0], fast.W[k], rtol=1e-9, atol=1e-12)
@@ -225,6 +226,6 @@ def test_preconditioned_lbfgs_reaches_newtons_optimum():
     W_n, b_n, f_n = newton(x, y, 1e-2, 4)
     loader = ListLoader(x, y, 40)
     pre, _ = gram_preconditioners(loader, [1e-2], 4)
-    res = lbfgs(full_batch_evaluator(loader, reg=1e-2), *zeros(1, 4, 6), tol=1e-8, ftol=0.0, precondition=pre)
+    res = lbfgs(full_batch_evaluator(loader, Objective(reg=1e-2)), *zeros(1, 4, 6), tol=1e-8, ftol=0.0, precondition=pre)
     assert res.status == ["converged"] and abs(res.f[0].item() - f_n) <= 1e-14 * abs(f_n)
     torch.testing.assert_close(res.W[0], W_n, rtol=0, atol=1e-6)

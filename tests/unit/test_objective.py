@@ -1,4 +1,4 @@
-"""objective_and_grad, the graph-free training step, equals backpropagation through lintorch's
+"""objective_and_grad (Objective.loss_and_grad), the graph-free training step, equals backpropagation through lintorch's
 Functions and through independent torch references (the same hand-written formulas, chained by hand)."""
 import itertools
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lintorch import functional as LF
+from lintorch.objective import objective_and_grad
 from lintorch.references import reference_total
 
 CASES = list(itertools.product(
@@ -28,8 +29,8 @@ def test_objective_and_grad_matches_autograd(loss_spec, kind, K, weighted, devic
     y = torch.randint(0, C, (N,), generator=g).to(device)
     reg = 0.3 if K is None else torch.tensor([0.0, 0.1, 1.0], dtype=torch.float64, device=device)
     w = (torch.rand(C, generator=g, dtype=torch.float64) + 0.25).to(device) if weighted else None
-    scores, data, reg_term, dW, db = LF.objective_and_grad(x, W, b, y, loss, reg, kind, 0.7, 1.0, squared, form,
-                                                           class_weight=w)
+    scores, data, reg_term, dW, db = objective_and_grad(x, W, b, y, loss=loss, reg=reg, penalty=kind, beta=0.7,
+                                                        margin=1.0, squared=squared, form=form, class_weight=w)
 
     # 1. autograd through lintorch's own Functions
     Wa, ba = W.clone().requires_grad_(), b.clone().requires_grad_()
@@ -53,8 +54,9 @@ def test_objective_and_grad_matches_autograd(loss_spec, kind, K, weighted, devic
     torch.testing.assert_close(db, rb, rtol=1e-10, atol=1e-12)
 
     # 3. reduction="sum" is N times the mean data loss and its gradient, the penalty added once
-    _, data_s, reg_s, dW_s, db_s = LF.objective_and_grad(x, W, b, y, loss, reg, kind, 0.7, 1.0, squared, form,
-                                                         class_weight=w, reduction="sum")
+    _, data_s, reg_s, dW_s, db_s = objective_and_grad(x, W, b, y, loss=loss, reg=reg, penalty=kind, beta=0.7,
+                                                      margin=1.0, squared=squared, form=form, class_weight=w,
+                                                      reduction="sum")
     torch.testing.assert_close(data_s, N * data)
     torch.testing.assert_close(reg_s, reg_term)
     dreg = LF.penalty_backward(W, reg * torch.ones(lead, dtype=W.dtype, device=device), kind, 0.7)
@@ -65,7 +67,7 @@ def test_objective_and_grad_matches_autograd(loss_spec, kind, K, weighted, devic
 def test_objective_and_grad_builds_no_graph():
     W = torch.randn(3, 4, requires_grad=True)
     b = torch.zeros(3, requires_grad=True)
-    out = LF.objective_and_grad(torch.randn(5, 4), W, b, torch.tensor([0, 1, 2, 0, 1]))
+    out = objective_and_grad(torch.randn(5, 4), W, b, torch.tensor([0, 1, 2, 0, 1]))
     assert all(t is None or t.grad_fn is None for t in out)
 
 
@@ -73,7 +75,7 @@ def test_objective_and_grad_builds_no_graph():
 def test_objective_and_grad_empty_batch_raises_the_losses_value_error(loss):
     W, b = torch.randn(3, 4), torch.zeros(3)
     with pytest.raises(ValueError, match="empty batch"):
-        LF.objective_and_grad(torch.randn(0, 4), W, b, torch.zeros(0, dtype=torch.long), loss)
+        objective_and_grad(torch.randn(0, 4), W, b, torch.zeros(0, dtype=torch.long), loss=loss)
 
 
 def test_objective_and_grad_nan_example_gives_a_nan_gradient():
@@ -81,6 +83,6 @@ def test_objective_and_grad_nan_example_gives_a_nan_gradient():
     x, y = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1])
     x[2, 1] = float("nan")
     for loss in ("softmax", "svm"):
-        _, data, _, dW, db = LF.objective_and_grad(x, torch.randn(3, 4, dtype=torch.float64),
-                                                   torch.zeros(3, dtype=torch.float64), y, loss)
+        _, data, _, dW, db = objective_and_grad(x, torch.randn(3, 4, dtype=torch.float64),
+                                                torch.zeros(3, dtype=torch.float64), y, loss=loss)
         assert torch.isnan(data) and torch.isnan(dW).all() and torch.isnan(db).all()
