@@ -2,14 +2,14 @@
 
 Shapes: N examples, D features, C classes, K stacked models (as in lintorch.functional).
 
-Every Function (linear, svm_loss in both forms, hinge and squared, softmax_loss, the
-l2/l1/elastic-net penalties) and the total loss L = data loss + lam R(W) through linear,
+Every Function (linear, svm_loss in its three forms, hinge and squared, softmax_loss, the
+l2/l1/elastic-net penalties; squared_loss inside a total) and the total loss L = data loss + lam R(W) through linear,
 each also with the K dimension and with class weights (the data loss (1/N) sum_i w_{y_i} L_i),
 and the graph-free training step objective_and_grad that train.py uses, is one Case, checked by
 lintorch.check_function (lintorch.checker, which holds the comparisons) three ways:
 
     autograd   torch autograd on an independent reference from lintorch.references
-               (F.cross_entropy, C * F.multi_margin_loss, plain tensor expressions), float32 and float64
+               (F.cross_entropy, C * F.multi_margin_loss, F.mse_loss, plain tensor expressions), float32 and float64
     numeric    centered finite differences in float64, the lecture's numeric gradient:
                every coordinate for small shapes, SAMPLES sampled coordinates for N=64, D=3072
     gradcheck  torch.autograd.gradcheck, float64 (not for the sampled shapes)
@@ -33,7 +33,7 @@ from . import functional as LF
 # Report, Row, format_table, numeric_gradient, rel_error: also lintorch.gradcheck's names
 from .checker import METHODS, Report, Row, check_function, format_table, numeric_gradient, rel_error  # noqa: F401
 from .objective import objective_and_grad
-from .references import PENALTY_REFS, per_model, softmax_reference, svm_reference
+from .references import PENALTY_REFS, per_model, softmax_reference, squared_reference, svm_reference
 
 H = 1e-5          # finite-difference step; hinge losses are piecewise linear (squared: quadratic), so exact off kinks
 GAP = 1e-3        # strict inputs keep every hinge margin (and |W| for l1) this far from its kink
@@ -106,8 +106,8 @@ def _label(name, *tags):
 
 
 def _data_losses(fns, reduction, tag="", class_weight=None):
-    """(label, form, fn(s, y), ref(s, y)) for softmax_loss and the four SVM variants
-    (form is None for the smooth softmax loss: no kinks), weighted by class_weight (C,) if given."""
+    """(label, form, fn(s, y), ref(s, y)) for softmax_loss, the six SVM variants and squared_loss
+    (form is None for the smooth losses: no kinks), weighted by class_weight (C,) if given."""
     cw = {} if class_weight is None else {"class_weight": class_weight}
     tag = tag if class_weight is None else ",".join(t for t in (tag, "weighted") if t)
     losses = [(_label("softmax_loss", reduction, tag), None, partial(fns["softmax_loss"], reduction=reduction, **cw),
@@ -117,6 +117,8 @@ def _data_losses(fns, reduction, tag="", class_weight=None):
             kw = dict(margin=1.0, squared=squared, form=form, reduction=reduction, **cw)
             label = _label("svm_loss", short, "squared" if squared else "hinge", reduction, tag)
             losses.append((label, form, partial(fns["svm_loss"], **kw), partial(svm_reference, **kw)))
+    losses.append((_label("squared_loss", reduction, tag), None, partial(fns["squared_loss"], reduction=reduction, **cw),
+                   partial(squared_reference, reduction=reduction, **cw)))
     return losses
 
 
@@ -193,7 +195,7 @@ def make_cases(seed=0, fns=None):
     """The checked cases; fns overrides the Functions under test by name ("linear", "svm_loss",
     "softmax_loss", "penalty"), e.g. with a deliberately broken one."""
     fns = {"linear": LF.linear, "svm_loss": LF.svm_loss, "softmax_loss": LF.softmax_loss,
-           "penalty": LF.penalty, **(fns or {})}
+           "squared_loss": LF.squared_loss, "penalty": LF.penalty, **(fns or {})}
     gen = torch.Generator().manual_seed(seed)
 
     def randn(*shape):
@@ -222,6 +224,9 @@ def make_cases(seed=0, fns=None):
         cases += [_step(_total(losses[1], "l2", fns, x, y, lead, C, randn, tag), "svm", "weston-watkins", "l2", tag),
                   _step(_total(losses[0], "elasticnet", fns, x, y, lead, C, randn, tag), "softmax",
                         "weston-watkins", "elasticnet", tag)]
+        # the squared loss (one-vs-rest least squares): its Function in a total, and the training step
+        cases += [_total(losses[7], "l2", fns, x, y, lead, C, randn, tag),
+                  _step(_total(losses[7], "l2", fns, x, y, lead, C, randn, tag), "squared", "weston-watkins", "l2", tag)]
         # class weights: three data losses (the reductions cycled), a total and both training steps
         w = torch.rand(C, generator=gen, dtype=torch.float64) * 1.5 + 0.25
         for j, reduction in ((0, "mean"), (1, "sum"), (4, "none")):
@@ -235,6 +240,8 @@ def make_cases(seed=0, fns=None):
                   _step(_total(weighted[0], "l2", fns, x, y, lead, C, randn, tag), "softmax", "weston-watkins",
                         "l2", tag, w),
                   _step(_total(weighted[3], "l2", fns, x, y, lead, C, randn, tag), "svm", "crammer-singer",
+                        "l2", tag, w),
+                  _step(_total(weighted[7], "l2", fns, x, y, lead, C, randn, tag), "squared", "weston-watkins",
                         "l2", tag, w)]
     # the lecture's numeric gradient on a CIFAR-sized batch, on sampled coordinates
     x, y = randn(64, 3072), torch.randint(0, 10, (64,), generator=gen)

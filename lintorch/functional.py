@@ -1,4 +1,4 @@
-"""The math of lintorch: the score function, the two losses and the weight penalties.
+"""The math of lintorch: the score function, the three losses and the weight penalties.
 
 Shapes: N examples, D features, C classes, and optionally K stacked models (a
 hyperparameter sweep trains K weight matrices at once).
@@ -19,7 +19,7 @@ the w_{y_i} is N, so both normalizations agree, and so does scikit-learn's class
 Every operation is a ``torch.autograd.Function`` whose backward pass is written
 by hand from calculus, next to its forward pass (as plain ``*_forward``/``*_backward``
 tensor functions); users call the plain functions (``linear``, ``svm_loss``,
-``softmax_loss``, ``penalty``), never ``.apply``. ``objective.Objective.loss_and_grad`` chains
+``softmax_loss``, ``squared_loss``, ``penalty``), never ``.apply``. ``objective.Objective.loss_and_grad`` chains
 the same backward functions by hand for training, with no autograd graph.
 Nothing here calls autograd or torch's own loss functions: ``lintorch.gradcheck``
 checks these gradients against exactly those independent references.
@@ -37,7 +37,7 @@ from .names import PENALTIES, SVM_FORMS
 
 REDUCTIONS = ("mean", "sum", "none")
 
-__all__ = ["linear", "svm_loss", "softmax_loss", "penalty", "l2_penalty", "l1_penalty",
+__all__ = ["linear", "svm_loss", "softmax_loss", "squared_loss", "penalty", "l2_penalty", "l1_penalty",
            "elastic_net_penalty", "balanced_class_weight", "check_inputs", "FIRST_ORDER", "REDUCTIONS", "SVM_FORMS", "PENALTIES"]
 
 
@@ -411,6 +411,65 @@ def softmax_loss(scores, target, reduction="mean", *, class_weight=None, validat
     _check_scores_target(scores, target, reduction, validate)
     _check_class_weight(class_weight, scores, validate)
     return _SoftmaxLoss.apply(_autocast_float32(scores), target, reduction, class_weight)[0]
+
+
+# --------------------------------------------------------------------------- squared loss (one-vs-rest least squares)
+
+def squared_forward(scores, target, reduction="mean", class_weight=None):
+    """L_i = sum_j (s_ij - t_ij)^2 with t_ij = +1 for j = y_i and -1 otherwise: C least-squares
+    regressions on +-1 targets (scikit-learn's RidgeClassifier), times w_{y_i} with class weights (C,).
+
+    scores (..., N, C) -> (reduced loss, residuals r = s - t (..., N, C), losses L_i (..., N)); the
+    residuals and the L_i are what the backward pass needs.
+    """
+    s = scores.to(_compute_dtype(scores))
+    idx = _index(target, s)
+    resid = (s + 1.0).scatter_(-1, idx, s.gather(-1, idx) - 1.0)        # s - t, a new tensor
+    losses = resid.square().sum(-1)                                     # (..., N)
+    if class_weight is not None:
+        losses = losses * _example_weight(class_weight, target, s.dtype)
+    return _reduce(losses, reduction).to(scores.dtype), resid, losses
+
+
+def squared_backward(resid, losses, target, grad, reduction="mean", class_weight=None):
+    """dL_i/ds_ij = 2 (s_ij - t_ij) = 2 r_ij, times w_{y_i} and the incoming gradient; a NaN row
+    where L_i is not finite. -> dscores (..., N, C) in the residuals' dtype."""
+    weight = _example_weight(class_weight, target, resid.dtype)
+    return (2.0 * resid).mul_(_example_grad(grad.to(resid.dtype), reduction, losses, weight))
+
+
+class _SquaredLoss(Function):
+    @staticmethod
+    def forward(scores, target, reduction, class_weight):
+        return _own_outputs(*squared_forward(scores, target, reduction, class_weight))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        scores, target, reduction, class_weight = inputs
+        ctx.save_for_backward(target, output[1], output[2], class_weight)
+        ctx.reduction, ctx.dtype = reduction, scores.dtype
+        ctx.mark_non_differentiable(output[1], output[2])
+
+    @staticmethod
+    @_first_order
+    def backward(ctx, grad, _grad_resid, _grad_losses):
+        """dL_i/ds_ij = 2 (s_ij - t_ij) (squared_backward)."""
+        target, resid, losses, class_weight = ctx.saved_tensors
+        dscores = squared_backward(resid, losses, target, grad, ctx.reduction, class_weight)
+        return dscores.to(ctx.dtype), None, None, None
+
+
+def squared_loss(scores, target, reduction="mean", *, class_weight=None, validate=True):
+    """One-vs-rest least squares: L_i = sum_j (s_ij - t_ij)^2, t_ij = +1 for j = y_i, -1 otherwise.
+
+    scores (N, C) or (K, N, C), target (N,) integer class indices. The mean over N plus
+    reg * sum W^2 is scikit-learn's RidgeClassifier objective divided by N, at alpha = N * reg.
+    class_weight (C,) weighs example i by w_{y_i}; the mean stays (1/N) sum_i w_{y_i} L_i.
+    Returns the mean (or sum) over N: a scalar, or (K,); reduction="none" gives (N,) or (K, N).
+    """
+    _check_scores_target(scores, target, reduction, validate)
+    _check_class_weight(class_weight, scores, validate)
+    return _SquaredLoss.apply(_autocast_float32(scores), target, reduction, class_weight)[0]
 
 
 # --------------------------------------------------------------------------- penalties R(W)

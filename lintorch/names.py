@@ -3,7 +3,7 @@ place and torch-free: the train command's parser, the library and the checkpoint
 here, so a choice added once is known everywhere.
 """
 
-LOSSES = ("softmax", "svm")
+LOSSES = ("softmax", "svm", "squared")   # squared: one-vs-rest least squares on +-1 targets
 PENALTIES = ("l2", "l1", "elasticnet")
 SVM_FORMS = ("weston-watkins", "crammer-singer", "one-vs-rest")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -28,7 +28,7 @@ SWEEPABLE = ("lr", "reg")
 RESUMABLE_CHANGES = ("epochs", "device", "threads", "quiet", "debug", "log_every", "sweep_parallel", "dist_timeout")
 
 # Chosen with --sweep lr x reg (see README); gd takes 10x the minibatch lr and 100 full-batch steps.
-TUNED = {"softmax": {"lr": 0.03, "reg": 3e-4}, "svm": {"lr": 0.003, "reg": 1e-3}}
+TUNED = {"softmax": {"lr": 0.03, "reg": 3e-4}, "svm": {"lr": 0.003, "reg": 1e-3}, "squared": {"lr": 1e-3, "reg": 1e-4}}
 GD_LR_SCALE, GD_EPOCHS, SGD_EPOCHS = 10.0, 100, 10
 PIXEL_SQNORM = 189.0     # mean ||x||^2 of preprocessed CIFAR-10 training images, where TUNED was tuned
 

@@ -70,6 +70,9 @@ class Objective:
                                                    class_weight)
             back = None if grad is None else LF.svm_backward(margins, losses, target, grad, self.squared, self.form,
                                                              reduction, class_weight)
+        elif self.loss == "squared":
+            data, resid, losses = LF.squared_forward(scores, target, reduction, class_weight)
+            back = None if grad is None else LF.squared_backward(resid, losses, target, grad, reduction, class_weight)
         return data, back
 
     @property
@@ -79,9 +82,12 @@ class Objective:
 
     def expected_initial_loss(self, num_classes):
         """The lecture's sanity check with tiny weights: log C (softmax), (C - 1) * margin (SVM;
-        one term for crammer-singer, C for one-vs-rest); margin^2 for the squared hinge."""
+        one term for crammer-singer, C for one-vs-rest); margin^2 for the squared hinge; C for the
+        squared loss (scores ~ 0 against C targets of +-1)."""
         if self.loss == "softmax":
             return math.log(num_classes)
+        if self.loss == "squared":
+            return float(num_classes)
         terms = {"weston-watkins": num_classes - 1, "one-vs-rest": num_classes}.get(self.form, 1)
         return terms * (self.margin ** 2 if self.squared else self.margin)
 

@@ -17,8 +17,8 @@ softmax reference uses its "sum" divided by N; F.multi_margin_loss(weight=w)'s m
 import torch
 import torch.nn.functional as F
 
-__all__ = ["softmax_reference", "svm_reference", "PENALTY_REFS", "per_model", "reference_total",
-           "softmax_objective"]
+__all__ = ["softmax_reference", "svm_reference", "squared_reference", "PENALTY_REFS", "per_model",
+           "reference_total", "softmax_objective"]
 
 
 def _reduce(losses, reduction):
@@ -55,6 +55,16 @@ def svm_reference(s, y, margin=1.0, squared=False, form="weston-watkins", reduct
     return _reduce(losses, reduction)
 
 
+def squared_reference(s, y, reduction="mean", class_weight=None):
+    """One-vs-rest least squares by torch: C * F.mse_loss against t = 2 one_hot(y) - 1 per example
+    (mse averages over the C classes; the loss sums them)."""
+    t = 2 * F.one_hot(y, s.shape[1]).to(s.dtype) - 1
+    losses = s.shape[1] * F.mse_loss(s, t, reduction="none").mean(1)
+    if class_weight is not None:
+        losses = losses * class_weight.to(s.dtype)[y]
+    return _reduce(losses, reduction)
+
+
 PENALTY_REFS = {"l2": lambda W, beta: (W ** 2).sum((-2, -1)), "l1": lambda W, beta: W.abs().sum((-2, -1)),
                 "elasticnet": lambda W, beta: beta * (W ** 2).sum((-2, -1)) + W.abs().sum((-2, -1))}
 
@@ -72,6 +82,8 @@ def reference_total(x, W, b, y, loss="softmax", squared=False, form="weston-watk
     s = x @ W.transpose(-1, -2) + b.unsqueeze(-2)                        # (N, C) or (K, N, C)
     if loss == "softmax":
         data = per_model(softmax_reference)(s, y, class_weight=class_weight)
+    elif loss == "squared":
+        data = per_model(squared_reference)(s, y, class_weight=class_weight)
     else:
         data = per_model(svm_reference)(s, y, margin, squared, form, class_weight=class_weight)
     return (data + reg * PENALTY_REFS[kind](W, beta)).sum()
