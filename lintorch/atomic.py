@@ -29,6 +29,13 @@ def write_atomic(path, write, mode="wb"):
         pass
 
 
+def copy_atomic(src, dst):
+    """dst becomes a copy of src's bytes, atomically (as write_atomic)."""
+    import shutil
+    with open(src, "rb") as f:
+        write_atomic(dst, lambda out: shutil.copyfileobj(f, out))
+
+
 def remove_dead_temporaries(folder, prefix=""):
     """Remove folder's NAME.tmpPID files (NAME starting with prefix) whose writer is gone: SIGKILL
     runs no cleanup, and they would hold disk space forever. Files of live processes stay."""

@@ -125,6 +125,16 @@ def save(obj, path):
         raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
 
 
+class NullSaver:
+    """Saves nothing: a data-parallel rank > 0 (rank 0 holds the same weights), or a run in memory."""
+
+    def save(self, obj, path):
+        pass
+
+    def flush(self):
+        pass
+
+
 class Saver:
     """Writes checkpoints on a background thread, so the epoch's bookkeeping does not wait for
     fsync: save(obj, path) queues a snapshot (obj must hold copies, as model_dict and

@@ -312,18 +312,6 @@ def local_partial(dist, partial):
     return {**partial, "correct": 0, "seen": 0}
 
 
-def wrap_recipe(dist, recipe, stop, every):
-    """data mode: the training loader sharded per global batch and the objective's step reduced;
-    config mode: the objective's step carries the stop agreement. -> the StepSync."""
-    from .loaders import TensorLoader
-    if dist.mode == "data":
-        tl = recipe.train_loader
-        recipe.train_loader = (ShardedLoader(tl, dist.rank, dist.world) if isinstance(tl, TensorLoader)
-                               else shard_dataloader(tl, dist.rank, dist.world))
-    recipe.objective = StepSync(recipe.objective, dist, stop, every)
-    return recipe.objective
-
-
 # --------------------------------------------------------------------------- config-parallel pieces
 
 def member_share(dist, K):
@@ -382,16 +370,104 @@ def gather_state(state):
     return TrainState(**out)
 
 
-def finish_sweep(run, results, names, status="completed"):
-    """config mode, rank 0 after every rank's members finished: the ranked table, metrics.json
-    and the sweep's checkpoint.pt (a copy of the best member's)."""
-    import shutil
-    from .checkpoint import BEST
-    run.report(results, status, names)
-    scored = [(r["val_acc"], -k) for k, r in enumerate(results) if r["val_acc"] is not None]
-    if scored:
-        k = -max(scored)[1]
-        src = os.path.join(run.folder, names[k], BEST)
-        tmp = os.path.join(run.folder, f".{BEST}.tmp{os.getpid()}")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, os.path.join(run.folder, BEST))
+# --------------------------------------------------------------------------- the strategies (Trainer's view)
+
+class Local:
+    """One process, the null strategy (as NullSaver and NullMonitor): the plain evaluate, nothing
+    to reduce, agree on or gather; the run's ending is its own. DataParallel and ConfigParallel
+    override what torchrun changes."""
+    main = writes_run = True
+    sweep_checkpoint = True          # this process sees every member: it keeps the sweep's checkpoint.pt
+
+    def evaluate(self, model, loader, objective=None, num_classes=None):
+        from .engine import evaluate as local
+        return local(model, loader, objective, num_classes)
+
+    def begin_epoch(self, partial, should_stop, first):
+        """-> (the resumed epoch's partial sums this process carries, the stop test for the loop)."""
+        return partial, should_stop
+
+    def end_epoch(self, stats, next_step, trainer):
+        """-> (the epoch's stats over every process, the step where training stopped or None)."""
+        return stats, next_step
+
+    def any_active(self, mine):
+        return mine
+
+    def gather_state(self, state):
+        """The TrainState last.pt keeps: all members', on the process that writes (None elsewhere)."""
+        return state
+
+    def finish(self, run, results, status, weights):
+        return run.finish(results, status, weights)
+
+
+class _Torchrun(Local):
+    def __init__(self, dist, recipe, stop, every):
+        self.dist, self.main = dist, dist.main
+        recipe.objective = self.sync = StepSync(recipe.objective, dist, stop, every)
+
+    def begin_epoch(self, partial, should_stop, first):
+        self.sync.calls = first
+        return partial, self.sync.should_stop
+
+
+class DataParallel(_Torchrun):
+    """Each process a shard of every global batch; rank 0 alone writes."""
+
+    def __init__(self, dist, recipe, stop, every):
+        from .loaders import TensorLoader
+        super().__init__(dist, recipe, stop, every)
+        self.writes_run = dist.main
+        tl = recipe.train_loader
+        recipe.train_loader = (ShardedLoader(tl, dist.rank, dist.world) if isinstance(tl, TensorLoader)
+                               else shard_dataloader(tl, dist.rank, dist.world))
+
+    evaluate = staticmethod(evaluate)
+
+    def begin_epoch(self, partial, should_stop, first):
+        return super().begin_epoch(local_partial(self.dist, partial), should_stop, first)
+
+    def end_epoch(self, stats, next_step, trainer):
+        return reduce_epoch(stats), next_step
+
+    def finish(self, run, results, status, weights):
+        if results is None:        # ranks > 0: the same members' outcome, nothing written
+            results = [{"val_acc": m.best_val, "status": m.status} for m in run.members]
+            return run.exit_status(status, results)
+        return run.finish(results, status, weights)
+
+
+class ConfigParallel(_Torchrun):
+    """--sweep-parallel: each process its share of the members on all the data; rank 0 ends the run."""
+    sweep_checkpoint = False         # no process sees every member until the end
+
+    def end_epoch(self, stats, next_step, trainer):
+        """A process whose members all diverged mid-epoch keeps answering the others' steps (drain)."""
+        if next_step is None and self.sync.calls < trainer.steps_per_epoch and not any(m.active for m in trainer.members):
+            next_step = self.sync.drain(trainer.steps_per_epoch)
+        return stats, next_step
+
+    def any_active(self, mine):
+        return bool(all_reduce(torch.tensor([float(mine)]))[0] > 0)
+
+    def gather_state(self, state):
+        return gather_state(state)
+
+    def finish(self, run, results, status, weights):
+        """Every rank's members' results to rank 0, which ends the run with all of them (the best
+        member's checkpoint.pt copied from its folder)."""
+        gathered = all_gather_object([(m.name, r) for m, r in zip(run.members, results)])
+        names, results = zip(*[pair for part in gathered for pair in part])
+        if self.main:
+            return run.finish(list(results), status, None, list(names))
+        return run.exit_status(status, results)
+
+
+def strategy(dist, recipe, stop, every):
+    """The group a run trains in: Local outside torchrun (dist None), else data- or config-parallel,
+    which shard the recipe's loader and wrap its objective (the step's collective, agreed stopping).
+    every: steps between stop checks (1 on CPU; on CUDA the loop's check cadence)."""
+    if dist is None:
+        return Local()
+    return (ConfigParallel if dist.mode == "config" else DataParallel)(dist, recipe, stop, every)

@@ -5,7 +5,6 @@ and its final report (test accuracy, pictures, hparams, metrics.json, checkpoint
 Shapes: D features, C classes; a member's weights are one slice (C, D) of the run's (K, C, D).
 """
 import logging
-import math
 import os
 
 from .checkpoint import BEST, ModelFile, model_dict, save
@@ -24,14 +23,27 @@ def pct(x):
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+def ranking(val_accs):
+    """The one order of members, best first: higher validation accuracy first, the earlier member
+    on a tie, members without one (diverged before validating) last."""
+    return sorted(range(len(val_accs)), key=lambda k: (val_accs[k] is None, -(val_accs[k] or 0.0), k))
+
+
+def best_index(val_accs):
+    """The best member by ranking(), or None when no member has a validation accuracy."""
+    order = ranking(val_accs)
+    return order[0] if order and val_accs[order[0]] is not None else None
+
+
 class Member:
     """name: 'run' for a single run, else the configuration ('lr=0.03,reg=0'); folder: the run
-    folder (single run) or its sub-folder (sweep)."""
+    folder (single run) or its sub-folder (sweep), or None: a run in memory, which writes nothing."""
 
     def __init__(self, name, overrides, folder, run_config, purge_step=None, saved=None, writes=True,
                  tensorboard=True):
         self.name, self.overrides, self.folder = name, dict(overrides), folder
         self.config = {**run_config, **self.overrides}
+        writes = writes and folder is not None
         if writes:
             os.makedirs(folder, exist_ok=True)
         # distributed hook: a data-parallel rank > 0 writes no TensorBoard (writes=False)
@@ -78,8 +90,11 @@ class Member:
         h = type(header)(**{**vars(header), "config": self.config})
         return ModelFile(h, weight, bias, epoch, self.best_val, self.best_epoch, self.history)
 
-    def save_best(self, header, weight, bias, epoch):
-        save(model_dict(self.model_file(header, weight, bias, epoch)), os.path.join(self.folder, BEST))
+    def save_best(self, header, weight, bias, epoch, save=save, path=None):
+        """This member's kept model as checkpoint.pt in its folder (or at path), through save
+        (checkpoint.save, or a background Saver's); nothing for a run in memory."""
+        if self.folder is not None:
+            save(model_dict(self.model_file(header, weight, bias, epoch)), path or os.path.join(self.folder, BEST))
 
     def finish(self, recipe, weight, bias, end_status, step, seconds, images, device, extra=None):
         """The member's report: its kept model on the test split (else val), the confusion matrix
@@ -100,18 +115,14 @@ class Member:
             metrics["test_acc"] = None if test is None else float(test["acc"])
             split = "test" if test else "val"
             self.monitor.image(f"confusion_matrix/{split}", confusion_image(shown["confusion"], recipe.classes), step)
-            if recipe.image_shape is not None:          # weights are pictures only over raw pixels
+            if recipe.image_shape is not None and self.folder is not None:   # weights are pictures over raw pixels
                 write_png(template_grid(weight, recipe.classes, recipe.image_shape),
                           os.path.join(self.folder, "templates.png"))
             final = {f"hparam/{k}": metrics[k] for k in ("val_acc", "train_acc", "test_acc")
                      if metrics[k] is not None}
             self.monitor.hparams({**{k: self.config.get(k) for k in HPARAMS}, **self.overrides}, final, step)
-        write_json(os.path.join(self.folder, "metrics.json"), metrics)
+        if self.folder is not None:
+            write_json(os.path.join(self.folder, "metrics.json"), metrics)
         self.monitor.close()
         self.metrics = metrics
         return metrics
-
-
-def finite_or_none(x):
-    x = float(x)
-    return x if math.isfinite(x) else None

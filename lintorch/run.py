@@ -11,13 +11,14 @@ import threading
 import torch
 
 from . import distributed
-from .checkpoint import Header, check_compatible, last_path, load_resume
+from .atomic import copy_atomic
+from .checkpoint import BEST, Header, check_compatible, last_path, load_resume
 from .errors import CheckpointError
 from .cli import choose_threads, one_line, resolve_device, run_command, setup_logging
 from .config import fill_defaults, member_name, saved_config, with_defaults
 from .errors import UserError
 from .names import RESUMABLE_CHANGES, SEARCHES
-from .members import Member, pct
+from .members import Member, best_index, pct, ranking
 from .rundir import abandon, claim_default, claim_existing, claim_new, write_json
 
 log = logging.getLogger("lintorch")
@@ -45,7 +46,11 @@ class StopFlag:
 
 
 class Run:
-    """A run: its config, device, claimed folder, recipe, checkpoint header and members."""
+    """A run: its config, device, claimed folder (None: a run in memory, nothing written), recipe,
+    checkpoint header, members and group (distributed.Local outside torchrun). Its trip: recipe.build
+    -> Trainer (engine.train_one_epoch -> Objective.loss_and_grad -> functional) or solvers (lbfgs,
+    random search) -> each Member.finish -> Run.finish (the best member, the sweep's checkpoint.pt,
+    the report, the exit status)."""
 
     # Epochs between weight/grad histograms and template pictures (the first and last epochs always
     # have them). Every 3rd: with them each epoch, train.py's per-epoch bookkeeping (validation,
@@ -57,13 +62,15 @@ class Run:
     def __init__(self, cfg, device, folder, recipe, stop, resume_members=None, purge_step=None, dist=None,
                  tensorboard=True):
         self.cfg, self.device, self.folder, self.recipe, self.stop = cfg, device, folder, recipe, stop
-        self.dist, self.step_sync = dist, None       # distributed hook: set under torchrun
+        self.dist, self.group = dist, distributed.Local()     # distributed hook: execute sets the group
+        self.best = None           # after finish: (member index, weight (C, D), bias (C,)) of the kept model
         self.header = Header(list(recipe.classes), cfg["image_size"], recipe.in_features, cfg["loss"],
                              recipe.preprocess.state_dict(), cfg, recipe.features_header(cfg))
         saved = resume_members or [{"name": "run" if not cfg["sweep"] else member_name(c), "config": c}
                                    for c in recipe.configs]
         single = len(saved) == 1 and not cfg["sweep"]
-        self.members = [Member(s["name"], s["config"], folder if single else os.path.join(folder, s["name"]), cfg,
+        self.members = [Member(s["name"], s["config"], folder if single or folder is None else
+                               os.path.join(folder, s["name"]), cfg,
                                purge_step, s, writes=dist is None or dist.writes_run, tensorboard=tensorboard)
                         for s in saved]
 
@@ -97,7 +104,7 @@ class Run:
                          f"{pct(m['test_acc'])}; {m['seconds']:.1f}s training; run folder {self.folder}")
             return
         names = names or [m.name for m in self.members]
-        order = sorted(range(len(results)), key=lambda k: -(results[k]["val_acc"] or -1))
+        order = ranking([r["val_acc"] for r in results])
         w = max(len(n) for n in names)
         lines = [f"{'rank':>4}  {'configuration':<{w}} {'val acc':>8}  status"]
         for r, k in enumerate(order, 1):
@@ -141,6 +148,28 @@ class Run:
         except (OSError, UserError) as e:
             log.warning(f"path.png not written ({one_line(e)})")
 
+    def finish(self, results, status, weights=None, names=None):
+        """The one ending of every driver (Trainer, solvers.train_lbfgs, solvers.train_search) once
+        each member has finished: the best member (members.best_index), a sweep's checkpoint.pt (an
+        atomic copy of the best member's), the report; -> exit status. results: the members'
+        metrics; weights: each member's kept (weight, bias), or None (config-parallel: on other
+        ranks); names: all members' names where this process does not hold them all. With no run
+        folder nothing is written: self.best holds the kept model."""
+        names = names or [m.name for m in self.members]
+        k = best_index([r["val_acc"] for r in results])
+        self.best = None if k is None else (k, *(weights[k] if weights else (None, None)))
+        if self.folder is not None:
+            if len(results) > 1 and k is not None:
+                copy_atomic(os.path.join(self.folder, names[k], BEST), os.path.join(self.folder, BEST))
+            self.report(results, status, names)
+        return self.exit_status(status, results)
+
+    def exit_status(self, status, results):
+        """0 when a member kept a model, 1 when every member diverged, 128 + signal when interrupted."""
+        if status == "interrupted":
+            return 128 + (self.stop.signum or 15)
+        return 0 if any(r["val_acc"] is not None and r["status"] != "diverged" for r in results) else 1
+
     def failed(self, error):
         """Training stopped on an error it cannot get past (a checkpoint that could not be
         written): metrics.json says so, and each member's TensorBoard run is flushed, as far as
@@ -150,6 +179,8 @@ class Run:
                 m.monitor.close()
             except Exception:
                 pass
+        if self.folder is None:
+            return
         try:
             write_json(os.path.join(self.folder, "metrics.json"), {
                 "status": "failed", "error": one_line(error),
@@ -282,7 +313,8 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
     train_loader: the caller's own batches for SGD (LinearProbe on a DataLoader), else the recipe's."""
     from .data import Preprocess
     from .recipe import build
-    from .trainer import Trainer, train_search
+    from .solvers import train_lbfgs, train_search
+    from .trainer import Trainer
     local = cfg
     if dist is not None and dist.mode == "config":   # distributed hook: this rank's share of the sweep
         lo, hi = distributed.member_share(dist, len(cfg["sweep"] or [{}]))
@@ -296,7 +328,7 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
     cfg["val_size"] = local["val_size"]
     if header is not None:
         check_compatible(header, folder, recipe.classes, cfg["image_size"], recipe.in_features)
-    elif dist is None or dist.main:
+    elif folder is not None and (dist is None or dist.main):
         write_json(os.path.join(folder, "config.json"), cfg)      # with the resolved --val-size
     stop = StopFlag()
     try:
@@ -304,11 +336,10 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
         purge = None if state is None else state.epoch * steps + state.step + 1
         run = Run(cfg, device, folder, recipe, stop, None if state is None else state.members, purge, dist,
                   tensorboard)
-        if state is None and (dist is None or dist.main):
+        if state is None and folder is not None and (dist is None or dist.main):
             run.show_features()
-        if dist is not None:      # distributed hook: sharded batches, the step's all-reduce, agreed stopping
-            every = 1 if device.type == "cpu" else cfg["log_every"]
-            run.step_sync = distributed.wrap_recipe(dist, recipe, stop, every)
+        # distributed hook: sharded batches, the step's all-reduce, agreed stopping (Local: none of it)
+        run.group = distributed.strategy(dist, recipe, stop, 1 if device.type == "cpu" else cfg["log_every"])
         data = recipe.data
         log.info(f"{cfg['dataset']}: {len(data.train)} train / {len(data.val)} val"
                  f"{'' if data.test is None else f' / {len(data.test)} test'} images, {len(recipe.classes)} classes, "
@@ -318,7 +349,6 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
             if cfg["optimizer"] in SEARCHES:
                 return train_search(run), run
             if cfg["optimizer"] == "lbfgs":
-                from .solvers import train_lbfgs
                 return train_lbfgs(run), run
             return Trainer(run, state).train(), run
         except CheckpointError as e:

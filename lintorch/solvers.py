@@ -1,18 +1,18 @@
-"""Full-batch L-BFGS for a run's K members: a whole regularization path in one pass per
-evaluation (lbfgs.py is the solver; this is the run around it: data, members, reports).
+"""The one-shot drivers around a Run: full-batch L-BFGS for its K members (a whole regularization
+path in one pass per evaluation; lbfgs.py is the solver) and the lecture's random search. Each ends
+the run the Trainer's way: every Member.finish, then Run.finish.
 
 Shapes: N training images, D features, C classes, K members (weights (K, C, D)).
 The objective is the mean one, (1/N) sum_i w_{y_i} L_i + reg * sum W^2 (bias unpenalized), which is
 scikit-learn's C * sum_i L_i + 1/2 ||W||^2 divided by C N at reg = 1 / (2 C N).
 """
 import logging
-import os
 import time
 
 import torch
 from tqdm import tqdm
 
-from .checkpoint import BEST, model_dict, save
+from .cli import loss_text
 from .engine import evaluate
 from .lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
 from .members import pct
@@ -109,20 +109,55 @@ def train_lbfgs(run):
             m.diverged(1, int(res.iterations[k]), 0.0)
         else:
             m.end_epoch(1, float(val[k]), None)
-            save(model_dict(m.model_file(run.header, W[k], b[k], 1)), os.path.join(m.folder, BEST))
+            m.save_best(run.header, W[k], b[k], 1)
         m.note = (f"lbfgs {status} after {int(res.iterations[k])} iterations ({int(res.evaluations[k])} "
                   f"evaluations), objective {float(res.f[k]):.6g}, max |gradient| {float(res.grad_max[k]):.2e}")
         end = "interrupted" if status == "stopped" else "completed"
         results.append(m.finish(r, W[k], b[k], end, int(res.iterations[k]), seconds, res.calls * len(r.data.train),
                                 run.device, {"objective": float(res.f[k]), "solver_status": status,
                                              "iterations": int(res.iterations[k])}))
-    k_best = max(range(K), key=lambda k: -1 if results[k]["val_acc"] is None else results[k]["val_acc"])
-    if K > 1 and results[k_best]["val_acc"] is not None:
-        save(model_dict(run.members[k_best].model_file(run.header, W[k_best], b[k_best], 1)),
-             os.path.join(run.folder, BEST))
-    run.report(results, "interrupted" if run.stop() else "completed")
+    code = run.finish(results, "interrupted" if run.stop() else "completed", list(zip(W, b)))
     for m in run.members:
         log.info(f"{m.name}: {m.note}; val acc {pct(m.best_val)}")
-    if run.stop():
-        return 128 + run.stop.signum
-    return 0 if any(x["val_acc"] is not None for x in results) else 1
+    return code
+
+
+def train_search(run):
+    """--optimizer random-search / random-local-search: keep the W with the lowest training loss.
+    Honours SIGINT/SIGTERM: stops after the current chunk of trials, keeps the best so far."""
+    from .search import random_search
+    cfg, r, member = run.cfg, run.recipe, run.members[0]
+    full = eval_loader(r.data.train, r.preprocess, run.device)
+    bar = None if cfg["quiet"] else tqdm(total=cfg["trials"], desc=cfg["optimizer"], unit="trial", leave=False)
+
+    def on_trial(done, best):
+        member.monitor.scalars({"loss/total": best}, done)
+        if bar is not None:
+            bar.n = done
+            bar.set_postfix(best=loss_text(best))
+            bar.refresh()
+    t0 = time.perf_counter()
+    W, b, best, history = random_search(full, r.objective, num_classes=len(r.classes), in_features=r.model.in_features,
+                                        trials=cfg["trials"], device=run.device, seed=cfg["seed"],
+                                        local=cfg["optimizer"] == "random-local-search",
+                                        on_trial=on_trial, should_stop=run.stop)
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    done = len(history)
+    W, b = W.to(run.device), b.to(run.device)
+    model = LinearClassifier.from_weights(W, b)
+    train_acc, val_acc = float(evaluate(model, full)["acc"]), float(evaluate(model, r.val_loader)["acc"])
+    member.monitor.scalars({"acc/train": train_acc, "acc/val": val_acc}, done)
+    member.history.append({"epoch": 1, "train_loss": best, "train_acc": train_acc, "val_acc": val_acc,
+                           "seconds": seconds})
+    member.end_epoch(1, val_acc, None)
+    status = "interrupted" if run.stop() else "completed"
+    member.note = f"best training loss {loss_text(best)} after {done} of {cfg['trials']} trials"
+    member.save_best(run.header, W, b, 1)
+    m = member.finish(r, W, b, status, done, seconds, done * len(r.data.train), run.device,
+                      {"best_loss": best, "trials": done})
+    code = run.finish([m], status, [(W, b)])
+    log.info(f"{cfg['optimizer']}: best training loss {loss_text(best)} after {done} trials; train acc {pct(train_acc)}, "
+             f"val acc {pct(val_acc)}, test acc {pct(m['test_acc'])}")
+    return code
