@@ -16,6 +16,7 @@ the bin is found with exact integer arithmetic, so CPU and CUDA agree.
 import torch
 import torch.nn.functional as F
 
+from ..errors import FeatureError
 from .base import Extractor
 
 GRAY = (0.299, 0.587, 0.144)
@@ -77,7 +78,6 @@ class HOG(Extractor):
 
     def check_settings(self, image_size):
         if image_size < CELL:
-            from . import FeatureError
             raise FeatureError(f"hog features need images of at least {CELL} px (one {CELL} x {CELL} cell); "
                                f"--image-size is {image_size}")
 
