@@ -118,15 +118,24 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+class _NoStop:
+    signum = None
+
+    def __call__(self):
+        return False
+
+
 def train_run(cfg, device, data, sync_debug=False):
-    """train.py's recipe and loop, without a run folder: -> (per-epoch records, model)."""
+    """train.py's recipe and its Trainer's epochs, as a run in memory (no run folder, nothing
+    written): -> (per-epoch records, model)."""
     import torch
-    from .engine import SGD, evaluate, lr_factor, train_one_epoch
+    from .engine import evaluate
     from .recipe import build
+    from .run import Run
+    from .trainer import Trainer
     r = build(dict(cfg), device, data=data)
-    opt = SGD(r.model.weight.data, r.model.bias.data, r.lr, cfg["momentum"])
+    trainer = Trainer(Run(dict(cfg), device, None, r, _NoStop()))
     steps = len(r.train_loader)
-    total = cfg["epochs"] * steps
     check_every = 1 if device.type == "cpu" else cfg["log_every"]
     epochs, syncs = [], 0
     for epoch in range(cfg["epochs"]):
@@ -137,8 +146,7 @@ def train_run(cfg, device, data, sync_debug=False):
                 torch.cuda.set_sync_debug_mode("warn")
             t0 = time.perf_counter()
             try:
-                stats, _ = train_one_epoch(r.model, r.train_loader, opt, r.objective, epoch, check_every=check_every,
-                                           lr_at=lambda s: lr_factor(cfg["schedule"], s / total))
+                stats, _ = trainer.run_epoch(epoch)
                 _sync(device)
             finally:
                 if sync_debug and device.type == "cuda":

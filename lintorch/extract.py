@@ -116,6 +116,8 @@ def run(args):
     from .features.store import SplitWriter, write_classes
 
     from . import distributed
+    from .atomic import torch_save_atomic, write_atomic
+    from .rundir import write_png
     dist = distributed.from_env()          # under torchrun: every rank encodes its shard of each split
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,14 +170,12 @@ def run(args):
                      "image_size": args.image_size, "classes": ds.classes,
                      **{f"n_{n}": len(ys) for n, _, ys in splits},
                      **{f"sha256_{n}": _data_sha256(xs, ys) for n, xs, ys in splits}}}
-    torch.save(ex.state_dict(), os.path.join(args.out, "extractor.pt"))
+    torch_save_atomic(ex.state_dict(), os.path.join(args.out, "extractor.pt"))
     if "centroids" in ex.state:                      # the learned filters, as the paper shows them
-        from PIL import Image
         from .features.kmeans import centroid_grid
-        grid = centroid_grid(ex.state, ex.settings["rf"]).permute(1, 2, 0).numpy()
-        Image.fromarray(grid, "RGB").save(os.path.join(args.out, "centroids.png"))
-    with open(os.path.join(args.out, "extractor.json"), "w") as f:
-        json.dump(info, f, indent=2, default=str)
+        write_png(centroid_grid(ex.state, ex.settings["rf"]), os.path.join(args.out, "centroids.png"))
+    write_atomic(os.path.join(args.out, "extractor.json"), lambda f: json.dump(info, f, indent=2, default=str),
+                 mode="w")
     return info
 
 

@@ -127,7 +127,7 @@ def featurize(data, cfg, device, state=None, batch_size=256, extractor=None):
     if state is None:
         extractor = _fit(extractor, data.train, cache_dir, device, digests["train"])
     parts = {name: None if split is None else
-             _encode(extractor, split, name, cache_dir, device, batch_size, digests[name], cfg.get("quiet", False))
+             _encode(extractor, split, name, cache_dir, device, batch_size, digests[name], cfg["quiet"])
              for name, split in splits.items()}
     out = DataSet(parts["train"], parts["val"], parts["test"], data.classes, data.image_size, None)
     return out, extractor

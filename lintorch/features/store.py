@@ -19,6 +19,7 @@ import stat
 import numpy as np
 import torch
 
+from ..atomic import torch_save_atomic, write_atomic
 from ..errors import FeatureError
 from ..loaders import epoch_order
 
@@ -92,8 +93,7 @@ def split_format(folder, split):
 
 def write_classes(folder, classes):
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "classes.json"), "w") as f:
-        json.dump(list(classes), f)
+    write_atomic(os.path.join(folder, "classes.json"), lambda f: json.dump(list(classes), f), mode="w")
 
 
 def map_npy(path, ndim, dtypes, expected):
@@ -315,13 +315,15 @@ class SplitWriter:
         if self.done != self.n:
             raise ValueError(f"wrote {self.done} of {self.n} rows")
         y = torch.cat(self.labels) if self.labels else torch.zeros(0, dtype=torch.int64)
-        if self.fmt == "npy":
+        if self.fmt == "npy":          # the rows were streamed to self.tmp: made durable, then renamed
+            self.f.flush()
+            os.fsync(self.f.fileno())
             self.f.close()
-            np.save(os.path.join(self.folder, f"{self.split}_labels.npy"), y.numpy())
+            write_atomic(os.path.join(self.folder, f"{self.split}_labels.npy"), lambda f: np.save(f, y.numpy()))
+            os.replace(self.tmp, self.path)
         else:
             x = torch.cat(self.parts) if self.parts else torch.zeros(0, self.d, dtype=self.dtype)
-            torch.save({"x": x, "y": y}, self.tmp)
-        os.replace(self.tmp, self.path)
+            torch_save_atomic({"x": x, "y": y}, self.path)
 
 
 def save_split(folder, split, x, y, fmt="npy", dtype=torch.float32, chunk=8192):
