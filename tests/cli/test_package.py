@@ -11,8 +11,14 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SKIP = shutil.ignore_patterns(".git", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
-                              "bench-results", "data")
+_SKIP = shutil.ignore_patterns(".git", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+                               "bench-results")
+
+
+def SKIP(folder, names):
+    """What the copy leaves out: build leftovers anywhere, and the checkout's own data folder (./data,
+    downloads), not the lintorch.data package."""
+    return set(_SKIP(folder, names)) | ({"data"} & set(names) if Path(folder).resolve() == REPO else set())
 
 
 def _run(*argv, cwd, env=None, timeout=600):
