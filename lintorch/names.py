@@ -6,6 +6,7 @@ here, so a choice added once is known everywhere.
 LOSSES = ("softmax", "svm", "squared")   # squared: one-vs-rest least squares on +-1 targets
 PENALTIES = ("l2", "l1", "elasticnet")
 SVM_FORMS = ("weston-watkins", "crammer-singer", "one-vs-rest")
+PROBABILISTIC = ("softmax",)                     # losses whose softmax(scores) are class probabilities
 CLASS_WEIGHTS = ("none", "balanced")
 # The loss settings' defaults: the flags' and Objective.from_config's for configs that lack a key.
 LOSS_DEFAULTS = {"penalty": "l2", "beta": 1.0, "margin": 1.0, "squared_hinge": False, "svm_form": "weston-watkins",

@@ -130,7 +130,7 @@ class LinearProbe:
     """A linear classifier, scores = W x + b, on features X (N, D) -> C classes.
 
     Arguments mirror train.py's flags (see `python train.py --help`; None means train.py's default):
-    loss ("softmax", "svm"), svm_form, squared_hinge, margin, penalty ("l2", "l1", "elasticnet"),
+    loss ("softmax", "svm", "squared"), svm_form, squared_hinge, margin, penalty ("l2", "l1", "elasticnet"),
     beta, reg (a number, or a sequence of numbers: a path trained at once, the best member on
     validation kept), class_weight (None or "balanced"), solver ("auto": L-BFGS to convergence when
     the objective is smooth and the data are in memory, else SGD; "lbfgs", "sgd", "gd"), lr (a
@@ -196,7 +196,8 @@ class LinearProbe:
             raise ValueError(f"solver {self.solver!r}: expected one of {', '.join(SOLVERS)}")
         if self.solver != "auto":
             return self.solver
-        smooth = (self.loss == "softmax" or self.squared_hinge) and self.penalty == "l2"
+        from .names import nonsmooth_parts
+        smooth = not nonsmooth_parts(self.loss, self.squared_hinge, self.penalty)     # train.py's one rule
         return "lbfgs" if smooth and in_memory and not _is_sequence(self.lr) else "sgd"
 
     def _config(self, solver, n_val):
@@ -498,7 +499,8 @@ class LinearProbe:
     def predict_proba(self, X):
         """X (N, D) -> (N, C) softmax probabilities (loss="softmax" only) as a NumPy array."""
         self._check_fitted()
-        if self._cfg["loss"] != "softmax":
+        from .names import PROBABILISTIC
+        if self._cfg["loss"] not in PROBABILISTIC:
             raise AttributeError(f"predict_proba needs loss='softmax' (this probe was fitted with loss="
                                  f"{self._cfg['loss']!r}, whose scores are not probabilities); use decision_function")
         return self.decision_function(X).softmax(1).cpu().numpy()
