@@ -6,17 +6,17 @@ Shapes: D features, C classes; a member's weights are one slice (C, D) of the ru
 """
 import logging
 import os
+import time
 
 from .checkpoint import BEST, ModelFile, model_dict, save
 from .engine import evaluate
+from .hparams import member_hparams, summaries, trial_id
 from .model import LinearClassifier
 from .monitor import Monitor, NullMonitor
 from .rundir import write_json, write_png
 from .visualize import confusion_image, template_grid
 
 log = logging.getLogger("lintorch")
-HPARAMS = ("loss", "optimizer", "lr", "reg", "penalty", "batch_size", "momentum", "schedule", "epochs", "margin",
-           "seed", "dataset")
 
 
 def pct(x):
@@ -56,6 +56,7 @@ class Member:
         self.patience_left = saved.get("patience_left")
         self.note = saved.get("note")
         self.metrics = None
+        self.started = time.time()
         if purge_step is None:
             self.monitor.config(self.config)
 
@@ -96,6 +97,14 @@ class Member:
         if self.folder is not None:
             save(model_dict(self.model_file(header, weight, bias, epoch)), path or os.path.join(self.folder, BEST))
 
+    def hparam_summaries(self, recipe, status):
+        """The HPARAMS tab's row: this member's distinguishing settings under its own trial ID."""
+        single = not self.config.get("sweep")
+        values = member_hparams(self.config, tuple(self.overrides), recipe.extractor, recipe.in_features)
+        folder = self.folder or "."          # a run in memory (LinearProbe without a logdir) writes no events anyway
+        trial = trial_id(self.name, folder if single else os.path.dirname(folder), single)
+        return summaries(values, tuple(self.overrides), trial, self.started, status)
+
     def finish(self, recipe, weight, bias, end_status, step, seconds, images, device, extra=None):
         """The member's report: its kept model on the test split (else val), the confusion matrix
         and templates, hparams, metrics.json. weight (C, D), bias (C,): its best weights."""
@@ -118,9 +127,9 @@ class Member:
             if recipe.image_shape is not None and self.folder is not None:   # weights are pictures over raw pixels
                 write_png(template_grid(weight, recipe.classes, recipe.image_shape),
                           os.path.join(self.folder, "templates.png"))
-            final = {f"hparam/{k}": metrics[k] for k in ("val_acc", "train_acc", "test_acc")
+            final = {f"hparam/{k}": metrics[k] for k in ("val_acc", "train_acc", "test_acc", "best_epoch")
                      if metrics[k] is not None}
-            self.monitor.hparams({**{k: self.config.get(k) for k in HPARAMS}, **self.overrides}, final, step)
+            self.monitor.hparams(self.hparam_summaries(recipe, status), final, step)
         if self.folder is not None:
             write_json(os.path.join(self.folder, "metrics.json"), metrics)
         self.monitor.close()

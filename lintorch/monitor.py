@@ -70,12 +70,11 @@ class Monitor:
     def config(self, config):
         self.writer.add_text("config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```", 0)
 
-    def hparams(self, hparam_dict, metric_dict, step):
-        """Hyperparameters and final metrics in this run's own event file: one row per run in the
-        HPARAMS tab (SummaryWriter.add_hparams would write a separate sub-run instead)."""
-        from torch.utils.tensorboard.summary import hparams
-        clean = {k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in hparam_dict.items()}
-        for summary in hparams(clean, metric_dict):
+    def hparams(self, summaries, metric_dict, step):
+        """summaries: lintorch.hparams.summaries' protos; metric_dict: {tag: final value}. Both in
+        this run's own event file: one row per run in the HPARAMS tab (SummaryWriter.add_hparams
+        would write a separate sub-run instead)."""
+        for summary in summaries:
             self.writer.file_writer.add_summary(summary, step)
         for tag, v in metric_dict.items():
             self.writer.add_scalar(tag, v, step)

@@ -33,6 +33,11 @@ def test_lbfgs_path_members_equal_single_runs(tmp_path):
         assert ma["objective"] == pytest.approx(mm["objective"], rel=1e-6)
     best = torch.load(path / "checkpoint.pt", weights_only=True)
     assert best["best_val_acc"] == max(c["val_acc"] for c in summary["configs"])
+    from tensorboard.plugins.hparams import metadata      # HPARAMS: the solver's own settings, no SGD ones
+    content = events(path / "reg=0.01").PluginTagToContent("hparams")
+    hp = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG]).hparams
+    assert hp["max_iter"].string_value == "40" and hp["optimizer"].string_value == "lbfgs" and "tol" in hp
+    assert not {"lr", "momentum", "schedule", "epochs", "batch_size"} & set(hp)
 
 
 def test_lbfgs_refuses_nonsmooth_objectives(capsys):

@@ -66,3 +66,23 @@ def test_diverging_configuration_does_not_spoil_the_others(tmp_path):
 
 def test_path_picture_only_for_one_swept_setting(sweep_dir):
     assert not (sweep_dir / "path.png").exists()                  # lr and reg swept together
+
+
+def test_hparams_tell_the_sweeps_members_apart(sweep_dir):
+    """The HPARAMS table's default view: the swept lr and reg declared first (flagged), a trial ID
+    per member, integers as text, the distinguishing settings present."""
+    from tensorboard.plugins.hparams import metadata
+    trials = set()
+    for run in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        content = events(run).PluginTagToContent("hparams")
+        exp = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+        assert [h.name for h in exp.hparam_infos][:2] == ["lr", "reg"]
+        assert [h.name for h in exp.hparam_infos if h.differs] == ["lr", "reg"]
+        start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+        hp = start.hparams
+        assert hp["batch_size"].string_value == "64" and hp["epochs"].string_value == "2"
+        assert hp["flip"].bool_value is False and hp["features"].string_value == "pixels"
+        assert hp["val_size"].string_value and not {"max_iter", "trials"} & set(hp)
+        assert start.group_name.startswith(run.name + " (")
+        trials.add(start.group_name)
+    assert len(trials) == 4

@@ -1,0 +1,102 @@
+"""What TensorBoard's HPARAMS tab shows of a member: the settings that tell runs apart (only those
+its optimizer uses), declared with the swept ones first, one trial ID per member, and its metrics.
+
+TensorBoard's table shows the first five declared hparams, those flagged `differs` first, and
+takes the declaration of one run ("arbitrarily the first") for every run under its --logdir. So
+every member declares the same full list of names (a run that lacks one shows a blank), with its
+own sweep's names first and flagged. The table prints numbers with toPrecision(5) (256 reads
+"256.00"); it has no integer type, so integer settings are written as their text.
+"""
+import os
+
+# name -> type, in the order the table lists them after the swept ones: what sets a run's accuracy first
+HPARAMS = {
+    "features": str, "loss": str, "svm_form": str, "optimizer": str, "reg": float, "lr": float,
+    "squared_hinge": bool, "margin": float, "penalty": str, "beta": float, "class_weight": str,
+    "dim": int, "centroids": int, "pool": int, "patches": int, "backbone_weights": str, "input_size": int,
+    "batch_size": int, "epochs": int, "momentum": float, "schedule": str, "patience": int,
+    "max_iter": int, "tol": float, "history": int, "precondition": str, "trials": int,
+    "flip": bool, "mean": str, "standardize": bool, "image_size": int, "val_size": int, "seed": int,
+    "dataset": str,
+}
+METRICS = (("hparam/val_acc", "val acc"), ("hparam/test_acc", "test acc"), ("hparam/train_acc", "train acc"),
+           ("hparam/best_epoch", "best epoch"))
+SOLVER = {    # each optimizer's own settings; the others' are not logged for it
+    "sgd": ("lr", "batch_size", "momentum", "schedule", "epochs", "patience"),
+    "gd": ("lr", "schedule", "epochs", "patience"),
+    "lbfgs": ("max_iter", "tol", "history", "precondition"),
+    "random-search": ("trials",),
+    "random-local-search": ("trials",),
+}
+_EXTRACTOR = {"k": "centroids", "pool": "pool", "patches": "patches", "weights": "backbone_weights",
+              "input_size": "input_size"}     # extractor setting -> train.py flag
+
+
+def member_hparams(config, swept=(), extractor=None, dim=None):
+    """config: the member's settings (the run's config with its overrides); swept: the names its
+    sweep varies; extractor: the fitted feature extractor, whose resolved settings are logged
+    -> {name: value} in table order, swept first; only values that are set."""
+    c = config
+    features = "file" if c.get("dataset") == "features" else c.get("features", "pixels")
+    v = {"features": features, "loss": c["loss"], "optimizer": c["optimizer"], "reg": c.get("reg"),
+         "penalty": c.get("penalty", "l2"), "class_weight": c.get("class_weight", "none"), "dim": dim,
+         "image_size": c.get("image_size"), "val_size": c.get("val_size"), "seed": c.get("seed"),
+         "dataset": c.get("dataset")}
+    if c["loss"] == "svm":
+        v.update(svm_form=c.get("svm_form"), squared_hinge=c.get("squared_hinge", False), margin=c.get("margin"))
+    if v["penalty"] == "elasticnet":
+        v["beta"] = c.get("beta")
+    if features == "pixels":        # features are standardized per dimension and cannot be mirrored
+        v.update(flip=c.get("flip", False), mean=c.get("mean"), standardize=c.get("standardize", False))
+    v.update({k: c.get(k) for k in SOLVER.get(c["optimizer"], ())})
+    for part in getattr(extractor, "parts", [extractor] if extractor is not None else []):
+        v.update({_EXTRACTOR[k]: x for k, x in part.settings.items() if k in _EXTRACTOR})
+    order = [k for k in swept if k in v] + [k for k in HPARAMS if k not in swept]
+    return {k: _typed(k, v[k]) for k in order if v.get(k) is not None}
+
+
+def _typed(name, value):
+    kind = HPARAMS[name]
+    if kind is int:
+        return str(int(value))
+    return kind(value)
+
+
+def trial_id(member_name, run_folder, single):
+    """A name per member that the table's narrow column shows whole enough: the sweep member's
+    configuration first, then its run folder (unique under runs/)."""
+    base = os.path.basename(os.path.normpath(run_folder))
+    return base if single else f"{member_name} ({base})"
+
+
+def summaries(values, swept, trial, start_time, status="completed"):
+    """values: member_hparams' dict; status: the member's end (diverged shows as a failure,
+    interrupted as unknown) -> the three Summary protos of the HPARAMS tab (experiment
+    declaration, session start, session end), for one member's own event file."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+    kinds = {str: api_pb2.DATA_TYPE_STRING, int: api_pb2.DATA_TYPE_STRING, float: api_pb2.DATA_TYPE_FLOAT64,
+             bool: api_pb2.DATA_TYPE_BOOL}
+    names = [k for k in swept if k in HPARAMS] + [k for k in HPARAMS if k not in swept]
+    experiment = api_pb2.Experiment(
+        time_created_secs=start_time,
+        hparam_infos=[api_pb2.HParamInfo(name=k, type=kinds[HPARAMS[k]], differs=k in swept) for k in names],
+        metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=shown)
+                      for tag, shown in METRICS])
+    start = plugin_data_pb2.SessionStartInfo(group_name=trial, start_time_secs=start_time)
+    for k, x in values.items():
+        if isinstance(x, bool):
+            start.hparams[k].bool_value = x
+        elif isinstance(x, float):
+            start.hparams[k].number_value = x
+        else:
+            start.hparams[k].string_value = x
+    ended = {"diverged": api_pb2.STATUS_FAILURE, "interrupted": api_pb2.STATUS_UNKNOWN}
+    end = plugin_data_pb2.SessionEndInfo(status=ended.get(status, api_pb2.STATUS_SUCCESS))
+
+    def summary(tag, **data):
+        meta = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(**data))
+        return Summary(value=[Summary.Value(tag=tag, metadata=meta)])
+    return [summary(metadata.EXPERIMENT_TAG, experiment=experiment),
+            summary(metadata.SESSION_START_INFO_TAG, session_start_info=start),
+            summary(metadata.SESSION_END_INFO_TAG, session_end_info=end)]

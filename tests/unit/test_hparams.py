@@ -1,0 +1,61 @@
+"""The HPARAMS tab's row: the settings that tell runs apart, only those the optimizer uses, typed
+so the table reads them (integers as text, flags as booleans), swept first, declared in full."""
+from types import SimpleNamespace
+
+from tensorboard.plugins.hparams import api_pb2, metadata
+
+from lintorch.hparams import HPARAMS, member_hparams, summaries, trial_id
+
+SGD = {"dataset": "cifar10", "features": "pixels", "loss": "svm", "optimizer": "sgd", "reg": 1e-3, "lr": 3e-3,
+       "penalty": "l2", "class_weight": "balanced", "batch_size": 256, "momentum": 0.9, "schedule": "cosine",
+       "epochs": 10, "patience": None, "margin": 1.0, "squared_hinge": True, "svm_form": "one-vs-rest",
+       "flip": True, "mean": "pixel", "standardize": False, "image_size": 32, "val_size": 5000, "seed": 0,
+       "max_iter": 1000, "tol": 1e-4, "history": 10, "precondition": "auto", "trials": 1000}
+
+
+def test_sgd_member_logs_its_distinguishing_settings_typed():
+    v = member_hparams(SGD, dim=3072)
+    assert v["svm_form"] == "one-vs-rest" and v["squared_hinge"] is True and v["class_weight"] == "balanced"
+    assert v["flip"] is True and v["standardize"] is False and v["val_size"] == "5000" and v["features"] == "pixels"
+    assert v["batch_size"] == "256" and v["epochs"] == "10" and v["dim"] == "3072"      # integers as text
+    assert v["lr"] == 3e-3 and v["momentum"] == 0.9
+    assert not {"max_iter", "tol", "history", "trials", "patience", "beta"} & set(v)   # not its solver's
+
+
+def test_lbfgs_member_logs_no_sgd_settings_and_the_swept_one_first():
+    v = member_hparams({**SGD, "optimizer": "lbfgs", "loss": "softmax"}, swept=("reg",))
+    assert list(v)[0] == "reg"
+    assert v["max_iter"] == "1000" and v["tol"] == 1e-4 and v["history"] == "10" and v["precondition"] == "auto"
+    assert not {"lr", "momentum", "schedule", "epochs", "batch_size", "svm_form", "margin", "trials"} & set(v)
+
+
+def test_feature_member_logs_the_extractors_resolved_settings():
+    kmeans = SimpleNamespace(settings={"k": 1600, "pool": 2, "patches": 400000, "image_size": 32, "seed": 0})
+    hog = SimpleNamespace(settings={"cell": 8})
+    ex = SimpleNamespace(parts=[kmeans, hog])
+    v = member_hparams({**SGD, "features": "kmeans,hog", "flip": False}, extractor=ex, dim=6400)
+    assert v["features"] == "kmeans,hog" and v["centroids"] == "1600" and v["pool"] == "2" and v["dim"] == "6400"
+    assert "flip" not in v and "mean" not in v        # features: neither mirrored nor mean-subtracted
+
+
+def test_declaration_lists_every_name_swept_first_and_flagged():
+    values = member_hparams({**SGD, "optimizer": "lbfgs", "loss": "softmax"}, swept=("reg",))
+    exp, start, end = summaries(values, ("reg",), trial_id("reg=0.01", "runs/20261201-sweep", False), 5.0)
+    e = metadata.parse_experiment_plugin_data(exp.value[0].metadata.plugin_data.content)
+    names = [h.name for h in e.hparam_infos]
+    assert names[0] == "reg" and sorted(names) == sorted(HPARAMS)        # one declaration for every run
+    assert [h.name for h in e.hparam_infos if h.differs] == ["reg"]
+    types = {h.name: h.type for h in e.hparam_infos}
+    assert types["batch_size"] == api_pb2.DATA_TYPE_STRING and types["flip"] == api_pb2.DATA_TYPE_BOOL
+    assert types["reg"] == api_pb2.DATA_TYPE_FLOAT64
+    assert {m.name.tag for m in e.metric_infos} >= {"hparam/val_acc", "hparam/test_acc"}
+    s = metadata.parse_session_start_info_plugin_data(start.value[0].metadata.plugin_data.content)
+    assert s.group_name == "reg=0.01 (20261201-sweep)" and s.hparams["max_iter"].string_value == "1000"
+    assert s.hparams["reg"].number_value == 1e-3 and s.start_time_secs == 5.0
+
+
+def test_trial_ids_differ_per_member_and_lead_with_the_configuration():
+    ids = {trial_id(f"lr={lr},reg={reg}", "runs/20261201-213501-cifar10-sweep", False)
+           for lr in (1e-3, 3e-3) for reg in (0, 1e-3)}
+    assert len(ids) == 4 and all(i.startswith("lr=") for i in ids)
+    assert trial_id("run", "runs/20261201-213501-cifar10-svm/", True) == "20261201-213501-cifar10-svm"
