@@ -172,8 +172,8 @@ def run(args):
                      **{f"sha256_{n}": _data_sha256(xs, ys) for n, xs, ys in splits}}}
     torch_save_atomic(ex.state_dict(), os.path.join(args.out, "extractor.pt"))
     if "centroids" in ex.state:                      # the learned filters, as the paper shows them
-        from .features.kmeans import centroid_grid
-        write_png(centroid_grid(ex.state, ex.settings["rf"]), os.path.join(args.out, "centroids.png"))
+        from .features.kmeans import centroid_picture
+        write_png(centroid_picture(ex.state, ex.settings["rf"]), os.path.join(args.out, "centroids.png"))
     write_atomic(os.path.join(args.out, "extractor.json"), lambda f: json.dump(info, f, indent=2, default=str),
                  mode="w")
     return info

@@ -86,9 +86,9 @@ class Run:
         parts = getattr(ex, "parts", [ex])
         for part in parts:
             if getattr(part, "NAME", "") == "kmeans" and "centroids" in getattr(part, "state", {}):
-                from .features.kmeans import centroid_grid
+                from .features.kmeans import centroid_picture
                 from .rundir import write_png
-                grid = centroid_grid(part.state)
+                grid = centroid_picture(part.state, part.settings.get("rf", 6))
                 write_png(grid, os.path.join(self.folder, "centroids.png"))
                 for m in self.members:
                     m.monitor.image("centroids", grid, 0)
