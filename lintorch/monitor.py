@@ -1,9 +1,14 @@
 """TensorBoard logging for one member of a run: scalars, pictures, histograms, config, hparams.
 
-One Monitor writes one TensorBoard run (one folder, one event file). Tags:
-loss/data loss/reg loss/total acc/train acc/val loss/val lr norm/weight norm/grad update_ratio
-time/epoch_seconds time/images_per_second; images templates, confusion_matrix (end);
-histograms weight, grad; text config; hparams with final metrics in the same event file.
+One Monitor writes one TensorBoard run (one folder, one event file). Scalar tags, by x axis:
+SGD steps (sgd, gd): loss/data loss/reg loss/total lr norm/weight norm/grad update_ratio, and at each
+epoch's last step acc/train acc/val acc/val_best (best so far) loss/val time/epoch_seconds
+time/images_per_second; epochs (1, 2, ...): epoch/train_acc epoch/val_acc epoch/val_best
+epoch/train_loss; L-BFGS iterations, under their own tags so no chart mixes the two axes:
+lbfgs/objective lbfgs/grad_max, and lbfgs/train_acc lbfgs/val_acc at the last one. Images templates,
+confusion_matrix (end); histograms weight, grad; text config; hparams with final metrics (hparam/*).
+A resumed run purges the events past its last saved step; an epoch's epoch/* points logged just
+before a crash that lost its last.pt can appear twice.
 """
 import json
 

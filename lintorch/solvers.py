@@ -79,7 +79,7 @@ def train_lbfgs(run):
     def on_iter(calls, recs):      # each accepted iterate once, the last (converged) one included
         for k, (m, rec) in enumerate(zip(run.members, recs)):
             if rec.iterations > logged[k]:
-                m.monitor.scalars({"loss/total": rec.trace[-1], "grad_max": rec.grad_max}, rec.iterations)
+                m.monitor.scalars({"lbfgs/objective": rec.trace[-1], "lbfgs/grad_max": rec.grad_max}, rec.iterations)
                 logged[k] = rec.iterations
         if bar is not None:
             bar.update(1)
@@ -104,7 +104,7 @@ def train_lbfgs(run):
         status = res.status[k]
         m.history.append({"epoch": 1, "train_loss": float(res.f[k]), "train_acc": float(train_acc[k]),
                           "val_acc": float(val[k]), "seconds": seconds})
-        m.monitor.scalars({"acc/train": train_acc[k], "acc/val": val[k]}, int(res.iterations[k]))
+        m.monitor.scalars({"lbfgs/train_acc": train_acc[k], "lbfgs/val_acc": val[k]}, int(res.iterations[k]))
         if status == "nonfinite":
             m.diverged(1, int(res.iterations[k]), 0.0)
         else:

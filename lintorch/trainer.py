@@ -182,11 +182,16 @@ class Trainer:
             loss = float(data_loss[k] + reg_loss[k])
             m.history.append({"epoch": epoch + 1, "train_loss": loss, "train_acc": float(train_acc[k]),
                               "val_acc": float(val["acc"][k]), "seconds": stats.seconds})
-            m.monitor.scalars({"acc/train": train_acc[k], "acc/val": val["acc"][k], "loss/val": val["loss"][k],
-                               "time/epoch_seconds": stats.seconds, "time/images_per_second": ips}, gstep)
+            improved = m.end_epoch(epoch + 1, float(val["acc"][k]), self.cfg["patience"])
+            m.monitor.scalars({"acc/train": train_acc[k], "acc/val": val["acc"][k], "acc/val_best": m.best_val,
+                               "loss/val": val["loss"][k], "time/epoch_seconds": stats.seconds,
+                               "time/images_per_second": ips}, gstep)
+            # the same on an epoch axis: E points a user reads against the epoch the log line names
+            m.monitor.scalars({"epoch/train_acc": train_acc[k], "epoch/val_acc": val["acc"][k],
+                               "epoch/val_best": m.best_val, "epoch/train_loss": loss}, epoch + 1)
             m.monitor.epoch(gstep, W[k] if images else None, None if grad is None else grad[k],
                             self.run.templates(W[k]) if images else None)
-            if m.end_epoch(epoch + 1, float(val["acc"][k]), self.cfg["patience"]):
+            if improved:
                 self.best_w[k], self.best_b[k] = W[k], b[k]
                 m.save_best(self.run.header, W[k], b[k], epoch + 1, self.saver.save)
             if not m.active:

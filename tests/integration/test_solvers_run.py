@@ -62,8 +62,15 @@ def test_lbfgs_converges_on_squared_hinge(tmp_path):
                  "--logdir", str(tmp_path / "run")) == 0
     m = metrics(tmp_path / "run")
     assert m["solver_status"] == "converged" and m["val_acc"] > 0.5
-    g = events(tmp_path / "run").Scalars("grad_max")      # one point per accepted iterate, the last included
+    acc = events(tmp_path / "run")
+    g = acc.Scalars("lbfgs/grad_max")      # one point per accepted iterate, the last included
     assert [e.step for e in g] == list(range(1, m["iterations"] + 1)) and g[-1].value <= 1e-4
+    # its own tags on its iteration axis: nothing on the SGD-step charts of an sgd run beside it
+    tags = set(acc.Tags()["scalars"])
+    assert {"lbfgs/objective", "lbfgs/train_acc", "lbfgs/val_acc"} <= tags
+    assert not {"loss/total", "acc/val", "acc/train", "grad_max"} & tags and not [t for t in tags if t.startswith("epoch/")]
+    assert [e.step for e in acc.Scalars("lbfgs/val_acc")] == [m["iterations"]]
+    assert acc.Scalars("lbfgs/val_acc")[-1].value == pytest.approx(m["val_acc"])
 
 
 def test_precondition_gram_and_none_reach_the_same_optimum(tmp_path, capsys):

@@ -75,6 +75,15 @@ def test_event_file_tags(synthetic_run, read_json):
     first = acc.Scalars("loss/data")[0]
     assert first.step == 0 and first.value == pytest.approx(math.log(10), abs=0.05)
     assert [e.value for e in acc.Scalars("acc/val")] == pytest.approx([h["val_acc"] for h in metrics["history"]])
+    # per-epoch scalars on an epoch axis, and the best so far: the best epoch reads off the chart
+    val = [h["val_acc"] for h in metrics["history"]]
+    assert [e.step for e in acc.Scalars("epoch/val_acc")] == [1, 2, 3, 4]
+    assert [e.value for e in acc.Scalars("epoch/val_acc")] == pytest.approx(val)
+    assert [e.value for e in acc.Scalars("epoch/train_acc")] == pytest.approx([h["train_acc"] for h in metrics["history"]])
+    best = [max(val[:i + 1]) for i in range(4)]
+    assert [e.value for e in acc.Scalars("epoch/val_best")] == pytest.approx(best)
+    assert [e.value for e in acc.Scalars("acc/val_best")] == pytest.approx(best)
+    assert acc.Scalars("epoch/val_best")[-1].value == pytest.approx(metrics["val_acc"])
     ratios = [e.value for e in acc.Scalars("update_ratio")]
     assert all(0 < r < 1 for r in ratios)
 
