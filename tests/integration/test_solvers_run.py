@@ -147,3 +147,31 @@ def test_precondition_auto_uses_the_gram_only_when_n_is_at_least_d():
                               ("gram", 5, 6, True)):
         pre = _preconditioners({"precondition": mode}, Full(), 1e-3, 2, 3, N, D)
         assert (pre is not None and len(pre) == 2) == built, (mode, N, D)
+
+
+def test_lbfgs_bar_promises_no_total(tmp_path, monkeypatch):
+    """--max-iter is a cap: the bar counts evaluations and shows the iterations, with no total (so no ETA)."""
+    import lintorch.solvers as solvers
+    bars = []
+
+    class Bar:
+        def __init__(self, *args, **kwargs):
+            self.kwargs, self.n, self.postfix = kwargs, 0, {}
+            bars.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def set_postfix(self, **kwargs):
+            self.postfix = kwargs
+
+        def close(self):
+            pass
+    monkeypatch.setattr(solvers, "tqdm", Bar)
+    argv = [a for a in COMMON if a != "--quiet"]
+    assert train(*argv, "--optimizer", "lbfgs", "--reg", "0.01", "--max-iter", "500",
+                 "--logdir", str(tmp_path / "run")) == 0
+    (bar,) = bars
+    m = metrics(tmp_path / "run")
+    assert bar.kwargs.get("total") is None and "500" not in str(bar.kwargs)
+    assert bar.n >= m["iterations"] and bar.postfix["iterations"] == m["iterations"] < 500
