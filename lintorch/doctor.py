@@ -1,14 +1,15 @@
 """Is lintorch healthy on this GPU? One command, one process tree, a few minutes on one GPU:
 
-    python -m lintorch.doctor [--device cuda|cpu] [--data-dir DIR] [--out doctor-report.json] [--quick]
+    python -m lintorch.doctor [--device cuda|cpu] [--data-dir DIR] [--out report.json] [--quick]
 
 runs, on the device: the gradient check (lintorch.gradcheck), the test suite's variants for the
 device (pytest -k cuda / -k cpu, a subprocess), a short training run of each loss (the recipe
 train.py builds, on the JPEG folder given or on synthetic data) timed per epoch with CUDA's
 sync-debug mode warning about every host synchronization, a small benchmark (an epoch against
 plain PyTorch, time to 40% validation accuracy with real data), and a determinism check (two
-identical runs: equal or not, max abs difference). Prints a short table and writes one JSON
-report: machine (card, driver, torch, CUDA), every figure, and each section's status.
+identical runs: equal or not, max abs difference). Prints a short table; --out writes one JSON
+report: machine (card, driver, torch, CUDA), every figure, and each section's status. The
+benchmark fails when lintorch's epoch takes more than --max-slowdown times plain PyTorch's.
 
 Without CUDA, --device cuda (the default) is one line and exit 2. --device cpu runs the same
 checks on the CPU; --quick shrinks every section (tiny data, no pytest, no time to accuracy) so
@@ -39,7 +40,10 @@ def get_args_parser():
     p.add_argument("--data-dir", type=nonempty, default=None,
                    help="an image folder (train/<class>/*.jpg, e.g. the CIFAR-10 JPEGs); default: synthetic data")
     p.add_argument("--cache-dir", type=nonempty, default=None, help="decoded-image cache for --data-dir")
-    p.add_argument("--out", type=nonempty, default="doctor-report.json", help="where the JSON report goes")
+    p.add_argument("--out", type=nonempty, default=None, help="write the JSON report to this file (default: "
+                   "none is written; the table is printed)")
+    p.add_argument("--max-slowdown", type=number(float, 1.0), default=2.0, help="the benchmark fails when "
+                   "lintorch's epoch takes more than this many times plain PyTorch's on the same data")
     p.add_argument("--epochs", type=number(int, 1, high=100), default=2, help="epochs of each loss's training run")
     p.add_argument("--pytest-timeout", type=number(int, 10), default=300, help="seconds for the pytest section")
     p.add_argument("--quick", action="store_true", help="tiny settings (CI): small synthetic data, no pytest, "
@@ -200,7 +204,8 @@ def benchmark(args, device, data):
     else:
         out["time_to_40"] = {"lintorch": c.time_to_accuracy_lintorch(data, device, 0.40),
                              "plain PyTorch": c.time_to_accuracy_plain(data, device, B, target=0.40)}
-    out["passed"] = True
+    out["max_slowdown"] = args.max_slowdown
+    out["passed"] = lin / plain <= args.max_slowdown
     return out
 
 
@@ -248,11 +253,12 @@ def run_doctor(args, device, say):
 
 
 def _status(s):
+    """-> (result word, why): the word fits the table's column; the reason goes with the figures."""
     if "skipped" in s:
-        return f"skipped ({s['skipped']})"
+        return "skipped", str(s["skipped"])
     if "error" in s:
-        return f"FAIL ({s['error']})"
-    return "pass" if s.get("passed", True) else "FAIL"
+        return "FAIL", str(s["error"])[:200]
+    return ("pass" if s.get("passed", True) else "FAIL"), ""
 
 
 def format_table(report):
@@ -262,7 +268,9 @@ def format_table(report):
 
     def row(key, figures=""):
         sec = s[key]
-        lines.append(f"{key:<12} {_status(sec)[:60]:<8} {sec.get('seconds', 0):>8.1f}  {figures}")
+        word, why = _status(sec)
+        lines.append(f"{key:<12} {word:<8} {sec.get('seconds', 0):>8.1f}  {'; '.join(x for x in (why, figures) if x)}"
+                     .rstrip())
     g = s["gradcheck"]
     row("gradcheck", f"{g.get('checks', 0)} checks, worst rel error {g.get('worst_rel_error', float('nan')):.1e}")
     t = s["tests"]
@@ -279,7 +287,7 @@ def format_table(report):
     b = s["benchmark"]
     row("benchmark", "" if "epoch_vs_plain" not in b else
         f"epoch {b['epoch_seconds_lintorch']:.3f}s vs plain {b['epoch_seconds_plain']:.3f}s "
-        f"({b['epoch_vs_plain']:.2f}x)")
+        f"({b['epoch_vs_plain']:.2f}x, limit {b.get('max_slowdown', float('nan')):.2f}x)")
     d = s["determinism"]
     row("determinism", "" if "equal" not in d else f"{'equal' if d['equal'] else 'differ'}, max abs diff "
         f"{d['max_abs_diff']:.1e}")
@@ -298,9 +306,12 @@ def main(argv=None):
     device = resolve_device(args.device)
     report = run_doctor(args, device, lambda text: print(text, file=sys.stderr, flush=True))
     print(format_table(report))
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2, default=str)
-    print(f"report: {args.out}")
+    if args.out is None:
+        print("report: not written (--out FILE writes the JSON)")
+    else:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2, default=str)
+        print(f"report: {args.out}")
     return 0 if report["passed"] else 1
 
 

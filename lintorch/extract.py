@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from .cli import ArgumentParser, number, run_command, setup_logging, unused_extractor_flags
+from .cli import ArgumentParser, number, run_command, setup_logging, threads_arg, unused_extractor_flags
 from .names import IMAGE_DATASETS
 
 DATASETS = IMAGE_DATASETS   # extraction reads images
@@ -53,8 +53,8 @@ def get_args_parser():
                    "are resized to this (default 224)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=pos, default=256, help="images per extraction batch")
-    p.add_argument("--threads", type=pos, default=None, help="CPU threads for torch (default: torch's choice); "
-                   "on a CPU shared with other jobs 1 can be many times faster than oversubscribing")
+    p.add_argument("--threads", type=threads_arg, default="auto", help="CPU threads: N, or auto (measured at "
+                   "start: 1 when the cores are busy, where oversubscribing is many times slower)")
     p.add_argument("--seed", type=number(int, 0), default=0, help="seed: patch sampling, k-means, random weights")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -119,12 +119,17 @@ def run(args):
     from .atomic import torch_save_atomic, write_atomic
     from .rundir import write_png
     dist = distributed.from_env()          # under torchrun: every rank encodes its shard of each split
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if dist is None:
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     else:
         device = distributed.init(dist, args.device, 600.0, False)
+    threads = None
+    if torch.device(device).type == "cpu":    # as train.py: auto measures the load (1 thread beside other jobs)
+        from .cli import choose_threads
+        setting = args.threads
+        if dist is not None and setting == "auto":
+            setting = distributed.threads_per_process()
+        threads = choose_threads(setting)
     main = dist is None or dist.main
     if os.path.exists(os.path.join(args.out, "classes.json")) and not args.overwrite:
         raise FeatureError(f"{args.out} already holds features; choose another --out or pass --overwrite")
@@ -165,7 +170,7 @@ def run(args):
         return None
     info = {"features": ex.name, "settings": ex.state_dict()["settings"], "fingerprint": ex.fingerprint(),
             "dim": ex.dim, "fit_seconds": round(fit_s, 3), "extract_seconds": round(time.perf_counter() - t0, 3),
-            "device": str(device), "format": args.format, "dtype": args.dtype,
+            "device": str(device), "threads": threads, "format": args.format, "dtype": args.dtype,
             "data": {"dataset": args.dataset, "data_dir": os.path.abspath(args.data_dir),
                      "image_size": args.image_size, "classes": ds.classes,
                      **{f"n_{n}": len(ys) for n, _, ys in splits},

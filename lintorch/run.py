@@ -19,7 +19,7 @@ from .config import fill_defaults, member_name, saved_config, with_defaults
 from .errors import UserError
 from .names import RESUMABLE_CHANGES, SEARCHES
 from .members import Member, best_index, pct, ranking
-from .rundir import abandon, claim_default, claim_existing, claim_new, write_json
+from .rundir import abandon, claim_default, claim_existing, claim_new, release, write_json
 
 log = logging.getLogger("lintorch")
 
@@ -278,7 +278,7 @@ def _claim_and_train(args, dist):
                 cfg["quiet"] = True
     except BaseException:
         if lock is not None:
-            os.close(lock)
+            release(folder, lock)
         raise
     try:
         threads = None
@@ -294,8 +294,8 @@ def _claim_and_train(args, dist):
             abandon(folder, created)
         raise
     finally:
-        if lock is not None:
-            os.close(lock)
+        if lock is not None:        # the last thing done in the folder: a finished one keeps no .lock
+            release(folder, lock)
 
 
 def _train(cfg, device, folder, threads, header, state, dist=None):

@@ -4,7 +4,9 @@ the small files written into it (config.json, metrics.json, templates.png), each
 One run per folder: a new run claims its folder by creating config.json exclusively (O_EXCL),
 so two runs started together never share one; every process holds an flock on RUN/.lock while
 it trains or resumes, so a second resume of the same run is refused (the kernel drops the lock
-when a process dies, even by SIGKILL, so no stale lock survives).
+when a process dies, even by SIGKILL, so no stale lock survives). A process that lets go of a
+folder removes RUN/.lock first (release), so a finished folder holds only its results; one that
+locked the old file just before that removal finds it gone and locks the new one instead.
 """
 import errno
 import fcntl
@@ -25,13 +27,30 @@ def default_folder(dataset, kind, root="runs"):
 
 def _lock(folder):
     """Hold an exclusive flock on folder/.lock for this process's life -> the open fd."""
-    fd = os.open(os.path.join(folder, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    path = os.path.join(folder, LOCK)
+    for _ in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UserError(f"{folder} is in use by another lintorch process (one run per folder)") from None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)        # the holder removed this file as it let go (release): lock the one there now
+    raise UserError(f"could not lock {path}: it keeps being replaced")
+
+
+def release(folder, fd):
+    """Let go of a folder locked by _lock: remove its .lock while still holding it, then unlock."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.remove(os.path.join(folder, LOCK))
     except OSError:
-        os.close(fd)
-        raise UserError(f"{folder} is in use by another lintorch process (one run per folder)") from None
-    return fd
+        pass                # gone already (abandon), or a read-only folder: the lock is released all the same
+    os.close(fd)
 
 
 def _describe(folder):

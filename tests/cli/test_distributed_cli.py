@@ -56,7 +56,7 @@ def test_data_parallel_equals_one_process(tmp_path):
     names = sorted(os.listdir(tmp_path / "two"))
     assert [n for n in names if n.startswith("events.out")].__len__() == 1
     assert [n for n in names if not n.startswith("events.out")] == [
-        ".lock", "checkpoint.pt", "config.json", "last.pt", "metrics.json", "templates.png"], names
+        "checkpoint.pt", "config.json", "last.pt", "metrics.json", "templates.png"], names
     assert p.stdout.count("done (completed)") == 1, p.stdout      # one summary: rank 0's
 
 
