@@ -1,13 +1,12 @@
-"""Pictures of a model: the class templates (weight rows as images), the confusion matrix, a path
-or sweep (path_image), and a
-caption strip for any picture (the k-means filters). Drawn to be read where they are looked at:
-TensorBoard's IMAGES card shows a picture at CARD px wide whatever its size, so each is laid out
-for a width of SCALE * CARD with letters tall enough to stay >= 9 px at the card's width; the PNG
-files are the same pictures, twice as sharp.
+"""Pictures of a model: the class templates (weight rows as images), the confusion matrix, a
+caption strip for any picture (the k-means filters), and a path or sweep (path_image). The first
+three are drawn to be read where they are looked at: TensorBoard's IMAGES card shows a picture at
+CARD px wide whatever its size, so each is laid out for a width of SCALE * CARD with letters tall
+enough to stay >= 9 px at the card's width; the PNG files are the same pictures, twice as sharp.
 
 Shapes: C classes, images 3 x S x S. Each returns a uint8 (3, H, W) tensor that Monitor.image and
 rundir.write_png take directly. Text is drawn in the TrueType font Pillow embeds (Aileron,
-ImageFont.load_default(size=...), Pillow >= 10.1), so no font file is needed.
+ImageFont.load_default(size=...), Pillow >= 10.1), so no font file is needed: font(size).
 """
 import math
 
