@@ -422,7 +422,7 @@ class LinearProbe:
         """One run of the core (run.execute) into a run folder (logdir, else a temporary one) ->
         (the kept model's ModelFile, Preprocess, one dict per member)."""
         from .checkpoint import best_path, load_model
-        from .rundir import claim_new, write_json
+        from .rundir import claim_new, release, write_json
         from .run import execute
         logger = logging.getLogger("lintorch")
         level = logger.level
@@ -443,7 +443,7 @@ class LinearProbe:
                                       tensorboard=self.logdir is not None, train_loader=batches)
             finally:
                 if lock is not None:
-                    os.close(lock)
+                    release(folder, lock)
             if status >= 128:
                 raise KeyboardInterrupt
             members = [{"name": m.name, "config": dict(m.overrides), "val_acc": m.metrics["val_acc"],
