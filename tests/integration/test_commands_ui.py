@@ -134,3 +134,19 @@ def test_build_folder_is_ignored():
     if p.returncode == 128:
         pytest.skip("not a git checkout")
     assert p.returncode == 0
+
+
+def test_readme_says_how_to_take_the_cpu_build_and_the_requirements_accept_it():
+    """PyTorch's CPU wheels are versioned 2.14.1+cpu: requirements.txt's bounds must accept them (and the
+    plain CUDA-build versions), or pip would replace the CPU build with PyPI's CUDA one."""
+    from packaging.requirements import Requirement
+
+    from tests.helpers import REPO
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in (REPO / "README.md").read_text()
+    reqs = {r.name: r for r in (Requirement(line.split("#")[0]) for line in (REPO / "requirements.txt").read_text()
+                                .splitlines() if line.split("#")[0].strip())}
+    torch_version = torch.__version__.split("+")[0]
+    import torchvision
+    vision = torchvision.__version__.split("+")[0]
+    for name, v in (("torch", torch_version), ("torchvision", vision)):
+        assert reqs[name].specifier.contains(v) and reqs[name].specifier.contains(f"{v}+cpu"), name
