@@ -40,14 +40,16 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     dataset, data_dir, seed, val_size = pick(dataset, "dataset"), pick(data_dir, "data_dir"), pick(seed, "seed"), \
         pick(val_size, "val_size")
     data_cfg = {**cfg, "dataset": dataset, "data_dir": data_dir, "seed": seed, "val_size": val_size,
-                "cache_dir": pick(cache_dir, "cache_dir"), "image_size": h.image_size}
+                "cache_dir": pick(cache_dir, "cache_dir"), "image_size": h.image_size,
+                "quiet": not sys.stderr.isatty()}          # a decoding bar on a terminal
     state = None if not h.features else h.features.get("extractor")
-    data, _ = load_inputs(data_cfg, model.weight.device, state)
+    # the test split needs no training images: the train folder is only listed, for its classes
+    data, _ = load_inputs(data_cfg, model.weight.device, state, ("test",) if split == "test" else ("train", "test"))
     preprocess = Preprocess.from_state_dict(h.preprocess).to(model.weight.device)   # the bare standardization
-    check_compatible(h, path, data.classes, h.image_size, input_dim(data.train))
     part = getattr(data, split)
     if part is None:
         raise DataError(f"the data set has no {split} split ({dataset} at {data_dir}); use --split val")
+    check_compatible(h, path, data.classes, h.image_size, input_dim(part))
     C = len(data.classes)
     objective = Objective.from_config({**cfg, "loss": h.loss}, reg=0.0)     # the unweighted data loss
     # the same loader and batch size as training's validation, so the numbers match to the bit

@@ -138,7 +138,7 @@ def run(args):
                         input_size=args.input_size)
     ex.check_settings(args.image_size)     # before any work: a setting that cannot work is one line
     ds = load_dataset(args.dataset, args.data_dir, args.image_size, 1, args.seed, args.cache_dir,
-                      args.skip_bad_images)
+                      args.skip_bad_images, progress=main and not args.quiet)
     x, y = _full_train(ds)
     t0 = time.perf_counter()
     if dist is None:

@@ -84,15 +84,16 @@ def eval_loader(split, preprocess, device):
     return TensorLoader(split, preprocess, EVAL_BATCH, device, shuffle=False)
 
 
-def load_inputs(cfg, device, features_state=None):
+def load_inputs(cfg, device, features_state=None, splits=("train", "test")):
     """The DataSet a run trains on: images, images turned into features, or a feature folder
-    -> (DataSet, extractor or None)."""
+    -> (DataSet, extractor or None). splits=("test",): an image folder's test split only (evaluate)."""
     if cfg["dataset"] == "features":
         return feature_folder(cfg), None
     pixels = cfg["features"] == "pixels"
     extractor = None if pixels else make_extractor(cfg, features_state)     # its settings asked before any work
     data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["image_size"], cfg["val_size"], cfg["seed"],
-                        cfg["cache_dir"], cfg["skip_bad_images"], cfg["cache_check"])
+                        cfg["cache_dir"], cfg["skip_bad_images"], cfg["cache_check"], splits,
+                        progress=not cfg.get("quiet", True))      # built outside train.py (bench, probe): no bar
     if pixels:
         return data, None
     return featurize(data, cfg, device, features_state, extractor=extractor)

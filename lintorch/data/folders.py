@@ -114,10 +114,11 @@ def scan_folder(root, classes=None):
     return files, labels, classes
 
 
-def decode(files, image_size, skip_bad_images):
+def decode(files, image_size, skip_bad_images, progress=None):
     """Decode files into uint8 (N, 3, S, S) with a thread pool (Pillow releases the GIL).
 
     Each image is written into one preallocated tensor: peak memory is the data set once.
+    progress: a bar's description (50,000 CIFAR JPEGs take 12-15 s the first time), or None.
     -> (x, keep) where keep lists the indices of the files that decoded.
     """
     transform = image_transform(image_size)
@@ -134,8 +135,14 @@ def decode(files, image_size, skip_bad_images):
                                 f"(use --skip-bad-images to skip such files)") from None
             return False
 
-    with ThreadPoolExecutor(max_workers=THREADS) as pool:
-        ok = list(pool.map(one, range(len(files))))
+    from tqdm import tqdm
+    with ThreadPoolExecutor(max_workers=THREADS) as pool, \
+            tqdm(total=len(files), desc=progress, unit="img", unit_scale=True, leave=False,
+                 disable=progress is None) as bar:
+        ok = []
+        for good in pool.map(one, range(len(files))):
+            ok.append(good)
+            bar.update(1)
     keep = [i for i, good in enumerate(ok) if good]
     if len(keep) < len(files):
         log.warning("skipped %d unreadable image(s) of %d", len(files) - len(keep), len(files))

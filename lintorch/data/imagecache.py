@@ -31,7 +31,7 @@ def default_dir(data_dir):
     return os.path.join(data_dir, ".lintorch-cache")
 
 
-def cached_split(root, scanned, image_size, cache_dir, skip_bad_images, cache_check, name):
+def cached_split(root, scanned, image_size, cache_dir, skip_bad_images, cache_check, name, progress=False):
     """Decode the scanned (files, labels, classes) of split `name` once; reuse the uint8 cache at
     cache_dir/<name>-<S>px.pt while they are unchanged (cache_dir None: no cache)."""
     files, labels, classes = scanned
@@ -41,7 +41,7 @@ def cached_split(root, scanned, image_size, cache_dir, skip_bad_images, cache_ch
         split = read(path, key, files, labels, image_size, skip_bad_images)
         if split is not None:
             return split
-    x, keep = decode(files, image_size, skip_bad_images)
+    x, keep = decode(files, image_size, skip_bad_images, f"decoding {name} images" if progress else None)
     split = Split(x, torch.tensor(labels, dtype=torch.long)[keep], [files[i] for i in keep])
     if name == "train" and len(keep) < len(files):
         gone = sorted(set(range(len(classes))) - set(split.y.tolist()))

@@ -68,7 +68,8 @@ def check_memory(n_images, image_size, work_bytes=0):
 
 # --------------------------------------------------------------------------- sources
 
-def _imagefolder(data_dir, image_size, cache_dir, skip_bad_images, cache_check):
+def _imagefolder(data_dir, image_size, cache_dir, skip_bad_images, cache_check, splits=("train", "test"),
+                 progress=False):
     train_dir, test_dir = os.path.join(data_dir, "train"), os.path.join(data_dir, "test")
     if not is_folder(data_dir, "train/<class>/<images> (ImageFolder layout)", "--data-dir "):
         raise DataError(f"--data-dir {data_dir} does not exist: expected {train_dir}/<class>/<images>")
@@ -79,10 +80,13 @@ def _imagefolder(data_dir, image_size, cache_dir, skip_bad_images, cache_check):
     test_scan = scan_folder(test_dir, classes) if is_folder(test_dir, "<class>/<images>") else None
     check_memory(len(train_scan[0]) + (len(test_scan[0]) if test_scan else 0), image_size)
     cache_dir = cache_dir or imagecache.default_dir(data_dir)
-    train = imagecache.cached_split(train_dir, train_scan, image_size, cache_dir, skip_bad_images, cache_check, "train")
-    test = None
+    train = test = None       # the train folder is scanned for its classes, decoded only when asked for
+    if "train" in splits:
+        train = imagecache.cached_split(train_dir, train_scan, image_size, cache_dir, skip_bad_images, cache_check,
+                                        "train", progress)
     if test_scan:
-        test = imagecache.cached_split(test_dir, test_scan, image_size, cache_dir, skip_bad_images, cache_check, "test")
+        test = imagecache.cached_split(test_dir, test_scan, image_size, cache_dir, skip_bad_images, cache_check,
+                                       "test", progress)
     return train, test, classes
 
 
@@ -138,8 +142,10 @@ def _synthetic(image_size, seed, n_train=4000, n_test=1000, num_classes=10, cont
 
 
 def load_dataset(dataset, data_dir="./data", image_size=32, val_size=1000, seed=0, cache_dir=None,
-                 skip_bad_images=False, cache_check="stat"):
+                 skip_bad_images=False, cache_check="stat", splits=("train", "test"), progress=False):
     """-> DataSet with train/val/test splits as uint8 tensors; val is carved from train (seeded).
+    splits=("test",): an image folder's test split alone (train and val None; the train folder is
+    only listed, for its classes). progress: a bar while images decode.
 
     Image folders are decoded once into cache_dir (default data_dir/.lintorch-cache) and reused
     while the cache key matches: cache_check "stat" (default, train.py --cache-check) keys each file
@@ -155,13 +161,17 @@ def load_dataset(dataset, data_dir="./data", image_size=32, val_size=1000, seed=
     if dataset == "cifar10":
         train, test, classes = _cifar10(data_dir, image_size)
     elif dataset == "imagefolder":
-        train, test, classes = _imagefolder(data_dir, image_size, cache_dir, skip_bad_images, cache_check)
+        train, test, classes = _imagefolder(data_dir, image_size, cache_dir, skip_bad_images, cache_check, splits,
+                                            progress)
     elif dataset == "synthetic":
         train, test, classes = _synthetic(image_size, seed)
     else:
         raise DataError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     if len(classes) < 2:
         raise DataError(f"need at least 2 classes, found {len(classes)} ({', '.join(classes)})")
+    if train is None:
+        return DataSet(None, None, test, classes, image_size, {"dataset": dataset, "data_dir": data_dir,
+                                                              "image_size": image_size})
     train_idx, val_idx = carve_val(len(train), val_size, seed)
     source = {"dataset": dataset, "data_dir": data_dir, "image_size": image_size,
               "train_indices": train_idx, "val_indices": val_idx}

@@ -150,3 +150,38 @@ def test_readme_says_how_to_take_the_cpu_build_and_the_requirements_accept_it():
     vision = torchvision.__version__.split("+")[0]
     for name, v in (("torch", torch_version), ("torchvision", vision)):
         assert reqs[name].specifier.contains(v) and reqs[name].specifier.contains(f"{v}+cpu"), name
+
+
+def test_first_run_shows_a_decoding_bar_and_a_cached_one_none(image_folder, tmp_path, monkeypatch):
+    import tqdm as tq
+
+    from lintorch.data import load_dataset
+    bars = []
+    real = tq.tqdm
+
+    class Bar(real):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if not self.disable:
+                bars.append(self)
+    monkeypatch.setattr(tq, "tqdm", Bar)
+    for _ in range(2):
+        load_dataset("imagefolder", str(image_folder), 16, 12, 0, str(tmp_path / "cache"), progress=True)
+    shown = [(b.desc, b.total, b.n) for b in bars]
+    assert shown == [("decoding train images", 48, 48), ("decoding test images", 15, 15)]   # none when cached
+
+
+def test_evaluate_test_split_decodes_no_training_image(folder_run, tmp_path, monkeypatch):
+    from lintorch import data, evaluate
+    decoded = []
+    real = data._decode
+
+    def spy(files, *args, **kwargs):
+        decoded.extend(files)
+        return real(files, *args, **kwargs)
+    monkeypatch.setattr(data, "_decode", spy)
+    r = evaluate.evaluate_checkpoint(str(folder_run), split="test", cache_dir=str(tmp_path / "fresh"))
+    assert r["n"] == 15 and decoded and all("/test/" in f for f in decoded)
+    decoded.clear()
+    assert evaluate.evaluate_checkpoint(str(folder_run), split="val", cache_dir=str(tmp_path / "fresh"))["n"] == 12
+    assert any("/train/" in f for f in decoded)
