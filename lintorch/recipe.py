@@ -118,7 +118,7 @@ def build(cfg, device, preprocess=None, data=None, features_state=None):
     if preprocess is None:
         preprocess = _fit_preprocess(cfg, data.train)
     D = input_dim(data.train)
-    uses_lr = cfg["optimizer"] != "lbfgs"
+    uses_lr = cfg["optimizer"] in ("sgd", "gd")          # lbfgs and random search have no learning rate
     if cfg.get("lr_from_defaults") and preprocess.mode == "feature" and uses_lr:   # resolved once; config.json keeps it
         cfg["lr"], cfg["lr_from_defaults"] = cfg["lr"] * features_lr_scale(D), False
         if features_lr_scale(D) < 1:

@@ -60,8 +60,9 @@ def test_d_a_pt_file_holding_tensors_that_require_grad_trains(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["val_acc"] > 0.5
 
 
-def test_lbfgs_on_features_says_nothing_of_a_scaled_lr(tmp_path, capsys):
+@pytest.mark.parametrize("optimizer, extra", [("lbfgs", ["--max-iter", "5"]), ("random-search", ["--trials", "5"])])
+def test_optimizers_without_lr_on_features_say_nothing_of_a_scaled_lr(tmp_path, capsys, optimizer, extra):
     data = folder(tmp_path / "f", d=256)                # SGD would scale its default lr for D > 189
-    assert train(*COMMON[:-5], "--threads", "1", "--device", "cpu", "--data-dir", data, "--optimizer", "lbfgs",
-                 "--max-iter", "5", "--logdir", tmp_path / "run") == 0
+    assert train(*COMMON[:-5], "--threads", "1", "--device", "cpu", "--data-dir", data, "--optimizer", optimizer,
+                 *extra, "--logdir", tmp_path / "run") == 0
     assert "lr scaled" not in capsys.readouterr().out
