@@ -1,11 +1,13 @@
 """What TensorBoard's HPARAMS tab shows of a member: the settings that tell runs apart (only those
-its optimizer uses), declared with the swept ones first, one trial ID per member, and its metrics.
+its optimizer uses), one trial ID per member, and its metrics.
 
-TensorBoard's table shows the first five declared hparams, those flagged `differs` first, and
-takes the declaration of one run ("arbitrarily the first") for every run under its --logdir. So
-every member declares the same full list of names (a run that lacks one shows a blank), with its
-own sweep's names first and flagged. The table prints numbers with toPrecision(5) (256 reads
-"256.00"); it has no integer type, so integer settings are written as their text.
+How the tab decides what it shows (tensorboard 2.21, read from its backend and its frontend, and
+seen in headless Chromium): it takes the declaration of one run ("arbitrarily the first") for
+every run under its --logdir, sorts the declared hparams by `differs` first and then by name, and
+ticks the first five. So every member declares the same full list of names (a run that lacks one
+shows a blank), and flags SHOWN and its own swept names: the default view is features, loss, lr,
+optimizer, reg, whichever run's declaration is taken. The table prints numbers with
+toPrecision(5) (256 reads "256.00") and has no integer type: integer settings are written as text.
 """
 import os
 
@@ -19,6 +21,7 @@ HPARAMS = {
     "flip": bool, "mean": str, "standardize": bool, "image_size": int, "val_size": int, "seed": int,
     "dataset": str,
 }
+SHOWN = ("features", "loss", "lr", "optimizer", "reg")    # ticked by default: first alphabetically among the flagged
 METRICS = (("hparam/val_acc", "val acc"), ("hparam/test_acc", "test acc"), ("hparam/train_acc", "train acc"),
            ("hparam/best_epoch", "best epoch"))
 SOLVER = {    # each optimizer's own settings; the others' are not logged for it
@@ -63,10 +66,14 @@ def _typed(name, value):
 
 
 def trial_id(member_name, run_folder, single):
-    """A name per member that the table's narrow column shows whole enough: the sweep member's
-    configuration first, then its run folder (unique under runs/)."""
+    """A name per member that tells it apart in the table's narrow Trial ID column (about 17
+    characters show): a sweep member's swept values first, without their names (the lr and reg
+    columns say which is which), then its run folder; a single run's folder. Unique under runs/."""
     base = os.path.basename(os.path.normpath(run_folder))
-    return base if single else f"{member_name} ({base})"
+    if single:
+        return base
+    values = ",".join(part.partition("=")[2] or part for part in member_name.split(","))
+    return f"{values} ({base})"
 
 
 def summaries(values, swept, trial, start_time, status="completed"):
@@ -80,7 +87,8 @@ def summaries(values, swept, trial, start_time, status="completed"):
     names = [k for k in swept if k in HPARAMS] + [k for k in HPARAMS if k not in swept]
     experiment = api_pb2.Experiment(
         time_created_secs=start_time,
-        hparam_infos=[api_pb2.HParamInfo(name=k, type=kinds[HPARAMS[k]], differs=k in swept) for k in names],
+        hparam_infos=[api_pb2.HParamInfo(name=k, type=kinds[HPARAMS[k]], differs=k in swept or k in SHOWN)
+                     for k in names],
         metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=shown)
                       for tag, shown in METRICS])
     start = plugin_data_pb2.SessionStartInfo(group_name=trial, start_time_secs=start_time)
