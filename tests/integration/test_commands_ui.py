@@ -97,7 +97,7 @@ def test_a_released_folder_keeps_no_lock_and_the_lock_still_excludes(tmp_path, m
     import os
 
     from lintorch import rundir
-    from lintorch.cli import UserError
+    from lintorch.errors import UserError
     folder = str(tmp_path)
     fd = rundir.claim_existing(folder)
     with pytest.raises(UserError, match="in use"):
@@ -172,14 +172,15 @@ def test_first_run_shows_a_decoding_bar_and_a_cached_one_none(image_folder, tmp_
 
 
 def test_evaluate_test_split_decodes_no_training_image(folder_run, tmp_path, monkeypatch):
-    from lintorch import data, evaluate
+    from lintorch import evaluate
+    from lintorch.data import imagecache
     decoded = []
-    real = data._decode
+    real = imagecache.decode
 
     def spy(files, *args, **kwargs):
         decoded.extend(files)
         return real(files, *args, **kwargs)
-    monkeypatch.setattr(data, "_decode", spy)
+    monkeypatch.setattr(imagecache, "decode", spy)
     r = evaluate.evaluate_checkpoint(str(folder_run), split="test", cache_dir=str(tmp_path / "fresh"))
     assert r["n"] == 15 and decoded and all("/test/" in f for f in decoded)
     decoded.clear()
