@@ -22,10 +22,19 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run from anywhere
 
 
+def _whole(train, val):
+    """The train file's rows, all of them (train and the carved val joined back)."""
+    from lintorch.featurize import Rows
+    import torch
+    return Rows(train.split, torch.cat([train.idx, val.idx]).sort().values)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--features-dir", required=True, help="a --dataset features folder (train.npy, train_labels.npy)")
     p.add_argument("--val-size", type=int, default=10000, help="validation rows carved from train (seeded)")
+    p.add_argument("--val-from-test", action="store_true",
+                   help="validate on the folder's test split (test.npy) instead of carving from train")
     p.add_argument("--seed", type=int, default=0, help="the split's seed (train.py's --seed)")
     p.add_argument("--path", type=int, default=16, help="regularization values on the path (logspace 1e-4..1)")
     p.add_argument("--reg", type=float, default=1e-2, help="the single value for (a)")
@@ -40,8 +49,13 @@ def main(argv=None):
     from lintorch.data import Preprocess
     from lintorch.featurize import feature_folder
     torch.set_num_threads(a.threads)
-    data = feature_folder({"data_dir": a.features_dir, "val_size": a.val_size, "seed": a.seed})
+    data = feature_folder({"data_dir": a.features_dir, "val_size": 1 if a.val_from_test else a.val_size,
+                           "seed": a.seed})
     train, val = data.train, data.val
+    if a.val_from_test:
+        if data.test is None:
+            p.error(f"--val-from-test: {a.features_dir} has no test split")
+        train, val = _whole(data.train, data.val), data.test
     pre = Preprocess.fit_features(train.chunks())
     xt = torch.cat([pre(x) for x in train.chunks()])                # (N, D) float32, standardized
     xv = torch.cat([pre(x) for x in val.chunks()])

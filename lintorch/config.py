@@ -13,6 +13,17 @@ from .names import (CACHE_CHECKS, CLASS_WEIGHTS, DATASETS, GD_EPOCHS, GD_LR_SCAL
 
 MAX_SEED = 2 ** 32 - 1
 
+# The best measured classifier for an extractor's features (README, Features): used when --features NAME
+# is given with none of CLASSIFIER_FLAGS, the chosen reg picked on validation by a path in one run.
+FEATURE_RECIPES = {
+    "kmeans": {"loss": "svm", "squared_hinge": True, "svm_form": "one-vs-rest", "optimizer": "lbfgs",
+               "sweep": ["reg=logspace:1e-3:1e-1:5"]},
+    "hog,colorhist": {"loss": "softmax", "optimizer": "lbfgs", "sweep": ["reg=logspace:1e-6:1e-2:9"]},
+}
+CLASSIFIER_FLAGS = ("loss", "optimizer", "sweep", "reg", "lr", "epochs", "squared_hinge", "svm_form", "margin",
+                    "penalty", "beta", "momentum", "schedule", "batch_size", "patience", "class_weight", "max_iter",
+                    "tol", "history", "precondition", "trials")
+
 
 def fill_defaults(args):
     """Replace None hyperparameters with the tuned defaults for the loss and optimizer."""
@@ -181,6 +192,21 @@ def get_args_parser():
     return p
 
 
+def _feature_recipe(args):
+    """--features NAME alone: apply FEATURE_RECIPES[NAME] to args -> the flags applied, as text
+    (config.json keeps it; the run prints it), or None (another extractor, a classifier flag given,
+    or a resume, which keeps its own config)."""
+    recipe = FEATURE_RECIPES.get(args.features)
+    if recipe is None or args.resume or set(args.given) & set(CLASSIFIER_FLAGS):
+        return None
+    flags = []
+    for k, v in recipe.items():
+        setattr(args, k, [parse_sweep_item(item) for item in v] if k == "sweep" else v)
+        flag = f"--{k.replace('_', '-')}"
+        flags.append(flag if v is True else f"{flag} {' '.join(v) if k == 'sweep' else v}")
+    return " ".join(flags)
+
+
 def _given(parser, argv):
     """The dests the user set on the command line (parsed again with every default suppressed)."""
     import copy
@@ -205,6 +231,7 @@ def parse_args(argv=None, error=None):
         p.error = error
     args = p.parse_args(argv)
     args.given = _given(p, argv)
+    args.feature_recipe = _feature_recipe(args)
     if args.sweep is not None:
         try:
             args.sweep = sweep_grid(args.sweep)

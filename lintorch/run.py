@@ -322,6 +322,9 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
         state = None if state is None else distributed.local_state(state, lo, hi)
     if header is not None:
         preprocess = Preprocess.from_state_dict(header.preprocess)
+    if cfg.get("feature_recipe") and header is None:
+        log.info(f"--features {cfg['features']}: the best measured classifier, {cfg['feature_recipe']} (reg chosen "
+                 f"on validation; any classifier flag replaces it)")
     recipe = build(local, device, preprocess, data)
     if train_loader is not None:
         recipe.train_loader = train_loader

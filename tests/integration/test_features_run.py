@@ -74,6 +74,25 @@ def test_feature_cache_is_reused_and_rebuilt_when_a_setting_changes(image_folder
     assert torch.equal(a["model"]["weight"], d["model"]["weight"])        # the refit is the same fit
 
 
+def test_features_alone_get_the_best_measured_recipe(image_folder, tmp_path, capsys):
+    """--features NAME with no classifier flag: FEATURE_RECIPES[NAME], a reg path chosen on validation,
+    printed and in config.json; any classifier flag replaces it."""
+    from lintorch.config import FEATURE_RECIPES
+    plain = ["--dataset", "imagefolder", "--image-size", "16", "--val-size", "12", "--quiet", "--threads", "1",
+             "--device", "cpu", "--data-dir", str(image_folder)]
+    assert train(*plain, *KMEANS, "--logdir", str(tmp_path / "a")) == 0
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    recipe = FEATURE_RECIPES["kmeans"]
+    assert cfg["feature_recipe"] and all(cfg[k] == v for k, v in recipe.items() if k != "sweep")
+    summary = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert len(summary["configs"]) > 1 and summary["best"]["val_acc"] == max(c["val_acc"] for c in summary["configs"])
+    assert (tmp_path / "a" / "path.png").is_file()
+    assert "the best measured classifier" in capsys.readouterr().out
+    a = parse_args([*KMEANS, "--loss", "softmax"])
+    assert a.feature_recipe is None and a.optimizer == "sgd" and a.sweep is None
+    assert parse_args(["--features", "hog,colorhist"]).optimizer == FEATURE_RECIPES["hog,colorhist"]["optimizer"]
+
+
 def test_hog_colorhist_run_learns(image_folder, tmp_path):
     logdir = tmp_path / "hog"
     assert train(*FOLDER, "--data-dir", str(image_folder), "--features", "hog,colorhist",
