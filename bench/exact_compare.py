@@ -49,7 +49,7 @@ def main(argv=None):
     from lintorch.data import Preprocess
     from lintorch.featurize import feature_folder
     torch.set_num_threads(a.threads)
-    data = feature_folder({"data_dir": a.features_dir, "val_size": 1 if a.val_from_test else a.val_size,
+    data = feature_folder({"data_dir": a.features_dir, "val_size": 1 if a.val_from_test else a.val_size, "image_size": 0,
                            "seed": a.seed})
     train, val = data.train, data.val
     if a.val_from_test:

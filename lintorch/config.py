@@ -147,7 +147,8 @@ def get_args_parser():
     o = p.add_argument_group("optimization")
     o.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="sgd: minibatch SGD; gd: full-batch gradient descent; lbfgs: full-batch L-BFGS, every "
-                   "member of a sweep at once (softmax or --squared-hinge, l2); random-search: the lecture's "
+                   "member of a sweep at once (softmax or --squared-hinge, l2); exact: --loss squared solved in "
+                   "closed form, a whole --sweep reg path from one Gram; random-search: the lecture's "
                    "strategy #1; random-local-search: random steps kept when they lower the loss")
     o.add_argument("--epochs", type=number(int, 1, high=100_000), default=None,
                    help=f"passes over the training data (default: {SGD_EPOCHS} for sgd, {GD_EPOCHS} for gd)")
@@ -238,13 +239,19 @@ def parse_args(argv=None, error=None):
         except ValueError as e:
             p.error(str(e))
         if args.optimizer in SEARCHES:
-            p.error(f"--sweep trains with --optimizer sgd, gd or lbfgs, not {args.optimizer}")
+            p.error(f"--sweep trains with --optimizer sgd, gd, lbfgs or exact, not {args.optimizer}")
     if args.optimizer == "lbfgs":
         if nonsmooth_parts(args.loss, args.squared_hinge, args.penalty):
             p.error("--optimizer lbfgs needs a smooth objective: softmax or --loss svm --squared-hinge, with "
                     "--penalty l2 (L-BFGS stalls at the hinge's and l1's kinks; use sgd for those)")
         if args.sweep and any("lr" in c for c in args.sweep):
             p.error("--optimizer lbfgs has no learning rate to sweep; sweep reg")
+    if args.optimizer == "exact":
+        if args.loss != "squared" or args.penalty != "l2" or args.class_weight != "none":
+            p.error("--optimizer exact solves --loss squared with --penalty l2 and no --class-weight in closed form; "
+                    "use lbfgs or sgd for the others")
+        if args.sweep and any("lr" in c for c in args.sweep):
+            p.error("--optimizer exact has no learning rate to sweep; sweep reg")
     lbfgs_only = [f"--{d.replace('_', '-')}" for d in ("max_iter", "tol", "history", "precondition")
                   if d in args.given]
     if lbfgs_only and args.optimizer != "lbfgs" and not args.resume:

@@ -18,9 +18,9 @@ LOADERS = ("tensor", "dataloader")
 MEANS = ("pixel", "channel")
 CACHE_CHECKS = ("stat", "full")
 
-OPTIMIZERS = ("sgd", "gd", "lbfgs", "random-search", "random-local-search")
+OPTIMIZERS = ("sgd", "gd", "lbfgs", "exact", "random-search", "random-local-search")
 SEARCHES = ("random-search", "random-local-search")
-FULL_BATCH = ("gd", "lbfgs")                        # one step per pass over the training split
+FULL_BATCH = ("gd", "lbfgs", "exact")                        # one step per pass over the training split
 SCHEDULES = ("constant", "step", "cosine")
 PRECONDITIONS = ("auto", "gram", "none")
 SWEEPABLE = ("lr", "reg")

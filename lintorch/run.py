@@ -299,7 +299,7 @@ def _claim_and_train(args, dist):
 
 
 def _train(cfg, device, folder, threads, header, state, dist=None):
-    if dist is not None and cfg["optimizer"] in (*SEARCHES, "lbfgs"):
+    if dist is not None and cfg["optimizer"] in (*SEARCHES, "lbfgs", "exact"):
         raise UserError(f"--optimizer {cfg['optimizer']} runs in one process, not under torchrun")
     return execute(cfg, device, folder, header=header, state=state, dist=dist, threads=threads)[0]
 
@@ -353,6 +353,9 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
                 return train_search(run), run
             if cfg["optimizer"] == "lbfgs":
                 return train_lbfgs(run), run
+            if cfg["optimizer"] == "exact":
+                from .solvers import train_exact
+                return train_exact(run), run
             return Trainer(run, state).train(), run
         except CheckpointError as e:
             run.failed(e)

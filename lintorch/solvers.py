@@ -1,5 +1,6 @@
 """The one-shot drivers around a Run: full-batch L-BFGS for its K members (a whole regularization
-path in one pass per evaluation; lbfgs.py is the solver) and the lecture's random search. Each ends
+path in one pass per evaluation; lbfgs.py is the solver), the exact least-squares path (exact.py)
+and the lecture's random search. Each ends
 the run the Trainer's way: every Member.finish, then Run.finish.
 
 Shapes: N training images, D features, C classes, K members (weights (K, C, D)).
@@ -97,6 +98,19 @@ def train_lbfgs(run):
     if bar is not None:
         bar.close()
     W, b = res.W.to(run.device, W0.dtype), res.b.to(run.device, b0.dtype)
+    notes = [f"lbfgs {res.status[k]} after {int(res.iterations[k])} iterations ({int(res.evaluations[k])} "
+             f"evaluations), objective {float(res.f[k]):.6g}, max |gradient| {float(res.grad_max[k]):.2e}"
+             for k in range(K)]
+    extras = [{"objective": float(res.f[k]), "solver_status": res.status[k], "iterations": int(res.iterations[k])}
+              for k in range(K)]
+    return _finish(run, full, W, b, res.f, res.status, res.iterations, notes, extras, seconds,
+                   res.calls * len(r.data.train))
+
+
+def _finish(run, full, W, b, f, statuses, steps, notes, extras, seconds, images):
+    """The full-batch solvers' ending: every member's accuracies, best.pt and Member.finish, then
+    Run.finish. W (K, C, D), b (K, C) on the run's device; f (K,) objectives -> exit status."""
+    r, K = run.recipe, len(run.members)
     model = LinearClassifier(W.shape[2], W.shape[1], num_models=K).to(run.device)
     with torch.no_grad():
         model.weight.copy_(W)
@@ -104,25 +118,53 @@ def train_lbfgs(run):
     train_acc, val = evaluate(model, full)["acc"], evaluate(model, r.val_loader)["acc"]
     results = []
     for k, m in enumerate(run.members):
-        status = res.status[k]
-        m.history.append({"epoch": 1, "train_loss": float(res.f[k]), "train_acc": float(train_acc[k]),
+        status, step = statuses[k], int(steps[k])
+        m.history.append({"epoch": 1, "train_loss": float(f[k]), "train_acc": float(train_acc[k]),
                           "val_acc": float(val[k]), "seconds": seconds})
-        m.monitor.scalars({"lbfgs/train_acc": train_acc[k], "lbfgs/val_acc": val[k]}, int(res.iterations[k]))
+        solver = run.cfg["optimizer"]
+        m.monitor.scalars({f"{solver}/train_acc": train_acc[k], f"{solver}/val_acc": val[k]}, step)
         if status == "nonfinite":
-            m.diverged(1, int(res.iterations[k]), 0.0)
+            m.diverged(1, step, 0.0)
         else:
             m.end_epoch(1, float(val[k]), None)
             m.save_best(run.header, W[k], b[k], 1)
-        m.note = (f"lbfgs {status} after {int(res.iterations[k])} iterations ({int(res.evaluations[k])} "
-                  f"evaluations), objective {float(res.f[k]):.6g}, max |gradient| {float(res.grad_max[k]):.2e}")
+        m.note = notes[k]
         end = "interrupted" if status == "stopped" else "completed"
-        results.append(m.finish(r, W[k], b[k], end, int(res.iterations[k]), seconds, res.calls * len(r.data.train),
-                                run.device, {"objective": float(res.f[k]), "solver_status": status,
-                                             "iterations": int(res.iterations[k])}))
+        results.append(m.finish(r, W[k], b[k], end, step, seconds, images, run.device, extras[k]))
     code = run.finish(results, "interrupted" if run.stop() else "completed", list(zip(W, b)))
     for m in run.members:
         log.info(f"{m.name}: {m.note}; val acc {pct(m.best_val)}")
     return code
+
+
+def train_exact(run):
+    """--optimizer exact: the squared loss's minimizer for every member's reg in closed form
+    (lintorch.exact): one streamed pass builds the float64 Gram, then each reg is solved exactly
+    (the dual, from the kernel, when D > N). Members differ by reg only. -> exit status."""
+    from . import exact
+    cfg, r = run.cfg, run.recipe
+    full = eval_loader(r.data.train, r.preprocess, run.device)
+    if cfg["flip"]:     # every training image and its mirror image (N doubles)
+        mirrored = Split(r.data.train.x.flip(-1), r.data.train.y)
+        full = Chained([full, eval_loader(mirrored, r.preprocess, run.device)])
+    K, C, D = r.model.weight.shape
+    regs = torch.as_tensor(r.objective.reg, dtype=torch.float64).reshape(-1).expand(K).clone()
+    N = len(r.data.train) * (2 if cfg["flip"] else 1)
+    t0 = time.perf_counter()
+    if D <= N:
+        stats = exact.gram_stats(full.batches(0), C)
+        log.info(f"exact: the {D} x {D} Gram of {N} examples in {time.perf_counter() - t0:.1f}s")
+        W, b, f = exact.primal_path(stats, regs)
+    else:
+        X = torch.cat([xb for xb, _ in full.batches(0)])                       # (N, D)
+        y = torch.cat([yb for _, yb in full.batches(0)])
+        W, b, f = exact.dual_path(lambda: (X[:, j:j + 4096] for j in range(0, D, 4096)), y, C, regs)
+        del X
+    seconds = time.perf_counter() - t0
+    W, b = W.to(run.device, r.model.weight.dtype), b.to(run.device, r.model.bias.dtype)
+    notes = [f"exact ({'primal' if D <= N else 'dual'}), objective {float(f[k]):.6g}" for k in range(K)]
+    extras = [{"objective": float(f[k]), "solver_status": "exact"} for k in range(K)]
+    return _finish(run, full, W, b, f, ["exact"] * K, [1] * K, notes, extras, seconds, N)
 
 
 def train_search(run):

@@ -175,3 +175,34 @@ def test_lbfgs_bar_promises_no_total(tmp_path, monkeypatch):
     m = metrics(tmp_path / "run")
     assert bar.kwargs.get("total") is None and "500" not in str(bar.kwargs)
     assert bar.n >= m["iterations"] and bar.postfix["iterations"] == m["iterations"] < 500
+
+
+def test_exact_path_equals_lbfgs_on_the_squared_loss_and_draws_the_path(tmp_path):
+    """--optimizer exact: each member of a reg path is the squared loss's minimizer, which a tightly
+    converged L-BFGS run of the same objective reaches too; path.png marks the val-chosen reg."""
+    path, small = tmp_path / "exact", ["--image-size", "8"]          # D = 192 < N: a well-posed comparison
+    assert train(*COMMON, *small, "--loss", "squared", "--optimizer", "exact", "--logdir", str(path),
+                 "--sweep", "reg=1e-3,1e-2,1e-1") == 0
+    summary = metrics(path)
+    assert summary["status"] == "completed" and len(summary["configs"]) == 3
+    assert all(c["solver_status"] == "exact" for c in summary["configs"])
+    best = torch.load(path / "checkpoint.pt", weights_only=True)
+    assert best["best_val_acc"] == max(c["val_acc"] for c in summary["configs"])
+    assert (path / "path.png").is_file() and "path" in events(path).Tags()["images"]
+    alone = tmp_path / "lbfgs"
+    assert train(*COMMON, *small, "--loss", "squared", "--optimizer", "lbfgs", "--reg", "0.01", "--tol", "1e-7",
+                 "--max-iter", "2000", "--logdir", str(alone)) == 0
+    a = torch.load(alone / "checkpoint.pt", weights_only=True)["model"]
+    m = torch.load(path / "reg=0.01" / "checkpoint.pt", weights_only=True)["model"]
+    assert (a["weight"] - m["weight"]).norm() <= 1e-3 * m["weight"].norm()
+    assert (a["bias"] - m["bias"]).norm() <= 1e-3 * m["bias"].norm()
+    assert metrics(alone)["objective"] == pytest.approx(metrics(path / "reg=0.01")["objective"], rel=1e-5)
+
+
+def test_exact_needs_the_squared_loss_and_sweeps_reg_only(capsys):
+    for argv in (["--loss", "softmax"], ["--loss", "squared", "--sweep", "lr=0.1,0.2"],
+                 ["--loss", "squared", "--penalty", "l1"], ["--loss", "squared", "--class-weight", "balanced"]):
+        with pytest.raises(SystemExit) as e:
+            parse_args(["--optimizer", "exact", *argv])
+        assert e.value.code == 2
+        assert "--optimizer exact" in capsys.readouterr().err
