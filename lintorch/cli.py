@@ -85,6 +85,7 @@ def add_common(parser, device_default="auto"):
 
 # the flags that configure one kind of extractor (argparse dest -> the --features part it configures)
 EXTRACTOR_FLAGS = {"centroids": "kmeans", "patches": "kmeans", "iterations": "kmeans", "pool": "kmeans",
+                   "encoding": "kmeans", "alpha": "kmeans", "power": "kmeans", "zca_eps": "kmeans",
                    "backbone_weights": "torchvision:", "input_size": "torchvision:"}
 
 

@@ -22,7 +22,9 @@ log = logging.getLogger("lintorch")
 def extractor_settings(cfg):
     """The train.py flags that configure an extractor (None: the extractor's own default)."""
     return {"k": cfg.get("centroids"), "patches": cfg.get("patches"), "pool": cfg.get("pool"), "weights": cfg.get("backbone_weights"),
-            "input_size": cfg.get("input_size"), "image_size": cfg.get("image_size"), "seed": cfg.get("seed")}
+            "input_size": cfg.get("input_size"), "image_size": cfg.get("image_size"), "seed": cfg.get("seed"),
+            "encoding": cfg.get("encoding"), "alpha": cfg.get("alpha"), "power": cfg.get("power"),
+            "zca_eps": cfg.get("zca_eps")}
 
 
 def make(cfg, state=None):
@@ -129,6 +131,14 @@ def featurize(data, cfg, device, state=None, batch_size=256, extractor=None):
     parts = {name: None if split is None else
              _encode(extractor, split, name, cache_dir, device, batch_size, digests[name], cfg["quiet"])
              for name, split in splits.items()}
+    if cfg.get("flip") and cfg.get("features", "pixels") != "pixels":
+        # every training image and its mirror image, each encoded once (and cached): N doubles
+        mirror = Split(data.train.x.flip(-1), data.train.y)
+        m = _encode(extractor, mirror, "train-mirror", cache_dir, device, batch_size, _images_hash(mirror),
+                    cfg.get("quiet", False))
+        t = parts["train"]
+        parts["train"] = Split(torch.cat([t.x, m.x]), torch.cat([t.y, m.y]))
+        del m
     out = DataSet(parts["train"], parts["val"], parts["test"], data.classes, data.image_size, None)
     return out, extractor
 

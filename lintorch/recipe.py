@@ -78,6 +78,12 @@ def input_dim(split):
     return split.d if _streamed(split) else split.x[0].numel()
 
 
+def mirrors_on_the_fly(cfg):
+    """--flip over raw pixels mirrors images as they are batched; with --features the training
+    split already holds every image's mirrored encoding (featurize)."""
+    return bool(cfg.get("flip")) and cfg.get("features", "pixels") == "pixels"
+
+
 def eval_loader(split, preprocess, device):
     if _streamed(split):
         return FeatureLoader(split, EVAL_BATCH, device, shuffle=False, standardizer=preprocess)
@@ -140,7 +146,7 @@ def build(cfg, device, preprocess=None, data=None, features_state=None):
     else:
         train_loader = make_loader(cfg["loader"], data, "train", preprocess, batch, device,
                                    cfg["seed"], shuffle=True, workers=cfg["workers"],
-                                   flip=cfg["flip"])
+                                   flip=mirrors_on_the_fly(cfg))
     test = None if data.test is None else eval_loader(data.test, preprocess, device)
     return Recipe(data, preprocess, model, objective, train_loader, eval_loader(data.val, preprocess, device),
                   test, configs, lr, D, extractor)

@@ -20,7 +20,7 @@ from .members import pct
 from .model import LinearClassifier
 from .data import Split, available_memory
 from .errors import DataError
-from .recipe import eval_loader
+from .recipe import eval_loader, mirrors_on_the_fly
 
 log = logging.getLogger("lintorch")
 
@@ -68,7 +68,7 @@ def train_lbfgs(run):
     cfg, r = run.cfg, run.recipe
     obj = r.objective
     full = eval_loader(r.data.train, r.preprocess, run.device)        # the whole split, in large batches
-    if cfg["flip"]:     # full-batch: every training image and its mirror image (N doubles)
+    if mirrors_on_the_fly(cfg):     # full-batch: every training image and its mirror image (N doubles)
         mirrored = Split(r.data.train.x.flip(-1), r.data.train.y)
         full = Chained([full, eval_loader(mirrored, r.preprocess, run.device)])
     evaluate_fn = full_batch_evaluator(full, obj)
@@ -90,7 +90,7 @@ def train_lbfgs(run):
                             running=f"{sum(rec.status == 'running' for rec in recs)}/{K}")
     W0, b0 = r.model.weight.detach(), r.model.bias.detach()
     t0 = time.perf_counter()
-    N = len(r.data.train) * (2 if cfg["flip"] else 1)
+    N = len(r.data.train) * (2 if mirrors_on_the_fly(cfg) else 1)
     pre = _preconditioners(cfg, full, obj.reg, K, W0.shape[1], N, W0.shape[2])
     res = lbfgs(evaluate_fn, W0, b0, max_iter=cfg["max_iter"], tol=cfg["tol"], history=cfg["history"],
                 on_iter=on_iter, should_stop=run.stop, precondition=pre)
@@ -144,12 +144,12 @@ def train_exact(run):
     from . import exact
     cfg, r = run.cfg, run.recipe
     full = eval_loader(r.data.train, r.preprocess, run.device)
-    if cfg["flip"]:     # every training image and its mirror image (N doubles)
+    if mirrors_on_the_fly(cfg):     # every training image and its mirror image (N doubles)
         mirrored = Split(r.data.train.x.flip(-1), r.data.train.y)
         full = Chained([full, eval_loader(mirrored, r.preprocess, run.device)])
     K, C, D = r.model.weight.shape
     regs = torch.as_tensor(r.objective.reg, dtype=torch.float64).reshape(-1).expand(K).clone()
-    N = len(r.data.train) * (2 if cfg["flip"] else 1)
+    N = len(r.data.train) * (2 if mirrors_on_the_fly(cfg) else 1)
     t0 = time.perf_counter()
     if D <= N:
         stats = exact.gram_stats(full.batches(0), C)

@@ -125,9 +125,23 @@ def test_dataset_features_trains_on_a_feature_folder(fmt, tmp_path):
     assert evaluate.main([str(logdir), "--json", "--threads", "1"]) == 0
 
 
-def test_flip_and_features_do_not_mix(capsys):
+def test_flip_with_features_trains_on_each_image_and_its_mirror(image_folder, tmp_path, capsys):
+    """--features kmeans --flip: the mirrored training images are encoded once (cached apart) and the
+    training split is both (N doubles); a feature folder has no images to mirror."""
+    from lintorch.data import load_dataset
+    cache, logdir = tmp_path / "cache", tmp_path / "run"
+    assert train("--dataset", "imagefolder", "--image-size", "16", "--val-size", "12", "--quiet", "--threads", "1",
+                 "--data-dir", str(image_folder), *KMEANS, "--flip", "--loss", "squared", "--optimizer", "exact",
+                 "--cache-dir", str(cache), "--logdir", str(logdir)) == 0
+    (mirror,) = cache.glob("features-train-mirror-*.pt")
+    ckpt = torch.load(logdir / "checkpoint.pt", weights_only=True)
+    ex = from_state_dict(ckpt["features"]["extractor"])
+    data = load_dataset("imagefolder", str(image_folder), 16, 12, 0, str(tmp_path / "images"))
+    assert torch.allclose(torch.load(mirror, weights_only=True), ex.transform(data.train.x.flip(-1)), atol=1e-4)
+    m = json.loads((logdir / "metrics.json").read_text())
+    assert m["images_per_second"] * m["seconds"] == pytest.approx(2 * len(data.train))
     with pytest.raises(SystemExit):
-        parse_args(["--features", "kmeans", "--flip"])
+        parse_args(["--dataset", "features", "--flip"])
     assert "--flip" in capsys.readouterr().err
 
 
