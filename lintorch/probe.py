@@ -19,7 +19,7 @@ import tempfile
 import numpy as np
 
 log = logging.getLogger("lintorch")
-SOLVERS = ("auto", "lbfgs", "sgd", "gd")
+SOLVERS = ("auto", "lbfgs", "exact", "sgd", "gd")
 EVAL_ROWS = 8192
 
 
@@ -132,8 +132,9 @@ class LinearProbe:
     Arguments mirror train.py's flags (see `python train.py --help`; None means train.py's default):
     loss ("softmax", "svm", "squared"), svm_form, squared_hinge, margin, penalty ("l2", "l1", "elasticnet"),
     beta, reg (a number, or a sequence of numbers: a path trained at once, the best member on
-    validation kept), class_weight (None or "balanced"), solver ("auto": L-BFGS to convergence when
-    the objective is smooth and the data are in memory, else SGD; "lbfgs", "sgd", "gd"), lr (a
+    validation kept), class_weight (None or "balanced"), solver ("auto": the closed form for the
+    squared loss (l2, unweighted), else L-BFGS to convergence when the objective is smooth, when the
+    data are in memory, else SGD; "lbfgs", "exact", "sgd", "gd"), lr (a
     number or a sequence, for sgd/gd), epochs, batch_size, momentum, schedule, patience, max_iter,
     tol, history, standardize (per-feature (x - mean) / std from the training split, as train.py
     does for features; False: the features as given), validation_fraction (the share of X carved
@@ -196,6 +197,9 @@ class LinearProbe:
             raise ValueError(f"solver {self.solver!r}: expected one of {', '.join(SOLVERS)}")
         if self.solver != "auto":
             return self.solver
+        if self.loss == "squared" and self.penalty == "l2" and self.class_weight is None and in_memory \
+                and not _is_sequence(self.lr):
+            return "exact"
         from .names import nonsmooth_parts
         smooth = not nonsmooth_parts(self.loss, self.squared_hinge, self.penalty)     # train.py's one rule
         return "lbfgs" if smooth and in_memory and not _is_sequence(self.lr) else "sgd"
@@ -224,7 +228,7 @@ class LinearProbe:
                 argv += [_flag(name), value]
         if solver == "lbfgs":
             argv += ["--max-iter", self.max_iter, "--tol", self.tol, "--history", self.history]
-        else:
+        elif solver != "exact":
             argv += ["--batch-size", self.batch_size, "--momentum", self.momentum, "--schedule", self.schedule]
             if self.epochs is not None:
                 argv += ["--epochs", self.epochs]
@@ -378,7 +382,7 @@ class LinearProbe:
         except (UserError, DataError, FeatureError) as e:
             raise ValueError(str(e)) from None
         self.classes_, self.path_ = classes, members
-        self.best_params_ = {k: chosen[k] for k in ("reg", "lr") if k in chosen and (k == "reg" or solver != "lbfgs")}
+        self.best_params_ = {k: chosen[k] for k in ("reg", "lr") if k in chosen and (k == "reg" or solver not in ("lbfgs", "exact"))}
         kept = [m for m in members if all(chosen.get(k) == v for k, v in m["config"].items())]
         self._set_model(saved.weight.to(device), saved.bias.to(device), pre, saved.header.config)
         self.n_iter_ = kept[0]["iterations"] if kept else None

@@ -240,3 +240,16 @@ def test_save_is_a_lintorch_checkpoint_that_load_and_evaluate_read(tmp_path, fea
     r = evaluate_checkpoint(str(tmp_path / "probe.pt"), dataset="features", data_dir=str(feature_folder),
                             split="train")
     assert r["accuracy"] == pytest.approx(p.score(streamed, labels))
+
+
+def test_probe_squared_loss_is_solved_exactly():
+    """solver "auto" with loss="squared": the closed form; refit on all of X equals lintorch.exact's solution."""
+    from lintorch import exact
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 20, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    p = lintorch.LinearProbe(loss="squared", reg=[1e-2, 1e-1], standardize=False, refit=True).fit(x, y)
+    assert p._solver(True) == "exact"
+    W, b, _ = exact.path(x.double(), y, 3, [p.best_params_["reg"]])
+    assert torch.allclose(torch.as_tensor(p.coef_).double(), W[0], atol=1e-6)
+    assert torch.allclose(torch.as_tensor(p.intercept_).double(), b[0], atol=1e-6)
