@@ -19,15 +19,15 @@ Dual (D > N): Kc = Xc Xc^T (N, N) summed over column blocks of the features (gen
 never stored whole), then a = (Kc + N reg I)^-1 Tc, W^T = Xc^T a (a second pass) and f = reg sum(Tc * a).
 
 Factorizations: "eigh" is one eigendecomposition V diag(lam) V^T for every reg (then each costs
-O(D^2 C)); "cholesky" is one factorization per reg. On this project's 2-core CPU (MKL through torch,
-float64, D = 3,000, loaded) eigh took 83 s and a Cholesky factorization 0.76 s, so for fewer than
-about 100 values R Cholesky factorizations are the cheaper exact path there; "auto" chooses by that
-ratio (EIGH_COST), and either gives the same solutions to float64 rounding.
+O(D^2 C)); "cholesky" is one factorization per reg. On this project's loaded 2-core CPU
+(bench/exact_compare.py, D = 3,200, N = 10,000, 1 thread) the 16-value path took 88 s by eigh and
+107 s by 16 Cholesky factorizations, one value 35 s, so eigh costs about 12 factorizations there;
+"auto" chooses by that ratio (EIGH_COST), and either gives the same solutions to float64 rounding.
 """
 import torch
 
 METHODS = ("auto", "eigh", "cholesky")
-EIGH_COST = 100      # eigh's time in Cholesky factorizations of the same matrix (measured, see above)
+EIGH_COST = 12       # eigh's time in Cholesky factorizations of the same matrix (measured, see above)
 
 
 def targets(y, num_classes, dtype=torch.float64):
