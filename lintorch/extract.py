@@ -107,17 +107,17 @@ def _take_part(folder, name, rank):
 
 
 def run(args):
-    import torch
-    from tqdm import tqdm
+    """Fit, encode every split, write the folder; -> the extractor.json dict (None on torchrun
+    ranks other than 0). --out is claimed before any work and built beside, then renamed into
+    place (rundir.build_beside): an interrupted or failed extract leaves no folder, no husk."""
+    import contextlib
 
-    from .data import load_dataset
-    from .errors import FeatureError
+    import torch
+
     from .features import make_extractor
-    from .features.store import SplitWriter, write_classes
+    from .rundir import build_beside
 
     from . import distributed
-    from .atomic import torch_save_atomic, write_atomic
-    from .rundir import write_png
     dist = distributed.from_env()          # under torchrun: every rank encodes its shard of each split
     if dist is None:
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -130,13 +130,26 @@ def run(args):
         if dist is not None and setting == "auto":
             setting = distributed.threads_per_process()
         threads = choose_threads(setting)
-    main = dist is None or dist.main
-    if os.path.exists(os.path.join(args.out, "classes.json")) and not args.overwrite:
-        raise FeatureError(f"{args.out} already holds features; choose another --out or pass --overwrite")
     ex = make_extractor(args.features, image_size=args.image_size, seed=args.seed, k=args.centroids,
                         patches=args.patches, iterations=args.iterations, pool=args.pool, weights=args.backbone_weights,
                         input_size=args.input_size)
     ex.check_settings(args.image_size)     # before any work: a setting that cannot work is one line
+    with contextlib.ExitStack() as stack:
+        def claim():
+            return stack.enter_context(build_beside(args.out, args.overwrite))
+        out = claim() if dist is None else distributed.share(dist, claim)    # rank 0 claims, all write there
+        return _extract_into(out, args, ex, dist, device, threads)
+
+
+def _extract_into(out, args, ex, dist, device, threads):
+    import torch
+
+    from . import distributed
+    from .atomic import torch_save_atomic, write_atomic
+    from .rundir import write_png
+    from .data import load_dataset
+    from .features.store import SplitWriter, write_classes
+    main = dist is None or dist.main
     ds = load_dataset(args.dataset, args.data_dir, args.image_size, 1, args.seed, args.cache_dir,
                       args.skip_bad_images, progress=main and not args.quiet)
     x, y = _full_train(ds)
@@ -148,19 +161,18 @@ def run(args):
     fit_s = time.perf_counter() - t0
     splits = [("train", x, y)] + ([("test", ds.test.x, ds.test.y)] if ds.test is not None else [])
     if main:
-        os.makedirs(args.out, exist_ok=True)
-        write_classes(args.out, ds.classes)
+        write_classes(out, ds.classes)
     t0 = time.perf_counter()
     for name, xs, ys in splits:
         lo, hi = (0, len(ys)) if dist is None else _shard(len(ys), dist.rank, dist.world)
         parts = _encode_shard(ex, xs[lo:hi], args, device, f"{name} features")
         if dist is not None:               # each rank's rows to a part file; rank 0 writes them in order
-            torch.save(parts, os.path.join(args.out, f".{name}.part{dist.rank}.pt"))
+            torch.save(parts, os.path.join(out, f".{name}.part{dist.rank}.pt"))
             distributed.barrier()
             if main:
-                parts = torch.cat([_take_part(args.out, name, r) for r in range(dist.world)])
+                parts = torch.cat([_take_part(out, name, r) for r in range(dist.world)])
         if main:
-            writer = SplitWriter(args.out, name, len(ys), parts.shape[1], args.format, getattr(torch, args.dtype))
+            writer = SplitWriter(out, name, len(ys), parts.shape[1], args.format, getattr(torch, args.dtype))
             for i in range(0, len(ys), 8192):
                 writer.write(parts[i:i + 8192], ys[i:i + 8192])
             writer.close()
@@ -175,11 +187,11 @@ def run(args):
                      "image_size": args.image_size, "classes": ds.classes,
                      **{f"n_{n}": len(ys) for n, _, ys in splits},
                      **{f"sha256_{n}": _data_sha256(xs, ys) for n, xs, ys in splits}}}
-    torch_save_atomic(ex.state_dict(), os.path.join(args.out, "extractor.pt"))
+    torch_save_atomic(ex.state_dict(), os.path.join(out, "extractor.pt"))
     if "centroids" in ex.state:                      # the learned filters, as the paper shows them
         from .features.kmeans import centroid_picture
-        write_png(centroid_picture(ex.state, ex.settings["rf"]), os.path.join(args.out, "centroids.png"))
-    write_atomic(os.path.join(args.out, "extractor.json"), lambda f: json.dump(info, f, indent=2, default=str),
+        write_png(centroid_picture(ex.state, ex.settings["rf"]), os.path.join(out, "centroids.png"))
+    write_atomic(os.path.join(out, "extractor.json"), lambda f: json.dump(info, f, indent=2, default=str),
                  mode="w")
     return info
 
@@ -187,10 +199,16 @@ def run(args):
 def _main(args):
     setup_logging(args.quiet)
     logging.getLogger("lintorch.extract").setLevel(logging.INFO)
+    import signal
     from .distributed import from_env, teardown
+
+    def terminated(signum, frame):         # SIGTERM unwinds like Ctrl-C: the half-built folder is removed
+        raise SystemExit(128 + signum)
+    old = signal.signal(signal.SIGTERM, terminated)
     try:
         info = run(args)
     finally:
+        signal.signal(signal.SIGTERM, old)
         teardown(from_env())
     if info is None:                        # a torchrun rank other than 0: rank 0 reports
         return 0

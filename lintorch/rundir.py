@@ -7,11 +7,17 @@ it trains or resumes, so a second resume of the same run is refused (the kernel 
 when a process dies, even by SIGKILL, so no stale lock survives). A process that lets go of a
 folder removes RUN/.lock first (release), so a finished folder holds only its results; one that
 locked the old file just before that removal finds it gone and locks the new one instead.
+
+A folder made whole by one command (extract's --out) is claimed the same way, by an flock on a
+.NAME.lock beside it, and built beside it (.NAME.partialPID), then renamed into place: readers
+see no folder, or the old one, or the complete new one (build_beside).
 """
+import contextlib
 import errno
 import fcntl
 import json
 import os
+import shutil
 import time
 
 from .atomic import write_atomic
@@ -148,3 +154,98 @@ def write_png(image, path):
     from PIL import Image
     pic = Image.fromarray(image.permute(1, 2, 0).contiguous().cpu().numpy())
     write_atomic(path, lambda f: pic.save(f, format="PNG"))
+
+
+# --------------------------------------------------------------------------- a folder built whole
+
+def _lock_beside(parent, name, path):
+    """An flock on parent/.name.lock, the file checked to be the one on disk (a finisher unlinks
+    it) -> (fd, lock path); UserError while another process holds it."""
+    lock = os.path.join(parent, f".{name}.lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UserError(f"{path} is being written by another process now: wait for it, or choose "
+                            f"another --out") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                return fd, lock
+        except FileNotFoundError:
+            pass
+        os.close(fd)                        # unlinked by its last holder meanwhile: take the new one
+
+
+def _remove_dead_builds(parent, name):
+    """.name.partialPID / .name.oldPID folders whose process is gone (SIGKILL runs no cleanup)."""
+    for entry in os.listdir(parent):
+        for kind in ("partial", "old"):
+            head = f".{name}.{kind}"
+            pid = entry[len(head):] if entry.startswith(head) else ""
+            if pid.isdigit() and int(pid) != os.getpid():
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+                except OSError:
+                    pass
+
+
+def _check_target(path, overwrite, marker):
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise UserError(f"--out {path} exists and is not a folder")
+    names = os.listdir(path)
+    if not names:
+        return
+    if not overwrite:
+        what = "features" if marker in names else f"other files ({', '.join(sorted(names)[:3])})"
+        raise UserError(f"{path} already holds {what}; choose another --out" +
+                        (" or pass --overwrite" if marker in names else ""))
+    if marker not in names:
+        raise UserError(f"--overwrite replaces a feature folder, but {path} holds other files "
+                        f"({', '.join(sorted(names)[:3])}) and no {marker}: choose another --out")
+
+
+@contextlib.contextmanager
+def build_beside(path, overwrite=False, marker="classes.json"):
+    """Claim `path` for a folder this process makes whole -> yields the folder to build it in.
+
+    On success the build is renamed to `path` (with overwrite, an existing folder holding `marker`
+    is replaced whole: no file of the old one stays); on any failure, Ctrl-C or SystemExit the
+    build is removed, and `path` is as it was. UserError, before any work, when path holds
+    something (without overwrite), holds what overwrite may not replace, or is claimed now."""
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {parent}: {e.strerror}") from None
+    fd, lock = _lock_beside(parent, name, path)
+    build = os.path.join(parent, f".{name}.partial{os.getpid()}")
+    try:
+        _remove_dead_builds(parent, name)
+        _check_target(path, overwrite, marker)
+        shutil.rmtree(build, ignore_errors=True)
+        os.mkdir(build)
+        try:
+            yield build
+            if os.path.isdir(path) and os.listdir(path):
+                old = os.path.join(parent, f".{name}.old{os.getpid()}")
+                os.rename(path, old)
+                os.rename(build, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(build, path)      # over an empty folder too
+        except BaseException:
+            shutil.rmtree(build, ignore_errors=True)
+            raise
+    finally:
+        try:
+            os.remove(lock)
+        except OSError:
+            pass
+        os.close(fd)

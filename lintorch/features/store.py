@@ -10,6 +10,8 @@ Shapes: N examples, D features, C classes, B batch size. A feature folder DIR ho
 batch after copying it (madvise DONTNEED), so resident memory is bounded by the batch pipeline,
 not by the file. .pt is read with torch.load(mmap=True, weights_only=True).
 """
+import contextlib
+import errno
 import json
 import mmap
 import os
@@ -305,7 +307,8 @@ class SplitWriter:
             raise ValueError(f"chunk {tuple(x.shape)} does not fit rows {self.done}.. of ({self.n}, {self.d})")
         xc = x.detach().to("cpu", self.dtype).contiguous()
         if self.fmt == "npy":
-            self.f.write(xc.view(-1).view(torch.uint8).numpy().tobytes())
+            with self._named():
+                self.f.write(xc.view(-1).view(torch.uint8).numpy().tobytes())
         else:
             self.parts.append(xc)
         self.labels.append(torch.as_tensor(y).to("cpu", torch.int64))
@@ -315,15 +318,42 @@ class SplitWriter:
         if self.done != self.n:
             raise ValueError(f"wrote {self.done} of {self.n} rows")
         y = torch.cat(self.labels) if self.labels else torch.zeros(0, dtype=torch.int64)
-        if self.fmt == "npy":          # the rows were streamed to self.tmp: made durable, then renamed
-            self.f.flush()
-            os.fsync(self.f.fileno())
+        with self._named():
+            if self.fmt == "npy":          # the rows were streamed to self.tmp: made durable, then renamed
+                self.f.flush()
+                os.fsync(self.f.fileno())
+                self.f.close()
+                write_atomic(os.path.join(self.folder, f"{self.split}_labels.npy"), lambda f: np.save(f, y.numpy()))
+                os.replace(self.tmp, self.path)
+            else:
+                x = torch.cat(self.parts) if self.parts else torch.zeros(0, self.d, dtype=self.dtype)
+                torch_save_atomic({"x": x, "y": y}, self.path)
+
+    def abort(self):
+        """Close and remove the temporary file (a failed or interrupted write)."""
+        if self.fmt == "npy":
             self.f.close()
-            write_atomic(os.path.join(self.folder, f"{self.split}_labels.npy"), lambda f: np.save(f, y.numpy()))
-            os.replace(self.tmp, self.path)
-        else:
-            x = torch.cat(self.parts) if self.parts else torch.zeros(0, self.d, dtype=self.dtype)
-            torch_save_atomic({"x": x, "y": y}, self.path)
+        try:
+            os.remove(self.tmp)
+        except OSError:
+            pass
+
+    @contextlib.contextmanager
+    def _named(self):
+        """A failed write (a full disk) names the file, and its temporary file is removed."""
+        try:
+            yield
+        except (OSError, RuntimeError) as e:      # torch.save raises RuntimeError on a full disk
+            self.abort()
+            if isinstance(e, OSError) and e.filename is None:
+                raise OSError(e.errno, e.strerror, self.path) from None
+            if isinstance(e, RuntimeError):
+                raise OSError(errno.EIO, f"cannot write it ({str(e).strip().splitlines()[0][:120]}): a full disk?",
+                              self.path) from None
+            raise
+        except BaseException:
+            self.abort()
+            raise
 
 
 def save_split(folder, split, x, y, fmt="npy", dtype=torch.float32, chunk=8192):
