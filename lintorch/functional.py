@@ -90,6 +90,9 @@ def _check_class_weight(class_weight, scores, validate):
                          f"{getattr(class_weight, 'shape', type(class_weight).__name__)}")
     if class_weight.device != scores.device:
         raise ValueError(f"class_weight is on {class_weight.device} but scores on {scores.device}")
+    if class_weight.requires_grad and torch.is_grad_enabled():
+        raise ValueError("class_weight requires grad, but the loss treats class weights as constants and gives "
+                         "them no gradient; pass class_weight.detach()")
     if validate and not bool((torch.isfinite(class_weight) & (class_weight >= 0)).all()):
         raise ValueError("class_weight must be finite and >= 0")
 
@@ -150,7 +153,11 @@ def _example_grad(grad, reduction, losses, weight=None):
 
 def _own_outputs(loss, saved, losses):
     """A Function's outputs must be distinct tensors: with reduction="none" the loss is the L_i
-    themselves, and the copy kept for backward is marked non-differentiable while the loss is not."""
+    themselves, and the copy kept for backward is marked non-differentiable while the loss is not.
+    The loss must not be a view (softmax's L_i are a squeeze of a gather): autograd refuses to let
+    a caller change a custom Function's view output in place (L *= 2), which F.cross_entropy allows."""
+    if loss._is_view():
+        loss = loss.clone()
     return loss, saved, losses.clone() if losses is loss else losses
 
 
@@ -182,10 +189,11 @@ def linear_forward(x, weight, bias):
     (W x^T)^T: with C << D, MKL runs W x^T about 2x faster than x W^T (measured on CPU), so the
     scores are returned as a transposed view (use .reshape, not .view, on them).
     """
-    W = weight.reshape(-1, weight.shape[-1])                          # (K*C, D)
-    scores_t = W @ x.t() if bias is None else torch.addmm(bias.reshape(-1, 1), W, x.t())  # (K*C, N)
+    KC, D = math.prod(weight.shape[:-1]), weight.shape[-1]          # shapes spelled out: D or N may be 0
+    W = weight.reshape(KC, D)                                          # (K*C, D)
+    scores_t = W @ x.t() if bias is None else torch.addmm(bias.reshape(KC, 1), W, x.t())  # (K*C, N)
     if weight.dim() == 3:
-        return scores_t.view(weight.shape[0], -1, x.shape[0]).transpose(-1, -2)  # (K, N, C) view
+        return scores_t.view(weight.shape[0], weight.shape[1], x.shape[0]).transpose(-1, -2)  # (K, N, C) view
     return scores_t.t()                                                # (N, C) view
 
 
@@ -195,12 +203,12 @@ def linear_backward(x, weight, dscores, need_x=True, need_weight=True, need_bias
     dW is computed as dS^T x, not (x^T dS)^T: the result is then contiguous in nn.Linear's
     (C, D) layout with no transpose copy.
     """
-    D = weight.shape[-1]
-    W = weight.reshape(-1, D)                                          # (K*C, D)
+    KC, D = math.prod(weight.shape[:-1]), weight.shape[-1]
+    W = weight.reshape(KC, D)                                          # (K*C, D)
     if weight.dim() == 3:
         dscores = dscores.transpose(0, 1)                              # (N, K, C)
     # under autocast the scores (and so dS) may be half precision while x and W are not
-    dS = dscores.reshape(x.shape[0], -1).to(weight.dtype)              # (N, K*C)
+    dS = dscores.reshape(x.shape[0], KC).to(weight.dtype)              # (N, K*C)
     dx = dS @ W if need_x else None
     dW = (dS.t() @ x).view(weight.shape) if need_weight else None
     db = dS.sum(0).view(weight.shape[:-1]) if need_bias else None
