@@ -211,12 +211,14 @@ def user_errors():
 def run_command(main, args):
     """main(args) -> exit status, with every user error as one line on stderr and exit 2,
     Ctrl-C as exit 130, and a closed stdout pipe as a quiet exit; --debug shows tracebacks."""
+    speaks = os.environ.get("RANK", "0") == "0"      # under torchrun rank 0 speaks for the job
     try:
         return main(args)
     except KeyboardInterrupt:
         if getattr(args, "debug", False):
             raise
-        print("error: interrupted", file=sys.stderr)
+        if speaks:
+            print("error: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)   # stdout's reader left (| head): no noise at exit
@@ -225,7 +227,8 @@ def run_command(main, args):
     except Exception as e:
         if getattr(args, "debug", False) or not isinstance(e, user_errors()):
             raise
-        print(f"error: {one_line(e)}", file=sys.stderr)
+        if speaks:
+            print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

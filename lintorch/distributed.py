@@ -59,6 +59,14 @@ def from_env():
     return Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def silence_others(dist):
+    """Ranks other than 0 log nothing (their bars are off through --quiet); a traceback still shows."""
+    import logging
+    if dist is not None and not dist.main:
+        for name in ("lintorch", "lintorch.epoch"):          # the epoch lines' logger has a level of its own
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
 def init(dist, device_name, timeout_s, sweep_parallel):
     """Join the process group -> this rank's device name ("cpu" or "cuda:LOCAL_RANK", for
     cli.resolve_device). gloo on CPU; on CUDA collectives of CUDA tensors go through nccl (backend
@@ -267,7 +275,8 @@ def evaluate(model, loader, objective=None, num_classes=None):
     import torch.distributed as td
     from .engine import evaluate as local
     world, rank = td.get_world_size(), td.get_rank()
-    part = local(model, ShardedLoader(loader, rank, world, rows=True), objective, num_classes)
+    mine = loader.shard(rank, world, rows=True) if hasattr(loader, "shard") else ShardedLoader(loader, rank, world, True)
+    part = local(model, mine, objective, num_classes)
     acc = torch.as_tensor(part["acc"]).double().reshape(-1)
     n = part["n"]
     pieces = [acc * n, torch.tensor([float(n)], dtype=torch.float64)]
@@ -420,8 +429,11 @@ class DataParallel(_Torchrun):
         super().__init__(dist, recipe, stop, every)
         self.writes_run = dist.main
         tl = recipe.train_loader
-        recipe.train_loader = (ShardedLoader(tl, dist.rank, dist.world) if isinstance(tl, TensorLoader)
-                               else shard_dataloader(tl, dist.rank, dist.world))
+        if hasattr(tl, "shard"):            # a feature folder's FeatureLoader shards itself
+            recipe.train_loader = tl.shard(dist.rank, dist.world)
+        else:
+            recipe.train_loader = (ShardedLoader(tl, dist.rank, dist.world) if isinstance(tl, TensorLoader)
+                                   else shard_dataloader(tl, dist.rank, dist.world))
 
     evaluate = staticmethod(evaluate)
 

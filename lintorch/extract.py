@@ -123,6 +123,8 @@ def run(args):
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     else:
         device = distributed.init(dist, args.device, 600.0, False)
+        distributed.silence_others(dist)
+        args.quiet = args.quiet or not dist.main       # rank 0's bars speak for the job
     threads = None
     if torch.device(device).type == "cpu":    # as train.py: auto measures the load (1 thread beside other jobs)
         from .cli import choose_threads

@@ -238,6 +238,7 @@ def train(args):
     setup_logging(args.quiet)
     torch.set_flush_denormal(True)  # denormal probabilities (confident softmax) slow CPU GEMMs ~10x
     dist = distributed.from_env()   # distributed hook: None outside torchrun
+    distributed.silence_others(dist)
     try:
         return _claim_and_train(args, dist)
     finally:

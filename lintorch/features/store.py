@@ -252,7 +252,8 @@ def _check_described(folder, info, train, test):
 
 class FeatureLoader:
     """Batches of a FeatureSplit with TensorLoader's interface: len() and batches(epoch, start) yield
-    (x float32 (B, D), y int64 (B,)) on `device`, in the order loaders.epoch_order(N, seed, epoch)."""
+    (x float32 (B, D), y int64 (B,)) on `device`, in the order loaders.epoch_order(N, seed, epoch).
+    Under torchrun, shard() gives one rank's part (distributed.ShardedLoader's two ways)."""
 
     def __init__(self, split, batch_size, device, seed=0, shuffle=True, standardizer=None):
         self.split, self.batch_size, self.seed, self.shuffle = split, batch_size, seed, shuffle
@@ -260,15 +261,29 @@ class FeatureLoader:
         self.standardizer = None if standardizer is None else standardizer.to(self.device)
         self.y = split.y.to(self.device)
         self.pin = self.device.type == "cuda"
+        self.rank, self.world, self.contiguous = 0, 1, False
 
     def __len__(self):
         return -(-self.split.n // self.batch_size)
 
+    def shard(self, rank, world, rows=False):
+        """-> a copy yielding rank's rows rank::world of each global batch (every rank takes the same
+        steps), or with rows=True its contiguous 1/world of the split, in order (evaluation)."""
+        import copy
+        part = copy.copy(self)
+        part.rank, part.world, part.contiguous = rank, world, rows
+        return part
+
     def batches(self, epoch=0, start=0):
         n = self.split.n
-        order = epoch_order(n, self.seed, epoch) if self.shuffle else torch.arange(n)
-        for i in range(start * self.batch_size, n, self.batch_size):
+        if self.contiguous:
+            order = torch.arange(n * self.rank // self.world, n * (self.rank + 1) // self.world)
+        else:
+            order = epoch_order(n, self.seed, epoch) if self.shuffle else torch.arange(n)
+        for i in range(start * self.batch_size, len(order), self.batch_size):
             idx = order[i:i + self.batch_size]
+            if not self.contiguous:
+                idx = idx[self.rank::self.world]
             rows, pos = idx.sort()                         # read in file order, then put back in batch order
             xb = self.split.rows(rows)
             self.split.release()
