@@ -16,6 +16,7 @@ naming the file and the field.
 """
 import errno
 import io
+import json
 import math
 import os
 import pickle
@@ -315,8 +316,22 @@ def best_path(path):
 
 
 def last_path(path):
-    """A run folder means its last.pt; a file means itself."""
-    return os.path.join(path, LAST) if os.path.isdir(path) else path
+    """A run folder means its last.pt; a file means itself. CheckpointError for a run folder that
+    has no last.pt because its optimizer never writes one (lbfgs, random search: no resume)."""
+    if not os.path.isdir(path):
+        return path
+    last = os.path.join(path, LAST)
+    if not os.path.exists(last):
+        try:
+            with open(os.path.join(path, "config.json")) as f:
+                optimizer = json.load(f).get("optimizer")
+        except (OSError, ValueError, AttributeError):
+            optimizer = None
+        from .names import SEARCHES
+        if optimizer in ("lbfgs", *SEARCHES):
+            raise CheckpointError(f"{path} was trained with --optimizer {optimizer}, which keeps no resumable state "
+                                  f"(it ran to its end or kept its best so far in checkpoint.pt): start a new run")
+    return last
 
 
 def check_compatible(header, path, classes, image_size, in_features=None):

@@ -9,10 +9,12 @@ import argparse
 import logging
 import math
 import os
+import re
 import sys
 import time
 
 from .errors import LintorchError, UserError
+from .names import EXTRACTOR_FLAGS
 
 FLOAT32_MAX = 3.4028234663852886e38
 PROG = None   # the command's name as typed, when the `lintorch` console script runs it ("lintorch train")
@@ -82,12 +84,6 @@ def add_common(parser, device_default="auto"):
 
 
 # --------------------------------------------------------------------------- extractor flags
-
-# the flags that configure one kind of extractor (argparse dest -> the --features part it configures)
-EXTRACTOR_FLAGS = {"centroids": "kmeans", "patches": "kmeans", "iterations": "kmeans", "pool": "kmeans",
-                   "encoding": "kmeans", "alpha": "kmeans", "power": "kmeans", "zca_eps": "kmeans",
-                   "backbone_weights": "torchvision:", "input_size": "torchvision:"}
-
 
 def unused_extractor_flags(args, features):
     """The extractor flags args sets that no part of `features` ("pixels", "hog,kmeans", ...; "" for
@@ -244,5 +240,5 @@ def one_line(e):
     if isinstance(e, OSError) and e.strerror:
         where = f"{e.filename}: " if e.filename else ""
         return f"{where}{e.strerror[0].lower()}{e.strerror[1:]}"
-    text = str(e).strip() or type(e).__name__
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(e)).strip() or type(e).__name__   # no terminal escapes
     return " ".join(text.split())

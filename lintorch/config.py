@@ -67,6 +67,10 @@ def parse_sweep_item(text):
     if not vals:
         raise argparse.ArgumentTypeError(f"sweep item {text!r} has no values")
     twice = sorted({v for v in vals if vals.count(v) > 1})
+    if twice and values.startswith("logspace:"):
+        raise argparse.ArgumentTypeError(f"sweep item {text!r}: {n} points between {lo:g} and {hi:g} are closer "
+                                         f"than 6 significant digits and round to the same value "
+                                         f"{', '.join(map(repr, twice))}; use fewer points or a wider range")
     if twice:
         raise argparse.ArgumentTypeError(f"sweep item {text!r} lists {', '.join(map(repr, twice))} twice")
     return name, vals

@@ -47,3 +47,9 @@ def nonsmooth_parts(loss, squared, penalty):
     it is smooth). The hinge has kinks (its square has none); so do l1 and elastic net."""
     return [what for what, bad in (("the hinge loss (use squared=True)", loss == "svm" and not squared),
                                    (f"the {penalty} penalty (use l2)", penalty != "l2")) if bad]
+
+# the flags that configure one kind of extractor (argparse dest -> the --features part it configures):
+# given with --features that has no such part they would be ignored, so they are usage errors
+EXTRACTOR_FLAGS = {"centroids": "kmeans", "patches": "kmeans", "iterations": "kmeans", "pool": "kmeans",
+                   "encoding": "kmeans", "alpha": "kmeans", "power": "kmeans", "zca_eps": "kmeans",
+                   "backbone_weights": "torchvision:", "input_size": "torchvision:"}

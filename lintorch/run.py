@@ -29,13 +29,14 @@ class StopFlag:
 
     def __init__(self):
         self.signum = None
+        self.saving = False     # set while a finished solver's result is written: a second Ctrl-C waits for it
         main = threading.current_thread() is threading.main_thread()   # a fit() in a worker thread: no handlers
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
 
     def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
+        if self.signum is not None and signum == signal.SIGINT and not self.saving:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        self.signum = signum
+        self.signum = self.signum or signum
 
     def __call__(self):
         return self.signum is not None

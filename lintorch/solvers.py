@@ -94,6 +94,7 @@ def train_lbfgs(run):
     pre = _preconditioners(cfg, full, obj.reg, K, W0.shape[1], N, W0.shape[2])
     res = lbfgs(evaluate_fn, W0, b0, max_iter=cfg["max_iter"], tol=cfg["tol"], history=cfg["history"],
                 on_iter=on_iter, should_stop=run.stop, precondition=pre)
+    run.stop.saving = True  # the solver's answer is in hand: a second Ctrl-C now would lose it for seconds saved
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()

@@ -71,6 +71,34 @@ class DefaultTransform(torch.nn.Module):
         return (x - self.mean) / self.std
 
 
+def _load_weights(model, model_name, path):
+    """A state_dict file into model; BackboneError saying in one line what is wrong with it: not a
+    torch file, a pickle of Python objects (weights_only=True refuses to run it, and lintorch never
+    suggests turning that off), or keys and shapes that do not match (counted, with examples)."""
+    import pickle
+    where = f"--backbone-weights {path}"
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise BackboneError(f"{where} holds Python objects, not plain tensors, and is not loaded (weights_only=True); "
+                            f"save it as torch.save(model.state_dict(), FILE)") from None
+    except Exception as e:
+        raise BackboneError(f"{where} is not a readable torch file ({type(e).__name__})") from None
+    sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
+        raise BackboneError(f"{where} is not a state_dict (a dict of tensors)")
+    want = model.state_dict()
+    missing = [k for k in want if k not in sd]
+    unexpected = [k for k in sd if k not in want]
+    shaped = [f"{k} {tuple(sd[k].shape)} vs {tuple(want[k].shape)}" for k in want if k in sd and
+              sd[k].shape != want[k].shape]
+    problems = [f"{len(v)} {what} (e.g. {v[0]})" for v, what in ((missing, "missing key(s)"),
+                (unexpected, "unexpected key(s)"), (shaped, "of another shape")) if v]
+    if problems:
+        raise BackboneError(f"{where} does not fit torchvision:{model_name}: {'; '.join(problems)}")
+    model.load_state_dict(sd)
+
+
 def build(model_name, weights=None, input_size=224, seed=0):
     """-> (model without head in eval mode, preprocessing module, weights record dict)."""
     from torchvision import models
@@ -83,12 +111,7 @@ def build(model_name, weights=None, input_size=224, seed=0):
             model = models.get_model(model_name, weights=None)
         transform = DefaultTransform(input_size)
         if weights is not None:
-            try:
-                sd = torch.load(weights, map_location="cpu", weights_only=True)
-                model.load_state_dict(sd.get("state_dict", sd) if isinstance(sd, dict) else sd)
-            except Exception as e:
-                raise BackboneError(f"cannot load --backbone-weights {weights} into torchvision:{model_name} "
-                                    f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            _load_weights(model, model_name, weights)
             record["sha256"] = file_sha256(weights)
     else:
         try:

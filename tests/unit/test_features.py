@@ -321,7 +321,7 @@ def test_torchvision_named_weights_without_network_is_one_line_error(tmp_path, m
             make_extractor(f"torchvision:{model}", weights=weights).fit(images(1, 32))
         assert "\n" not in str(e.value)
     (tmp_path / "bad.pt").write_bytes(b"not a torch file")
-    with pytest.raises(BackboneError, match="cannot load"):
+    with pytest.raises(BackboneError, match="not a readable torch file"):
         make_extractor("torchvision:resnet18", weights=str(tmp_path / "bad.pt")).fit(images(1, 32))
 
 
