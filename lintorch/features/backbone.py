@@ -79,7 +79,9 @@ def _load_weights(model, model_name, path):
     where = f"--backbone-weights {path}"
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "unsupported global" not in str(e).lower():   # garbage bytes, not a pickle of objects
+            raise BackboneError(f"{where} is not a readable torch file (UnpicklingError)") from None
         raise BackboneError(f"{where} holds Python objects, not plain tensors, and is not loaded (weights_only=True); "
                             f"save it as torch.save(model.state_dict(), FILE)") from None
     except Exception as e:
