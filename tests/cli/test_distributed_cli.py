@@ -161,7 +161,10 @@ def test_doctor_without_cuda_is_one_line():
 
 def test_doctor_cpu_quick_report(tmp_path):
     out = tmp_path / "report.json"
-    p = python("-m", "lintorch.doctor", "--device", "cpu", "--quick", "--out", out, timeout=300)
+    # the benchmark's 2x limit is a timing: on this shared machine one --quick round can exceed it, and
+    # no test asserts a speed (bench does); the threshold's logic is tested in test_commands_ui
+    p = python("-m", "lintorch.doctor", "--device", "cpu", "--quick", "--out", out, "--max-slowdown", "1000",
+               timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "gradcheck" in p.stdout and "determinism" in p.stdout
     r = read_json(out)
