@@ -16,9 +16,9 @@ def test_f_a_signal_mid_extract_leaves_nothing(image_folder, tmp_path, sig, code
     out = tmp_path / "out"
     p = popen("-m", "lintorch.extract", "--features", "torchvision:resnet18", "--dataset", "imagefolder",
               "--data-dir", image_folder, "--cache-dir", tmp_path / "cache", "--out", out, "--device", "cpu",
-              "--threads", "1", "--batch-size", "4", "--quiet")
+              "--threads", "1", "--batch-size", "4", "--input-size", "224", "--quiet")
     wait_for(tmp_path / f".out.partial{p.pid}", p)       # claimed and building: the model encodes next
-    time.sleep(1.0)
+    time.sleep(0.2)      # inside the build; at 224 px the encoding takes seconds even on an idle machine
     p.send_signal(sig)
     try:
         _, err = p.communicate(timeout=120)
