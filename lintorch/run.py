@@ -61,14 +61,14 @@ class Run:
     picture_every = 3
 
     def __init__(self, cfg, device, folder, recipe, stop, resume_members=None, purge_step=None, dist=None,
-                 tensorboard=True):
+                 tensorboard=True, names=None):
         self.cfg, self.device, self.folder, self.recipe, self.stop = cfg, device, folder, recipe, stop
         self.dist, self.group = dist, distributed.Local()     # distributed hook: execute sets the group
         self.best = None           # after finish: (member index, weight (C, D), bias (C,)) of the kept model
         self.header = Header(list(recipe.classes), cfg["image_size"], recipe.in_features, cfg["loss"],
                              recipe.preprocess.state_dict(), cfg, recipe.features_header(cfg))
-        saved = resume_members or [{"name": "run" if not cfg["sweep"] else member_name(c), "config": c}
-                                   for c in recipe.configs]
+        names = names or ["run" if not cfg["sweep"] else member_name(c) for c in recipe.configs]
+        saved = resume_members or [{"name": n, "config": c} for n, c in zip(names, recipe.configs)]
         single = len(saved) == 1 and not cfg["sweep"]
         self.members = [Member(s["name"], s["config"], folder if single or folder is None else
                                os.path.join(folder, s["name"]), cfg,
@@ -307,12 +307,13 @@ def _train(cfg, device, folder, threads, header, state, dist=None):
 
 
 def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, state=None, dist=None, threads=None,
-            tensorboard=True, train_loader=None):
+            tensorboard=True, train_loader=None, names=None):
     """Build the recipe, make the Run and train it with cfg's optimizer -> (exit status, Run).
     The one core under train.py and LinearProbe.fit. data: an already loaded DataSet (else loaded
     from cfg); preprocess: a fixed one (else a resumed run's, else fitted on the training split);
     tensorboard: whether the members write TensorBoard events (checkpoints are written either way);
-    train_loader: the caller's own batches for SGD (LinearProbe on a DataLoader), else the recipe's."""
+    train_loader: the caller's own batches for SGD (LinearProbe on a DataLoader), else the recipe's;
+    names: the members' names (default: config.member_name of each member's values)."""
     from .data import Preprocess
     from .recipe import build
     from .solvers import train_lbfgs, train_search
@@ -340,7 +341,7 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
         steps = len(recipe.train_loader)
         purge = None if state is None else state.epoch * steps + state.step + 1
         run = Run(cfg, device, folder, recipe, stop, None if state is None else state.members, purge, dist,
-                  tensorboard)
+                  tensorboard, names)
         if state is None and folder is not None and (dist is None or dist.main):
             run.show_features()
         # distributed hook: sharded batches, the step's all-reduce, agreed stopping (Local: none of it)

@@ -8,6 +8,7 @@ A data set is decoded once into one uint8 tensor (N, 3, S, S) and split; ``loade
     imagecache.py  the decoded-image cache: its place, names, key, layout, and when to decode
     sources.py     CIFAR-10, image folders, the synthetic set, the memory check, load_dataset
     preprocess.py  Preprocess, fitted on the training split and stored in the checkpoint
+    arrays.py      a caller's tensors, NumPy arrays, memmaps or DataLoader as a DataSet (LinearProbe.fit)
 
 Problems a user can cause raise errors.DataError with a one-line message.
 """

@@ -2,6 +2,7 @@
 weights), paths of reg values, every input form, bad input as ValueError naming the argument,
 save/load through the checkpoint owner."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -154,6 +155,56 @@ def test_logdir_writes_a_train_py_run_folder_and_none_writes_nothing(tmp_path, m
     assert {"checkpoint.pt", "config.json", "metrics.json"} <= names and any(n.startswith("events.") for n in names)
 
 
+def test_without_a_logdir_fit_creates_no_folder_and_no_temporary_file(tmp_path, monkeypatch):
+    """logdir=None: the Run stays in memory (run.execute with folder None); the kept weights are
+    the ones a logdir's checkpoint.pt holds."""
+    import os
+    import tempfile
+    made = []
+    real_mkdir = os.mkdir
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(os, "mkdir", lambda path, *a, **k: made.append(path) or real_mkdir(path, *a, **k))
+    for name in ("mkdtemp", "mkstemp", "TemporaryDirectory", "NamedTemporaryFile"):
+        monkeypatch.setattr(tempfile, name, lambda *a, **k: pytest.fail("fit made a temporary file or folder"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.chdir(tmp_path)
+    x, y = blobs()
+    for kw in (dict(solver="sgd", epochs=2), dict(solver="lbfgs", reg=[1e-4, 1e-2]),
+               dict(loss="squared", reg=[1e-3, 1e-1], refit=True)):
+        p = LinearProbe(**kw).fit(x, y)
+        assert made == [] and [q.name for q in tmp_path.iterdir()] == ["tmp"] and not any((tmp_path / "tmp").iterdir())
+        monkeypatch.setattr(os, "mkdir", real_mkdir)
+        logged = LinearProbe(**kw, logdir=tmp_path / "logs" / kw.get("solver", "exact")).fit(x, y)
+        monkeypatch.setattr(os, "mkdir", lambda path, *a, **k: made.append(path) or real_mkdir(path, *a, **k))
+        assert torch.equal(p._W, logged._W) and torch.equal(p._b, logged._b) and p.path_ == logged.path_
+        assert p.n_iter_ == logged.n_iter_ and p.best_params_ == logged.best_params_
+        from lintorch.checkpoint import load_model        # a refit's run folder is logdir/refit
+        folder = tmp_path / "logs" / kw.get("solver", "exact") / ("refit" if kw.get("refit") else "")
+        saved = load_model(str(folder / "checkpoint.pt"))
+        assert torch.equal(p._W, saved.weight) and torch.equal(p._b, saved.bias)
+        shutil.rmtree(tmp_path / "logs")
+
+
+def test_member_names_of_a_numpy_logspace_are_train_py_logspace_names_and_the_values_stay_exact(tmp_path):
+    from lintorch.config import member_name, parse_sweep_item
+    x, y = blobs()
+    regs = np.logspace(-6, -1, 16)
+    assert repr(float(regs[2])) == "4.641588833612782e-06"              # float noise, not for a folder name
+    p = LinearProbe(reg=regs, solver="exact", loss="squared", logdir=tmp_path / "path").fit(x, y)
+    _, values = parse_sweep_item("reg=logspace:1e-6:1e-1:16")
+    assert [m["name"] for m in p.path_] == [member_name({"reg": v}) for v in values]
+    assert p.path_[0]["name"] == "reg=1e-06" and p.path_[2]["name"] == "reg=4.64159e-06"
+    assert [m["config"]["reg"] for m in p.path_] == regs.tolist()          # trained on the exact values
+    assert {m["name"] for m in p.path_} <= {q.name for q in (tmp_path / "path").iterdir()}
+    # two values that share 6 significant digits keep their repr, as train.py names a list's values
+    q = LinearProbe(reg=[0.1234567, 0.1234568, 1 / 3], solver="lbfgs", max_iter=5).fit(x, y)
+    assert [m["name"] for m in q.path_] == ["reg=0.1234567", "reg=0.1234568", f"reg={1 / 3!r}"]
+    r = LinearProbe(lr=[1 / 3, 0.1], reg=[0.0, 1e-4], epochs=1).fit(x, y)
+    assert [m["name"] for m in r.path_] == ["reg=0,lr=0.333333", "reg=0,lr=0.1", "reg=0.0001,lr=0.333333",
+                                            "reg=0.0001,lr=0.1"]
+
+
 # ----------------------------------------------------------------------------- inputs
 
 def test_float16_numpy_and_standardize_false():
@@ -245,11 +296,12 @@ def test_save_is_a_lintorch_checkpoint_that_load_and_evaluate_read(tmp_path, fea
 def test_probe_squared_loss_is_solved_exactly():
     """solver "auto" with loss="squared": the closed form; refit on all of X equals lintorch.exact's solution."""
     from lintorch import exact
+    from lintorch.probe import choose_solver
     g = torch.Generator().manual_seed(0)
     x = torch.randn(600, 20, generator=g)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
     p = lintorch.LinearProbe(loss="squared", reg=[1e-2, 1e-1], standardize=False, refit=True).fit(x, y)
-    assert p._solver(True) == "exact"
+    assert choose_solver(p.get_params(), True) == "exact"
     W, b, _ = exact.path(x.double(), y, 3, [p.best_params_["reg"]])
     assert torch.allclose(torch.as_tensor(p.coef_).double(), W[0], atol=1e-6)
     assert torch.allclose(torch.as_tensor(p.intercept_).double(), b[0], atol=1e-6)
