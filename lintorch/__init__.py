@@ -25,6 +25,6 @@ def __getattr__(name):
         from .model import LinearClassifier
         return LinearClassifier
     if name == "check_function":
-        from .checker import check_function
+        from .verify.checker import check_function
         return check_function
     raise AttributeError(f"module 'lintorch' has no attribute {name!r}")

@@ -7,9 +7,9 @@ import itertools
 import math
 
 from .cli import ArgumentParser, add_common, nonempty, number, unused_extractor_flags
-from .names import (CACHE_CHECKS, CLASS_WEIGHTS, DATASETS, GD_EPOCHS, GD_LR_SCALE, LOADERS, LOSS_DEFAULTS, LOSSES, MEANS,
-                    OPTIMIZERS, PENALTIES, PRECONDITIONS, RESUMABLE_CHANGES, SCHEDULES, SEARCHES, SGD_EPOCHS,
-                    SVM_FORMS, SWEEPABLE, TUNED, nonsmooth_parts)
+from .names import (CACHE_CHECKS, CLASS_WEIGHTS, DATASETS, GD_EPOCHS, GD_LR_SCALE, LOADERS, LOSSES, LOSS_DEFAULTS, MEANS, OPTIMIZERS,
+    PENALTIES, PRECONDITIONS, RESUMABLE_CHANGES, SCHEDULES, SEARCHES, SGD_EPOCHS, SVM_FORMS, SWEEPABLE, TUNED,
+    nonsmooth_parts)
 
 MAX_SEED = 2 ** 32 - 1
 
@@ -199,7 +199,7 @@ def get_args_parser():
                    f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE_CHANGES)})")
     r.add_argument("--log-every", type=number(int, 1), default=50, help="steps between loss read-backs and logs")
     r.add_argument("--quiet", action="store_true", help="no progress bars, only warnings and errors")
-    t = p.add_argument_group("under torchrun (torchrun --nproc_per_node N train.py ...; see lintorch/distributed.py)")
+    t = p.add_argument_group("under torchrun (torchrun --nproc_per_node N train.py ...; see lintorch/training/distributed.py)")
     t.add_argument("--sweep-parallel", action="store_true", help="split the --sweep's configurations across the "
                    "processes, each training its share on all the data (default: data-parallel, each process a "
                    "shard of every batch)")

@@ -74,7 +74,7 @@ def machine(device):
 
 
 def gradient_check(device):
-    from .checks import run_checks
+    from .verify.gradients import run_checks
     rows = run_checks(device=device.type)
     worst = max((r.max_rel for r in rows if r.max_rel == r.max_rel), default=0.0)
     failed = [f"{r.function} {r.method} {r.where}" for r in rows if not r.passed]
@@ -133,10 +133,10 @@ def train_run(cfg, device, data, sync_debug=False):
     """train.py's recipe and its Trainer's epochs, as a run in memory (no run folder, nothing
     written): -> (per-epoch records, model)."""
     import torch
-    from .engine import evaluate
-    from .recipe import build
-    from .run import Run
-    from .trainer import Trainer
+    from .training.epoch import evaluate
+    from .training.recipe import build
+    from .training.run import Run
+    from .training.trainer import Trainer
     r = build(dict(cfg), device, data=data)
     trainer = Trainer(Run(dict(cfg), device, None, r, _NoStop()))
     steps = len(r.train_loader)

@@ -23,14 +23,14 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     lists), classes, split, dataset, data_dir, checkpoint, configuration (a sweep member's
     settings, else None). Unset data arguments come from the checkpoint's config. DataError or
     CheckpointError when data and model do not fit."""
-    from .checkpoint import check_compatible
+    from .output.checkpoint import check_compatible
     from .config import with_defaults
     from .data import Preprocess
-    from .engine import evaluate
+    from .training.epoch import evaluate
     from .errors import DataError
     from .objective import Objective
     from .predict import load_model
-    from .recipe import eval_loader, input_dim, load_inputs
+    from .training.recipe import eval_loader, input_dim, load_inputs
     model, preprocess, saved = load_model(path, device)
     path, h = saved.path, saved.header
     cfg = with_defaults(h.config)           # a key an older lintorch did not save: the flag's default

@@ -115,9 +115,9 @@ def run(args):
     import torch
 
     from .features import make_extractor
-    from .rundir import build_beside
+    from .output.rundir import build_beside
 
-    from . import distributed
+    from .training import distributed
     dist = distributed.from_env()          # under torchrun: every rank encodes its shard of each split
     if dist is None:
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -146,9 +146,9 @@ def run(args):
 def _extract_into(out, args, ex, dist, device, threads):
     import torch
 
-    from . import distributed
-    from .atomic import torch_save_atomic, write_atomic
-    from .rundir import write_png
+    from .training import distributed
+    from .output.atomic import torch_save_atomic, write_atomic
+    from .output.rundir import write_png
     from .data import load_dataset
     from .features.store import SplitWriter, write_classes
     main = dist is None or dist.main
@@ -202,7 +202,7 @@ def _main(args):
     setup_logging(args.quiet)
     logging.getLogger("lintorch.extract").setLevel(logging.INFO)
     import signal
-    from .distributed import from_env, teardown
+    from .training.distributed import from_env, teardown
 
     def terminated(signum, frame):         # SIGTERM unwinds like Ctrl-C: the half-built folder is removed
         raise SystemExit(128 + signum)

@@ -1,17 +1,17 @@
 """python -m lintorch.gradcheck: lintorch's hand-written backward passes checked three ways
 (against torch autograd on independent references, finite differences and torch's gradcheck),
-as a table: lintorch.check_function run on each of lintorch.checks' cases. This module parses
+as a table: lintorch.check_function run on each of lintorch.verify.gradients' cases. This module parses
 its arguments before torch is imported, so --help and usage errors answer at once. Its names
-(run_checks, hinge_kinks, ...) are lintorch.checks', imported on first use.
+(run_checks, hinge_kinks, ...) are lintorch.verify.gradients', imported on first use.
 
     python -m lintorch.gradcheck [--device cpu|cuda] [--seed N]
 """
 import sys
 
 
-def __getattr__(name):           # lintorch.gradcheck.run_checks & co.: the checks module's, lazily
-    from . import checks
-    return getattr(checks, name)
+def __getattr__(name):           # lintorch.gradcheck.run_checks & co.: lintorch.verify.gradients', lazily
+    from .verify import gradients
+    return getattr(gradients, name)
 
 
 def get_args_parser():
@@ -25,7 +25,7 @@ def get_args_parser():
 
 def _main(args):
     import torch
-    from .checks import Report, run_checks
+    from .verify.gradients import Report, run_checks
     from .errors import UserError
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for CUDA, but torch.cuda.is_available() is False here")

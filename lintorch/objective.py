@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from . import functional as LF
-from .names import LOSS_DEFAULTS, LOSSES, nonsmooth_parts
+from .names import LOSSES, LOSS_DEFAULTS, nonsmooth_parts
 
 
 @dataclass

@@ -31,7 +31,7 @@ def load_model(path, device="cpu"):
     `device`; inputs maps uint8 images (N, 3, S, S) to the model's inputs (the Preprocess for
     raw pixels, a FeaturePipeline for extracted features, None for a feature-file model).
     CheckpointError names the file and field when it cannot be used."""
-    from .checkpoint import best_path, load_model as load_file
+    from .output.checkpoint import best_path, load_model as load_file
     from .data import Preprocess
     from .model import LinearClassifier
     saved = load_file(best_path(path))
@@ -42,7 +42,7 @@ def load_model(path, device="cpu"):
         return model.eval(), preprocess, saved
     if "extractor" not in features:
         return model.eval(), None, saved
-    from .featurize import make
+    from .data.featurize import make
     extractor = make(None, state=features["extractor"])
     return model.eval(), FeaturePipeline(extractor, preprocess), saved
 

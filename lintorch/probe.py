@@ -171,7 +171,7 @@ class LinearProbe:
     def save(self, path):
         """A lintorch checkpoint (torch.load(path, weights_only=True) reads it; evaluate and
         lintorch.load too)."""
-        from .checkpoint import Header, ModelFile, model_dict, save
+        from .output.checkpoint import Header, ModelFile, model_dict, save
         self._check_fitted()
         cfg = {**self._cfg, "probe_classes": self.classes_.tolist()}
         h = Header([str(c) for c in self.classes_], cfg["image_size"], self.n_features_in_, cfg["loss"],
@@ -182,7 +182,7 @@ class LinearProbe:
 def load(path, device="cpu"):
     """A lintorch checkpoint (a probe's save(), or a train.py run folder / checkpoint.pt) -> a
     fitted LinearProbe on `device`."""
-    from .checkpoint import best_path, load_model
+    from .output.checkpoint import best_path, load_model
     from .data import Preprocess
     saved = load_model(best_path(os.fspath(path)))
     cfg = saved.header.config
@@ -330,8 +330,8 @@ def train_core(cfg, device, data, preprocess, batches, logdir, verbose):
     written, the kept weights taken from it); else a new train.py run folder claimed there.
     ValueError for what train.py reports as a user error, or when every member diverged."""
     from .errors import DataError, FeatureError, UserError
-    from .rundir import claim_new, release, write_json
-    from .run import execute
+    from .output.rundir import claim_new, release, write_json
+    from .training.run import execute
     level = log.level
     if not verbose:
         log.setLevel(logging.WARNING)

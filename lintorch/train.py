@@ -1,5 +1,5 @@
 """The train command: `python train.py`, `lintorch train` and `python -m lintorch.train` all land
-here. Its flags are lintorch.config's; the work is lintorch.run's.
+here. Its flags are lintorch.config's; the work is lintorch.training.run's.
 
 Arguments are parsed before torch is imported (usage errors and --help answer at once); the
 imports training needs then happen with Ctrl-C held back, since an interrupt that lands inside
@@ -11,12 +11,13 @@ import sys
 
 
 def _import_quietly():
-    """-> lintorch.run.main, imported (with what it imports later) while SIGINT is only recorded."""
+    """-> lintorch.training.run.main, imported (with what it imports later) while SIGINT is only recorded."""
     pending = []
     old = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
     try:
-        from .run import main
-        from . import monitor, recipe, trainer  # noqa: F401  (imported by main later)
+        from .training.run import main
+        from .output import monitor  # noqa: F401
+        from .training import recipe, trainer  # noqa: F401  (imported by main later)
         import torch.utils.tensorboard  # noqa: F401
     finally:
         signal.signal(signal.SIGINT, old)

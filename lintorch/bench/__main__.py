@@ -1,7 +1,7 @@
-"""`python -m lintorch.bench`: see lintorch/bench/__init__.py."""
+"""`python -m lintorch.bench`: see lintorch/bench/command.py."""
 import sys
 
-from . import main
+from .command import main
 
 if __name__ == "__main__":
     sys.exit(main())

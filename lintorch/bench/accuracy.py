@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine import SGD, evaluate, lr_factor, train_one_epoch
-from ..recipe import build
+from ..optim.sgd import SGD, lr_factor
+from ..training.epoch import evaluate, train_one_epoch
+from ..training.recipe import build
 from .contenders import CIFAR_MEAN, CIFAR_STD, _sync, train_config
 
 def time_to_accuracy_lintorch(data, device, target=0.40, check_every=20, limit_s=30.0):

@@ -16,10 +16,11 @@ from torch import nn
 
 from .. import functional as LF
 from ..config import fill_defaults, get_args_parser as train_args_parser, saved_config
-from ..names import TUNED
 from ..data import DataSet, Split, load_dataset
-from ..engine import SGD, lr_factor, train_one_epoch
-from ..recipe import build
+from ..names import TUNED
+from ..optim.sgd import SGD, lr_factor
+from ..training.epoch import train_one_epoch
+from ..training.recipe import build
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # what tutorials Normalize with
 

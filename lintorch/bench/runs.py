@@ -13,14 +13,14 @@ import time
 
 import torch
 
-from ..checkpoint import BEST, model_dict
-from ..engine import evaluate
-from ..recipe import build
-from ..run import Run
-from ..trainer import Trainer
+from ..output.checkpoint import BEST, model_dict
+from ..training.epoch import evaluate
+from ..training.recipe import build
+from ..training.run import Run
+from ..training.trainer import Trainer
 from .contenders import _sync, timed, train_config
 
-TRAIN = ("import sys; from lintorch.config import parse_args; from lintorch.run import main; "
+TRAIN = ("import sys; from lintorch.config import parse_args; from lintorch.training.run import main; "
          "sys.exit(main(parse_args()))")      # what train.py runs, from any working directory
 
 

@@ -15,11 +15,10 @@ import torch
 
 from ..cli import choose_threads, resolve_device
 from ..data import Preprocess
-from ..loaders import TensorLoader
+from ..data.loaders import TensorLoader
 from .accuracy import time_to_accuracy_lintorch, time_to_accuracy_plain
-from .contenders import (alternate, bench_dataset, dataloader_epoch, fastest_gemm_layout, float_gather_only,
-                         gemm_epoch, lintorch_epoch, loader_only, loss_contenders, per_image_dataset, plain_epoch,
-                         sweep_epoch)
+from .contenders import (alternate, bench_dataset, dataloader_epoch, fastest_gemm_layout, float_gather_only, gemm_epoch, lintorch_epoch,
+    loader_only, loss_contenders, per_image_dataset, plain_epoch, sweep_epoch)
 from .report import BOOKKEEPING, PROCESS, THREADS, check_targets
 from .runs import bookkeeping_contenders, peak_rss, process_epochs, thread_rounds, train_command
 

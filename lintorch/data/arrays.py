@@ -102,7 +102,7 @@ def array_dataset(X, y, X_val, y_val, validation_fraction, seed):
             raise ValueError(f"X_val has {Xv.shape[1]} features per row, X has {X.shape[1]}")
         val_labels = torch.from_numpy(_class_index(classes, yv, "y"))
     if isinstance(X, np.memmap):
-        from ..featurize import Rows
+        from .featurize import Rows
         whole = ArraySplit(X, labels)
         if X_val is None:
             train, val = Rows(whole, train_idx), Rows(whole, val_idx)

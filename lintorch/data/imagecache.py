@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ..atomic import remove_dead_temporaries, torch_save_atomic
 from ..errors import DataError
+from ..output.atomic import remove_dead_temporaries, torch_save_atomic
 from .folders import decode
-from .split import THREADS, Split, error_reason, human_bytes
+from .split import Split, THREADS, error_reason, human_bytes
 
 log = logging.getLogger("lintorch.data")   # the data loading's messages, under the name they always had
 

@@ -8,9 +8,9 @@ import os
 
 import torch
 
+from . import imagecache
 from ..errors import DataError
 from ..names import CACHE_CHECKS, IMAGE_DATASETS as DATASETS
-from . import imagecache
 from .folders import is_folder, scan_folder
 from .preprocess import FIT_CHUNK_VALUES
 from .split import DataSet, Split, carve_val, human_bytes, take

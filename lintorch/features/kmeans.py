@@ -251,7 +251,7 @@ def centroid_grid(state, rf=6, nrow=None, dewhiten=False, limit=400, scale=4):
 
 def centroid_picture(state, rf=6, limit=400):
     """centroids.png: centroid_grid under a caption that says how many of how many filters it shows."""
-    from ..visualize import captioned
+    from ..output.visualize import captioned
     K = state["centroids"].shape[0]
     shown = f"all {K:,}" if K <= limit else f"the first {limit:,} of {K:,}"
     return captioned(centroid_grid(state, rf, limit=limit),

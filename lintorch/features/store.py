@@ -21,9 +21,9 @@ import stat
 import numpy as np
 import torch
 
-from ..atomic import torch_save_atomic, write_atomic
+from ..data.loaders import epoch_order
 from ..errors import FeatureError
-from ..loaders import epoch_order
+from ..output.atomic import torch_save_atomic, write_atomic
 
 FORMATS = ("npy", "pt")
 X_DTYPES = {np.dtype("float16"): torch.float16, np.dtype("float32"): torch.float32}

@@ -38,7 +38,7 @@ def test_the_wheel_installs_and_trains_from_outside_the_checkout(tmp_path):
     assert {"lintorch/features", "lintorch/bench"} <= set(packages)
     assert [p for p in packages if f"{p}/__init__.py" not in names] == []
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "lintorch = lintorch.commands:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "lintorch = lintorch.__main__:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
     site = tmp_path / "site"
     _run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, wheel, cwd=tmp_path)

@@ -80,7 +80,7 @@ def test_sigterm_saves_last_and_exits_143(tmp_path):
 
 def test_sigkill_never_leaves_a_corrupt_checkpoint(tmp_path):
     """Kill -9 at varied moments while checkpoints are being written; what is there always loads."""
-    from lintorch.checkpoint import load_model
+    from lintorch.output.checkpoint import load_model
     loaded = 0
     for i, delay in enumerate((0.05, 0.4, 0.9, 1.6)):
         logdir = tmp_path / f"kill{i}"

@@ -96,7 +96,7 @@ def test_doctor_without_out_writes_no_file(tmp_path, monkeypatch, capsys):
 def test_a_released_folder_keeps_no_lock_and_the_lock_still_excludes(tmp_path, monkeypatch):
     import os
 
-    from lintorch import rundir
+    from lintorch.output import rundir
     from lintorch.errors import UserError
     folder = str(tmp_path)
     fd = rundir.claim_existing(folder)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lintorch.config import fill_defaults, parse_args, saved_config
-from lintorch.members import best_index, ranking
+from lintorch.training.members import best_index, ranking
 from tests.helpers import read_json, train
 
 SMALL = ["--dataset", "synthetic", "--image-size", "8", "--val-size", "500", "--seed", "1", "--quiet", "--threads", "1"]
@@ -23,7 +23,7 @@ def test_one_ranking_rule():
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_in_memory_run_writes_nothing_and_keeps_the_same_model(driver, tmp_path, monkeypatch):
-    from lintorch.run import execute
+    from lintorch.training.run import execute
     argv = SMALL + DRIVERS[driver]
     assert train(*argv, "--logdir", tmp_path / "run", threads=None) == 0
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)

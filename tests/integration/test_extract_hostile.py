@@ -11,7 +11,7 @@ import torch
 
 from lintorch import extract
 from lintorch.features import store
-from lintorch.rundir import build_beside
+from lintorch.output.rundir import build_beside
 
 
 @pytest.fixture

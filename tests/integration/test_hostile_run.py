@@ -2,7 +2,7 @@
 that cannot be honoured, interrupted sweeps, damaged checkpoints, a full disk, absurd
 hyperparameters, divergence, one-line usage errors everywhere.
 
-Every run here is in-process (lintorch.run.main on parsed arguments: fast, and monkeypatches hold).
+Every run here is in-process (lintorch.training.run.main on parsed arguments: fast, and monkeypatches hold).
 Where a signal or the real command line is the point: tests/cli/test_hostile_cli.py.
 """
 import errno
@@ -37,7 +37,7 @@ def usage_error(parse, argv, capsys):
 
 def stop_after(monkeypatch, polls):
     """Make the run's stop flag fire (as SIGINT would) at its `polls`-th poll, in this process."""
-    from lintorch import run
+    from lintorch.training import run
     count = {"n": 0}
 
     def fake(self):
@@ -57,7 +57,7 @@ def copy_tree(src, dst):
 # --------------------------------------------------------------------------- 12.1 run folders
 
 def test_default_folders_in_the_same_second_differ(tmp_path, monkeypatch):
-    from lintorch import rundir
+    from lintorch.output import rundir
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(rundir.time, "strftime", lambda fmt, *a: "20250101-000000")
     (a, fa, _), (b, fb, _) = rundir.claim_default("synthetic", "softmax"), rundir.claim_default("synthetic", "softmax")
@@ -228,7 +228,7 @@ def test_text_and_random_bytes_are_refused_without_unsafe_advice(content, tmp_pa
 @pytest.mark.parametrize("name", ["last.pt", "checkpoint.pt"])
 def test_disk_full_while_saving_is_one_line_and_keeps_the_old_file(name, tmp_path, monkeypatch, capsys):
     import builtins
-    from lintorch import atomic
+    from lintorch.output import atomic
     writes = {"n": 0}
 
     class Full:
@@ -261,7 +261,7 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_old_file(name, tmp_pat
     assert str(run / name) in line and "no space left" in line and "MB" in line, line
     assert list(run.rglob("*.tmp*")) == []
     assert torch.load(run / name, weights_only=True)["format"] == "lintorch-checkpoint"
-    from lintorch.checkpoint import load_model
+    from lintorch.output.checkpoint import load_model
     load_model(str(run / name))
     metrics = read_json(run / "metrics.json")
     assert metrics["status"] == "failed" and "no space left" in metrics["error"]

@@ -105,7 +105,7 @@ def test_lintorch_does_not_import_scikit_learn():
 def test_fit_ends_at_train_py_dataset_features_weights(feature_folder, tmp_path, solver):
     """The same data and flags through train.py --dataset features and LinearProbe.fit: the same
     weights (bit for bit when both stream the file; to float rounding from a tensor)."""
-    from lintorch.checkpoint import load_model
+    from lintorch.output.checkpoint import load_model
     flags = ["--optimizer", solver, "--reg", "1e-3"] + (["--epochs", "3", "--lr", "0.01"] if solver == "sgd" else [])
     run = tmp_path / "run"
     assert train("--dataset", "features", "--data-dir", feature_folder, "--val-size", 100, "--quiet",
@@ -179,7 +179,7 @@ def test_without_a_logdir_fit_creates_no_folder_and_no_temporary_file(tmp_path, 
         monkeypatch.setattr(os, "mkdir", lambda path, *a, **k: made.append(path) or real_mkdir(path, *a, **k))
         assert torch.equal(p._W, logged._W) and torch.equal(p._b, logged._b) and p.path_ == logged.path_
         assert p.n_iter_ == logged.n_iter_ and p.best_params_ == logged.best_params_
-        from lintorch.checkpoint import load_model        # a refit's run folder is logdir/refit
+        from lintorch.output.checkpoint import load_model        # a refit's run folder is logdir/refit
         folder = tmp_path / "logs" / kw.get("solver", "exact") / ("refit" if kw.get("refit") else "")
         saved = load_model(str(folder / "checkpoint.pt"))
         assert torch.equal(p._W, saved.weight) and torch.equal(p._b, saved.bias)
@@ -294,8 +294,8 @@ def test_save_is_a_lintorch_checkpoint_that_load_and_evaluate_read(tmp_path, fea
 
 
 def test_probe_squared_loss_is_solved_exactly():
-    """solver "auto" with loss="squared": the closed form; refit on all of X equals lintorch.exact's solution."""
-    from lintorch import exact
+    """solver "auto" with loss="squared": the closed form; refit on all of X equals lintorch.optim.exact's solution."""
+    from lintorch.optim import exact
     from lintorch.probe import choose_solver
     g = torch.Generator().manual_seed(0)
     x = torch.randn(600, 20, generator=g)

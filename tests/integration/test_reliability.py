@@ -39,7 +39,7 @@ def test_nonfinite_loss_stops_and_keeps_best(tmp_path, monkeypatch, capsys):
 
 
 def test_code_running_pickle_is_refused(tmp_path, monkeypatch):
-    from lintorch.checkpoint import load_model
+    from lintorch.output.checkpoint import load_model
     from lintorch.errors import CheckpointError
     marker = tmp_path / "pwned"
     monkeypatch.setenv("LINTORCH_PWNED", str(marker))
@@ -51,7 +51,7 @@ def test_code_running_pickle_is_refused(tmp_path, monkeypatch):
 
 
 def test_truncated_and_foreign_checkpoints(synthetic_run, tmp_path):
-    from lintorch.checkpoint import load_model
+    from lintorch.output.checkpoint import load_model
     from lintorch.errors import CheckpointError
     data = (synthetic_run / "last.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])

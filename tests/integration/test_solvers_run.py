@@ -137,7 +137,7 @@ def test_patience_stops_a_member_and_the_others_go_on(tmp_path):
 
 def test_precondition_auto_uses_the_gram_only_when_n_is_at_least_d():
     """auto: plain L-BFGS when N < D (the triangular solves would cost more than they save)."""
-    from lintorch.solvers import _preconditioners
+    from lintorch.training.solvers import _preconditioners
 
     class Full:
         def batches(self, epoch=0):
@@ -151,7 +151,7 @@ def test_precondition_auto_uses_the_gram_only_when_n_is_at_least_d():
 
 def test_lbfgs_bar_promises_no_total(tmp_path, monkeypatch):
     """--max-iter is a cap: the bar counts evaluations and shows the iterations, with no total (so no ETA)."""
-    import lintorch.solvers as solvers
+    import lintorch.training.solvers as solvers
     bars = []
 
     class Bar:

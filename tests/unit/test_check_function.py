@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch.autograd import Function
 
 import lintorch
-from lintorch import checker
+from lintorch.verify import checker
 from lintorch import functional as LF
-from lintorch.references import svm_reference
+from lintorch.verify.references import svm_reference
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

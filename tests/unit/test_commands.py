@@ -1,7 +1,8 @@
 """The `lintorch` console script: one subcommand per command module, each with that command's parser."""
 import pytest
 
-from lintorch import cli, commands
+import lintorch.__main__ as commands
+from lintorch import cli
 
 
 @pytest.fixture(autouse=True)

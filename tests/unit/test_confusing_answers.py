@@ -23,7 +23,7 @@ def test_a_logspace_whose_points_round_together_says_so():
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "random-search"])
 def test_resuming_a_run_that_keeps_no_resumable_state_names_the_optimizer(tmp_path, optimizer):
-    from lintorch.checkpoint import last_path
+    from lintorch.output.checkpoint import last_path
     (tmp_path / "config.json").write_text(json.dumps({"optimizer": optimizer}))
     with pytest.raises(CheckpointError, match=f"--optimizer {optimizer}.*start a new run"):
         last_path(str(tmp_path))
@@ -69,7 +69,7 @@ def test_backbone_weights_that_are_a_pickle_or_do_not_fit_are_one_plain_line(tmp
 def test_a_second_ctrl_c_while_a_solvers_answer_is_saved_waits_for_the_save():
     import os
     import signal
-    from lintorch.run import StopFlag
+    from lintorch.training.run import StopFlag
     stop = StopFlag()
     try:
         os.kill(os.getpid(), signal.SIGINT)

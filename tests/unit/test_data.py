@@ -5,7 +5,7 @@ import torch
 
 from lintorch.data import Preprocess, load_dataset
 from lintorch.errors import DataError
-from lintorch.loaders import DataLoaderLoader, TensorLoader, make_loader
+from lintorch.data.loaders import DataLoaderLoader, TensorLoader, make_loader
 
 
 def all_batches(loader, epoch, start=0):
@@ -118,7 +118,7 @@ def test_loader_kind_is_checked():
 def test_flip_mirrors_a_seeded_half_and_both_loaders_agree(image_folder):
     """--flip: about half of each batch is mirrored left-right, the same images in both loaders
     and in a repeat of the epoch; without it the batches are untouched."""
-    from lintorch.loaders import flip_half
+    from lintorch.data.loaders import flip_half
     data = load_dataset("imagefolder", str(image_folder), image_size=16, val_size=12, seed=0)
     pre = Preprocess(torch.zeros(3 * 16 * 16))          # x / 255 alone: mirroring commutes with it
     plain = TensorLoader(data.train, pre, 8, "cpu", seed=3)

@@ -14,7 +14,7 @@ import torch
 from lintorch.data import imagecache, sources
 from lintorch.data import Preprocess, decoded_bytes, load_dataset
 from lintorch.errors import DataError
-from lintorch.loaders import make_loader
+from lintorch.data.loaders import make_loader
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
 

@@ -1,9 +1,9 @@
-"""lintorch.exact: the least-squares path against the normal equations solved directly in float64,
+"""lintorch.optim.exact: the least-squares path against the normal equations solved directly in float64,
 primal against dual, eigh against Cholesky, the gradient at the solution, float32 blocks."""
 import pytest
 import torch
 
-from lintorch import exact
+from lintorch.optim import exact
 
 
 def problem(n, d, c=4, seed=0, offset=0.0):

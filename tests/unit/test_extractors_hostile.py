@@ -136,7 +136,7 @@ def test_c_extract_of_non_finite_features_exits_2_and_writes_nothing(tmp_path, c
 
 
 def test_c_cholesky_of_a_nan_gram_is_an_error_not_a_hang(deadline):
-    from lintorch.lbfgs import _cholesky
+    from lintorch.optim.lbfgs import _cholesky
     G = torch.eye(3, dtype=torch.float64)
     G[1, 2] = float("nan")
     with pytest.raises(FloatingPointError, match="NaN/inf"):
@@ -151,7 +151,7 @@ def test_c_cholesky_of_a_nan_gram_is_an_error_not_a_hang(deadline):
 
 
 def test_c_gram_preconditioner_on_non_finite_inputs_is_an_error():
-    from lintorch.lbfgs import gram_preconditioners
+    from lintorch.optim.lbfgs import gram_preconditioners
 
     class Loader:
         def batches(self, epoch=0):

@@ -16,7 +16,7 @@ from lintorch.features import extract, from_state_dict, make_extractor
 from lintorch.features import hog as hogmod
 from lintorch.features import kmeans as km
 from lintorch.features import store
-from lintorch.loaders import epoch_order
+from lintorch.data.loaders import epoch_order
 
 
 def images(n, size=32, seed=0, smooth=True):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lintorch import featurize
+from lintorch.data import featurize
 from lintorch.features import FeatureError, store
 
 

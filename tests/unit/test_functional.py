@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import lintorch
 from lintorch import functional as LF
-from lintorch.references import PENALTY_REFS, per_model, softmax_reference, svm_reference
+from lintorch.verify.references import PENALTY_REFS, per_model, softmax_reference, svm_reference
 
 LECTURE_SCORES = [[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]]   # rows: the cat, car, frog images
 LECTURE_TARGETS = [0, 1, 2]

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 from tensorboard.plugins.hparams import api_pb2, metadata
 
-from lintorch.hparams import HPARAMS, member_hparams, summaries, trial_id
+from lintorch.output.hparams import HPARAMS, member_hparams, summaries, trial_id
 
 SGD = {"dataset": "cifar10", "features": "pixels", "loss": "svm", "optimizer": "sgd", "reg": 1e-3, "lr": 3e-3,
        "penalty": "l2", "class_weight": "balanced", "batch_size": 256, "momentum": 0.9, "schedule": "cosine",

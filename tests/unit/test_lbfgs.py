@@ -1,4 +1,4 @@
-"""lintorch.lbfgs: batched full-batch L-BFGS equals K single runs, reaches the optimum of Newton's
+"""lintorch.optim.lbfgs: batched full-batch L-BFGS equals K single runs, reaches the optimum of Newton's
 method and of scikit-learn's LogisticRegression (also with balanced class weights), and freezes a
 non-finite member without disturbing the others. Shapes: N examples, D features, C classes, K members."""
 import math
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from lintorch import functional as LF
-from lintorch.lbfgs import full_batch_evaluator, lbfgs
+from lintorch.optim.lbfgs import full_batch_evaluator, lbfgs
 from lintorch.objective import Objective
-from lintorch.references import softmax_objective
+from lintorch.verify.references import softmax_objective
 
 
 @pytest.fixture(autouse=True)
@@ -185,7 +185,7 @@ def correlated_problem(N=300, D=12, C=3, seed=5):
 
 
 def test_gram_preconditioner_solves_the_regularized_gram_system():
-    from lintorch.lbfgs import gram_preconditioners
+    from lintorch.optim.lbfgs import gram_preconditioners
     x, y = correlated_problem()
     regs = torch.tensor([1e-4, 1e-1], dtype=torch.float64)
     pre, why = gram_preconditioners(ListLoader(x, y, 70), regs, 3, block=5)    # 12 columns: blocks 5, 5, 2
@@ -201,7 +201,7 @@ def test_gram_preconditioner_solves_the_regularized_gram_system():
 
 @pytest.mark.parametrize("loss", ["softmax", "squared_hinge"])
 def test_preconditioning_reaches_the_same_optimum_in_far_fewer_iterations(loss):
-    from lintorch.lbfgs import gram_preconditioners
+    from lintorch.optim.lbfgs import gram_preconditioners
     x, y = correlated_problem()
     kw = dict(loss="svm", squared=True) if loss == "squared_hinge" else {}
     regs = torch.tensor([1e-5, 1e-3], dtype=torch.float64)
@@ -221,7 +221,7 @@ def test_preconditioning_reaches_the_same_optimum_in_far_fewer_iterations(loss):
 
 
 def test_preconditioned_lbfgs_reaches_newtons_optimum():
-    from lintorch.lbfgs import gram_preconditioners
+    from lintorch.optim.lbfgs import gram_preconditioners
     x, y = problem(seed=1)
     W_n, b_n, f_n = newton(x, y, 1e-2, 4)
     loader = ListLoader(x, y, 40)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch.utils.tensorboard.summary import make_histogram
 
-from lintorch.monitor import Monitor
+from lintorch.output.monitor import Monitor
 from tests.helpers import events as _events
 
 

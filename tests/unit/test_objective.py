@@ -7,7 +7,7 @@ import torch
 
 from lintorch import functional as LF
 from lintorch.objective import objective_and_grad
-from lintorch.references import reference_total
+from lintorch.verify.references import reference_total
 
 CASES = list(itertools.product(
     [("softmax", False, "weston-watkins"), ("svm", False, "weston-watkins"), ("svm", True, "weston-watkins"),

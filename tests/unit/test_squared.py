@@ -9,9 +9,9 @@ import torch
 
 from lintorch import functional as LF
 from lintorch import gradcheck as G
-from lintorch.lbfgs import full_batch_evaluator, lbfgs
+from lintorch.optim.lbfgs import full_batch_evaluator, lbfgs
 from lintorch.objective import Objective
-from lintorch.references import per_model, squared_reference
+from lintorch.verify.references import per_model, squared_reference
 from tests.helpers import read_json, train
 
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from lintorch.features.kmeans import centroid_picture
-from lintorch.visualize import CARD, captioned, confusion_image, confusion_layout, font, template_grid
+from lintorch.output.visualize import CARD, captioned, confusion_image, confusion_layout, font, template_grid
 
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

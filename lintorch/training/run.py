@@ -11,15 +11,14 @@ import threading
 import torch
 
 from . import distributed
-from .atomic import copy_atomic
-from .checkpoint import BEST, Header, check_compatible, last_path, load_resume
-from .errors import CheckpointError
-from .cli import choose_threads, one_line, resolve_device, run_command, setup_logging
-from .config import fill_defaults, member_name, saved_config, with_defaults
-from .errors import UserError
-from .names import RESUMABLE_CHANGES, SEARCHES
+from ..cli import choose_threads, one_line, resolve_device, run_command, setup_logging
+from ..config import fill_defaults, member_name, saved_config, with_defaults
+from ..errors import CheckpointError, UserError
+from ..names import RESUMABLE_CHANGES, SEARCHES
+from ..output.atomic import copy_atomic
+from ..output.checkpoint import BEST, Header, check_compatible, last_path, load_resume
+from ..output.rundir import abandon, claim_default, claim_existing, claim_new, release, write_json
 from .members import Member, best_index, pct, ranking
-from .rundir import abandon, claim_default, claim_existing, claim_new, release, write_json
 
 log = logging.getLogger("lintorch")
 
@@ -49,7 +48,7 @@ class StopFlag:
 class Run:
     """A run: its config, device, claimed folder (None: a run in memory, nothing written), recipe,
     checkpoint header, members and group (distributed.Local outside torchrun). Its trip: recipe.build
-    -> Trainer (engine.train_one_epoch -> Objective.loss_and_grad -> functional) or solvers (lbfgs,
+    -> Trainer (epoch.train_one_epoch -> Objective.loss_and_grad -> functional) or solvers (lbfgs,
     random search) -> each Member.finish -> Run.finish (the best member, the sweep's checkpoint.pt,
     the report, the exit status)."""
 
@@ -77,7 +76,7 @@ class Run:
 
     def templates(self, weight):
         """The class templates picture, where weights are pictures (raw pixels), else None."""
-        from .visualize import template_grid
+        from ..output.visualize import template_grid
         shape = self.recipe.image_shape
         return None if shape is None else template_grid(weight, self.recipe.classes, shape)
 
@@ -87,8 +86,8 @@ class Run:
         parts = getattr(ex, "parts", [ex])
         for part in parts:
             if getattr(part, "NAME", "") == "kmeans" and "centroids" in getattr(part, "state", {}):
-                from .features.kmeans import centroid_picture
-                from .rundir import write_png
+                from ..features.kmeans import centroid_picture
+                from ..output.rundir import write_png
                 grid = centroid_picture(part.state, part.settings.get("rf", 6))
                 write_png(grid, os.path.join(self.folder, "centroids.png"))
                 for m in self.members:
@@ -126,9 +125,9 @@ class Run:
         """A sweep over one numeric setting: path.png in the run folder and the image "path" in a
         TensorBoard run at the run folder: validation accuracy and the training objective (the
         solver's, else the last epoch's training loss) against the swept value, the best marked."""
-        from .monitor import Monitor
-        from .rundir import write_png
-        from .visualize import path_image
+        from ..output.monitor import Monitor
+        from ..output.rundir import write_png
+        from ..output.visualize import path_image
         members = self.members if len(self.members) == len(results) else None
         configs = [r.get("config") or {} for r in results]
         swept = sorted({k for c in configs for k in c if len({repr(x.get(k)) for x in configs}) > 1})
@@ -314,7 +313,7 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
     tensorboard: whether the members write TensorBoard events (checkpoints are written either way);
     train_loader: the caller's own batches for SGD (LinearProbe on a DataLoader), else the recipe's;
     names: the members' names (default: config.member_name of each member's values)."""
-    from .data import Preprocess
+    from ..data import Preprocess
     from .recipe import build
     from .solvers import train_lbfgs, train_search
     from .trainer import Trainer

@@ -20,8 +20,8 @@ import os
 import shutil
 import time
 
+from ..errors import UserError
 from .atomic import write_atomic
-from .errors import UserError
 
 LOCK = ".lock"
 RUN_FILES = ("config.json", "checkpoint.pt", "last.pt", "metrics.json")

@@ -5,7 +5,7 @@ models (one GEMM per data batch for K candidate W at once), on the full training
 """
 import torch
 
-from . import functional as LF
+from .. import functional as LF
 
 
 @torch.inference_mode()

@@ -32,7 +32,7 @@ from typing import List
 
 import torch
 
-from .names import nonsmooth_parts
+from ..names import nonsmooth_parts
 
 LINE_SEARCHES = ("strong_wolfe", "armijo")
 __all__ = ["lbfgs", "LBFGSResult", "full_batch_evaluator", "gram_preconditioners", "LINE_SEARCHES"]
@@ -280,7 +280,7 @@ def full_batch_evaluator(loader, objective, *, dtype=None):
     objective: an Objective whose reg is a number or a (K,) tensor (sliced by `active`). The GEMMs
     run in dtype (default: the batches' dtype). The objective must be smooth (Objective.smooth):
     the softmax loss or the squared hinge with the l2 penalty. The hinge and l1/elastic-net are refused (ValueError):
-    L-BFGS assumes a gradient that varies continuously. Measured (bench/lbfgs_compare.py --nonsmooth,
+    L-BFGS assumes a gradient that varies continuously. Measured (lintorch/bench/lbfgs_compare.py --nonsmooth,
     2,000 CIFAR-10 images, reg 1e-3, tol 1e-4): both the hinge + l2 and softmax + l1 ran into
     max_iter=200 with the max-abs subgradient still at 7e-3 and 2e-3, never near tol.
     """

@@ -8,13 +8,13 @@ import logging
 import os
 import time
 
-from .checkpoint import BEST, ModelFile, model_dict, save
-from .engine import evaluate
-from .hparams import member_hparams, summaries, trial_id
-from .model import LinearClassifier
-from .monitor import Monitor, NullMonitor
-from .rundir import write_json, write_png
-from .visualize import confusion_image, template_grid
+from ..model import LinearClassifier
+from ..output.checkpoint import BEST, ModelFile, model_dict, save
+from ..output.hparams import member_hparams, summaries, trial_id
+from ..output.monitor import Monitor, NullMonitor
+from ..output.rundir import write_json, write_png
+from ..output.visualize import confusion_image, template_grid
+from .epoch import evaluate
 
 log = logging.getLogger("lintorch")
 

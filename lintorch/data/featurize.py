@@ -12,9 +12,9 @@ import os
 
 import torch
 
-from .atomic import remove_dead_temporaries, torch_save_atomic
-from .data import DataSet, Split, carve_val
-from .data.imagecache import default_dir
+from ..output.atomic import remove_dead_temporaries, torch_save_atomic
+from .imagecache import default_dir
+from .split import DataSet, Split, carve_val
 
 log = logging.getLogger("lintorch")
 
@@ -30,7 +30,7 @@ def extractor_settings(cfg):
 def make(cfg, state=None):
     """cfg's --features as an extractor (unfitted; its settings checked against --image-size), or
     the one saved in a checkpoint (state)."""
-    from .features import from_state_dict, make_extractor
+    from ..features import from_state_dict, make_extractor
     if state is not None:
         return from_state_dict(state)
     settings = {k: v for k, v in extractor_settings(cfg).items() if v is not None}
@@ -54,7 +54,7 @@ def _save_cache(obj, cache_dir, path, what):
         remove_dead_temporaries(cache_dir)         # a SIGKILLed run's half-written caches
         torch_save_atomic(obj, path)
     except (OSError, RuntimeError) as e:           # torch.save raises RuntimeError on a full disk
-        from .cli import one_line
+        from ..cli import one_line
         why = one_line(e) if isinstance(e, OSError) else f"{str(e).strip().splitlines()[0][:120]}: a full disk?"
         log.warning("could not write the %s cache %s (%s); going on without it", what, path, why)
 
@@ -63,7 +63,7 @@ def _encode(extractor, split, name, cache_dir, device, batch_size, digest, quiet
     """split's images (digest: their _images_hash) -> Split of float32 features, from the cache
     when it holds this exact pair."""
     from tqdm import tqdm
-    from .features import extract
+    from ..features import extract
     key = hashlib.sha256(f"{extractor.fingerprint()}:{digest}".encode()).hexdigest()[:24]
     path = None if cache_dir is None else os.path.join(cache_dir, f"features-{name}-{key}.pt")
     if path and os.path.isfile(path):
@@ -172,8 +172,8 @@ def feature_folder(cfg):
     """--dataset features: DIR/train.{npy,pt} (+ test) -> DataSet whose splits are Rows views of
     the (memory-mapped) files, validated whole by store.open_folder; validation is carved from
     train like images are (seeded)."""
-    from .errors import DataError
-    from .features.store import open_folder
+    from ..errors import DataError
+    from ..features.store import open_folder
     train, t = open_folder(cfg["data_dir"])
     n = len(train)
     if n < 2:

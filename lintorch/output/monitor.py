@@ -76,7 +76,7 @@ class Monitor:
         self.writer.add_text("config", "```\n" + json.dumps(config, indent=2, default=str) + "\n```", 0)
 
     def hparams(self, summaries, metric_dict, step):
-        """summaries: lintorch.hparams.summaries' protos; metric_dict: {tag: final value}. Both in
+        """summaries: lintorch.output.hparams.summaries' protos; metric_dict: {tag: final value}. Both in
         this run's own event file: one row per run in the HPARAMS tab (SummaryWriter.add_hparams
         would write a separate sub-run instead)."""
         for summary in summaries:

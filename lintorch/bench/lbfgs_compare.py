@@ -1,8 +1,8 @@
 """lintorch's batched full-batch L-BFGS against scikit-learn's LogisticRegression(solver="lbfgs").
 
-    python bench/lbfgs_compare.py --data-dir /tmp/data/cifar10-jpg --cache-dir /tmp/solver-cache
-    python bench/lbfgs_compare.py ... --n-train 10000 --reg 1e-4 --path 16 --no-sklearn-path
-    python bench/lbfgs_compare.py ... --nonsmooth        # hinge and l1 by L-BFGS: how far they get
+    python -m lintorch.bench.lbfgs_compare --data-dir /tmp/data/cifar10-jpg --cache-dir /tmp/solver-cache
+    python -m lintorch.bench.lbfgs_compare ... --n-train 10000 --reg 1e-4 --path 16 --no-sklearn-path
+    python -m lintorch.bench.lbfgs_compare ... --nonsmooth        # hinge and l1 by L-BFGS: how far they get
 
 Preprocessing as training does it (Preprocess.fit on the train split, pixel mean). The mapping:
 lintorch minimizes (1/N) sum L_i + reg ||W||^2 (bias unpenalized), scikit-learn C sum L_i +
@@ -15,16 +15,13 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run from anywhere
-
 from lintorch import functional as LF
 from lintorch.data import Preprocess, load_dataset
-from lintorch.lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
+from lintorch.optim.lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
 from lintorch.objective import Objective, objective_and_grad
 
 

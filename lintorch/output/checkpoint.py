@@ -26,9 +26,9 @@ from typing import List, Optional
 
 import torch
 
+from ..errors import CheckpointError
+from ..names import LOSSES
 from .atomic import write_atomic
-from .errors import CheckpointError
-from .names import LOSSES
 
 FORMAT = "lintorch-checkpoint"
 VERSION = 2
@@ -327,7 +327,7 @@ def last_path(path):
                 optimizer = json.load(f).get("optimizer")
         except (OSError, ValueError, AttributeError):
             optimizer = None
-        from .names import SEARCHES
+        from ..names import SEARCHES
         if optimizer in ("lbfgs", *SEARCHES):
             raise CheckpointError(f"{path} was trained with --optimizer {optimizer}, which keeps no resumable state "
                                   f"(it ran to its end or kept its best so far in checkpoint.pt): start a new run")

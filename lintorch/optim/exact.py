@@ -20,7 +20,7 @@ never stored whole), then a = (Kc + N reg I)^-1 Tc, W^T = Xc^T a (a second pass)
 
 Factorizations: "eigh" is one eigendecomposition V diag(lam) V^T for every reg (then each costs
 O(D^2 C)); "cholesky" is one factorization per reg. On this project's loaded 2-core CPU
-(bench/exact_compare.py, D = 3,200, N = 10,000, 1 thread) the 16-value path took 88 s by eigh and
+(lintorch/bench/exact_compare.py, D = 3,200, N = 10,000, 1 thread) the 16-value path took 88 s by eigh and
 107 s by 16 Cholesky factorizations, one value 35 s, so eigh costs about 12 factorizations there;
 "auto" chooses by that ratio (EIGH_COST), and either gives the same solutions to float64 rounding.
 """

@@ -7,9 +7,11 @@ on the training device, preprocessed by the same ``Preprocess``.
 """
 import torch
 
-from .data import error_reason, image_transform, load_image, open_cifar10
-from .errors import DataError
-from .names import LOADERS
+from ..errors import DataError
+from ..names import LOADERS
+from .folders import image_transform, load_image
+from .sources import open_cifar10
+from .split import error_reason
 
 
 

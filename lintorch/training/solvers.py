@@ -13,13 +13,13 @@ import time
 import torch
 from tqdm import tqdm
 
-from .cli import loss_text
-from .engine import evaluate
-from .lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
+from ..cli import loss_text
+from ..data import Split, available_memory
+from ..errors import DataError
+from ..model import LinearClassifier
+from ..optim.lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
+from .epoch import evaluate
 from .members import pct
-from .model import LinearClassifier
-from .data import Split, available_memory
-from .errors import DataError
 from .recipe import eval_loader, mirrors_on_the_fly
 
 log = logging.getLogger("lintorch")
@@ -140,9 +140,9 @@ def _finish(run, full, W, b, f, statuses, steps, notes, extras, seconds, images)
 
 def train_exact(run):
     """--optimizer exact: the squared loss's minimizer for every member's reg in closed form
-    (lintorch.exact): one streamed pass builds the float64 Gram, then each reg is solved exactly
+    (lintorch.optim.exact): one streamed pass builds the float64 Gram, then each reg is solved exactly
     (the dual, from the kernel, when D > N). Members differ by reg only. -> exit status."""
-    from . import exact
+    from ..optim import exact
     cfg, r = run.cfg, run.recipe
     full = eval_loader(r.data.train, r.preprocess, run.device)
     if mirrors_on_the_fly(cfg):     # every training image and its mirror image (N doubles)
@@ -171,7 +171,7 @@ def train_exact(run):
 def train_search(run):
     """--optimizer random-search / random-local-search: keep the W with the lowest training loss.
     Honours SIGINT/SIGTERM: stops after the current chunk of trials, keeps the best so far."""
-    from .search import random_search
+    from ..optim.search import random_search
     cfg, r, member = run.cfg, run.recipe, run.members[0]
     full = eval_loader(r.data.train, r.preprocess, run.device)
     bar = None if cfg["quiet"] else tqdm(total=cfg["trials"], desc=cfg["optimizer"], unit="trial", leave=False)

@@ -10,14 +10,13 @@ from typing import List, Optional
 
 import torch
 
-from .data import DataSet, Preprocess, load_dataset
-from .featurize import feature_folder, featurize
-from .featurize import make as make_extractor
-from .features.store import FeatureLoader
-from .loaders import TensorLoader, make_loader
-from .model import LinearClassifier
-from .names import FULL_BATCH, features_lr_scale
-from .objective import Objective
+from ..data import DataSet, Preprocess, load_dataset
+from ..data.featurize import feature_folder, featurize, make as make_extractor
+from ..data.loaders import TensorLoader, make_loader
+from ..features.store import FeatureLoader
+from ..model import LinearClassifier
+from ..names import FULL_BATCH, features_lr_scale
+from ..objective import Objective
 
 log = logging.getLogger("lintorch")
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import PeerLost, UserError
+from ..errors import PeerLost, UserError
 
 log = logging.getLogger("lintorch")
 
@@ -185,7 +185,7 @@ class ShardedLoader:
             for i in range(start * B, len(self.y), B):
                 yield L.preprocess(self.x[i:i + B]), self.y[i:i + B]
             return
-        from .loaders import epoch_order
+        from ..data.loaders import epoch_order
         n = len(L.y)
         order = epoch_order(n, L.seed, epoch).to(L.device) if L.shuffle else torch.arange(n, device=L.device)
         for i in range(start * B, n, B):
@@ -195,7 +195,7 @@ class ShardedLoader:
 
 def shard_dataloader(loader, rank, world):
     """--loader dataloader: its batch sampler yields rank r's rows r::N of each global batch."""
-    from .loaders import _EpochBatches
+    from ..data.loaders import _EpochBatches
 
     class Sharded(_EpochBatches):
         def __iter__(self):
@@ -215,7 +215,7 @@ class StepSync:
     data mode: local loss_and_grad on b_r rows, then ONE all-reduce of the flat buffer
     [b_r dW, b_r db, b_r data, b_r reg, b_r, stop] (K members stacked), divided by B = sum b_r.
     config mode: local loss_and_grad, and a one-number all-reduce of the stop flag.
-    should_stop() is the agreed flag, read every `every` steps (1 on CPU; on CUDA the engine's
+    should_stop() is the agreed flag, read every `every` steps (1 on CPU; on CUDA the epoch loop's
     check cadence, so no extra host sync)."""
 
     def __init__(self, objective, dist, stop, every=1):
@@ -270,10 +270,10 @@ class StepSync:
 
 
 def evaluate(model, loader, objective=None, num_classes=None):
-    """engine.evaluate over this rank's contiguous 1/N of the split, summed over ranks by one
+    """epoch.evaluate over this rank's contiguous 1/N of the split, summed over ranks by one
     all-reduce -> the same dict (acc, loss, confusion, n) as the single-process evaluate."""
     import torch.distributed as td
-    from .engine import evaluate as local
+    from .epoch import evaluate as local
     world, rank = td.get_world_size(), td.get_rank()
     mine = loader.shard(rank, world, rows=True) if hasattr(loader, "shard") else ShardedLoader(loader, rank, world, True)
     part = local(model, mine, objective, num_classes)
@@ -351,7 +351,7 @@ def local_state(state, lo, hi):
 def gather_state(state):
     """config mode: every rank's TrainState (its members) -> all K members' on rank 0, None elsewhere."""
     import torch.distributed as td
-    from .checkpoint import TrainState
+    from ..output.checkpoint import TrainState
     cpu = lambda v: v.detach().cpu() if isinstance(v, torch.Tensor) else (
         {k: cpu(x) for k, x in v.items()} if isinstance(v, dict) else v)
     mine = {k: cpu(v) for k, v in vars(state).items()}
@@ -389,7 +389,7 @@ class Local:
     sweep_checkpoint = True          # this process sees every member: it keeps the sweep's checkpoint.pt
 
     def evaluate(self, model, loader, objective=None, num_classes=None):
-        from .engine import evaluate as local
+        from .epoch import evaluate as local
         return local(model, loader, objective, num_classes)
 
     def begin_epoch(self, partial, should_stop, first):
@@ -425,7 +425,7 @@ class DataParallel(_Torchrun):
     """Each process a shard of every global batch; rank 0 alone writes."""
 
     def __init__(self, dist, recipe, stop, every):
-        from .loaders import TensorLoader
+        from ..data.loaders import TensorLoader
         super().__init__(dist, recipe, stop, every)
         self.writes_run = dist.main
         tl = recipe.train_loader

@@ -1,8 +1,8 @@
-"""lintorch's exact least-squares path (lintorch.exact) against scikit-learn's RidgeClassifierCV.
+"""lintorch's exact least-squares path (lintorch.optim.exact) against scikit-learn's RidgeClassifierCV.
 
     python -m lintorch.extract --features kmeans --dataset imagefolder --data-dir /tmp/data/cifar10-jpg \\
         --out /tmp/km --cache-dir /tmp/km-cache
-    python bench/exact_compare.py --features-dir /tmp/km --val-size 10000 --path 16
+    python -m lintorch.bench.exact_compare --features-dir /tmp/km --val-size 10000 --path 16
 
 The features are a `--dataset features` folder (train.npy / train_labels.npy); validation is carved
 from train as train.py carves it (seeded), and both contenders see the same standardized features
@@ -19,12 +19,10 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run from anywhere
-
 
 def _whole(train, val):
     """The train file's rows, all of them (train and the carved val joined back)."""
-    from lintorch.featurize import Rows
+    from lintorch.data.featurize import Rows
     import torch
     return Rows(train.split, torch.cat([train.idx, val.idx]).sort().values)
 
@@ -45,9 +43,9 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     import torch
-    from lintorch import exact
+    from lintorch.optim import exact
     from lintorch.data import Preprocess
-    from lintorch.featurize import feature_folder
+    from lintorch.data.featurize import feature_folder
     torch.set_num_threads(a.threads)
     data = feature_folder({"data_dir": a.features_dir, "val_size": 1 if a.val_from_test else a.val_size, "image_size": 0,
                            "seed": a.seed})

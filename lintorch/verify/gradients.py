@@ -6,9 +6,9 @@ Every Function (linear, svm_loss in its three forms, hinge and squared, softmax_
 l2/l1/elastic-net penalties; squared_loss inside a total) and the total loss L = data loss + lam R(W) through linear,
 each also with the K dimension and with class weights (the data loss (1/N) sum_i w_{y_i} L_i),
 and the graph-free training step objective_and_grad that train.py uses, is one Case, checked by
-lintorch.check_function (lintorch.checker, which holds the comparisons) three ways:
+lintorch.check_function (lintorch.verify.checker, which holds the comparisons) three ways:
 
-    autograd   torch autograd on an independent reference from lintorch.references
+    autograd   torch autograd on an independent reference from lintorch.verify.references
                (F.cross_entropy, C * F.multi_margin_loss, F.mse_loss, plain tensor expressions), float32 and float64
     numeric    centered finite differences in float64, the lecture's numeric gradient:
                every coordinate for small shapes, SAMPLES sampled coordinates for N=64, D=3072
@@ -29,10 +29,10 @@ from typing import Callable, Optional
 
 import torch
 
-from . import functional as LF
+from .. import functional as LF
 # Report, Row, format_table, numeric_gradient, rel_error: also lintorch.gradcheck's names
 from .checker import METHODS, Report, Row, check_function, format_table, numeric_gradient, rel_error  # noqa: F401
-from .objective import objective_and_grad
+from ..objective import objective_and_grad
 from .references import PENALTY_REFS, per_model, softmax_reference, squared_reference, svm_reference
 
 H = 1e-5          # finite-difference step; hinge losses are piecewise linear (squared: quadratic), so exact off kinks

@@ -11,13 +11,14 @@ import os
 import torch
 from tqdm import tqdm
 
-from .checkpoint import BEST, LAST, NullSaver, Saver, TrainState, model_dict, resume_dict
-from .cli import loss_text
-from .engine import SGD, EpochStats, lr_factor, train_one_epoch
+from ..cli import loss_text
+from ..names import TUNED
+from ..objective import Objective
+from ..optim.sgd import SGD, lr_factor
+from ..output.checkpoint import BEST, LAST, NullSaver, Saver, TrainState, model_dict, resume_dict
+from ..output.monitor import update_ratio
+from .epoch import EpochStats, train_one_epoch
 from .members import best_index, pct
-from .monitor import update_ratio
-from .names import TUNED
-from .objective import Objective
 
 log = logging.getLogger("lintorch")
 epoch_log = logging.getLogger("lintorch.epoch")   # per-epoch lines: --quiet drops them

@@ -1,0 +1,1 @@
+"""Optimizers: SGD with momentum, L-BFGS, random search, the exact least-squares path."""

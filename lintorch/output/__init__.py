@@ -1,0 +1,1 @@
+"""What a run writes: the run folder, checkpoints, TensorBoard, pictures, atomic writes."""

@@ -1,0 +1,1 @@
+"""One run: the recipe, the members, the trainer and solvers, distributed strategies."""

@@ -1,0 +1,1 @@
+"""Gradient verification: the independent references, lintorch's checks, check_function."""
