@@ -1,7 +1,7 @@
 """lintorch.LinearProbe: a linear classifier on the caller's own features, with scikit-learn's
 habits (keyword arguments stored as given, fit -> self, predict, score, coef_), trained by the very
 core train.py runs: the same config rules and defaults, recipe, members, solvers and checkpoint
-owner (run.execute), on tensors instead of files.
+owner (training.run.execute), on tensors instead of files.
 
 Shapes: N examples, D features, C classes, K members (a sequence of reg or lr values is a path of
 K members trained at once, as `train.py --sweep` trains them).
@@ -326,7 +326,7 @@ class Trained(NamedTuple):
 
 
 def train_core(cfg, device, data, preprocess, batches, logdir, verbose):
-    """run.execute on data (a DataSet) -> Trained. logdir None: the Run in memory (nothing is
+    """training.run.execute on data (a DataSet) -> Trained. logdir None: the Run in memory (nothing is
     written, the kept weights taken from it); else a new train.py run folder claimed there.
     ValueError for what train.py reports as a user error, or when every member diverged."""
     from .errors import DataError, FeatureError, UserError
