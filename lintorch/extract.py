@@ -106,7 +106,7 @@ def _take_part(folder, name, rank):
     return part
 
 
-def run(args):
+def write_folder(args):
     """Fit, encode every split, write the folder; -> the extractor.json dict (None on torchrun
     ranks other than 0). --out is claimed before any work and built beside, then renamed into
     place (rundir.build_beside): an interrupted or failed extract leaves no folder, no husk."""
@@ -208,7 +208,7 @@ def _main(args):
         raise SystemExit(128 + signum)
     old = signal.signal(signal.SIGTERM, terminated)
     try:
-        info = run(args)
+        info = write_folder(args)
     finally:
         signal.signal(signal.SIGTERM, old)
         teardown(from_env())

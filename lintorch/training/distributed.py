@@ -137,7 +137,7 @@ class StepSync:
         return None
 
 
-def evaluate(model, loader, objective=None, num_classes=None):
+def sharded_evaluate(model, loader, objective=None, num_classes=None):
     """epoch.evaluate over this rank's contiguous 1/N of the split, summed over ranks by one
     all-reduce -> the same dict (acc, loss, confusion, n) as the single-process evaluate."""
     import torch.distributed as td
@@ -303,7 +303,7 @@ class DataParallel(_Torchrun):
             recipe.train_loader = (ShardedLoader(tl, dist.rank, dist.world) if isinstance(tl, TensorLoader)
                                    else shard_dataloader(tl, dist.rank, dist.world))
 
-    evaluate = staticmethod(evaluate)
+    evaluate = staticmethod(sharded_evaluate)
 
     def begin_epoch(self, partial, should_stop, first):
         return super().begin_epoch(local_partial(self.dist, partial), should_stop, first)

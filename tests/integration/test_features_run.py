@@ -36,8 +36,8 @@ def test_predict_on_images_equals_evaluate_on_extracted_features(kmeans_run, ima
     """classify_image on each test JPEG/PNG (extractor + standardization + model) gives the run's
     test accuracy exactly, as evaluate (features extracted in batches) does."""
     from lintorch import evaluate
-    from lintorch.predict import classify_image, load_model
-    model, inputs, saved = load_model(kmeans_run, "cpu")
+    from lintorch.predict import classify_image, load_classifier
+    model, inputs, saved = load_classifier(kmeans_run, "cpu")
     files = sorted((image_folder / "test").glob("*/*"))
     labels = [classify_image(model, inputs, f, saved.header.classes, saved.header.image_size) for f in files]
     acc = sum(label == f.parent.name for f, label in zip(files, labels)) / len(files)
