@@ -17,24 +17,28 @@ from .names import PROBABILISTIC
 
 class FeaturePipeline:
     """uint8 images (N, 3, S, S) -> the model's inputs: the checkpoint's feature extractor, then
-    its standardization (exactly the training pipeline)."""
+    its standardization (exactly the training pipeline). flip_eval: the features averaged with the
+    mirror image's, as the run's validation had them (--flip-eval)."""
 
-    def __init__(self, extractor, preprocess):
-        self.extractor, self.preprocess = extractor, preprocess
+    def __init__(self, extractor, preprocess, flip_eval=False):
+        self.extractor, self.preprocess, self.flip_eval = extractor, preprocess, flip_eval
 
     def __call__(self, x):
-        return self.preprocess(self.extractor.transform(x))
+        f = self.extractor.transform(x)
+        if self.flip_eval:
+            f = (f + self.extractor.transform(x.flip(-1))).mul_(0.5)
+        return self.preprocess(f)
 
 
-def load_classifier(path, device="cpu"):
+def load_model(path, device="cpu"):
     """Checkpoint file or run folder -> (LinearClassifier in eval mode, inputs, ModelFile) on
     `device`; inputs maps uint8 images (N, 3, S, S) to the model's inputs (the Preprocess for
     raw pixels, a FeaturePipeline for extracted features, None for a feature-file model).
     CheckpointError names the file and field when it cannot be used."""
-    from .output.checkpoint import best_path, load_model
+    from .output.checkpoint import best_path, load_model as load_file
     from .data import Preprocess
     from .model import LinearClassifier
-    saved = load_model(best_path(path))
+    saved = load_file(best_path(path))
     model = LinearClassifier.from_weights(saved.weight.to(device), saved.bias.to(device))
     preprocess = Preprocess.from_state_dict(saved.header.preprocess).to(device)
     features = saved.header.features
@@ -44,7 +48,7 @@ def load_classifier(path, device="cpu"):
         return model.eval(), None, saved
     from .data.featurize import make
     extractor = make(None, state=features["extractor"])
-    return model.eval(), FeaturePipeline(extractor, preprocess), saved
+    return model.eval(), FeaturePipeline(extractor, preprocess, bool(saved.header.config.get("flip_eval"))), saved
 
 
 def image_tensor(image, image_size):
@@ -110,7 +114,7 @@ def predict(args):
     from .cli import choose_threads, resolve_device
     device = resolve_device(args.device)
     choose_threads(1 if args.threads == "auto" else args.threads)   # a few images: one thread is plenty
-    model, preprocess, saved = load_classifier(args.checkpoint, device)
+    model, preprocess, saved = load_model(args.checkpoint, device)
     h = saved.header
     classes, probabilities = h.classes, h.loss in PROBABILISTIC
     s = scores(model, preprocess, args.images, h.image_size)                # (N, C)

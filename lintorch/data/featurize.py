@@ -139,6 +139,15 @@ def featurize(data, cfg, device, state=None, batch_size=256, extractor=None):
         t = parts["train"]
         parts["train"] = Split(torch.cat([t.x, m.x]), torch.cat([t.y, m.y]))
         del m
+    if cfg.get("flip_eval"):
+        # each evaluated image's features averaged with its mirror image's (the scores' mean: W is linear)
+        for name in ("val", "test"):
+            if parts[name] is not None:
+                mirror = Split(splits[name].x.flip(-1), splits[name].y)
+                m = _encode(extractor, mirror, f"{name}-mirror", cache_dir, device, batch_size, _images_hash(mirror),
+                            cfg.get("quiet", False))
+                p = parts[name]
+                parts[name] = Split((p.x + m.x).mul_(0.5), p.y, p.files)
     out = DataSet(parts["train"], parts["val"], parts["test"], data.classes, data.image_size, None)
     return out, extractor
 

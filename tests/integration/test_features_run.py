@@ -36,8 +36,8 @@ def test_predict_on_images_equals_evaluate_on_extracted_features(kmeans_run, ima
     """classify_image on each test JPEG/PNG (extractor + standardization + model) gives the run's
     test accuracy exactly, as evaluate (features extracted in batches) does."""
     from lintorch import evaluate
-    from lintorch.predict import classify_image, load_classifier
-    model, inputs, saved = load_classifier(kmeans_run, "cpu")
+    from lintorch.predict import classify_image, load_model
+    model, inputs, saved = load_model(kmeans_run, "cpu")
     files = sorted((image_folder / "test").glob("*/*"))
     labels = [classify_image(model, inputs, f, saved.header.classes, saved.header.image_size) for f in files]
     acc = sum(label == f.parent.name for f, label in zip(files, labels)) / len(files)
@@ -83,7 +83,8 @@ def test_features_alone_get_the_best_measured_recipe(image_folder, tmp_path, cap
     assert train(*plain, *KMEANS, "--logdir", str(tmp_path / "a")) == 0
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
     recipe = FEATURE_RECIPES["kmeans"]
-    assert cfg["feature_recipe"] and all(cfg[k] == v for k, v in recipe.items() if k != "sweep")
+    assert cfg["feature_recipe"] and all(cfg[k] == v for k, v in recipe.items() if k not in ("sweep", "val_size"))
+    assert cfg["val_size"] == 12                            # a flag given keeps its value (the recipe fills the rest)
     summary = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert len(summary["configs"]) > 1 and summary["best"]["val_acc"] == max(c["val_acc"] for c in summary["configs"])
     assert (tmp_path / "a" / "path.png").is_file()
@@ -143,6 +144,41 @@ def test_flip_with_features_trains_on_each_image_and_its_mirror(image_folder, tm
     with pytest.raises(SystemExit):
         parse_args(["--dataset", "features", "--flip"])
     assert "--flip" in capsys.readouterr().err
+
+
+def test_flip_eval_averages_each_evaluated_image_with_its_mirror_everywhere(image_folder, tmp_path, capsys):
+    """--flip-eval: validation and test features are the mean of each image's and its mirror's
+    encodings (mirrors cached apart); the run's val and test accuracy, evaluate and predict agree on it,
+    and they differ from plain encodings; pixels and feature folders refuse it in one line."""
+    from lintorch import evaluate
+    from lintorch.data import load_dataset
+    from lintorch.predict import load_model
+    cache, logdir = tmp_path / "cache", tmp_path / "run"
+    assert train("--dataset", "imagefolder", "--image-size", "16", "--val-size", "12", "--quiet", "--threads", "1",
+                 "--data-dir", str(image_folder), *KMEANS, "--flip-eval", "--loss", "squared", "--optimizer", "exact",
+                 "--cache-dir", str(cache), "--logdir", str(logdir)) == 0
+    assert len(list(cache.glob("features-val-mirror-*.pt"))) == 1 and len(list(cache.glob("features-test-mirror-*.pt"))) == 1
+    assert not list(cache.glob("features-train-mirror-*.pt"))
+    model, inputs, saved = load_model(logdir, "cpu")
+    ex = from_state_dict(saved.header.features["extractor"])
+    data = load_dataset("imagefolder", str(image_folder), 16, 12, 0, str(tmp_path / "images"))
+    x = data.test.x
+    both = (ex.transform(x) + ex.transform(x.flip(-1))) / 2
+    assert torch.allclose(inputs(x), inputs.preprocess(both), atol=1e-5)
+    assert not torch.allclose(inputs(x), inputs.preprocess(ex.transform(x)), atol=1e-3)     # the mirror counts
+    m = json.loads((logdir / "metrics.json").read_text())
+    with torch.inference_mode():
+        pred = model(inputs(x)).argmax(1)
+    assert m["test_acc"] == pytest.approx(float((pred == data.test.y).double().mean()))
+    for split in ("val", "test"):
+        capsys.readouterr()
+        assert evaluate.main([str(logdir), "--split", split, "--json", "--threads", "1"]) == 0
+        assert json.loads(capsys.readouterr().out)["accuracy"] == m[f"{split}_acc"]
+    for argv in (["--flip-eval"], ["--dataset", "features", "--flip-eval"]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        err = capsys.readouterr().err
+        assert "--flip-eval" in err and len(err.strip().splitlines()) == 1
 
 
 # --------------------------------------------------------------------------- the extract command

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
