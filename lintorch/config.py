@@ -9,7 +9,7 @@ import math
 from .cli import ArgumentParser, add_common, nonempty, number, unused_extractor_flags
 from .names import (CACHE_CHECKS, CLASS_WEIGHTS, DATASETS, GD_EPOCHS, GD_LR_SCALE, LOADERS, LOSSES, LOSS_DEFAULTS, MEANS, OPTIMIZERS,
     PENALTIES, PRECONDITIONS, RESUMABLE_CHANGES, SCHEDULES, SEARCHES, SGD_EPOCHS, SVM_FORMS, SWEEPABLE, TUNED,
-    nonsmooth_parts)
+    exact_applies, nonsmooth_parts)
 
 MAX_SEED = 2 ** 32 - 1
 
@@ -270,7 +270,7 @@ def parse_args(argv=None, error=None):
         if args.sweep and any("lr" in c for c in args.sweep):
             p.error("--optimizer lbfgs has no learning rate to sweep; sweep reg")
     if args.optimizer == "exact":
-        if args.loss != "squared" or args.penalty != "l2" or args.class_weight != "none":
+        if not exact_applies(args.loss, args.penalty, args.class_weight != "none"):
             p.error("--optimizer exact solves --loss squared with --penalty l2 and no --class-weight in closed form; "
                     "use lbfgs or sgd for the others")
         if args.sweep and any("lr" in c for c in args.sweep):

@@ -29,9 +29,9 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     from .training.epoch import evaluate
     from .errors import DataError
     from .objective import Objective
-    from .predict import load_model
+    from .predict import load_classifier
     from .training.recipe import eval_loader, input_dim, load_inputs
-    model, preprocess, saved = load_model(path, device)
+    model, preprocess, saved = load_classifier(path, device)
     path, h = saved.path, saved.header
     cfg = with_defaults(h.config)           # a key an older lintorch did not save: the flag's default
 

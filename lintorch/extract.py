@@ -106,7 +106,7 @@ def _take_part(folder, name, rank):
     return part
 
 
-def run(args):
+def write_folder(args):
     """Fit, encode every split, write the folder; -> the extractor.json dict (None on torchrun
     ranks other than 0). --out is claimed before any work and built beside, then renamed into
     place (rundir.build_beside): an interrupted or failed extract leaves no folder, no husk."""
@@ -117,20 +117,20 @@ def run(args):
     from .features import make_extractor
     from .output.rundir import build_beside
 
-    from .training import distributed
-    dist = distributed.from_env()          # under torchrun: every rank encodes its shard of each split
+    from .training import process_group
+    dist = process_group.from_env()       # under torchrun: every rank encodes its shard of each split
     if dist is None:
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     else:
-        device = distributed.init(dist, args.device, 600.0, False)
-        distributed.silence_others(dist)
+        device = process_group.init(dist, args.device, 600.0, False)
+        process_group.silence_others(dist)
         args.quiet = args.quiet or not dist.main       # rank 0's bars speak for the job
     threads = None
     if torch.device(device).type == "cpu":    # as train.py: auto measures the load (1 thread beside other jobs)
         from .cli import choose_threads
         setting = args.threads
         if dist is not None and setting == "auto":
-            setting = distributed.threads_per_process()
+            setting = process_group.threads_per_process()
         threads = choose_threads(setting)
     ex = make_extractor(args.features, image_size=args.image_size, seed=args.seed, k=args.centroids,
                         patches=args.patches, iterations=args.iterations, pool=args.pool, weights=args.backbone_weights,
@@ -139,14 +139,14 @@ def run(args):
     with contextlib.ExitStack() as stack:
         def claim():
             return stack.enter_context(build_beside(args.out, args.overwrite))
-        out = claim() if dist is None else distributed.share(dist, claim)    # rank 0 claims, all write there
+        out = claim() if dist is None else process_group.share(dist, claim)    # rank 0 claims, all write there
         return _extract_into(out, args, ex, dist, device, threads)
 
 
 def _extract_into(out, args, ex, dist, device, threads):
     import torch
 
-    from .training import distributed
+    from .training import process_group
     from .output.atomic import torch_save_atomic, write_atomic
     from .output.rundir import write_png
     from .data import load_dataset
@@ -159,7 +159,7 @@ def _extract_into(out, args, ex, dist, device, threads):
     if dist is None:
         ex.fit(x, device)
     else:                                  # rank 0 learns, every rank encodes with the very same state
-        ex.load_state(distributed.share(dist, lambda: ex.fit(x, device).state_dict()["state"]))
+        ex.load_state(process_group.share(dist, lambda: ex.fit(x, device).state_dict()["state"]))
     fit_s = time.perf_counter() - t0
     splits = [("train", x, y)] + ([("test", ds.test.x, ds.test.y)] if ds.test is not None else [])
     if main:
@@ -170,7 +170,7 @@ def _extract_into(out, args, ex, dist, device, threads):
         parts = _encode_shard(ex, xs[lo:hi], args, device, f"{name} features")
         if dist is not None:               # each rank's rows to a part file; rank 0 writes them in order
             torch.save(parts, os.path.join(out, f".{name}.part{dist.rank}.pt"))
-            distributed.barrier()
+            process_group.barrier()
             if main:
                 parts = torch.cat([_take_part(out, name, r) for r in range(dist.world)])
         if main:
@@ -179,7 +179,7 @@ def _extract_into(out, args, ex, dist, device, threads):
                 writer.write(parts[i:i + 8192], ys[i:i + 8192])
             writer.close()
         if dist is not None:
-            distributed.barrier()
+            process_group.barrier()
     if not main:
         return None
     info = {"features": ex.name, "settings": ex.state_dict()["settings"], "fingerprint": ex.fingerprint(),
@@ -202,13 +202,13 @@ def _main(args):
     setup_logging(args.quiet)
     logging.getLogger("lintorch.extract").setLevel(logging.INFO)
     import signal
-    from .training.distributed import from_env, teardown
+    from .training.process_group import from_env, teardown
 
     def terminated(signum, frame):         # SIGTERM unwinds like Ctrl-C: the half-built folder is removed
         raise SystemExit(128 + signum)
     old = signal.signal(signal.SIGTERM, terminated)
     try:
-        info = run(args)
+        info = write_folder(args)
     finally:
         signal.signal(signal.SIGTERM, old)
         teardown(from_env())

@@ -11,6 +11,9 @@ CLASS_WEIGHTS = ("none", "balanced")
 # The loss settings' defaults: the flags' and Objective.from_config's for configs that lack a key.
 LOSS_DEFAULTS = {"penalty": "l2", "beta": 1.0, "margin": 1.0, "squared_hinge": False, "svm_form": "weston-watkins",
                  "class_weight": "none"}
+# The settings each loss has of its own (beyond reg, the penalty and class weights), by their flags' names: what a
+# member's hparams log and LinearProbe passes on for it.
+LOSS_SETTINGS = {"softmax": (), "svm": ("svm_form", "margin", "squared_hinge"), "squared": ()}
 
 IMAGE_DATASETS = ("cifar10", "imagefolder", "synthetic")
 DATASETS = (*IMAGE_DATASETS, "features")          # features: a folder of extracted features
@@ -47,6 +50,13 @@ def nonsmooth_parts(loss, squared, penalty):
     it is smooth). The hinge has kinks (its square has none); so do l1 and elastic net."""
     return [what for what, bad in (("the hinge loss (use squared=True)", loss == "svm" and not squared),
                                    (f"the {penalty} penalty (use l2)", penalty != "l2")) if bad]
+
+
+def exact_applies(loss, penalty, weighted):
+    """The exact solver's one rule: the squared loss with the l2 penalty and no class weights
+    (weighted False) is solved in closed form; every other objective is not."""
+    return loss == "squared" and penalty == "l2" and not weighted
+
 
 # the flags that configure one kind of extractor (argparse dest -> the --features part it configures):
 # given with --features that has no such part they would be ignored, so they are usage errors

@@ -30,15 +30,15 @@ class FeaturePipeline:
         return self.preprocess(f)
 
 
-def load_model(path, device="cpu"):
+def load_classifier(path, device="cpu"):
     """Checkpoint file or run folder -> (LinearClassifier in eval mode, inputs, ModelFile) on
     `device`; inputs maps uint8 images (N, 3, S, S) to the model's inputs (the Preprocess for
     raw pixels, a FeaturePipeline for extracted features, None for a feature-file model).
     CheckpointError names the file and field when it cannot be used."""
-    from .output.checkpoint import best_path, load_model as load_file
+    from .output.checkpoint import best_path, load_model
     from .data import Preprocess
     from .model import LinearClassifier
-    saved = load_file(best_path(path))
+    saved = load_model(best_path(path))
     model = LinearClassifier.from_weights(saved.weight.to(device), saved.bias.to(device))
     preprocess = Preprocess.from_state_dict(saved.header.preprocess).to(device)
     features = saved.header.features
@@ -114,7 +114,7 @@ def predict(args):
     from .cli import choose_threads, resolve_device
     device = resolve_device(args.device)
     choose_threads(1 if args.threads == "auto" else args.threads)   # a few images: one thread is plenty
-    model, preprocess, saved = load_model(args.checkpoint, device)
+    model, preprocess, saved = load_classifier(args.checkpoint, device)
     h = saved.header
     classes, probabilities = h.classes, h.loss in PROBABILISTIC
     s = scores(model, preprocess, args.images, h.image_size)                # (N, C)

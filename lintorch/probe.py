@@ -238,9 +238,9 @@ def choose_solver(params, in_memory, dataloader=False):
     if solver != "auto":
         return solver
     full_batch = in_memory and not _is_sequence(params["lr"])
-    if params["loss"] == "squared" and params["penalty"] == "l2" and params["class_weight"] is None and full_batch:
+    from .names import exact_applies, nonsmooth_parts
+    if exact_applies(params["loss"], params["penalty"], params["class_weight"] is not None) and full_batch:
         return "exact"
-    from .names import nonsmooth_parts
     smooth = not nonsmooth_parts(params["loss"], params["squared_hinge"], params["penalty"])
     return "lbfgs" if smooth and full_batch else "sgd"
 
@@ -248,12 +248,13 @@ def choose_solver(params, in_memory, dataloader=False):
 def train_argv(params, solver, n_val):
     """LinearProbe's arguments -> train.py's argv for them (--dataset features stands in for the
     caller's tensors); a sequence of reg or lr values is one --sweep item, exact to the last digit."""
+    from .names import LOSS_DEFAULTS, LOSS_SETTINGS
     p = params
     argv = ["--dataset", "features", "--optimizer", solver, "--loss", p["loss"], "--penalty", p["penalty"],
             "--seed", p["seed"], "--val-size", n_val, "--quiet"]
-    if p["loss"] == "svm":
-        argv += ["--svm-form", p["svm_form"], "--margin", p["margin"]] + (["--squared-hinge"] if p["squared_hinge"]
-                                                                          else [])
+    for name in LOSS_SETTINGS.get(p["loss"], ()):   # the loss's own settings: a switch (default False) or a value
+        flag = "--" + name.replace("_", "-")
+        argv += ([flag] if p[name] else []) if LOSS_DEFAULTS[name] is False else [flag, p[name]]
     if p["penalty"] == "elasticnet":
         argv += ["--beta", p["beta"]]
     if p["class_weight"] is not None:

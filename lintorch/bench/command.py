@@ -8,7 +8,7 @@ beside a competing CPU job.
 
 Layout: command.py is the command line (no torch imported until the arguments are parsed, so
 --help and usage errors answer at once); sections.py runs the sections; contenders.py is what is
-timed in this process, accuracy.py the time-to-accuracy race, runs.py what is timed in whole
+timed in this process, accuracy.py the time-to-accuracy race, processes.py what is timed in whole
 train.py processes and beside a competing job; report.py the targets, the table and the JSON.
 
 Shapes: N training images (49,000 for CIFAR-10), D = 3 * 32 * 32 features, C = 10 classes,

@@ -157,10 +157,17 @@ def sweep_epoch(data, preprocess, K, batch_size, device):
     return recipe_epoch(build(cfg, device, preprocess, data), cfg, device)
 
 
+# what a user writes in plain PyTorch for each loss lintorch is timed with: the plain epoch's and the losses-alone
+# contenders' (torch divides the multi-class hinge by C)
+PLAIN_LOSSES = {"softmax": lambda s, y: F.cross_entropy(s, y),
+                "svm": lambda s, y: s.shape[1] * F.multi_margin_loss(s, y)}
+
+
 def plain_epoch(X, y, num_classes, loss, batch_size, device):
     """What a user writes: nn.Linear + F.cross_entropy / C * F.multi_margin_loss + SGD (weight_decay
     for L2) over preloaded float tensors X (N, D), randperm batches."""
     lr, reg = _lr_reg(loss)
+    plain_loss = PLAIN_LOSSES[loss]
     torch.manual_seed(0)
     model = nn.Linear(X.shape[1], num_classes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=2 * reg)
@@ -170,11 +177,7 @@ def plain_epoch(X, y, num_classes, loss, batch_size, device):
         for i in range(0, len(y), batch_size):
             idx = perm[i:i + batch_size]
             xb, yb = X[idx], y[idx]
-            scores = model(xb)
-            if loss == "softmax":
-                L = F.cross_entropy(scores, yb)
-            else:
-                L = num_classes * F.multi_margin_loss(scores, yb)
+            L = plain_loss(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             L.backward()
             optimizer.step()
@@ -267,9 +270,9 @@ def dataloader_epoch(dataset, n_full, num_classes, batch_size, device, workers):
 
 LOSSES = {
     "softmax": {"lintorch softmax_loss": lambda s, y: LF.softmax_loss(s, y, validate=False),
-                "torch F.cross_entropy": lambda s, y: F.cross_entropy(s, y)},
+                "torch F.cross_entropy": PLAIN_LOSSES["softmax"]},
     "svm": {"lintorch svm_loss": lambda s, y: LF.svm_loss(s, y, validate=False),
-            "torch C*F.multi_margin_loss": lambda s, y: s.shape[1] * F.multi_margin_loss(s, y)},
+            "torch C*F.multi_margin_loss": PLAIN_LOSSES["svm"]},
 }
 
 

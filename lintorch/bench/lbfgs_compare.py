@@ -54,7 +54,7 @@ def sklearn_fit(x, y, C, tol, max_iter, warm=None):
     return clf, time.perf_counter() - t
 
 
-def main(argv=None):
+def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default="/tmp/data/cifar10-jpg", help="ImageFolder CIFAR-10 JPEGs")
     p.add_argument("--cache-dir", default="/tmp/solver-cache", help="decoded-uint8 cache (your own)")
@@ -72,31 +72,59 @@ def main(argv=None):
     p.add_argument("--no-sklearn-path", action="store_true", help="skip scikit-learn's path in (b)")
     p.add_argument("--nonsmooth", action="store_true", help="only measure L-BFGS on the hinge and l1")
     p.add_argument("--json", default="bench-results/lbfgs_compare.json", help="where the numbers go")
-    args = p.parse_args(argv)
+    return p
 
-    d = load_dataset("imagefolder", args.data_dir, 32, 10000, 0, cache_dir=args.cache_dir)
-    pre = Preprocess.fit(d.train.x)
-    # a seeded random subset: the split is in folder order, i.e. sorted by class
-    idx = torch.randperm(len(d.train), generator=torch.Generator().manual_seed(0))[:args.n_train].sort().values
-    x, y = pre(d.train.x[idx]), d.train.y[idx]
-    xv, yv = pre(d.val.x), d.val.y
-    N, D, C = len(y), x.shape[1], 10
-    loader = MemoryLoader(x, y, args.batch_size)
-    out = {"n_train": N, "tol": args.tol, "max_iter": args.max_iter, "threads": torch.get_num_threads(),
+
+class Problem:
+    """The comparison's data, preprocessed as training does it: x (N, D), y (N,) a seeded subset of
+    the train split, xv, yv the validation split, loader over x in fixed order."""
+
+    def __init__(self, args):
+        d = load_dataset("imagefolder", args.data_dir, 32, 10000, 0, cache_dir=args.cache_dir)
+        pre = Preprocess.fit(d.train.x)
+        # a seeded random subset: the split is in folder order, i.e. sorted by class
+        idx = torch.randperm(len(d.train), generator=torch.Generator().manual_seed(0))[:args.n_train].sort().values
+        self.x, self.y = pre(d.train.x[idx]), d.train.y[idx]
+        self.xv, self.yv = pre(d.val.x), d.val.y
+        self.N, self.D, self.C = len(self.y), self.x.shape[1], 10
+        self.loader = MemoryLoader(self.x, self.y, args.batch_size)
+        self.args = args
+
+    def precondition(self, regs):
+        """--precondition's Gram preconditioners for regs, or None (plain L-BFGS)."""
+        a = self.args
+        use = a.precondition == "gram" or (a.precondition == "auto" and self.N >= self.D)
+        return gram_preconditioners(self.loader, regs, self.C)[0] if use else None
+
+    def zeros(self, K):
+        return (torch.zeros(K, self.C, self.D, dtype=torch.float64), torch.zeros(K, self.C, dtype=torch.float64))
+
+    def sklearn_fit(self, reg, warm=None):
+        """scikit-learn at C = 1 / (2 reg N) -> (clf, seconds)."""
+        return sklearn_fit(self.x.numpy(), self.y.numpy(), 1 / (2 * reg * self.N), self.args.tol, self.args.max_iter,
+                           warm)
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    pb = Problem(args)
+    out = {"n_train": pb.N, "tol": args.tol, "max_iter": args.max_iter, "threads": torch.get_num_threads(),
            "line_search": args.line_search, "precondition": args.precondition}
-
-    def pre(regs):
-        use = args.precondition == "gram" or (args.precondition == "auto" and N >= D)
-        return gram_preconditioners(loader, regs, C)[0] if use else None
-    zeros = lambda K: (torch.zeros(K, C, D, dtype=torch.float64), torch.zeros(K, C, dtype=torch.float64))  # noqa: E731
-
     if args.nonsmooth:
-        return nonsmooth(loader, zeros, args, out)
+        return nonsmooth(pb.loader, pb.zeros, args, out)
+    res, t_one = one_reg(pb, out)
+    if args.path:
+        reg_path(pb, res, t_one, out)
+    _save(out, args.json)
 
-    # (a) one reg value
+
+def one_reg(pb, out):
+    """(a) one reg value: lintorch's L-BFGS, then scikit-learn's, into out["a"] -> (lintorch's
+    result, its seconds)."""
+    args, loader, xv, yv, N = pb.args, pb.loader, pb.xv, pb.yv, pb.N
     t = time.perf_counter()
-    res = lbfgs(full_batch_evaluator(loader, Objective(reg=args.reg)), *zeros(1), tol=args.tol, max_iter=args.max_iter,
-                line_search=args.line_search, precondition=pre([args.reg]))
+    res = lbfgs(full_batch_evaluator(loader, Objective(reg=args.reg)), *pb.zeros(1), tol=args.tol,
+                max_iter=args.max_iter, line_search=args.line_search, precondition=pb.precondition([args.reg]))
     t_one = time.perf_counter() - t
     f_ours = objective64(loader, res.W, res.b, args.reg).item()
     out["a"] = {"reg": args.reg, "C": 1 / (2 * args.reg * N), "lintorch_s": t_one, "lintorch_f": f_ours,
@@ -105,7 +133,7 @@ def main(argv=None):
     print(f"(a) lintorch lbfgs reg={args.reg:g}: {t_one:.1f}s, f={f_ours:.10f}, {res.status[0]}, "
           f"{int(res.iterations[0])} iters, {int(res.evaluations[0])} evals, val acc {out['a']['lintorch_val_acc']:.4f}")
     if not args.no_sklearn:
-        clf, t_sk = sklearn_fit(x.numpy(), y.numpy(), 1 / (2 * args.reg * N), args.tol, args.max_iter)
+        clf, t_sk = pb.sklearn_fit(args.reg)
         W_sk = torch.from_numpy(clf.coef_).double()[None]
         b_sk = torch.from_numpy(clf.intercept_).double()[None]
         f_sk = objective64(loader, W_sk, b_sk, args.reg).item()
@@ -115,41 +143,45 @@ def main(argv=None):
         print(f"    scikit-learn C={1 / (2 * args.reg * N):.4g}: {t_sk:.1f}s, f={f_sk:.10f}, "
               f"{int(clf.n_iter_[0])} iters, val acc {out['a']['sklearn_val_acc']:.4f}; time ratio "
               f"{t_one / t_sk:.2f}, (f_lintorch - f_sklearn)/f = {(f_ours - f_sk) / abs(f_sk):.2e}")
+    return res, t_one
 
-    # (b) the reg path
-    if args.path:
-        regs = torch.logspace(-6, -1, args.path, dtype=torch.float64)
-        t = time.perf_counter()
-        path = lbfgs(full_batch_evaluator(loader, Objective(reg=regs)), *zeros(args.path), tol=args.tol,
-                     max_iter=args.max_iter, line_search=args.line_search, precondition=pre(regs))
-        t_path = time.perf_counter() - t
-        f_path = objective64(loader, path.W, path.b, regs)
-        out["b"] = {"regs": regs.tolist(), "lintorch_s": t_path, "vs_one": t_path / t_one, "calls": path.calls,
-                    "status": path.status, "iters": path.iterations.tolist(), "f": f_path.tolist(),
-                    "val_acc": accuracy(xv, yv, path.W, path.b).tolist()}
-        print(f"(b) lintorch path of {args.path}: {t_path:.1f}s = {t_path / t_one:.2f}x one value, "
-              f"{path.calls} evaluate calls, statuses {sorted(set(path.status))}, "
-              f"iters {path.iterations.min().item()}..{path.iterations.max().item()}")
-        # the floor of that ratio on this machine: one evaluation of all K members against one member
-        ratio, t_k, t_1 = evaluation_cost_ratio(loader, regs, zeros)
-        out["b"].update(eval_ratio=ratio, eval_s_path=t_k, eval_s_one=t_1,
-                        member_evaluations=int(path.evaluations.sum()), one_evaluations=int(res.evaluations[0]))
-        print(f"    one evaluation of all {args.path} members = {ratio:.2f}x one member's ({t_k * 1e3:.0f} ms vs "
-              f"{t_1 * 1e3:.0f} ms, median of 7, alternated); member-evaluations {int(path.evaluations.sum())} "
-              f"vs one value's {int(res.evaluations[0])}")
-        if not (args.no_sklearn or args.no_sklearn_path):
-            clf, t_sk, fs = None, 0.0, []
-            for r in regs.flip(0).tolist():                            # strongest reg first, warm-started
-                clf, dt = sklearn_fit(x.numpy(), y.numpy(), 1 / (2 * r * N), args.tol, args.max_iter, clf)
-                t_sk += dt
-                fs.append(objective64(loader, torch.from_numpy(clf.coef_).double()[None],
-                                      torch.from_numpy(clf.intercept_).double()[None], r).item())
-            f_sk = torch.tensor(fs[::-1], dtype=torch.float64)
-            out["b"].update(sklearn_s=t_sk, sklearn_f=f_sk.tolist(), vs_sklearn=t_path / t_sk,
-                            max_rel_f_diff=((f_path - f_sk) / f_sk.abs()).max().item())
-            print(f"    scikit-learn warm-started path: {t_sk:.1f}s; lintorch/sklearn = {t_path / t_sk:.3f}; "
-                  f"max (f_lintorch - f_sklearn)/f = {out['b']['max_rel_f_diff']:.2e}")
-    _save(out, args.json)
+
+def reg_path(pb, res, t_one, out):
+    """(b) the reg path: lintorch's K members in one run against one value (res, its result in
+    t_one seconds), the evaluation cost ratio behind that, and scikit-learn's warm-started path,
+    into out["b"]."""
+    args, loader, xv, yv = pb.args, pb.loader, pb.xv, pb.yv
+    regs = torch.logspace(-6, -1, args.path, dtype=torch.float64)
+    t = time.perf_counter()
+    path = lbfgs(full_batch_evaluator(loader, Objective(reg=regs)), *pb.zeros(args.path), tol=args.tol,
+                 max_iter=args.max_iter, line_search=args.line_search, precondition=pb.precondition(regs))
+    t_path = time.perf_counter() - t
+    f_path = objective64(loader, path.W, path.b, regs)
+    out["b"] = {"regs": regs.tolist(), "lintorch_s": t_path, "vs_one": t_path / t_one, "calls": path.calls,
+                "status": path.status, "iters": path.iterations.tolist(), "f": f_path.tolist(),
+                "val_acc": accuracy(xv, yv, path.W, path.b).tolist()}
+    print(f"(b) lintorch path of {args.path}: {t_path:.1f}s = {t_path / t_one:.2f}x one value, "
+          f"{path.calls} evaluate calls, statuses {sorted(set(path.status))}, "
+          f"iters {path.iterations.min().item()}..{path.iterations.max().item()}")
+    # the floor of that ratio on this machine: one evaluation of all K members against one member
+    ratio, t_k, t_1 = evaluation_cost_ratio(loader, regs, pb.zeros)
+    out["b"].update(eval_ratio=ratio, eval_s_path=t_k, eval_s_one=t_1,
+                    member_evaluations=int(path.evaluations.sum()), one_evaluations=int(res.evaluations[0]))
+    print(f"    one evaluation of all {args.path} members = {ratio:.2f}x one member's ({t_k * 1e3:.0f} ms vs "
+          f"{t_1 * 1e3:.0f} ms, median of 7, alternated); member-evaluations {int(path.evaluations.sum())} "
+          f"vs one value's {int(res.evaluations[0])}")
+    if not (args.no_sklearn or args.no_sklearn_path):
+        clf, t_sk, fs = None, 0.0, []
+        for r in regs.flip(0).tolist():                            # strongest reg first, warm-started
+            clf, dt = pb.sklearn_fit(r, clf)
+            t_sk += dt
+            fs.append(objective64(loader, torch.from_numpy(clf.coef_).double()[None],
+                                  torch.from_numpy(clf.intercept_).double()[None], r).item())
+        f_sk = torch.tensor(fs[::-1], dtype=torch.float64)
+        out["b"].update(sklearn_s=t_sk, sklearn_f=f_sk.tolist(), vs_sklearn=t_path / t_sk,
+                        max_rel_f_diff=((f_path - f_sk) / f_sk.abs()).max().item())
+        print(f"    scikit-learn warm-started path: {t_sk:.1f}s; lintorch/sklearn = {t_path / t_sk:.3f}; "
+              f"max (f_lintorch - f_sklearn)/f = {out['b']['max_rel_f_diff']:.2e}")
 
 
 def evaluation_cost_ratio(loader, regs, zeros, repeats=7):

@@ -20,7 +20,7 @@ from .accuracy import time_to_accuracy_lintorch, time_to_accuracy_plain
 from .contenders import (alternate, bench_dataset, dataloader_epoch, fastest_gemm_layout, float_gather_only, gemm_epoch, lintorch_epoch,
     loader_only, loss_contenders, per_image_dataset, plain_epoch, sweep_epoch)
 from .report import BOOKKEEPING, PROCESS, THREADS, check_targets
-from .runs import bookkeeping_contenders, peak_rss, process_epochs, thread_rounds, train_command
+from .processes import bookkeeping_contenders, peak_rss, process_epochs, thread_rounds, train_command
 
 
 def machine(device):
@@ -209,7 +209,7 @@ def process_section(args, device, say):
 
 
 def process_rows(short, long, threads):
-    """Rows from train.py runs of 1 and of 4 epochs (runs.timed_train's dicts), paired by round."""
+    """Rows from train.py runs of 1 and of 4 epochs (processes.timed_train's dicts), paired by round."""
     used = sorted({r["threads"] for r in short + long}, key=str)
     difference = [(b["seconds"] - a["seconds"]) / 3 for a, b in zip(short, long)]
     period = [statistics.mean(r["periods"]) for r in long]

@@ -62,12 +62,6 @@ class Extractor:
         self.state = dict(state)
         return self
 
-    @staticmethod
-    def from_state_dict(d):
-        """The dict of state_dict() -> an extractor of the kind it names, learned state included."""
-        from . import from_state_dict
-        return from_state_dict(d)
-
     def fingerprint(self):
         """sha256 hex of the name, the settings that shape the output, and the learned tensors."""
         h = hashlib.sha256()

@@ -11,6 +11,8 @@ toPrecision(5) (256 reads "256.00") and has no integer type: integer settings ar
 """
 import os
 
+from ..names import LOSS_SETTINGS
+
 # name -> type, in the order the table lists them after the swept ones: what sets a run's accuracy first
 HPARAMS = {
     "features": str, "loss": str, "svm_form": str, "optimizer": str, "reg": float, "lr": float,
@@ -45,8 +47,7 @@ def member_hparams(config, swept=(), extractor=None, dim=None):
          "penalty": c.get("penalty", "l2"), "class_weight": c.get("class_weight", "none"), "dim": dim,
          "image_size": c.get("image_size"), "val_size": c.get("val_size"), "seed": c.get("seed"),
          "dataset": c.get("dataset")}
-    if c["loss"] == "svm":
-        v.update(svm_form=c.get("svm_form"), squared_hinge=c.get("squared_hinge", False), margin=c.get("margin"))
+    v.update({k: c.get(k, False if HPARAMS[k] is bool else None) for k in LOSS_SETTINGS[c["loss"]]})   # the loss's own
     if v["penalty"] == "elasticnet":
         v["beta"] = c.get("beta")
     if features == "pixels":        # features are standardized per dimension and cannot be mirrored

@@ -10,7 +10,7 @@ import threading
 
 import torch
 
-from . import distributed
+from . import distributed, process_group
 from ..cli import choose_threads, one_line, resolve_device, run_command, setup_logging
 from ..config import fill_defaults, member_name, saved_config, with_defaults
 from ..errors import CheckpointError, UserError
@@ -237,12 +237,12 @@ def train(args):
     """train.py's work; -> exit status (0 ok, 1 diverged, 2 bad input, 130/143 interrupted)."""
     setup_logging(args.quiet)
     torch.set_flush_denormal(True)  # denormal probabilities (confident softmax) slow CPU GEMMs ~10x
-    dist = distributed.from_env()   # distributed hook: None outside torchrun
-    distributed.silence_others(dist)
+    dist = process_group.from_env()   # distributed hook: None outside torchrun
+    process_group.silence_others(dist)
     try:
         return _claim_and_train(args, dist)
     finally:
-        distributed.teardown(dist)
+        process_group.teardown(dist)
 
 
 def _claim_and_train(args, dist):
@@ -269,10 +269,10 @@ def _claim_and_train(args, dist):
             device = resolve_device(cfg["device"])
             folder, lock, created = claim()
         else:    # distributed hook: join the group, then rank 0 alone claims the folder and tells the others
-            device = resolve_device(distributed.init(dist, cfg["device"], cfg["dist_timeout"],
-                                                     cfg["sweep_parallel"]))
+            device = resolve_device(process_group.init(dist, cfg["device"], cfg["dist_timeout"],
+                                                        cfg["sweep_parallel"]))
             held = []
-            folder = distributed.share(dist, lambda: held.append(claim()) or held[0][0])
+            folder = process_group.share(dist, lambda: held.append(claim()) or held[0][0])
             lock, created = (held[0][1], held[0][2]) if held else (None, False)
             cfg["logdir"] = folder
             if not dist.main:
@@ -287,7 +287,7 @@ def _claim_and_train(args, dist):
             keep = args.resume and "threads" not in args.given and cfg.get("cpu_threads")
             setting = keep or cfg["threads"]
             if dist is not None and setting == "auto":   # distributed hook: the cores split among this machine's ranks
-                setting = distributed.threads_per_process()
+                setting = process_group.threads_per_process()
             threads = cfg["cpu_threads"] = choose_threads(setting)
         return _train(cfg, device, folder, threads, header, state, dist)
     except BaseException:

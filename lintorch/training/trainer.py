@@ -15,7 +15,7 @@ from ..cli import loss_text
 from ..names import TUNED
 from ..objective import Objective
 from ..optim.sgd import SGD, lr_factor
-from ..output.checkpoint import BEST, LAST, NullSaver, Saver, TrainState, model_dict, resume_dict
+from ..output.checkpoint import BEST, LAST, NullSaver, Saver, TrainState, resume_dict
 from ..output.monitor import update_ratio
 from .epoch import EpochStats, train_one_epoch
 from .members import best_index, pct
@@ -73,6 +73,23 @@ def log_epoch(cfg, members, epoch, data_loss, reg_loss, train_acc, val_acc, seco
                        f"{ips:,.0f} img/s")
 
 
+def sanity_check(recipe, group, members, loss):
+    """The lecture's check: tiny weights give loss ~ log C (softmax), ~ (C - 1) * margin (SVM), ~ C
+    (squared); a warning when far off, and each member's step-0 loss to TensorBoard -> the first
+    member's initial loss."""
+    expected = recipe.objective.expected_initial_loss(len(recipe.classes))
+    first = group.evaluate(recipe.model, recipe.val_loader, recipe.objective)["loss"]       # (K,)
+    initial = float(first[0])
+    log.info(f"step 0: data loss {loss_text(initial)} (expected about {expected:.4g} for {loss} with small W)")
+    if not math.isfinite(initial) or abs(initial - expected) > 0.1 * expected + 0.05:
+        flag = "--margin" if recipe.objective.huge_margin else "the data"
+        log.warning(f"warning: the initial loss {initial:.4g} is far from {expected:.4g}: check "
+                    f"{flag} and the initialization")
+    for k, m in enumerate(members):
+        m.monitor.scalars({"loss/data": float(first[k])}, 0)
+    return initial
+
+
 class Trainer:
     """The gradient loop over a Recipe's K members (Member objects, one per configuration)."""
 
@@ -104,7 +121,7 @@ class Trainer:
     def train(self):
         """-> exit status: 0 done, 1 every member diverged, 128 + signal when interrupted."""
         if (self.epoch, self.step) == (0, 0):
-            self.sanity_check()
+            self.initial_loss = sanity_check(self.r, self.group, self.members, self.cfg["loss"])
         status = "completed"
         for epoch in range(self.epoch, self.cfg["epochs"]):
             stats, next_step = self.group.end_epoch(*self.run_epoch(epoch), self)
@@ -141,20 +158,6 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-
-    def sanity_check(self):
-        """The lecture's check: tiny weights give loss ~ log C (softmax), ~ (C - 1) * margin (SVM), ~ C (squared)."""
-        expected = self.r.objective.expected_initial_loss(len(self.r.classes))
-        first = self.group.evaluate(self.r.model, self.r.val_loader, self.r.objective)["loss"]       # (K,)
-        self.initial_loss = float(first[0])
-        log.info(f"step 0: data loss {loss_text(self.initial_loss)} (expected about {expected:.4g} for "
-                 f"{self.cfg['loss']} with small W)")
-        if not math.isfinite(self.initial_loss) or abs(self.initial_loss - expected) > 0.1 * expected + 0.05:
-            flag = "--margin" if self.r.objective.huge_margin else "the data"
-            log.warning(f"warning: the initial loss {self.initial_loss:.4g} is far from {expected:.4g}: check "
-                        f"{flag} and the initialization")
-        for k, m in enumerate(self.members):
-            m.monitor.scalars({"loss/data": float(first[k])}, 0)
 
     def on_log(self, step, stats, extra):
         W = self.r.model.weight.detach()

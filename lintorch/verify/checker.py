@@ -33,13 +33,16 @@ caller that knows its kinks passes kinks=callable(inputs, h) -> one bool mask pe
 instead. At a kink the numeric check found, fn and the reference may each pass a different
 subgradient (relu's 0, torch.maximum(x, 0)'s 1/2 at 0): the autograd rows leave such a coordinate
 out, and count it, when both lie between the one-sided differences. gradcheck, which has no notion
-of kinks, is skipped when the numeric check found any.
+of kinks, is skipped when the numeric check found any. The Report, its Rows and their table are
+verify/table.py's.
 """
 import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
+
+from .table import Report, Row, format_table
 
 __all__ = ["check_function", "Report", "Row", "rel_error", "numeric_gradient", "format_table"]
 
@@ -51,36 +54,6 @@ FLOOR = {"autograd": 1.0, "numeric": 1e-2}   # denominator floor, as a fraction 
 KINK = 1e-3       # one-sided differences this far apart (relative) mark a kink
 FULL = 1000       # inputs with at most this many entries are differenced in full ...
 SAMPLES = 100     # ... larger ones on this many seeded random coordinates
-
-
-@dataclass
-class Row:
-    """One check's result: errors of the analytic values a against the reference b."""
-    function: str
-    method: str                   # "autograd", "numeric" or "gradcheck"
-    where: str                    # "float64/cpu"
-    max_abs: float                # nan for gradcheck, which reports pass or fail only
-    max_rel: float
-    passed: bool
-    kinks: Optional[int] = None   # coordinates left out as kinks (None: not looked for; autograd: none)
-    note: Optional[str] = None    # on a failure: the worst coordinate, or the error raised
-    coords: Optional[int] = None  # numeric rows: the coordinates differenced, all inputs together
-
-
-@dataclass(repr=False)
-class Report:
-    """check_function's result: .ok, one Row per check in .rows, str() and repr() the table (so
-    `assert report.ok, report` shows it)."""
-    rows: list = field(default_factory=list)
-
-    @property
-    def ok(self):
-        return bool(self.rows) and all(r.passed for r in self.rows)
-
-    def __str__(self):
-        return format_table(self.rows)
-
-    __repr__ = __str__
 
 
 def rel_error(a, b, floor=0.0):
@@ -400,25 +373,3 @@ def check_function(fn, *inputs, reference=None, wrt=None, checks=METHODS, dtypes
         why = "autograd needs a reference" if reference is None else "gradcheck needs every coordinate differenced"
         raise ValueError(f"nothing to check: checks={checks}; {why}")
     return Report(rows)
-
-
-# --------------------------------------------------------------------------- the table
-
-def _num(v):
-    return "-" if v != v else f"{v:.1e}"        # nan: gradcheck reports no errors
-
-
-def format_table(rows):
-    """The rows as a text table (a failure's note on the line below it) with a summary line."""
-    fmt = "{:<46} {:<9} {:<13} {:>9} {:>9}  {}"
-    lines = [fmt.format("function", "method", "dtype/device", "max abs", "max rel", "result")]
-    for r in rows:
-        result = ("pass" if r.passed else "FAIL") + ("" if r.kinks is None else f"  kinks={r.kinks}")
-        lines.append(fmt.format(r.function, r.method, r.where, _num(r.max_abs), _num(r.max_rel), result))
-        if r.note and not r.passed:
-            lines.append(f"    {r.note}")
-    failed = sum(not r.passed for r in rows)
-    kinks = sum(r.kinks or 0 for r in rows)
-    lines.append(f"{len(rows)} checks: {len(rows) - failed} passed, {failed} failed; "
-                 f"{kinks} kink coordinates left out")
-    return "\n".join(lines)

@@ -4,7 +4,7 @@ import sys
 
 import torch
 
-from lintorch.bench import runs
+from lintorch.bench import processes
 from tests.helpers import python
 
 
@@ -19,17 +19,17 @@ def test_usage_errors_answer_before_torch_is_imported():
 
 
 def test_peak_rss_of_a_child_process():
-    rss, rc = runs.peak_rss([sys.executable, "-c", "x = bytearray(200_000_000); x[::4096] = b'1' * len(x[::4096])"])
+    rss, rc = processes.peak_rss([sys.executable, "-c", "x = bytearray(200_000_000); x[::4096] = b'1' * len(x[::4096])"])
     assert rc == 0 and rss >= 200_000_000
 
 
 def test_a_whole_train_process_reports_its_loop_epochs(image_folder, tmp_path):
-    r = runs.timed_train(str(image_folder), torch.device("cpu"), 2, cache_dir=str(tmp_path / "cache"), threads=1)
+    r = processes.timed_train(str(image_folder), torch.device("cpu"), 2, cache_dir=str(tmp_path / "cache"), threads=1)
     assert r["seconds"] > sum(r["loop"]) > 0 and len(r["loop"]) == 2 and r["threads"] == 1
 
 
 def test_competing_load_runs_only_inside_its_block():
-    with runs.CompetingLoad(1) as load:
+    with processes.CompetingLoad(1) as load:
         proc = load.proc
         assert proc.poll() is None
     assert proc.poll() is not None

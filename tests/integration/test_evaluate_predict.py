@@ -10,7 +10,7 @@ from PIL import Image
 
 from lintorch import evaluate, predict
 from lintorch.data import load_dataset
-from lintorch.predict import classify_image, load_model
+from lintorch.predict import classify_image, load_classifier
 from tests.helpers import FOLDER_COLOURS as COLOURS, assert_consistent, assert_one_line_error, evaluate_json
 
 # ----------------------------------------------------------------------------- evaluate
@@ -91,7 +91,7 @@ def test_predict_text_output(folder_run, image_folder, capsys):
 
 def test_classify_image_matches_evaluate(folder_run, image_folder, read_json):
     """The lecture's classify_image over the test files gives training's test accuracy exactly."""
-    model, preprocess, saved = load_model(folder_run, "cpu")
+    model, preprocess, saved = load_classifier(folder_run, "cpu")
     classes = saved.header.classes
     files = sorted((image_folder / "test").glob("*/*"))
     labels = [classify_image(model, preprocess, path, classes) for path in files]

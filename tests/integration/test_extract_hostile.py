@@ -7,7 +7,6 @@ import errno
 import os
 
 import pytest
-import torch
 
 from lintorch import extract
 from lintorch.features import store

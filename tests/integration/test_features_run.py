@@ -36,8 +36,8 @@ def test_predict_on_images_equals_evaluate_on_extracted_features(kmeans_run, ima
     """classify_image on each test JPEG/PNG (extractor + standardization + model) gives the run's
     test accuracy exactly, as evaluate (features extracted in batches) does."""
     from lintorch import evaluate
-    from lintorch.predict import classify_image, load_model
-    model, inputs, saved = load_model(kmeans_run, "cpu")
+    from lintorch.predict import classify_image, load_classifier
+    model, inputs, saved = load_classifier(kmeans_run, "cpu")
     files = sorted((image_folder / "test").glob("*/*"))
     labels = [classify_image(model, inputs, f, saved.header.classes, saved.header.image_size) for f in files]
     acc = sum(label == f.parent.name for f, label in zip(files, labels)) / len(files)
@@ -152,14 +152,14 @@ def test_flip_eval_averages_each_evaluated_image_with_its_mirror_everywhere(imag
     and they differ from plain encodings; pixels and feature folders refuse it in one line."""
     from lintorch import evaluate
     from lintorch.data import load_dataset
-    from lintorch.predict import load_model
+    from lintorch.predict import load_classifier
     cache, logdir = tmp_path / "cache", tmp_path / "run"
     assert train("--dataset", "imagefolder", "--image-size", "16", "--val-size", "12", "--quiet", "--threads", "1",
                  "--data-dir", str(image_folder), *KMEANS, "--flip-eval", "--loss", "squared", "--optimizer", "exact",
                  "--cache-dir", str(cache), "--logdir", str(logdir)) == 0
     assert len(list(cache.glob("features-val-mirror-*.pt"))) == 1 and len(list(cache.glob("features-test-mirror-*.pt"))) == 1
     assert not list(cache.glob("features-train-mirror-*.pt"))
-    model, inputs, saved = load_model(logdir, "cpu")
+    model, inputs, saved = load_classifier(logdir, "cpu")
     ex = from_state_dict(saved.header.features["extractor"])
     data = load_dataset("imagefolder", str(image_folder), 16, 12, 0, str(tmp_path / "images"))
     x = data.test.x

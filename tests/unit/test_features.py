@@ -250,7 +250,7 @@ def test_registry_state_dict_round_trip_and_fingerprints(tmp_path):
     path = tmp_path / "ex.pt"
     torch.save(ex.state_dict(), path)
     back = from_state_dict(torch.load(path, weights_only=True))
-    assert type(ex).from_state_dict(ex.state_dict()).fingerprint() == ex.fingerprint()
+    assert from_state_dict(ex.state_dict()).fingerprint() == ex.fingerprint()
     assert back.fingerprint() == ex.fingerprint()
     assert torch.equal(extract(back, x[:3]), extract(ex, x[:3]))
     fp = {make_extractor(n, **s).fingerprint()

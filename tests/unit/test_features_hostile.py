@@ -7,7 +7,6 @@ import errno
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 
