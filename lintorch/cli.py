@@ -235,10 +235,22 @@ def loss_text(x):
     return f"{x:.4f}" if abs(x) < 1e5 else f"{x:.4g}"
 
 
+def worker_message(text):
+    """An error re-raised by a DataLoader in the main process carries the worker's whole traceback
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ... DataError: msg") ->
+    the worker's own message ("msg"); any other text as it is."""
+    caught = re.match(r"Caught (\w+) in DataLoader worker process \d+\.\s*\nOriginal Traceback", text)
+    if caught:
+        own = re.search(rf"^[\w.]*\b{caught.group(1)}: (.*)\Z", text, re.M | re.S)
+        if own:
+            return own.group(1).strip()
+    return text
+
+
 def one_line(e):
     """An exception as one line: OSErrors name their file and reason, not a bare errno."""
     if isinstance(e, OSError) and e.strerror:
         where = f"{e.filename}: " if e.filename else ""
         return f"{where}{e.strerror[0].lower()}{e.strerror[1:]}"
-    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(e)).strip() or type(e).__name__   # no terminal escapes
+    text = worker_message(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(e)).strip()) or type(e).__name__   # no escapes
     return " ".join(text.split())

@@ -17,6 +17,7 @@ naming the file and the field.
 import errno
 import io
 import json
+import logging
 import math
 import os
 import pickle
@@ -29,6 +30,8 @@ import torch
 from ..errors import CheckpointError
 from ..names import LOSSES
 from .atomic import write_atomic
+
+log = logging.getLogger("lintorch")
 
 FORMAT = "lintorch-checkpoint"
 VERSION = 2
@@ -135,6 +138,9 @@ class NullSaver:
     def flush(self):
         pass
 
+    def drain(self):
+        pass
+
 
 class Saver:
     """Writes checkpoints on a background thread, so the epoch's bookkeeping does not wait for
@@ -169,6 +175,16 @@ class Saver:
         if self.error is not None:
             e, self.error = self.error, None
             raise e
+
+    def drain(self):
+        """flush() for a run stopping on another error (a DataLoader raising mid-epoch, Ctrl-C):
+        the finished epochs' checkpoints are written whole before the process can exit (the
+        thread is a daemon: exiting mid-write would lose them and leave a .tmpPID file), and a
+        write's own failure is logged, so the error that stopped training stays the one raised."""
+        try:
+            self.flush()
+        except Exception as e:
+            log.warning(f"warning: a checkpoint could not be written ({e})")
 
 
 # --------------------------------------------------------------------------- loading and checking

@@ -13,7 +13,7 @@ import torch
 from . import distributed, process_group
 from ..cli import choose_threads, one_line, resolve_device, run_command, setup_logging
 from ..config import fill_defaults, member_name, saved_config, with_defaults
-from ..errors import CheckpointError, UserError
+from ..errors import UserError
 from ..names import RESUMABLE_CHANGES, SEARCHES
 from ..output.atomic import copy_atomic
 from ..output.checkpoint import BEST, Header, check_compatible, last_path, load_resume
@@ -359,7 +359,7 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
                 from .solvers import train_exact
                 return train_exact(run), run
             return Trainer(run, state).train(), run
-        except CheckpointError as e:
+        except Exception as e:    # what was trained stays (checkpoints written), metrics.json says why it stopped
             run.failed(e)
             raise
     finally:

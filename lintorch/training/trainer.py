@@ -119,7 +119,15 @@ class Trainer:
         return lr_factor(self.cfg["schedule"], step / self.total_steps)
 
     def train(self):
-        """-> exit status: 0 done, 1 every member diverged, 128 + signal when interrupted."""
+        """-> exit status: 0 done, 1 every member diverged, 128 + signal when interrupted. On
+        any exception the checkpoints already queued are written before it propagates."""
+        try:
+            return self._train()
+        except BaseException:
+            self.saver.drain()
+            raise
+
+    def _train(self):
         if (self.epoch, self.step) == (0, 0):
             self.initial_loss = sanity_check(self.r, self.group, self.members, self.cfg["loss"])
         status = "completed"
