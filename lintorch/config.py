@@ -99,7 +99,8 @@ def get_args_parser():
     d = p.add_argument_group("data")
     d.add_argument("--dataset", choices=DATASETS, default="cifar10", help="data set to train on")
     d.add_argument("--data-dir", type=nonempty, default="./data", help="cifar10: where cifar-10-batches-py is "
-                   "(or is downloaded to); imagefolder: folder with train/<class>/* and optionally test/<class>/*; "
+                   "(or is downloaded to); cifar100, mnist, fashion-mnist, kmnist, svhn, stl10: where torchvision's "
+                   "files for it are (never downloaded); imagefolder: folder with train/<class>/* and optionally test/<class>/*; "
                    "features: a feature folder (train.npy + train_labels.npy or train.pt, classes.json; see README)")
     d.add_argument("--cache-dir", type=nonempty, default=None, help="where the decoded uint8 image cache goes "
                    "(default: DATA_DIR/.lintorch-cache)")

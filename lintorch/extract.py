@@ -29,7 +29,8 @@ def get_args_parser():
     p.add_argument("--features", required=True, help="pixels, kmeans, hog, colorhist, a comma list such as "
                    "hog,colorhist, or torchvision:<model> (e.g. torchvision:resnet18)")
     p.add_argument("--dataset", choices=DATASETS, default="cifar10", help="data set to read")
-    p.add_argument("--data-dir", default="./data", help="cifar10: where cifar-10-batches-py is; imagefolder: "
+    p.add_argument("--data-dir", default="./data", help="cifar10: where cifar-10-batches-py is; cifar100, mnist, "
+                   "fashion-mnist, kmnist, svhn, stl10: where torchvision's files for it are; imagefolder: "
                    "folder with train/<class>/* and optionally test/<class>/*")
     p.add_argument("--cache-dir", default=None, help="decoded uint8 image cache (default: DATA_DIR/.lintorch-cache)")
     p.add_argument("--image-size", type=pos, default=32, help="images are resized to this square size first")

@@ -15,7 +15,8 @@ LOSS_DEFAULTS = {"penalty": "l2", "beta": 1.0, "margin": 1.0, "squared_hinge": F
 # member's hparams log and LinearProbe passes on for it.
 LOSS_SETTINGS = {"softmax": (), "svm": ("svm_form", "margin", "squared_hinge"), "squared": ()}
 
-IMAGE_DATASETS = ("cifar10", "imagefolder", "synthetic")
+# data/sources.SOURCES' names, listed here for the torch-free parsers (a test holds the two equal)
+IMAGE_DATASETS = ("cifar10", "cifar100", "mnist", "fashion-mnist", "kmnist", "svhn", "stl10", "imagefolder", "synthetic")
 DATASETS = (*IMAGE_DATASETS, "features")          # features: a folder of extracted features
 LOADERS = ("tensor", "dataloader")
 MEANS = ("pixel", "channel")

@@ -6,7 +6,7 @@ A data set is decoded once into one uint8 tensor (N, 3, S, S) and split; ``loade
     split.py       Split, DataSet, carve_val (the one validation carve), shared file-system helpers
     folders.py     scanning an image folder and decoding its files
     imagecache.py  the decoded-image cache: its place, names, key, layout, and when to decode
-    sources.py     CIFAR-10, image folders, the synthetic set, the memory check, load_dataset
+    sources.py     SOURCES: torchvision's sets, image folders, the synthetic set; the memory check, load_dataset
     preprocess.py  Preprocess, fitted on the training split and stored in the checkpoint
     arrays.py      a caller's tensors, NumPy arrays, memmaps or DataLoader as a DataSet (LinearProbe.fit)
 

@@ -14,6 +14,7 @@ import torch
 
 from ..output.atomic import remove_dead_temporaries, torch_save_atomic
 from .imagecache import default_dir
+from .sources import SOURCES
 from .split import DataSet, Split, carve_val
 
 log = logging.getLogger("lintorch")
@@ -123,7 +124,8 @@ def featurize(data, cfg, device, state=None, batch_size=256, extractor=None):
     data.train only (unless a saved state is given; a fit is cached like the features)
     -> (DataSet of float features, extractor)."""
     extractor = make(cfg, state) if extractor is None else extractor
-    cache_dir = cfg.get("cache_dir") or (default_dir(cfg["data_dir"]) if cfg["dataset"] != "synthetic" else None)
+    on_disk = SOURCES[cfg["dataset"]].on_disk
+    cache_dir = cfg.get("cache_dir") or (default_dir(cfg["data_dir"]) if on_disk else None)
     splits = {"train": data.train, "val": data.val, "test": data.test}
     digests = {name: _images_hash(split) for name, split in splits.items() if split is not None}   # once each
     if state is None:

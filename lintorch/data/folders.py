@@ -151,3 +151,24 @@ def decode(files, image_size, skip_bad_images, progress=None):
         x = x[keep]
     return x, keep
 
+
+class FileImages(torch.utils.data.Dataset):
+    """files[i] decoded per item (image_transform) with labels[i]: an image folder on the DataLoader path.
+
+    Built from the file list and labels lintorch's own scan produced (data._scan_folder), never by
+    torchvision's ImageFolder re-scanning the folder: both loaders see the same classes, the same
+    files (hidden folders, empty classes, nested folders, symlinks and skipped images included).
+    """
+
+    def __init__(self, files, labels, transform):
+        self.files, self.labels, self.transform = list(files), list(labels), transform
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        path = self.files[i]
+        try:
+            return self.transform(load_image(path)), self.labels[i]
+        except Exception as e:  # changed on disk since the data set was loaded
+            raise DataError(f"cannot read image {path}: {error_reason(path, e)}") from None

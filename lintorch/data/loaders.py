@@ -9,9 +9,8 @@ import torch
 
 from ..errors import DataError
 from ..names import LOADERS
-from .folders import image_transform, load_image
-from .sources import open_cifar10
-from .split import error_reason
+from .folders import image_transform
+from .sources import SOURCES, Source
 
 
 
@@ -83,41 +82,12 @@ class _EpochBatches(torch.utils.data.Sampler):
             yield order[i:i + self.batch_size].tolist()
 
 
-class FileImages(torch.utils.data.Dataset):
-    """files[i] decoded per item (image_transform) with labels[i]: the DataLoader path's image folder.
-
-    Built from the file list and labels lintorch's own scan produced (data._scan_folder), never by
-    torchvision's ImageFolder re-scanning the folder: both loaders see the same classes, the same
-    files (hidden folders, empty classes, nested folders, symlinks and skipped images included).
-    """
-
-    def __init__(self, files, labels, transform):
-        self.files, self.labels, self.transform = list(files), list(labels), transform
-
-    def __len__(self):
-        return len(self.files)
-
-    def __getitem__(self, i):
-        path = self.files[i]
-        try:
-            return self.transform(load_image(path)), self.labels[i]
-        except Exception as e:  # changed on disk since the data set was loaded
-            raise DataError(f"cannot read image {path}: {error_reason(path, e)}") from None
-
-
 def _per_image_dataset(dataset, split_name):
-    """The per-image Dataset behind a split plus the indices into it (None: all), for the DataLoader path."""
-    src = dataset.source
-    transform = image_transform(src["image_size"])
-    if src["dataset"] == "cifar10":
-        ds = open_cifar10(src["data_dir"], split_name != "test", transform)
-        indices = None if split_name == "test" else src[f"{split_name}_indices"].tolist()
-        return ds, indices
-    if src["dataset"] == "imagefolder":
-        part = getattr(dataset, split_name)
-        return FileImages(part.files, part.y.tolist(), transform), None
-    part = dataset.test if split_name == "test" else getattr(dataset, split_name)
-    return torch.utils.data.TensorDataset(part.x, part.y), None
+    """The per-image Dataset behind a split plus the indices into it (None: all), for the DataLoader
+    path: its source's (sources.SOURCES), or the split's own tensors for data from no named source."""
+    src = dataset.source or {}
+    source = SOURCES.get(src.get("dataset"), Source())
+    return source.per_image(dataset, split_name, image_transform(dataset.image_size))
 
 
 class DataLoaderLoader:
