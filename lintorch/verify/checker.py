@@ -12,25 +12,29 @@ Checked three ways, each a row of the report:
                reference(*inputs), an independent implementation of the same function, in each
                dtype of dtypes (the inputs' own and float64 unless told)
     numeric    the gradients against centered finite differences in float64, the lecture's
-               numeric gradient: every coordinate of an input with at most FULL entries, SAMPLES
-               seeded random ones of a larger input (or `samples` of every input)
-    gradcheck  torch.autograd.gradcheck on float64 copies, when every coordinate is differenced
-               (it costs O(inputs) evaluations, and its fast mode passed a gradient 1% off at
-               5,000 entries: its tolerance grows with the input)
+               numeric gradient (verify/numeric.py), each allowed the rounding its difference
+               carries (eps_machine |f| / h): every coordinate when the Jacobian is small (at most
+               FULL checked entries and FULL_JACOBIAN inputs x outputs), else SAMPLES seeded random
+               ones per input (or `samples` of every input)
+    gradcheck  torch.autograd.gradcheck on float64 copies: in full when every coordinate is
+               differenced, else in its fast mode (one random projection; cheap at any size, but
+               it passed a gradient 1% off at 5,000 entries: the sampled numeric row is the check)
 
 Every output entry is weighted by a random upstream gradient v, uniform in [0.5, 1.5) and seeded,
 so the gradients compared are those of sum(v * fn(*inputs)): a backward that ignores its incoming
 gradient or reduces with the wrong scale fails even for a scalar output. Relative error is the
-lecture's |a - b| / max(|a|, |b|) per coordinate (0 where both are 0), its denominator floored at
-a fraction of the reference's largest entry (all of it for autograd, 1% for finite differences,
-whose rounding is eps |L| / h): an entry that cancels to ~0 is judged against the gradient's scale.
+lecture's |a - b| / max(|a|, |b|) per coordinate (0 where both are 0; NaN, so a FAIL, where either
+is not finite), its denominator floored at a fraction of the reference's largest entry (all of it
+for autograd, 1% for finite differences): an entry that cancels to ~0 is judged against the
+gradient's scale. A function whose value changes between two calls with the same inputs fails.
 
 Kinks (relu or abs at 0, a hinge's margin at 0): a coordinate whose one-sided differences
-(f(x) - f(x - h)) / h and (f(x + h) - f(x)) / h disagree by more than KINK of their size, and whose
-analytic gradient lies between them (a valid subgradient), is counted as a kink and left out of the
-comparison, never failed; an analytic gradient outside that interval is compared and fails. A
-caller that knows its kinks passes kinks=callable(inputs, h) -> one bool mask per checked input
-instead. At a kink the numeric check found, fn and the reference may each pass a different
+(f(x) - f(x - h)) / h and (f(x + h) - f(x)) / h disagree is differenced again at h / 10; it is a
+kink only if they stay as far apart there (a smooth function's converge together, a noisy one's
+drift apart), and it is counted and left out, never failed, only if the analytic gradient lies
+between them (a valid subgradient); otherwise it is compared with the finer difference. A caller
+that knows where its kinks may be passes kinks=callable(inputs, h) -> one bool mask per checked
+input. At a kink the numeric check found, fn and the reference may each pass a different
 subgradient (relu's 0, torch.maximum(x, 0)'s 1/2 at 0): the autograd rows leave such a coordinate
 out, and count it, when both lie between the one-sided differences. gradcheck, which has no notion
 of kinks, is skipped when the numeric check found any. The Report, its Rows and their table are
@@ -42,6 +46,7 @@ from typing import Optional
 
 import torch
 
+from .numeric import Differences, differences, numeric_gradient, refine
 from .table import Report, Row, format_table
 
 __all__ = ["check_function", "Report", "Row", "rel_error", "numeric_gradient", "format_table"]
@@ -51,46 +56,20 @@ H = 1e-6          # finite-difference step (torch.autograd.gradcheck's default)
 TOL = {("autograd", torch.float64): 1e-10, ("autograd", torch.float32): 1e-5,
        ("autograd", torch.float16): 1e-2, ("autograd", torch.bfloat16): 5e-2, ("numeric", torch.float64): 1e-6}
 FLOOR = {"autograd": 1.0, "numeric": 1e-2}   # denominator floor, as a fraction of max |reference|
-KINK = 1e-3       # one-sided differences this far apart (relative) mark a kink
+KINK = 1e-3       # one-sided differences this far apart (relative) are differenced again at h / 10
 FULL = 1000       # inputs with at most this many entries are differenced in full ...
-SAMPLES = 100     # ... larger ones on this many seeded random coordinates
+FULL_JACOBIAN = 10 ** 6   # ... when the Jacobian (inputs x outputs) has at most this many entries;
+SAMPLES = 100     # otherwise this many seeded random coordinates, and gradcheck's fast mode
 
 
-def rel_error(a, b, floor=0.0):
-    """|a - b| / max(|a|, |b|, floor) per coordinate; 0 where the denominator is 0."""
+def rel_error(a, b, floor=0.0, allowance=0.0):
+    """(|a - b| - allowance)+ / max(|a|, |b|, floor) per coordinate; 0 where that is 0 (0 / 0), and
+    nan where a or b is not finite, so that a NaN or inf in a value or gradient always fails.
+    allowance: the error the reference itself carries (finite differences' rounding), or 0."""
     den = torch.maximum(a.abs(), b.abs()).clamp_min(floor)
-    return torch.where(den > 0, (a - b).abs() / den, torch.zeros_like(den))
-
-
-def numeric_gradient(f, x, h=H, coords=None, df=None, one_sided=False):
-    """Centered differences (f(x + h e_i) - f(x - h e_i)) / 2h, the lecture's numeric gradient.
-
-    f(x) -> a scalar, or any tensor with df (dL/df, its shape): then the gradient of sum(df * f),
-    differenced entry by entry before the sum, as cs231n's eval_numerical_gradient_array, so
-    entries that do not move cancel exactly. x is perturbed in place and restored. coords: flat
-    indices to evaluate (the sampled check) or None for all. Returns x's shape, or (len(coords),);
-    one_sided=True: (centered, left, right), left (f(x) - f(x - h e_i)) / h and right
-    (f(x + h e_i) - f(x)) / h, which disagree at a kink.
-    """
-    flat = x.detach().view(-1)
-    idx = range(flat.numel()) if coords is None else [int(i) for i in coords]
-    grads = torch.zeros(3, len(idx), dtype=torch.float64)          # centered, left, right
-    with torch.no_grad():
-        f0 = f(x).double() if one_sided else None
-        for k, i in enumerate(idx):
-            old = flat[i].item()
-            flat[i] = old + h
-            fp = f(x).double()
-            flat[i] = old - h
-            fm = f(x).double()
-            flat[i] = old
-            delta = fp - fm if df is None else ((fp - fm) * df).sum()
-            grads[0, k] = float(delta) / (2 * h)
-            if one_sided:
-                left, right = (f0 - fm, fp - f0) if df is None else (((f0 - fm) * df).sum(), ((fp - f0) * df).sum())
-                grads[1, k], grads[2, k] = float(left) / h, float(right) / h
-    grads = grads.view(3, *x.shape) if coords is None else grads
-    return tuple(grads) if one_sided else grads[0]
+    excess = ((a - b).abs() - allowance).clamp_min(0.0)
+    rel = torch.where(excess > 0, excess / den, torch.zeros_like(den))
+    return torch.where(torch.isfinite(a) & torch.isfinite(b), rel, torch.full_like(rel, math.nan))
 
 
 # --------------------------------------------------------------------------- the checks
@@ -150,29 +129,36 @@ def _grads(fn, xs, wrt, seed):
     return outs, [torch.zeros_like(xs[i]) if g is None else g for i, g in zip(wrt, grads)]
 
 
-def _part(label, a, b, shape=None, coords=None):
-    """One tensor's share of a compared vector: a and b flattened (float64, CPU), and where each
-    entry sits in a tensor of `shape` (coords: its flat indices there; None: all, in order)."""
+def _part(label, a, b, shape=None, coords=None, allowance=None):
+    """One tensor's share of a compared vector: a and b flattened (float64, CPU), where each entry
+    sits in a tensor of `shape` (coords: its flat indices there; None: all, in order), and the
+    error b itself may carry per entry (allowance; None: none)."""
     a, b = (t.detach().double().reshape(-1).cpu() for t in (a, b))
-    return label, a, b, tuple(shape if shape is not None else ()), coords
+    allowance = torch.zeros_like(b) if allowance is None else allowance.double().reshape(-1).cpu()
+    return label, a, b, tuple(shape if shape is not None else ()), coords, allowance
+
+
+def _finite_max(t):
+    t = t[torch.isfinite(t)]
+    return float(t.abs().max()) if t.numel() else 0.0
 
 
 def _compare(groups, floor_frac):
-    """Max |a - b|, max rel_error and a line naming the worst entry, over groups, each a list of
-    _parts compared as one vector (a value, or a gradient over all inputs); the floor is
-    floor_frac times the group's largest reference entry."""
+    """Max |a - b|, max rel_error and a line naming the worst entry (a non-finite one first), over
+    groups, each a list of _parts compared as one vector (a value, or a gradient over all inputs);
+    the floor is floor_frac times the group's largest finite reference entry."""
     max_abs, max_rel, worst = 0.0, 0.0, None
     for parts in groups:
-        a, b = torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])
+        a, b, allowance = (torch.cat([p[k] for p in parts]) for k in (1, 2, 5))
         if not b.numel():
             continue
-        rel = rel_error(a, b, floor_frac * float(b.abs().max()))
-        max_abs = max(max_abs, float((a - b).abs().max()))
+        rel = rel_error(a, b, floor_frac * _finite_max(b), allowance)
+        max_abs = max(max_abs, float((a - b).abs().nan_to_num(math.inf).max()))
         k = int(rel.isnan().nonzero()[0]) if rel.isnan().any() else int(rel.argmax())
-        if worst is not None and float(rel[k]) <= max_rel:
-            continue
+        if worst is not None and not (float(rel[k]) > max_rel or math.isnan(float(rel[k])) > math.isnan(max_rel)):
+            continue                                        # a NaN error is the worst of all
         max_rel, value, ref = float(rel[k]), float(a[k]), float(b[k])
-        for label, pa, _, shape, coords in parts:          # the part holding entry k
+        for label, pa, _, shape, coords, _ in parts:          # the part holding entry k
             if k < pa.numel():
                 i = k if coords is None else int(coords[k])
                 at = [int(j) for j in torch.unravel_index(torch.tensor(i), shape)] if shape else [i]
@@ -197,6 +183,15 @@ def _flat(outs):
     return torch.cat([o.reshape(-1) for o in outs])
 
 
+def _same(a, b):
+    """Equal values, NaN equal to NaN: a deterministic function's two calls."""
+    return bool(((a == b) | (a.isnan() & b.isnan())).all())
+
+
+def _subset(d, at):
+    return Differences(d.h, d.centered[at], d.left[at], d.right[at], d.noise[at])
+
+
 @dataclass
 class _Checks:
     """One check_function call's settings; each method is one check -> Row."""
@@ -211,6 +206,7 @@ class _Checks:
     kinks: object
     name: str
     found: dict = field(default_factory=dict)    # input index -> its kinks: (coords, lo, hi, den)
+    size: Optional[tuple] = None                 # (entries checked, output entries), once known
 
     def where(self, dtype):
         return f"{str(dtype).removeprefix('torch.')}/{self.device or self.inputs[self.wrt[0]].device}"
@@ -231,6 +227,24 @@ class _Checks:
             return Row(self.name, method, self.where(dtype), math.nan, math.nan, False,
                        note=f"{type(e).__name__}: {first}")
 
+    def jacobian(self):
+        """(entries of the checked inputs, entries of fn's floating outputs): the Jacobian's shape,
+        which decides what the checks can afford (one call of fn, the first time)."""
+        if self.size is None:
+            with torch.no_grad():
+                outs = _outputs(self.fn(*_prepare(self.inputs, (), torch.float64, self.device)))
+            self.size = sum(self.inputs[i].numel() for i in self.wrt), sum(o.numel() for o in outs)
+        return self.size
+
+    def full(self):
+        """Every coordinate differenced and torch's full gradcheck: no samples asked for, at most
+        FULL input entries and a Jacobian of at most FULL_JACOBIAN entries (inputs x outputs);
+        otherwise SAMPLES coordinates per input and gradcheck's fast mode."""
+        if self.samples is not None:
+            return False
+        n_in, n_out = self.jacobian()
+        return n_in <= FULL and n_in * n_out <= FULL_JACOBIAN
+
     def autograd(self, reference, dtype):
         """fn against reference; where the numeric check found a kink, the two may give different
         gradients (two conventions for a subgradient) as long as both lie between the one-sided
@@ -244,7 +258,7 @@ class _Checks:
         values = [_part(f"output {k}", o, r, o.shape) for k, (o, r) in enumerate(zip(out, ref))]
         grads, excused, tol = [], 0, max(_tol(self.tol, "autograd", dtype), _tol(self.tol, "numeric", torch.float64))
         for i, a, b in zip(self.wrt, ga, gb):
-            label, a, b, shape, _ = _part(f"gradient of input {i}", a, b, a.shape)
+            label, a, b, shape, _, _ = _part(f"gradient of input {i}", a, b, a.shape)
             keep = torch.ones(a.numel(), dtype=torch.bool)
             if i in self.found:
                 coords, lo, hi, den = self.found[i]
@@ -252,47 +266,100 @@ class _Checks:
                         & ((a[coords] - b[coords]).abs() > tol * den))
                 keep[coords[drop]] = False
                 excused += int(drop.sum())
-            grads.append((label, a[keep], b[keep], shape, torch.arange(a.numel())[keep]))
+            grads.append(_part(label, a[keep], b[keep], shape, torch.arange(a.numel())[keep]))
         return self.row("autograd", dtype, [values, grads], excused or None)
 
     def numeric(self):
-        """Also keeps, in self.found, each input's kink coordinates and their one-sided intervals."""
+        """fn's gradients against finite differences (verify/numeric.py), each allowed the rounding
+        its difference carries. A coordinate whose one-sided differences disagree is differenced
+        again at h / 10: a kink (counted, left out, and kept in self.found for the autograd rows)
+        only where they stay apart and fn's gradient lies between them."""
         fn, wrt, f64 = self.fn, self.wrt, torch.float64
         xs = _prepare(self.inputs, wrt, f64, self.device)
         outs, grads = _grads(fn, xs, wrt, self.seed)
         v = _flat(_cotangents(outs, self.seed))
+        with torch.no_grad():
+            f0, again = (_flat(_outputs(fn(*xs))) for _ in range(2))
+        if not _same(f0, again):
+            raise ValueError(f"fn's value changes between two calls with the same inputs (by up to "
+                             f"{float((f0 - again).abs().nan_to_num(math.inf).max()):.3g}): a random or stateful "
+                             f"function has no gradient to check; fix its seed or state")
         masks = self.kinks(xs, self.eps) if callable(self.kinks) else [None] * len(wrt)
         tol = _tol(self.tol, "numeric", f64)
         gen = torch.Generator().manual_seed(self.seed)
+        full = self.full()
         parts, n_kinks = [], 0
         for i, g, mask in zip(wrt, grads, masks):
             def f(t, i=i):                     # fn's outputs as one vector, input i replaced by t
                 return _flat(_outputs(fn(*xs[:i], t, *xs[i + 1:])))
             n = g.numel()
-            full = self.samples is None and n <= FULL
             coords = torch.arange(n) if full else torch.randperm(n, generator=gen)[:self.samples or SAMPLES]
             a = g.detach().double().reshape(-1).cpu()[coords]
+            d = differences(f, xs[i], self.eps, coords, df=v, f0=f0)
+            num, noise = d.centered.clone(), d.noise.clone()
             kink = torch.zeros(len(coords), dtype=torch.bool)
-            if self.kinks is False:
-                num = numeric_gradient(f, xs[i], self.eps, coords, df=v)
-            else:
-                num, left, right = numeric_gradient(f, xs[i], self.eps, coords, df=v, one_sided=True)
-                lo, hi, den = _interval(left, right, FLOOR["numeric"] * float(num.abs().max()) if n else 0.0)
-                apart = (hi - lo > KINK * den) if mask is None else mask.reshape(-1).cpu()[coords]
-                kink = apart & _between(a, lo, hi, den, tol)      # a subgradient: counted, not compared
-                self.found[i] = coords[kink], lo[kink], hi[kink], den[kink]
+            if self.kinks is not False:
+                den = torch.maximum(a.abs(), num.abs()).clamp_min(FLOOR["numeric"] * _finite_max(num))
+                apart = d.gap > KINK * den + 4 * d.noise                 # the one-sided slopes disagree
+                if mask is not None:
+                    apart &= mask.reshape(-1).cpu()[coords]
+                if apart.any():
+                    at = apart.nonzero().squeeze(1)
+                    num[at], noise[at], fine_kink, fine = refine(f, xs[i], _subset(d, at), coords[at], v, f0)
+                    lo, hi, den = _interval(fine.left, fine.right, FLOOR["numeric"] * _finite_max(num))
+                    fine_kink &= _between(a[at], lo, hi, den, tol)       # a subgradient: counted, not compared
+                    kink[at] = fine_kink
+                    self.found[i] = coords[at][fine_kink], lo[fine_kink], hi[fine_kink], den[fine_kink]
                 n_kinks += int(kink.sum())
-            parts.append(_part(f"gradient of input {i}", a[~kink], num[~kink], g.shape, coords[~kink]))
+            parts.append(_part(f"gradient of input {i}", a[~kink], num[~kink], g.shape, coords[~kink], noise[~kink]))
         return self.row("numeric", f64, [parts], None if self.kinks is False else n_kinks,
                         sum(len(p[4]) for p in parts) + n_kinks)
 
     def gradcheck(self):
+        """torch.autograd.gradcheck in float64: in full, or in its fast mode (one random
+        projection of the Jacobian) when the Jacobian is too large to build (see full)."""
         xs = _prepare(self.inputs, self.wrt, torch.float64, self.device)
-        torch.autograd.gradcheck(lambda *a: tuple(_outputs(self.fn(*a))), xs, eps=self.eps)   # raises on a mismatch
-        return Row(self.name, "gradcheck", self.where(torch.float64), math.nan, math.nan, True)
+        fast = not self.full()
+        torch.autograd.gradcheck(lambda *a: tuple(_outputs(self.fn(*a))), xs, eps=self.eps,   # raises on a mismatch
+                                 fast_mode=fast)
+        return Row(self.name, "gradcheck", self.where(torch.float64), math.nan, math.nan, True,
+                   note="fast mode" if fast else None)
 
-    def sampled(self):
-        return self.samples is not None or any(self.inputs[i].numel() > FULL for i in self.wrt)
+
+# --------------------------------------------------------------------------- the arguments
+
+def _number(name, value, positive):
+    """A finite real number (> 0 when positive, else >= 0), or TypeError/ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    return float(value)
+
+
+def _check_tol(tol):
+    if tol is None:
+        return
+    if not isinstance(tol, dict):
+        _number("tol", tol, positive=False)
+        return
+    for key, value in tol.items():
+        method = key[0] if isinstance(key, tuple) else key
+        if method not in METHODS:
+            raise ValueError(f"tol: unknown key {key!r}; use a method of {METHODS} or a (method, dtype) pair")
+        _number(f"tol[{key!r}]", value, positive=False)
+
+
+def _check_device(device):
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"device: {device!r} is not a torch device ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device} asked for CUDA, but torch.cuda.is_available() is False here")
+    return device
 
 
 def _checked_inputs(inputs, wrt):
@@ -301,10 +368,37 @@ def _checked_inputs(inputs, wrt):
         wrt = tuple(i for i in tensors if inputs[i].requires_grad)
         if not wrt:
             raise ValueError("no input requires grad: call .requires_grad_() on the tensors to check, or pass wrt")
+    if isinstance(wrt, (int, str)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in wrt):
+        raise TypeError(f"wrt must be a sequence of input indices, got {wrt!r}")
+    if not wrt:
+        raise ValueError("wrt is empty: name at least one input to check (or None: those that require grad)")
     bad = [i for i in wrt if i not in tensors or not inputs[i].is_floating_point()]
     if bad:
         raise ValueError(f"wrt names input {bad[0]}, which is not a floating-point tensor")
-    return tuple(wrt)
+    return tuple(dict.fromkeys(wrt))
+
+
+def _check_arguments(fn, reference, eps, tol, samples, seed, dtypes, kinks, name):
+    """check_function's plain arguments: a TypeError or ValueError naming the one that is wrong."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    if reference is not None and not callable(reference):
+        raise TypeError(f"reference must be callable or None, got {type(reference).__name__}")
+    _number("eps", eps, positive=True)
+    _check_tol(tol)
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int)):
+        raise TypeError(f"samples must be an int or None, got {type(samples).__name__}")
+    if samples is not None and samples < 1:
+        raise ValueError(f"samples must be >= 1 (or None for the default), got {samples}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if dtypes is not None and (not dtypes or not all(isinstance(d, torch.dtype) and d.is_floating_point
+                                                     for d in dtypes)):
+        raise ValueError(f"dtypes must be floating-point torch dtypes, got {dtypes!r}")
+    if not (isinstance(kinks, bool) or callable(kinks)):
+        raise TypeError(f"kinks must be True, False or a callable, got {type(kinks).__name__}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {type(name).__name__}")
 
 
 def _name(fn):
@@ -331,18 +425,24 @@ def check_function(fn, *inputs, reference=None, wrt=None, checks=METHODS, dtypes
     checks      a subset of ("autograd", "numeric", "gradcheck"), or one of them
     dtypes      the dtypes of the autograd rows (default: the first checked input's and float64);
                 the numeric check and gradcheck always run in float64
-    tol         the largest relative error that passes: a number for every check, or a dict by
+    tol         the largest relative error that passes: a number >= 0 for every check, or a dict by
                 method or (method, dtype) over TOL (autograd float64 1e-10, float32 1e-5, float16
-                1e-2, bfloat16 5e-2; numeric 1e-6)
-    eps         the finite-difference step h (numeric, kinks and gradcheck)
-    samples     coordinates differenced per input: None for all of an input with at most FULL
-                (1,000) entries and SAMPLES (100) of a larger one; an int for that many of every input
+                1e-2, bfloat16 5e-2; numeric 1e-6); the numeric check allows on top the rounding
+                its differences carry (about eps_machine |f| / h)
+    eps         the finite-difference step h > 0 (numeric, kinks and gradcheck)
+    samples     coordinates differenced per input: None for all when the Jacobian is small (at
+                most FULL (1,000) checked entries and FULL_JACOBIAN (10^6) inputs x outputs),
+                else SAMPLES (100); an int >= 1 for that many of every input. A sampled check
+                runs gradcheck in its fast mode (one random projection of the Jacobian).
     seed        seeds the upstream gradient v and the sampled coordinates
-    device      where the copies run (default: where each input is)
-    kinks       True: find kinks from the one-sided differences; False: none, compare every
-                coordinate; or kinks(inputs, h) -> one bool mask per checked input, the
-                coordinates that may sit on a kink
+    device      where the copies run (default: where each input is); "cuda" needs CUDA
+    kinks       True: find kinks (one-sided differences that stay apart as h shrinks); False:
+                none, compare every coordinate; or kinks(inputs, h) -> one bool mask per checked
+                input, the only coordinates where a kink may be found
     name        the rows' function name (default: fn's)
+
+    Every argument is checked first: a TypeError or ValueError names the one that is wrong. A
+    NaN or inf in fn's value or gradients fails; so does a value that changes between two calls.
 
     Example, lintorch's softmax loss against torch's cross-entropy (your Function's .apply goes
     where lintorch.softmax_loss is):
@@ -354,22 +454,23 @@ def check_function(fn, *inputs, reference=None, wrt=None, checks=METHODS, dtypes
         >>> report.ok, [row.method for row in report.rows]
         (True, ['autograd', 'numeric', 'gradcheck'])
     """
+    _check_arguments(fn, reference, eps, tol, samples, seed, dtypes, kinks, name)
+    device = _check_device(device)
     wrt = _checked_inputs(inputs, wrt)
     checks = (checks,) if isinstance(checks, str) else tuple(checks)
     unknown = set(checks) - set(METHODS)
-    if unknown:
+    if unknown or not checks:
         raise ValueError(f"checks: unknown {sorted(unknown)}; choose from {METHODS}")
-    c = _Checks(fn, inputs, wrt, None if device is None else torch.device(device), seed, tol, eps, samples, kinks,
-                name or _name(fn))
+    c = _Checks(fn, inputs, wrt, device, seed, tol, float(eps), samples, kinks, name or _name(fn))
     numeric = [c.guarded("numeric", torch.float64, c.numeric)] if "numeric" in checks else []
     rows = []                                                # the autograd rows first, told the kinks found
     if "autograd" in checks and reference is not None:
         for dtype in dtypes or dict.fromkeys((inputs[wrt[0]].dtype, torch.float64)):
             rows.append(c.guarded("autograd", dtype, c.autograd, reference, dtype))
     rows += numeric
-    if "gradcheck" in checks and not c.sampled() and not (numeric and numeric[0].kinks):
+    if "gradcheck" in checks and not (numeric and numeric[0].kinks):
         rows.append(c.guarded("gradcheck", torch.float64, c.gradcheck))
     if not rows:
-        why = "autograd needs a reference" if reference is None else "gradcheck needs every coordinate differenced"
+        why = "autograd needs a reference" if reference is None else "gradcheck is left out where kinks were found"
         raise ValueError(f"nothing to check: checks={checks}; {why}")
     return Report(rows)

@@ -12,7 +12,7 @@ lintorch.check_function (lintorch.verify.checker, which holds the comparisons) t
                (F.cross_entropy, C * F.multi_margin_loss, F.mse_loss, plain tensor expressions), float32 and float64
     numeric    centered finite differences in float64, the lecture's numeric gradient:
                every coordinate for small shapes, SAMPLES sampled coordinates for N=64, D=3072
-    gradcheck  torch.autograd.gradcheck, float64 (not for the sampled shapes)
+    gradcheck  torch.autograd.gradcheck, float64 (its fast mode for the sampled shapes)
 
 with lintorch's tolerances (TOL) and step H. Hinge kinks: each case names the coordinates whose
 finite-difference step can carry a margin across zero (hinge_kinks); check_function counts them
@@ -54,7 +54,7 @@ class Case:
     inputs: list
     wrt: tuple
     kinks: Optional[Callable] = None
-    large: bool = False           # numeric check on sampled coordinates only, no gradcheck
+    large: bool = False           # numeric check on sampled coordinates only, gradcheck in fast mode
 
 
 def hinge_kinks(scores, target, margin=1.0, form="weston-watkins", tol=H):
@@ -256,6 +256,7 @@ def make_cases(seed=0, fns=None):
 
 
 def run_checks(device="cpu", seed=0, fns=None):
-    """Every case three ways on device -> list[Row]. check_function leaves out gradcheck for the
-    large cases (their numeric check samples coordinates) and for the case found on kinks."""
+    """Every case three ways on device -> list[Row]. check_function runs gradcheck in its fast mode
+    for the large cases (their numeric check samples coordinates) and leaves it out for the case
+    found on kinks."""
     return [row for case in make_cases(seed, fns) for row in _check(case, METHODS, device, seed)]

@@ -183,7 +183,7 @@ def test_a_reference_with_another_subgradient_at_the_kink_passes():
     assert report.ok, report
     assert [r.kinks for r in report.rows] == [2, 2]                  # autograd, numeric
     strict = lintorch.check_function(torch.relu, x, reference=maximum, kinks=False)
-    assert not strict.rows[0].passed and "worst: gradient of input 0 at [1]" in str(strict)
+    assert not strict.rows[0].passed and re.search(r"worst: gradient of input 0 at \[[13]\]", str(strict))
     outside = lintorch.check_function(torch.relu, x, reference=lambda t: 3 * maximum(t) - 2 * t.relu())
     assert not outside.rows[0].passed                                # the reference's 3/2 at 0 is no subgradient
 
@@ -229,13 +229,17 @@ def _counting(fn):
 def test_large_inputs_are_sampled_with_a_stated_count_and_seed():
     x = rand(200, 50)                                                    # 10,000 > FULL entries
     fn, calls = _counting(silu)
-    report = lintorch.check_function(fn, x, checks=("numeric", "gradcheck"))
-    assert [r.method for r in report.rows] == ["numeric"] and report.ok  # no O(inputs) gradcheck
+    report = lintorch.check_function(fn, x, checks=("numeric",))
+    assert [r.method for r in report.rows] == ["numeric"] and report.ok
     assert report.rows[0].coords == checker.SAMPLES
-    assert len(calls) == 2 + 2 * checker.SAMPLES                         # backward, f(x), 2 per coordinate
+    # the Jacobian's size, backward, f(x) twice (a deterministic function), 2 per coordinate
+    assert len(calls) == 4 + 2 * checker.SAMPLES
     calls.clear()
     lintorch.check_function(fn, x, checks=("numeric",), samples=7)
-    assert len(calls) == 2 + 2 * 7
+    assert len(calls) == 3 + 2 * 7                                       # samples given: no size needed
+    calls.clear()
+    fast = lintorch.check_function(fn, x, checks=("gradcheck",)).rows   # no O(inputs) full gradcheck
+    assert [(r.method, r.note, r.passed) for r in fast] == [("gradcheck", "fast mode", True)] and len(calls) < 10
     broken = BROKEN["1% off"][0]
     rows = [lintorch.check_function(broken, x, checks=("numeric",), seed=s).rows[0] for s in (0, 0, 1)]
     assert not any(r.passed for r in rows) and rows[0].note == rows[1].note != rows[2].note
