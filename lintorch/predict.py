@@ -55,16 +55,20 @@ def image_tensor(image, image_size):
     """A path or PIL image (any size or mode) -> uint8 (3, S, S), decoded as training decodes.
     DataError naming the file when it cannot be read as an image."""
     from .data import image_transform, load_image
+    from .data.images import ImageModeError, file_problem, to_rgb
     from .errors import DataError
     if isinstance(image, (str, os.PathLike)):
-        if not os.path.isfile(image):
-            raise DataError(f"{image}: no such image file")
+        why = file_problem(image)
+        if why:
+            raise DataError(f"{image}: {why}")
         try:
             image = load_image(image)
+        except ImageModeError as e:
+            raise DataError(f"{image}: {e}") from None
         except Exception as e:  # Pillow raises OSError, UnidentifiedImageError, SyntaxError, ...
             raise DataError(f"{image}: cannot read it as an image ({type(e).__name__})") from None
     else:
-        image = image.convert("RGB")  # what load_image does for files
+        image = to_rgb(image)         # the rules load_image applies to files
     return image_transform(image_size)(image)
 
 

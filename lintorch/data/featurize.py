@@ -4,7 +4,9 @@ precomputed features (--dataset features), streamed from memory-mapped files.
 
 Shapes: N examples, D features, C classes; images (N, 3, S, S) uint8, features (N, D) float32.
 The feature cache is keyed by the extractor's fingerprint (name, settings, learned state) and a
-sha256 of each split's images and labels, so it is rebuilt whenever either changes.
+sha256 of each split's images and labels, so it is rebuilt whenever either changes; each cache file
+(features, a fitted extractor) holds a checksum of its values (output/checksum.py), checked on
+every read: one that does not match is rebuilt, with one line saying why.
 """
 import hashlib
 import logging
@@ -13,6 +15,7 @@ import os
 import torch
 
 from ..output.atomic import remove_dead_temporaries, torch_save_atomic
+from ..output.checksum import checksum
 from .imagecache import default_dir
 from .sources import SOURCES
 from .split import DataSet, Split, carve_val
@@ -69,11 +72,16 @@ def _encode(extractor, split, name, cache_dir, device, batch_size, digest, quiet
     path = None if cache_dir is None else os.path.join(cache_dir, f"features-{name}-{key}.pt")
     if path and os.path.isfile(path):
         try:
-            x = torch.load(path, weights_only=True)
-            if isinstance(x, torch.Tensor) and tuple(x.shape) == (len(split), extractor.dim) and \
-                    x.dtype == torch.float32 and bool(torch.isfinite(x).all()):
+            saved = torch.load(path, weights_only=True)
+            x = saved.get("x") if isinstance(saved, dict) else None
+            if not (isinstance(x, torch.Tensor) and tuple(x.shape) == (len(split), extractor.dim) and
+                    x.dtype == torch.float32 and bool(torch.isfinite(x).all())):
+                log.warning("feature cache %s holds other features: extracting again", path)
+            elif saved.get("checksum") != checksum(x):
+                log.warning("feature cache %s: its values do not match the checksum written with them (changed or "
+                            "damaged since): extracting again", path)
+            else:
                 return Split(x, split.y, split.files)
-            log.warning("feature cache %s holds other features: extracting again", path)
         except Exception as e:       # unreadable or torn: encode again
             log.warning("feature cache %s is unreadable (%s): extracting again", path, type(e).__name__)
     bar = tqdm(total=len(split), desc=f"{extractor.name} features ({name})", unit="img", leave=False, disable=quiet)
@@ -82,7 +90,7 @@ def _encode(extractor, split, name, cache_dir, device, batch_size, digest, quiet
     finally:
         bar.close()
     if path:
-        _save_cache(x, cache_dir, path, "feature")
+        _save_cache({"x": x, "checksum": checksum(x)}, cache_dir, path, "feature")
     return Split(x, split.y, split.files)
 
 
@@ -105,17 +113,22 @@ def _fit(extractor, train, cache_dir, device, digest):
     if path and os.path.isfile(path):
         try:
             saved = torch.load(path, weights_only=True)
-            if saved.get("name") == extractor.name and _shaping(saved.get("settings"), extractor) == \
-                    _shaping(extractor.settings, extractor):
+            if not (saved.get("name") == extractor.name and _shaping(saved.get("settings"), extractor) ==
+                    _shaping(extractor.settings, extractor)):
+                log.warning("extractor cache %s holds another extractor: fitting again", path)
+            elif saved.get("checksum") != checksum(saved.get("state")):
+                log.warning("extractor cache %s: its learned state does not match the checksum written with it "
+                            "(changed or damaged since): fitting again", path)
+            else:
                 log.info(f"{extractor.name} features: learned state from {path}")
                 return extractor.load_state(saved["state"])
-            log.warning("extractor cache %s holds another extractor: fitting again", path)
         except Exception as e:       # unreadable or torn: fit again
             log.warning("extractor cache %s is unreadable (%s): fitting again", path, type(e).__name__)
     log.info(f"fitting {extractor.name} features on {len(train)} training images")
     extractor.fit(train.x, device)
     if path:
-        _save_cache(extractor.state_dict(), cache_dir, path, "extractor")
+        state = extractor.state_dict()
+        _save_cache({**state, "checksum": checksum(state.get("state"))}, cache_dir, path, "extractor")
     return extractor
 
 

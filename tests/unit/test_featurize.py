@@ -1,0 +1,49 @@
+"""data/featurize.py's caches (encoded features, a fitted extractor's state): served only while
+their values match the checksum written with them; a file of the right shape and dtype but other
+values is encoded or fitted again, with one line saying why."""
+import torch
+
+from lintorch.data import Split, featurize
+from lintorch.features import make_extractor
+
+
+def images(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g), torch.arange(n) % 2)
+
+
+def test_zeroed_feature_cache_is_not_served(tmp_path, caplog):
+    ex = make_extractor("colorhist")
+    imgs = images()
+    digest = featurize._images_hash(imgs)
+    good = featurize._encode(ex, imgs, "train", str(tmp_path), "cpu", 4, digest).x
+    assert good.abs().sum() > 0
+    (path,) = tmp_path.glob("features-train-*.pt")
+    saved = torch.load(path, weights_only=True)
+    for tampered in (torch.zeros_like(good), good.flip(0), good + 1e-3):
+        torch.save({**saved, "x": tampered}, path)
+        caplog.clear()
+        x = featurize._encode(ex, imgs, "train", str(tmp_path), "cpu", 4, digest).x
+        assert torch.equal(x, good)
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and "checksum" in lines[0] and "extracting again" in lines[0], lines
+    caplog.clear()
+    assert torch.equal(featurize._encode(ex, imgs, "train", str(tmp_path), "cpu", 4, digest).x, good)
+    assert not caplog.records                          # the rewritten cache is served, quietly
+
+
+def test_changed_extractor_cache_is_fitted_again(tmp_path, caplog):
+    kw = {"k": 4, "patches": 200, "seed": 0, "image_size": 8}
+    imgs = images(20)
+    digest = featurize._images_hash(imgs)
+    fitted = featurize._fit(make_extractor("kmeans", **kw), imgs, str(tmp_path), "cpu", digest)
+    (path,) = tmp_path.glob("extractor-*.pt")
+    saved = torch.load(path, weights_only=True)
+    state = saved["state"]
+    name = next(k for k, v in state.items() if torch.is_tensor(v) and v.numel() > 1)
+    torch.save({**saved, "state": {**state, name: torch.zeros_like(state[name])}}, path)
+    caplog.clear()
+    again = featurize._fit(make_extractor("kmeans", **kw), imgs, str(tmp_path), "cpu", digest)
+    assert "checksum" in caplog.text and "fitting again" in caplog.text
+    assert torch.equal(again.state[name], fitted.state[name])
+    assert again.state[name].abs().sum() > 0

@@ -1,0 +1,229 @@
+"""data/images.py: every image mode Pillow opens decodes to the 8-bit RGB picture a viewer shows
+(16-bit scaled, not clipped; transparency composited over white in every mode that holds it; the
+first frame; EXIF orientation applied), or is refused in one line naming the file and the mode.
+The images are built here with Pillow (and a 16-bit RGB PNG by hand, which Pillow cannot write);
+the expected pixels are computed from the values written, not read back through Pillow."""
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lintorch.data.folders import decode, load_image
+from lintorch.data.images import ImageModeError, file_problem, to_rgb
+from lintorch.errors import DataError
+from lintorch.predict import image_tensor
+
+WHITE = (255, 255, 255)
+
+
+def pixels(image):
+    return np.asarray(image, dtype=np.int64)
+
+
+def decoded(path):
+    """The file as the image folders decode it -> (H, W, 3) int array."""
+    image = load_image(str(path))
+    assert image.mode == "RGB"
+    return pixels(image)
+
+
+def png16(path, rows, channels):
+    """A 16-bit PNG (colour type 2: RGB, 6: RGBA) of rows, a (H, W, channels) uint16 array."""
+    h, w, _ = rows.shape
+    raw = b"".join(b"\0" + rows[i].astype(">u2").tobytes() for i in range(h))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    kind = {3: 2, 4: 6}[channels]
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, kind, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+# --------------------------------------------------------------------------- 16-bit and float
+
+@pytest.mark.parametrize("mode, fmt", [("I;16", "PNG"), ("I;16", "TIFF"), ("I;16B", "TIFF"), ("I", "TIFF")])
+def test_16bit_grey_is_scaled_not_clipped(tmp_path, mode, fmt):
+    v = np.array([[0, 257, 1000, 32896], [40000, 65278, 65535, 300]], dtype=np.uint16)   # 32896 = 128 * 257
+    image = Image.fromarray(v.astype(np.int32), "I") if mode == "I" else \
+        Image.frombytes(mode, v.shape[::-1], v.astype(">u2" if mode == "I;16B" else "<u2").tobytes())
+    path = tmp_path / f"g.{fmt.lower()}"
+    image.save(path, fmt)
+    assert Image.open(path).mode == mode
+    got = decoded(path)
+    expected = np.rint(v.astype(np.float64) * 255 / 65535).astype(np.int64)
+    assert (got == expected[..., None]).all(), got[..., 0]
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16bit_rgb_png(tmp_path, channels):
+    g = np.random.default_rng(0)
+    v = g.integers(0, 65536, size=(5, 6, channels), dtype=np.uint16)
+    if channels == 4:
+        v[..., 3] = 65535                      # opaque: the colours show as they are
+    png16(tmp_path / "c.png", v, channels)
+    got = decoded(tmp_path / "c.png")
+    assert np.abs(got - v[..., :3].astype(np.float64) * 255 / 65535).max() <= 1     # Pillow keeps the high byte
+
+
+def test_float_0_to_1_is_scaled(tmp_path):
+    v = np.array([[0.0, 0.5, 1.0]], dtype=np.float32)
+    Image.fromarray(v, "F").save(tmp_path / "f.tif")
+    assert (decoded(tmp_path / "f.tif")[..., 0] == [[0, 128, 255]]).all()
+
+
+@pytest.mark.parametrize("mode, values, named", [
+    ("F", np.array([[0.0, 200.0]], dtype=np.float32), "mode F"),
+    ("F", np.array([[-1.0, 0.5]], dtype=np.float32), "mode F"),
+    ("I", np.array([[-5, 10]], dtype=np.int32), "mode I"),
+    ("I", np.array([[0, 70000]], dtype=np.int32), "mode I"),
+])
+def test_ranges_without_one_picture_are_refused_by_file_and_mode(tmp_path, mode, values, named):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    path = folder / "x.tif"
+    Image.fromarray(values, mode).save(path)
+    with pytest.raises(ImageModeError, match=named):
+        load_image(str(path))
+    with pytest.raises(DataError) as e:
+        decode([str(path)], 4, False)
+    text = str(e.value)
+    assert str(path) in text and named in text and "\n" not in text
+    with pytest.raises(DataError) as e:
+        image_tensor(str(path), 4)
+    assert str(path) in str(e.value) and named in str(e.value)
+
+
+# --------------------------------------------------------------------------- 8-bit colour modes
+
+@pytest.mark.parametrize("mode, fmt", [("1", "PNG"), ("L", "PNG"), ("P", "PNG"), ("P", "GIF"), ("RGB", "PNG"),
+                                       ("CMYK", "JPEG"), ("CMYK", "TIFF"), ("YCbCr", "TIFF"), ("LAB", "TIFF"),
+                                       ("RGB", "BMP"), ("L", "PPM")])
+def test_8bit_modes_show_their_colours(tmp_path, mode, fmt):
+    colours = [(0, 0, 0), (255, 255, 255)] if mode == "1" else \
+        [(128, 128, 128), (30, 30, 30)] if mode == "L" else [(200, 30, 40), (20, 180, 60)]
+    rgb = Image.new("RGB", (8, 4), colours[0])
+    rgb.paste(colours[1], (4, 0, 8, 4))
+    image = rgb.quantize(2) if mode == "P" else rgb.convert(mode)       # P: exactly the two colours
+    path = tmp_path / f"x.{fmt.lower()}"
+    image.save(path, fmt, **({"quality": 100} if fmt == "JPEG" else {}))
+    got = decoded(path)
+    tolerance = {"JPEG": 6, "LAB": 10, "YCbCr": 3}.get(fmt if fmt == "JPEG" else mode, 0)
+    assert np.abs(got[:, :4] - colours[0]).max() <= tolerance
+    assert np.abs(got[:, 4:] - colours[1]).max() <= tolerance
+
+
+def test_hsv_from_a_pil_image():
+    hsv = Image.new("HSV", (2, 1), (0, 255, 255))             # pure red
+    assert (pixels(to_rgb(hsv)) == [255, 0, 0]).all()
+
+
+# --------------------------------------------------------------------------- transparency
+
+def rgba_pattern():
+    """(2, 3) pixels: opaque red, transparent (green beneath), half-transparent blue."""
+    a = np.zeros((2, 3, 4), dtype=np.uint8)
+    a[:, 0] = (255, 0, 0, 255)
+    a[:, 1] = (0, 255, 0, 0)
+    a[:, 2] = (0, 0, 255, 128)
+    return Image.fromarray(a, "RGBA")
+
+
+def expected_over_white():
+    half = 128 / 255
+    return np.array([[255, 0, 0], [255, 255, 255], [np.rint(255 * (1 - half)), np.rint(255 * (1 - half)), 255]])
+
+
+def test_rgba_is_composited_over_white(tmp_path):
+    rgba_pattern().save(tmp_path / "a.png")
+    got = decoded(tmp_path / "a.png")
+    assert np.abs(got[0] - expected_over_white()).max() <= 1
+
+
+def test_premultiplied_modes_agree_with_rgba():
+    straight = pixels(to_rgb(rgba_pattern()))
+    assert np.abs(pixels(to_rgb(rgba_pattern().convert("RGBa"))) - straight).max() <= 2
+    grey = rgba_pattern().convert("LA")
+    assert np.abs(pixels(to_rgb(grey.convert("La"))) - pixels(to_rgb(grey))).max() <= 2
+
+
+def test_la_png_transparent_is_white(tmp_path):
+    a = np.array([[[10, 255], [10, 0]]], dtype=np.uint8)
+    Image.fromarray(a, "LA").save(tmp_path / "la.png")
+    got = decoded(tmp_path / "la.png")
+    assert (got[0, 0] == 10).all() and (got[0, 1] == 255).all()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_palette_transparency_is_composited_like_rgba(tmp_path, fmt):
+    p = Image.new("P", (2, 1))
+    p.putpalette([0, 255, 0, 255, 0, 0] + [0] * 762)       # index 0 green (transparent), 1 red
+    p.putpixel((1, 0), 1)
+    path = tmp_path / f"p.{fmt.lower()}"
+    p.save(path, fmt, transparency=0)
+    got = decoded(path)
+    assert (got[0, 0] == WHITE).all() and (got[0, 1] == [255, 0, 0]).all()
+    pa = Image.new("PA", (2, 1))                                 # the same picture held as PA
+    pa.putpalette([0, 255, 0, 255, 0, 0] + [0] * 762)
+    pa.putpixel((1, 0), (1, 255))
+    assert (pixels(to_rgb(pa)) == got).all()
+
+
+@pytest.mark.parametrize("mode, key, colour", [("L", 10, (10,)), ("RGB", (1, 2, 3), (1, 2, 3))])
+def test_png_transparent_colour_key(tmp_path, mode, key, colour):
+    image = Image.new(mode, (2, 1), colour if mode == "RGB" else colour[0])
+    image.putpixel((1, 0), (200, 100, 50) if mode == "RGB" else 200)
+    image.save(tmp_path / "k.png", transparency=key)
+    got = decoded(tmp_path / "k.png")
+    assert (got[0, 0] == WHITE).all()
+    assert (got[0, 1] == ((200, 100, 50) if mode == "RGB" else (200, 200, 200))).all()
+
+
+# --------------------------------------------------------------------------- frames, orientation
+
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF"])
+def test_several_frames_decode_the_first(tmp_path, fmt):
+    frames = [Image.new("RGB", (4, 4), c) for c in [(250, 0, 0), (0, 0, 250), (0, 250, 0)]]
+    path = tmp_path / f"m.{fmt.lower()}"
+    frames[0].save(path, fmt, save_all=True, append_images=frames[1:])
+    assert getattr(Image.open(path), "n_frames", 1) == 3
+    got = decoded(path)
+    assert np.abs(got - [250, 0, 0]).max() <= 8
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.new("RGB", (6, 2), (250, 0, 0))
+    image.paste((0, 0, 250), (0, 0, 3, 2))                     # left half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6                                            # shown rotated 90 degrees clockwise
+    image.save(tmp_path / "o.png", exif=exif)
+    got = decoded(tmp_path / "o.png")
+    assert got.shape == (6, 2, 3)
+    assert (got[0] == [0, 0, 250]).all() and (got[-1] == [250, 0, 0]).all()
+
+
+# --------------------------------------------------------------------------- the users: folders, predict
+
+def test_folder_decode_and_predict_agree_on_a_16bit_png(tmp_path):
+    v = np.full((8, 8), 128 * 257, dtype=np.uint16)
+    Image.fromarray(v).save(tmp_path / "g.png")
+    x, keep = decode([str(tmp_path / "g.png")], 8, False)
+    assert keep == [0] and (x == 128).all()
+    assert torch.equal(image_tensor(str(tmp_path / "g.png"), 8), x[0])
+    assert torch.equal(image_tensor(Image.fromarray(v), 8), x[0])            # a PIL image: the same rules
+
+
+def test_predict_says_what_a_path_is(tmp_path, deadline):
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    for name, what in [("folder", "a folder"), ("pipe", "a FIFO"), ("missing.png", "no such file")]:
+        assert what in file_problem(str(tmp_path / name))
+        with pytest.raises(DataError, match=what):
+            image_tensor(str(tmp_path / name), 4)
+    os.symlink(tmp_path / "gone.png", tmp_path / "link.png")
+    with pytest.raises(DataError, match="symlink"):
+        image_tensor(str(tmp_path / "link.png"), 4)
