@@ -19,6 +19,14 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.cli)
             item.add_marker(pytest.mark.slow)
 
+@pytest.fixture(autouse=True)
+def lintorch_log_reaches_caplog():
+    """A command run in this process (cli.setup_logging) stops the "lintorch" logger propagating, so
+    caplog in a later test would see nothing: each test starts with it propagating again."""
+    import logging
+    logging.getLogger("lintorch").propagate = True
+
+
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                                  reason="CUDA not available"))]
 
