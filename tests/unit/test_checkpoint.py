@@ -61,14 +61,14 @@ def test_a_data_error_in_epoch_2_keeps_epoch_1(tmp_path, monkeypatch, capsys, wo
         broken.touch()
         queue(self, obj, path)
     monkeypatch.setattr(checkpoint.Saver, "save", save)
-    from lintorch.data import loaders
-    real_load = loaders.load_image
+    from lintorch.data import folders
+    real_load = folders.load_image
 
     def load_image(path):
         if broken.exists():
             raise OSError(5, "Input/output error")
         return real_load(path)
-    monkeypatch.setattr(loaders, "load_image", load_image)
+    monkeypatch.setattr(folders, "load_image", load_image)
     run = tmp_path / "run"
     status = train("--dataset", "imagefolder", "--data-dir", tmp_path / "data", "--val-size", 2,
                    "--image-size", 8, "--batch-size", 4, "--epochs", 3, "--loader", "dataloader",
