@@ -76,16 +76,17 @@ def test_lbfgs_converges_on_squared_hinge(tmp_path):
 def test_precondition_gram_and_none_reach_the_same_optimum(tmp_path, capsys):
     """--precondition gram (default) and none end at the same objective (on these near-isotropic
     synthetic inputs in about as many iterations; fewer on correlated ones: tests/unit/test_lbfgs.py).
-    The one-vs-rest squared hinge (Coates' L2-SVM) trains through the same path, step-0 check included."""
+    The one-vs-rest squared hinge (Coates' L2-SVM) trains through the same path, step-0 check included.
+    reg 1e-2 converges in ~40 iterations (reg 1e-4 took ~250, the suite's slowest test)."""
     runs = {}
     for pre in ("gram", "none"):
         folder = tmp_path / pre
         assert train(*COMMON, "--optimizer", "lbfgs", "--loss", "svm", "--squared-hinge", "--svm-form",
-                     "one-vs-rest", "--reg", "1e-4", "--tol", "1e-6", "--precondition", pre,
+                     "one-vs-rest", "--reg", "1e-2", "--tol", "1e-5", "--precondition", pre,
                      "--logdir", str(folder)) == 0
         runs[pre] = metrics(folder)
     assert runs["gram"]["solver_status"] == runs["none"]["solver_status"] == "converged"
-    # both stop at max |gradient| <= 1e-6 on a flat objective (reg 1e-4): the same optimum to ~1e-5
+    # both stop at max |gradient| <= 1e-5: the same optimum to ~1e-5
     assert runs["gram"]["objective"] == pytest.approx(runs["none"]["objective"], rel=1e-4)
     assert "far from" not in capsys.readouterr().out           # the initial loss is C = 10, as expected
 
