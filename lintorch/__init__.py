@@ -9,13 +9,15 @@ import os
 # rounding from run to run; the same seed and data must give the same weights (resume relies on it).
 os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 
-__all__ = ["linear", "softmax_loss", "svm_loss", "penalty", "LinearClassifier", "LinearProbe", "load",
-           "check_function"]
+from .objective import LOSSES as _LOSSES  # noqa: E402  (torch-free: each loss names its public function)
+
+_FUNCTIONS = ("linear", *(loss.function for loss in _LOSSES.values()), "penalty")
+__all__ = [*_FUNCTIONS, "LinearClassifier", "LinearProbe", "load", "check_function"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    if name in ("linear", "softmax_loss", "svm_loss", "penalty"):
+    if name in _FUNCTIONS:
         from . import functional
         return getattr(functional, name)
     if name in ("LinearProbe", "load"):

@@ -7,9 +7,9 @@ import itertools
 import math
 
 from .cli import ArgumentParser, add_common, nonempty, number, unused_extractor_flags
-from .names import (CACHE_CHECKS, CLASS_WEIGHTS, DATASETS, GD_EPOCHS, GD_LR_SCALE, LOADERS, LOSSES, LOSS_DEFAULTS, MEANS, OPTIMIZERS,
-    PENALTIES, PRECONDITIONS, RESUMABLE_CHANGES, SCHEDULES, SEARCHES, SGD_EPOCHS, SVM_FORMS, SWEEPABLE, TUNED,
-    exact_applies, nonsmooth_parts)
+from .names import (CACHE_CHECKS, CLASS_WEIGHTS, DATASETS, GD_EPOCHS, GD_LR_SCALE, LOADERS, MEANS, OPTIMIZERS,
+    PENALTIES, PRECONDITIONS, RESUMABLE_CHANGES, SCHEDULES, SEARCHES, SGD_EPOCHS, SVM_FORMS, SWEEPABLE)
+from .objective import LOSSES, LOSS_DEFAULTS, exact_applies, nonsmooth_parts
 
 MAX_SEED = 2 ** 32 - 1
 
@@ -34,9 +34,9 @@ def fill_defaults(args):
     full_batch = args.optimizer == "gd"
     args.lr_from_defaults = args.lr is None     # recipe.build scales it to the inputs (features_lr_scale)
     if args.lr is None:
-        args.lr = TUNED[args.loss]["lr"] * (GD_LR_SCALE if full_batch else 1.0)
+        args.lr = LOSSES[args.loss].tuned["lr"] * (GD_LR_SCALE if full_batch else 1.0)
     if args.reg is None:
-        args.reg = TUNED[args.loss]["reg"]
+        args.reg = LOSSES[args.loss].tuned["reg"]
     if args.epochs is None:
         args.epochs = GD_EPOCHS if full_batch else SGD_EPOCHS
     if full_batch:
@@ -45,7 +45,7 @@ def fill_defaults(args):
 
 
 def _tuned(key):
-    return ", ".join(f"{tuned[key]:g} for {loss}" for loss, tuned in TUNED.items())
+    return ", ".join(f"{tuned[key]:g} for {loss}" for loss, tuned in ((name, loss.tuned) for name, loss in LOSSES.items()))
 
 
 def parse_sweep_item(text):
@@ -153,7 +153,7 @@ def get_args_parser():
                    help="torchvision without named weights: images are resized to this (default 224)")
 
     m = p.add_argument_group("loss and regularization")
-    m.add_argument("--loss", choices=LOSSES, default="softmax", help="data loss")
+    m.add_argument("--loss", choices=tuple(LOSSES), default="softmax", help="data loss")
     m.add_argument("--margin", type=nonneg, default=LOSS_DEFAULTS["margin"], help="SVM margin (delta)")
     m.add_argument("--squared-hinge", action="store_true", help="SVM with max(0, .)^2 (the lecture's Q6)")
     m.add_argument("--svm-form", choices=SVM_FORMS, default=LOSS_DEFAULTS["svm_form"],

@@ -12,7 +12,7 @@ import os
 import sys
 
 from .cli import ArgumentParser, add_common, number, run_command
-from .names import PROBABILISTIC
+from .objective import LOSSES
 
 
 class FeaturePipeline:
@@ -120,7 +120,7 @@ def predict(args):
     choose_threads(1 if args.threads == "auto" else args.threads)   # a few images: one thread is plenty
     model, preprocess, saved = load_classifier(args.checkpoint, device)
     h = saved.header
-    classes, probabilities = h.classes, h.loss in PROBABILISTIC
+    classes, probabilities = h.classes, LOSSES[h.loss].probabilistic
     s = scores(model, preprocess, args.images, h.image_size)                # (N, C)
     kind = "probability" if probabilities else "score"
     predictions = []

@@ -156,8 +156,8 @@ class LinearProbe:
     def predict_proba(self, X):
         """X (N, D) -> (N, C) softmax probabilities (loss="softmax" only) as a NumPy array."""
         self._check_fitted()
-        from .names import PROBABILISTIC
-        if self._cfg["loss"] not in PROBABILISTIC:
+        from .objective import LOSSES
+        if not LOSSES[self._cfg["loss"]].probabilistic:
             raise AttributeError(f"predict_proba needs loss='softmax' (this probe was fitted with loss="
                                  f"{self._cfg['loss']!r}, whose scores are not probabilities); use decision_function")
         return self.decision_function(X).softmax(1).cpu().numpy()
@@ -227,7 +227,7 @@ def check_path_values(params):
 def choose_solver(params, in_memory, dataloader=False):
     """params: LinearProbe's arguments -> the train.py --optimizer that solver="auto" (or the
     solver named) stands for: exact for the squared loss (l2, unweighted), L-BFGS for another
-    smooth objective (train.py's one rule, names.nonsmooth_parts), both only in memory; else SGD.
+    smooth objective (train.py's one rule, objective.nonsmooth_parts), both only in memory; else SGD.
     dataloader: X is a DataLoader, whose batches are SGD's minibatches."""
     solver = params["solver"]
     if dataloader and solver not in ("auto", "sgd"):
@@ -238,7 +238,7 @@ def choose_solver(params, in_memory, dataloader=False):
     if solver != "auto":
         return solver
     full_batch = in_memory and not _is_sequence(params["lr"])
-    from .names import exact_applies, nonsmooth_parts
+    from .objective import exact_applies, nonsmooth_parts
     if exact_applies(params["loss"], params["penalty"], params["class_weight"] is not None) and full_batch:
         return "exact"
     smooth = not nonsmooth_parts(params["loss"], params["squared_hinge"], params["penalty"])
@@ -248,11 +248,11 @@ def choose_solver(params, in_memory, dataloader=False):
 def train_argv(params, solver, n_val):
     """LinearProbe's arguments -> train.py's argv for them (--dataset features stands in for the
     caller's tensors); a sequence of reg or lr values is one --sweep item, exact to the last digit."""
-    from .names import LOSS_DEFAULTS, LOSS_SETTINGS
+    from .objective import LOSSES, LOSS_DEFAULTS
     p = params
     argv = ["--dataset", "features", "--optimizer", solver, "--loss", p["loss"], "--penalty", p["penalty"],
             "--seed", p["seed"], "--val-size", n_val, "--quiet"]
-    for name in LOSS_SETTINGS.get(p["loss"], ()):   # the loss's own settings: a switch (default False) or a value
+    for name in getattr(LOSSES.get(p["loss"]), "settings", ()):   # the loss's own settings: a switch (default False) or a value
         flag = "--" + name.replace("_", "-")
         argv += ([flag] if p[name] else []) if LOSS_DEFAULTS[name] is False else [flag, p[name]]
     if p["penalty"] == "elasticnet":

@@ -17,7 +17,7 @@ from torch import nn
 from .. import functional as LF
 from ..config import fill_defaults, get_args_parser as train_args_parser, saved_config
 from ..data import DataSet, Split, load_dataset
-from ..names import TUNED
+from .. import objective
 from ..optim.sgd import SGD, lr_factor
 from ..training.epoch import train_one_epoch
 from ..training.recipe import build
@@ -116,7 +116,8 @@ def per_image_dataset(data, data_dir, subset, seed=0):
 # --------------------------------------------------------------------------- epoch contenders
 
 def _lr_reg(loss):
-    return TUNED[loss]["lr"], TUNED[loss]["reg"]
+    tuned = objective.LOSSES[loss].tuned
+    return tuned["lr"], tuned["reg"]
 
 
 def train_config(*flags, **overrides):

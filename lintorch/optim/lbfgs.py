@@ -32,7 +32,6 @@ from typing import List
 
 import torch
 
-from ..names import nonsmooth_parts
 
 LINE_SEARCHES = ("strong_wolfe", "armijo")
 __all__ = ["lbfgs", "LBFGSResult", "full_batch_evaluator", "gram_preconditioners", "LINE_SEARCHES"]
@@ -284,7 +283,7 @@ def full_batch_evaluator(loader, objective, *, dtype=None):
     2,000 CIFAR-10 images, reg 1e-3, tol 1e-4): both the hinge + l2 and softmax + l1 ran into
     max_iter=200 with the max-abs subgradient still at 7e-3 and 2e-3, never near tol.
     """
-    nonsmooth = nonsmooth_parts(objective.loss, objective.squared, objective.penalty)
+    nonsmooth = objective.nonsmooth()
     if nonsmooth:
         raise ValueError(f"lbfgs needs a smooth objective, not {' and '.join(nonsmooth)}: L-BFGS has no "
                          "convergence guarantee at kinks and stalls there; train nonsmooth objectives with SGD")

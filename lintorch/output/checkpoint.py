@@ -28,7 +28,7 @@ from typing import List, Optional
 import torch
 
 from ..errors import CheckpointError
-from ..names import LOSSES
+from ..objective import LOSSES
 from .atomic import write_atomic
 
 log = logging.getLogger("lintorch")

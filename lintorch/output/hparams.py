@@ -11,7 +11,7 @@ toPrecision(5) (256 reads "256.00") and has no integer type: integer settings ar
 """
 import os
 
-from ..names import LOSS_SETTINGS
+from ..objective import LOSSES
 
 # name -> type, in the order the table lists them after the swept ones: what sets a run's accuracy first
 HPARAMS = {
@@ -47,7 +47,7 @@ def member_hparams(config, swept=(), extractor=None, dim=None):
          "penalty": c.get("penalty", "l2"), "class_weight": c.get("class_weight", "none"), "dim": dim,
          "image_size": c.get("image_size"), "val_size": c.get("val_size"), "seed": c.get("seed"),
          "dataset": c.get("dataset")}
-    v.update({k: c.get(k, False if HPARAMS[k] is bool else None) for k in LOSS_SETTINGS[c["loss"]]})   # the loss's own
+    v.update({k: c.get(k, False if HPARAMS[k] is bool else None) for k in LOSSES[c["loss"]].settings})   # the loss's own
     if v["penalty"] == "elasticnet":
         v["beta"] = c.get("beta")
     if features == "pixels":        # features are standardized per dimension and cannot be mirrored

@@ -12,7 +12,6 @@ import torch
 from tqdm import tqdm
 
 from ..cli import loss_text
-from ..names import TUNED
 from ..objective import Objective
 from ..optim.sgd import SGD, lr_factor
 from ..output.checkpoint import BEST, LAST, NullSaver, Saver, TrainState, resume_dict
@@ -30,7 +29,7 @@ def divergence_hint(cfg, lr):
     L2 part flips and grows W when 2 * lr * reg (* beta) > 1, the L1 part moves every weight by
     lr * reg, far past the weights' scale when > 1. Then a huge SVM margin; else the lr."""
     obj = Objective.from_config(cfg)
-    lr0, reg, beta, penalty = TUNED[obj.loss]["lr"], obj.reg, obj.beta, obj.penalty
+    lr0, reg, beta, penalty = obj.data_term.tuned["lr"], obj.reg, obj.beta, obj.penalty
     if penalty != "l1" and 2 * lr0 * reg > 1 or penalty != "l2" and lr0 * reg > 1:
         return f"--reg {reg:g} is too large (the penalty's step overshoots even at lr {lr0:g})"
     if penalty == "elasticnet" and 2 * lr0 * reg * beta > 1:

@@ -17,7 +17,7 @@ softmax reference uses its "sum" divided by N; F.multi_margin_loss(weight=w)'s m
 import torch
 import torch.nn.functional as F
 
-__all__ = ["softmax_reference", "svm_reference", "squared_reference", "PENALTY_REFS", "per_model",
+__all__ = ["softmax_reference", "svm_reference", "squared_reference", "REFERENCES", "PENALTY_REFS", "per_model",
            "reference_total", "softmax_objective"]
 
 
@@ -65,6 +65,15 @@ def squared_reference(s, y, reduction="mean", class_weight=None):
     return _reduce(losses, reduction)
 
 
+# Each registered loss's reference (objective.LOSSES' names): (s, y, margin, squared, form,
+# class_weight) -> mean data loss, the settings a loss has not ignored.
+REFERENCES = {
+    "softmax": lambda s, y, class_weight=None, **_: softmax_reference(s, y, class_weight=class_weight),
+    "svm": lambda s, y, margin=1.0, squared=False, form="weston-watkins", class_weight=None, **_:
+        svm_reference(s, y, margin, squared, form, class_weight=class_weight),
+    "squared": lambda s, y, class_weight=None, **_: squared_reference(s, y, class_weight=class_weight),
+}
+
 PENALTY_REFS = {"l2": lambda W, beta: (W ** 2).sum((-2, -1)), "l1": lambda W, beta: W.abs().sum((-2, -1)),
                 "elasticnet": lambda W, beta: beta * (W ** 2).sum((-2, -1)) + W.abs().sum((-2, -1))}
 
@@ -80,12 +89,7 @@ def reference_total(x, W, b, y, loss="softmax", squared=False, form="weston-watk
     """Sum over models of (mean data loss + reg R(W)), plain torch expressions differentiated by
     autograd (the gradient of the sum is each model's own). reg a number or a (K,) tensor."""
     s = x @ W.transpose(-1, -2) + b.unsqueeze(-2)                        # (N, C) or (K, N, C)
-    if loss == "softmax":
-        data = per_model(softmax_reference)(s, y, class_weight=class_weight)
-    elif loss == "squared":
-        data = per_model(squared_reference)(s, y, class_weight=class_weight)
-    else:
-        data = per_model(svm_reference)(s, y, margin, squared, form, class_weight=class_weight)
+    data = per_model(REFERENCES[loss])(s, y, margin=margin, squared=squared, form=form, class_weight=class_weight)
     return (data + reg * PENALTY_REFS[kind](W, beta)).sum()
 
 

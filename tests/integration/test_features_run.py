@@ -229,13 +229,14 @@ def test_real_cifar10_kmeans_features_beat_pixels(cifar10_jpg, tmp_path):
 def test_default_lr_is_scaled_to_standardized_features(image_folder, tmp_path):
     """The pixel-tuned default lr scaled by 189 / D for D standardized features (recorded in
     config.json); an explicit --lr is kept as given; pixels keep the tuned default."""
-    from lintorch.names import PIXEL_SQNORM, TUNED
+    from lintorch.names import PIXEL_SQNORM
+    from lintorch.objective import LOSSES
     common = [*FOLDER, "--data-dir", str(image_folder), "--epochs", "1", "--features", "kmeans",
               "--centroids", "64", "--patches", "2000"]                       # D = 4 * 64 = 256
     assert train(*common, "--logdir", str(tmp_path / "a")) == 0
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert cfg["lr"] == pytest.approx(TUNED["softmax"]["lr"] * PIXEL_SQNORM / 256) and not cfg["lr_from_defaults"]
+    assert cfg["lr"] == pytest.approx(LOSSES["softmax"].tuned["lr"] * PIXEL_SQNORM / 256) and not cfg["lr_from_defaults"]
     assert train(*common, "--lr", "0.01", "--logdir", str(tmp_path / "b")) == 0
     assert json.loads((tmp_path / "b" / "config.json").read_text())["lr"] == 0.01
     assert train(*FOLDER, "--data-dir", str(image_folder), "--epochs", "1", "--logdir", str(tmp_path / "c")) == 0
-    assert json.loads((tmp_path / "c" / "config.json").read_text())["lr"] == TUNED["softmax"]["lr"]
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["lr"] == LOSSES["softmax"].tuned["lr"]

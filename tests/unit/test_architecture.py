@@ -7,7 +7,7 @@ import ast
 import functools
 import os
 
-from lintorch.names import LOSSES
+from lintorch.objective import LOSSES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGE = os.path.join(ROOT, "lintorch")
