@@ -70,6 +70,20 @@ def nonempty(text):
     return text
 
 
+def output_file(text):
+    """An argparse type for a file a command writes at its end: checked before any work (a report
+    lost after a long run to a missing folder is worse than a usage error now)."""
+    path = nonempty(text)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"{path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{path}: cannot write in {folder}")
+    return path
+
+
 def threads_arg(text):
     """--threads: 'auto' or a positive int."""
     return text if text == "auto" else number(int, 1, high=1024)(text)

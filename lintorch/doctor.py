@@ -27,7 +27,7 @@ import sys
 import time
 import warnings
 
-from .cli import ArgumentParser, nonempty, number
+from .cli import ArgumentParser, nonempty, number, output_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +40,7 @@ def get_args_parser():
     p.add_argument("--data-dir", type=nonempty, default=None,
                    help="an image folder (train/<class>/*.jpg, e.g. the CIFAR-10 JPEGs); default: synthetic data")
     p.add_argument("--cache-dir", type=nonempty, default=None, help="decoded-image cache for --data-dir")
-    p.add_argument("--out", type=nonempty, default=None, help="write the JSON report to this file (default: "
+    p.add_argument("--out", type=output_file, default=None, help="write the JSON report to this file (default: "
                    "none is written; the table is printed)")
     p.add_argument("--max-slowdown", type=number(float, 1.0), default=2.0, help="the benchmark fails when "
                    "lintorch's epoch takes more than this many times plain PyTorch's on the same data")
@@ -310,8 +310,13 @@ def main(argv=None):
     if args.out is None:
         print("report: not written (--out FILE writes the JSON)")
     else:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2, default=str)
+        from .output.atomic import write_atomic
+        try:
+            write_atomic(args.out, lambda f: json.dump(report, f, indent=2, default=str), mode="w")
+        except OSError as e:         # checked at start; the folder went away or filled since
+            from .cli import one_line
+            print(f"error: --out {args.out}: {one_line(e)}", file=sys.stderr)
+            return 2
         print(f"report: {args.out}")
     return 0 if report["passed"] else 1
 

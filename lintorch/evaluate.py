@@ -39,6 +39,11 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
         return value if value is not None else cfg[key]
     dataset, data_dir, seed, val_size = pick(dataset, "dataset"), pick(data_dir, "data_dir"), pick(seed, "seed"), \
         pick(val_size, "val_size")
+    if dataset not in DATASETS:           # LinearProbe's "tensor": arrays it was given in memory
+        from .errors import UserError
+        raise UserError(f"{path} was trained by LinearProbe on arrays in memory, so there is no data set to reload: "
+                        f"give --dataset features --data-dir DIR, a feature folder of the same {h.in_features} "
+                        f"features (lintorch.features.store.save_split writes one), or use LinearProbe.score")
     data_cfg = {**cfg, "dataset": dataset, "data_dir": data_dir, "seed": seed, "val_size": val_size,
                 "cache_dir": pick(cache_dir, "cache_dir"), "image_size": h.image_size,
                 "quiet": not sys.stderr.isatty()}          # a decoding bar on a terminal
@@ -49,6 +54,9 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     part = getattr(data, split)
     if part is None:
         raise DataError(f"the data set has no {split} split ({dataset} at {data_dir}); use --split val")
+    if len(part) == 0:
+        raise DataError(f"the {split} split of {dataset} at {data_dir} is empty (0 examples): nothing to evaluate"
+                        f"{'' if split == 'val' else '; use --split val'}")
     check_compatible(h, path, data.classes, h.image_size, input_dim(part))
     C = len(data.classes)
     objective = Objective.from_config({**cfg, "loss": h.loss}, reg=0.0)     # the unweighted data loss

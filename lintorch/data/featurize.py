@@ -146,7 +146,7 @@ def featurize(data, cfg, device, state=None, batch_size=256, extractor=None):
     parts = {name: None if split is None else
              _encode(extractor, split, name, cache_dir, device, batch_size, digests[name], cfg["quiet"])
              for name, split in splits.items()}
-    if cfg.get("flip") and cfg.get("features", "pixels") != "pixels":
+    if cfg.get("flip") and cfg.get("features", "pixels") != "pixels" and data.train is not None:   # None: evaluate
         # every training image and its mirror image, each encoded once (and cached): N doubles
         mirror = Split(data.train.x.flip(-1), data.train.y)
         m = _encode(extractor, mirror, "train-mirror", cache_dir, device, batch_size, _images_hash(mirror),

@@ -17,6 +17,7 @@ import mmap
 import os
 import re
 import stat
+import warnings
 
 import numpy as np
 import torch
@@ -163,12 +164,19 @@ class FeatureSplit:
     def _open_pt(self, path):
         self.where, self._mmap = path, None
         try:
-            d = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            with warnings.catch_warnings():       # torch's notes on a sparse tensor's load: refused below anyway
+                warnings.simplefilter("ignore")
+                d = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as e:
             raise FeatureError(f"{path} is not a readable torch file ({type(e).__name__})") from None
         if not isinstance(d, dict) or not torch.is_tensor(d.get("x")) or not torch.is_tensor(d.get("y")):
             raise FeatureError(f"{path} must hold a dict with tensors 'x' (N, D) and 'y' (N,)")
         x, y = d["x"].detach(), d["y"].detach()          # saved with requires_grad: the values are what count
+        for name, t in (("x", x), ("y", y)):
+            if t.layout != torch.strided or t.device.type != "cpu" or t.is_nested:
+                kind = f"a {t.device.type} tensor" if t.device.type != "cpu" else f"a {str(t.layout)[6:]} tensor"
+                raise FeatureError(f"{path}: {name} is {kind}; save it as a dense CPU tensor "
+                                   f"({name}.to_dense().cpu())")
         if x.dim() != 2 or x.dtype not in (torch.float16, torch.float32):
             raise FeatureError(f"{path}: x is {x.dtype} {tuple(x.shape)}; expected (N, D) float16 or float32")
         if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:

@@ -37,6 +37,15 @@ def targets(y, num_classes, dtype=torch.float64):
     return T.scatter_(1, y.view(-1, 1).long(), 1.0)
 
 
+class SingularGram(ValueError):
+    """M + reg I is singular (reg 0 with a rank-deficient Gram: a constant or repeated feature):
+    the path has no unique minimizer there. .reg: the value refused."""
+
+    def __init__(self, reg):
+        super().__init__(f"exact path: the Gram is singular at reg {reg:g}; use a larger reg")
+        self.reg = reg
+
+
 def _check(regs, method):
     regs = torch.as_tensor(regs, dtype=torch.float64).reshape(-1)
     if regs.numel() == 0 or not bool(torch.isfinite(regs).all()) or bool((regs < 0).any()):
@@ -56,14 +65,15 @@ def _solve_shifted(M, rhs, shifts, method):
         lam, V = torch.linalg.eigh(M)
         Q = V.T @ rhs                                                 # (m, C)
         den = lam.clamp_min(0).unsqueeze(0) + shifts.to(M).unsqueeze(1)   # (R, m)
-        if bool((den <= 1e-12 * max(float(lam.max()), 1e-300)).any()):
-            raise ValueError("exact path: the Gram is singular at reg 0; use reg > 0")
+        singular = (den <= 1e-12 * max(float(lam.max()), 1e-300)).any(1)     # (R,)
+        if bool(singular.any()):
+            raise SingularGram(float(shifts[singular.cpu()].min()))
         return V @ (Q / den.unsqueeze(2))                             # (R, m, C)
     out = []
     for s in shifts.tolist():
         L, info = torch.linalg.cholesky_ex(M + s * eye)
         if int(info) != 0:
-            raise ValueError(f"exact path: the Gram is singular at reg {s:g}; use a larger reg")
+            raise SingularGram(s)
         out.append(torch.cholesky_solve(rhs, L))
     return torch.stack(out)
 

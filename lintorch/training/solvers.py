@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..cli import loss_text
 from ..data import Split, available_memory
-from ..errors import DataError
+from ..errors import DataError, UserError
 from ..model import LinearClassifier
 from ..optim.lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
 from .epoch import evaluate
@@ -138,6 +138,19 @@ def _finish(run, full, W, b, f, statuses, steps, notes, extras, seconds, images)
     return code
 
 
+class SingularInputs(UserError, ValueError):
+    """--optimizer exact at a reg where the training inputs' Gram is singular: one line naming the
+    reg, who set it (the user, a sweep, a --features recipe) and what to do."""
+
+    def __init__(self, reg, D, N, cfg):
+        setter = (f" (set by the --features {cfg['features']} recipe)" if "reg" in (cfg.get("feature_recipe") or "")
+                  else " (in --sweep)" if cfg.get("sweep") else "")
+        super().__init__(f"--optimizer exact at --reg {reg:g}{setter}: the {'D' if D <= N else 'N'} x "
+                         f"{'D' if D <= N else 'N'} Gram of the training inputs (D = {D}, N = {N}) is singular (a "
+                         f"constant or repeated feature{'' if D <= N else ', or repeated examples'}), so the "
+                         f"least-squares fit has no unique answer: use --reg > 0 (e.g. 1e-6)")
+
+
 def train_exact(run):
     """--optimizer exact: the squared loss's minimizer for every member's reg in closed form
     (lintorch.optim.exact): one streamed pass builds the float64 Gram, then each reg is solved exactly
@@ -152,15 +165,18 @@ def train_exact(run):
     regs = torch.as_tensor(r.objective.reg, dtype=torch.float64).reshape(-1).expand(K).clone()
     N = len(r.data.train) * (2 if mirrors_on_the_fly(cfg) else 1)
     t0 = time.perf_counter()
-    if D <= N:
-        stats = exact.gram_stats(full.batches(0), C)
-        log.info(f"exact: the {D} x {D} Gram of {N} examples in {time.perf_counter() - t0:.1f}s")
-        W, b, f = exact.primal_path(stats, regs)
-    else:
-        X = torch.cat([xb for xb, _ in full.batches(0)])                       # (N, D)
-        y = torch.cat([yb for _, yb in full.batches(0)])
-        W, b, f = exact.dual_path(lambda: (X[:, j:j + 4096] for j in range(0, D, 4096)), y, C, regs)
-        del X
+    try:
+        if D <= N:
+            stats = exact.gram_stats(full.batches(0), C)
+            log.info(f"exact: the {D} x {D} Gram of {N} examples in {time.perf_counter() - t0:.1f}s")
+            W, b, f = exact.primal_path(stats, regs)
+        else:
+            X = torch.cat([xb for xb, _ in full.batches(0)])                       # (N, D)
+            y = torch.cat([yb for _, yb in full.batches(0)])
+            W, b, f = exact.dual_path(lambda: (X[:, j:j + 4096] for j in range(0, D, 4096)), y, C, regs)
+            del X
+    except exact.SingularGram as e:
+        raise SingularInputs(e.reg, D, N, cfg) from None
     seconds = time.perf_counter() - t0
     W, b = W.to(run.device, r.model.weight.dtype), b.to(run.device, r.model.bias.dtype)
     notes = [f"exact ({'primal' if D <= N else 'dual'}), objective {float(f[k]):.6g}" for k in range(K)]

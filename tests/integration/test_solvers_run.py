@@ -207,3 +207,23 @@ def test_exact_needs_the_squared_loss_and_sweeps_reg_only(capsys):
             parse_args(["--optimizer", "exact", *argv])
         assert e.value.code == 2
         assert "--optimizer exact" in capsys.readouterr().err
+
+
+def test_exact_on_a_singular_gram_is_a_user_error_and_a_failed_run(tmp_path, capsys):
+    """--reg 0 with a repeated feature: one line naming --reg and the cause, exit 2, metrics.json
+    "failed", no checkpoint; the same with the value inside a --sweep names the sweep."""
+    from lintorch.features import store
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 5, generator=g)
+    data = tmp_path / "features"
+    store.write_classes(data, ["a", "b", "c"])
+    store.save_split(data, "train", torch.cat([x, x[:, :2]], 1), torch.arange(60) % 3)
+    common = ["--dataset", "features", "--data-dir", data, "--val-size", 10, "--optimizer", "exact", "--loss",
+              "squared", "--quiet", "--device", "cpu"]
+    for extra, named in ((["--reg", "0"], "--reg 0:"), (["--sweep", "reg=0,1e-3"], "--reg 0 (in --sweep)")):
+        run = tmp_path / f"run{len(extra[1])}"
+        assert train(*common, *extra, "--logdir", run) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and named in err[0] and "singular" in err[0] and "--reg > 0" in err[0], err
+        assert metrics(run)["status"] == "failed"
+        assert not list(run.rglob("*.pt")) and not list(run.rglob("*.tmp*"))

@@ -38,3 +38,20 @@ def test_a_usage_error_names_the_subcommand(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("lintorch train: error: argument --lr") and len(err.strip().splitlines()) == 1
+
+
+def test_a_dataloader_workers_error_is_its_own_message():
+    text = ("Caught DataError in DataLoader worker process 3.\nOriginal Traceback (most recent call last):\n"
+            '  File "x.py", line 1, in f\n    raise DataError("a: b")\nlintorch.errors.DataError: cannot read image '
+            "a.png: input/output error\n")
+    assert cli.one_line(RuntimeError(text)) == "cannot read image a.png: input/output error"
+    assert cli.one_line(ValueError("Caught nothing: as it is")) == "Caught nothing: as it is"
+
+
+def test_doctor_out_is_checked_before_any_work(tmp_path, capsys):
+    from lintorch import doctor
+    for out, says in ((tmp_path / "missing" / "r.json", "does not exist"), (tmp_path, "is a folder")):
+        with pytest.raises(SystemExit) as e:
+            doctor.main(["--device", "cpu", "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and says in err[0] and "--out" in err[0], err
