@@ -116,24 +116,9 @@ def unused_extractor_flags(args, features):
 # --------------------------------------------------------------------------- device and threads
 
 def resolve_device(name):
-    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> torch.device; UserError if it is not usable here.
-    On CUDA, TF32 matmuls are switched on here, the one place (training and evaluation agree)."""
-    import torch
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name} asked for CUDA, but torch.cuda.is_available() is False here")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-        torch.backends.cuda.matmul.allow_tf32 = True
-    elif device.type != "cpu":
-        raise UserError(f"--device {name}: lintorch runs on cpu or cuda")
-    return device
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> torch.device (TF32 on for CUDA): devices.resolve, the one place."""
+    from .training.devices import resolve
+    return resolve(name)
 
 
 def _cores():

@@ -113,21 +113,19 @@ def write_folder(args):
     place (rundir.build_beside): an interrupted or failed extract leaves no folder, no husk."""
     import contextlib
 
-    import torch
-
+    from .cli import resolve_device
     from .features import make_extractor
     from .output.rundir import build_beside
-
     from .training import process_group
     dist = process_group.from_env()       # under torchrun: every rank encodes its shard of each split
     if dist is None:
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+        device = resolve_device(args.device)           # as every command: one line for a bad device, TF32 on CUDA
     else:
-        device = process_group.init(dist, args.device, 600.0, False)
+        device = resolve_device(process_group.init(dist, args.device, 600.0, False))
         process_group.silence_others(dist)
         args.quiet = args.quiet or not dist.main       # rank 0's bars speak for the job
     threads = None
-    if torch.device(device).type == "cpu":    # as train.py: auto measures the load (1 thread beside other jobs)
+    if device.type == "cpu":    # as train.py: auto measures the load (1 thread beside other jobs)
         from .cli import choose_threads
         setting = args.threads
         if dist is not None and setting == "auto":

@@ -1,14 +1,25 @@
 """Shared fixtures for the three groups: tests/unit (functions and classes), tests/integration
 (train.py, evaluate, predict, extract and bench run in this process) and tests/cli (the commands as
 subprocesses, torchrun; every test there is marked `cli` and `slow`). Shared helpers: tests/helpers.py.
-Devices: each test that takes `device` runs on the CPU, and on CUDA when present (skipped, not
-dropped, where absent)."""
+Devices: each test that takes `device` runs on the CPU, and on CUDA: the GPU when present, else
+CUDA emulated on the CPU (tests/emulated_cuda.py: CUDA's device rules, host syncs counted)."""
 from pathlib import Path
 
 import pytest
 import torch
 
 CLI_TESTS = Path(__file__).resolve().parent / "cli"
+
+
+REAL_CUDA = torch.cuda.is_available()
+DEVICES = ["cpu", "cuda"]
+if not REAL_CUDA:
+    from tests.emulated_cuda import emulated_cuda, install_autograd_hooks
+    install_autograd_hooks()          # before the test modules bind Function.apply
+
+
+# [cuda] variants that take minutes under emulation (every Python-level torch call is seen): slow there
+SLOW_EMULATED = {"test_every_check_passes_for_another_seed"}       # 201 gradient checks, ~4x the CPU's 45 s
 
 
 @pytest.hookimpl(tryfirst=True)          # before -m selects on the markers
@@ -18,6 +29,14 @@ def pytest_collection_modifyitems(items):
         if CLI_TESTS in item.path.resolve().parents:
             item.add_marker(pytest.mark.cli)
             item.add_marker(pytest.mark.slow)
+        if not REAL_CUDA and _device(item) == "cuda" and item.originalname in SLOW_EMULATED:
+            item.add_marker(pytest.mark.slow)
+
+
+def _device(item):
+    callspec = getattr(item, "callspec", None)
+    return None if callspec is None else callspec.params.get("device")
+
 
 @pytest.fixture(autouse=True)
 def lintorch_log_reaches_caplog():
@@ -27,14 +46,30 @@ def lintorch_log_reaches_caplog():
     logging.getLogger("lintorch").propagate = True
 
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                 reason="CUDA not available"))]
-
-
 @pytest.fixture(params=DEVICES)
 def device(request):
-    """The device name: "cpu", then "cuda" (skipped without CUDA)."""
+    """The device name: "cpu", then "cuda": the GPU where there is one, else CUDA emulated on the CPU
+    (tests/emulated_cuda.py) around the test's body, with CUDA's device rules."""
     return request.param
+
+
+@pytest.fixture
+def emulated():
+    """A test that needs CUDA's rules or its host-sync counts on any machine: `with emulated() as mode:`
+    (tests/emulated_cuda.py). Skipped where a real GPU is present: there the [cuda] variants run on it."""
+    if REAL_CUDA:
+        pytest.skip("a real GPU is here; emulation is for CPU-only machines")
+    return emulated_cuda
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """A test's [cuda] variant runs its body under emulated CUDA where there is no GPU."""
+    if REAL_CUDA or _device(item) != "cuda":
+        yield
+        return
+    with emulated_cuda():
+        yield
 
 
 # --------------------------------------------------------------------------- training, data, evaluate, predict

@@ -3,8 +3,9 @@
 precomputed features (--dataset features), streamed from memory-mapped files.
 
 Shapes: N examples, D features, C classes; images (N, 3, S, S) uint8, features (N, D) float32.
-The feature cache is keyed by the extractor's fingerprint (name, settings, learned state) and a
-sha256 of each split's images and labels, so it is rebuilt whenever either changes; each cache file
+The feature cache is keyed by the extractor's fingerprint (name, settings, learned state), a
+sha256 of each split's images and labels, and the device kind and precision it was computed at
+(training.devices.precision_key), so it is rebuilt whenever any of them changes; each cache file
 (features, a fitted extractor) holds a checksum of its values (output/checksum.py), checked on
 every read: one that does not match is rebuilt, with one line saying why.
 """
@@ -68,7 +69,8 @@ def _encode(extractor, split, name, cache_dir, device, batch_size, digest, quiet
     when it holds this exact pair."""
     from tqdm import tqdm
     from ..features import extract
-    key = hashlib.sha256(f"{extractor.fingerprint()}:{digest}".encode()).hexdigest()[:24]
+    from ..training.devices import precision_key       # CUDA (and TF32) features differ from the CPU's in the last bits
+    key = hashlib.sha256(f"{extractor.fingerprint()}:{digest}:{precision_key(device)}".encode()).hexdigest()[:24]
     path = None if cache_dir is None else os.path.join(cache_dir, f"features-{name}-{key}.pt")
     if path and os.path.isfile(path):
         try:
@@ -108,7 +110,8 @@ def _fit(extractor, train, cache_dir, device, digest):
     if not extractor.LEARNS:
         extractor.fit(train.x, device)
         return extractor
-    key = hashlib.sha256(f"fit:{extractor.fingerprint()}:{digest}".encode()).hexdigest()[:24]
+    from ..training.devices import precision_key
+    key = hashlib.sha256(f"fit:{extractor.fingerprint()}:{digest}:{precision_key(device)}".encode()).hexdigest()[:24]
     path = None if cache_dir is None else os.path.join(cache_dir, f"extractor-{extractor.name}-{key}.pt")
     if path and os.path.isfile(path):
         try:

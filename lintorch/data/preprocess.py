@@ -19,6 +19,7 @@ class Preprocess:
         inv = torch.ones_like(mean) if std is None else 1.0 / std
         self.scale = inv if mode == "feature" else inv / 255.0  # x * scale - shift, one fused op
         self.neg_shift = -(mean * inv)
+        self._on = {}          # device -> (scale, neg_shift) there: each copied once, not per batch
 
     @classmethod
     def fit_features(cls, chunks, eps=1e-6):
@@ -69,10 +70,18 @@ class Preprocess:
         return Preprocess(self.mean.to(device), None if self.std is None else self.std.to(device), self.mode)
 
     def __call__(self, x):
-        """x uint8 (N, 3, S, S) or (N, D) -> float32 (N, D) on x's device."""
+        """x uint8 (N, 3, S, S) or (N, D) -> float32 (N, D) on x's device (fitted on one device, applied on any)."""
+        scale, neg_shift = self._constants(x.device)
         xf = x.reshape(x.shape[0], -1).to(torch.float32, copy=True)   # our own buffer
         # in place: a second batch-sized temporary per step costs page faults on CPU
-        return torch.addcmul(self.neg_shift, xf, self.scale, out=xf)
+        return torch.addcmul(neg_shift, xf, scale, out=xf)
+
+    def _constants(self, device):
+        if self.scale.device == device:
+            return self.scale, self.neg_shift
+        if device not in self._on:
+            self._on[device] = self.scale.to(device), self.neg_shift.to(device)
+        return self._on[device]
 
     def state_dict(self):
         return {"mean": self.mean.cpu(), "std": None if self.std is None else self.std.cpu(), "mode": self.mode}

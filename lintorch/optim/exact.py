@@ -47,7 +47,9 @@ class SingularGram(ValueError):
 
 
 def _check(regs, method):
-    regs = torch.as_tensor(regs, dtype=torch.float64).reshape(-1)
+    """regs (a number, list or tensor on any device) -> (R,) float64 on the host, checked (a handful of
+    numbers: each solve moves them to the data's device where they meet it)."""
+    regs = torch.as_tensor(regs, dtype=torch.float64).reshape(-1).cpu()
     if regs.numel() == 0 or not bool(torch.isfinite(regs).all()) or bool((regs < 0).any()):
         raise ValueError(f"exact path: regs must be finite and >= 0, got {regs.tolist()}")
     if method not in METHODS:
@@ -150,7 +152,7 @@ def dual_path(blocks, y, num_classes, regs, method="auto"):
     if Kc is None:
         raise ValueError("exact path: no feature blocks")
     a = _solve_shifted(Kc, Tc, N * regs, method)                    # (R, N, C)
-    f = regs * (Tc.unsqueeze(0) * a).sum((1, 2))
+    f = regs.to(a.device) * (Tc.unsqueeze(0) * a).sum((1, 2))
     aa = a.permute(1, 0, 2).reshape(N, -1)                          # (N, R C)
     Wt = torch.cat([(Xb.double() - mu).T @ aa for Xb, mu in zip(blocks(), means)])   # (D, R C)
     W = Wt.reshape(-1, len(regs), num_classes).permute(1, 2, 0).contiguous()          # (R, C, D)

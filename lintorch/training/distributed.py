@@ -98,7 +98,7 @@ class StepSync:
         stop = 1.0 if self.stop() else 0.0
         if self.dist.mode == "config":
             out = self.objective.loss_and_grad(x, weight, bias, y)
-            self.flag = all_reduce(torch.tensor([stop], device=out[1].device))
+            self.flag = all_reduce(torch.tensor([stop], device=self.dist.device))
             return out
         b = len(y)
         W = weight
@@ -131,7 +131,7 @@ class StepSync:
         -> the step index where they stopped, or None."""
         for _ in range(steps - self.calls):
             self.calls += 1
-            self.flag = all_reduce(torch.tensor([1.0 if self.stop() else 0.0]))
+            self.flag = all_reduce(torch.tensor([1.0 if self.stop() else 0.0], device=self.dist.device))
             if self.should_stop():
                 return self.calls
         return None
@@ -154,7 +154,7 @@ def sharded_evaluate(model, loader, objective=None, num_classes=None):
     if num_classes is not None and acc.numel() == 1:
         cm = torch.zeros(num_classes, num_classes, dtype=torch.int64) if cm is None else cm
         pieces.append(cm.double().reshape(-1))
-    buf = torch.cat(pieces).to(model.weight.device)   # CPU: gloo; CUDA: nccl
+    buf = torch.cat([p.to(model.weight.device) for p in pieces])   # the run's device: CPU gloo, CUDA nccl
     buf = all_reduce(buf).cpu()
     K = acc.numel()
     total = buf[K]
@@ -323,13 +323,14 @@ class ConfigParallel(_Torchrun):
     sweep_checkpoint = False         # no process sees every member until the end
 
     def end_epoch(self, stats, next_step, trainer):
-        """A process whose members all diverged mid-epoch keeps answering the others' steps (drain)."""
-        if next_step is None and self.sync.calls < trainer.steps_per_epoch and not any(m.active for m in trainer.members):
+        """A process whose members all diverged mid-epoch keeps answering the others' steps (drain). The
+        members are marked diverged after this; the optimizer froze them during the epoch."""
+        if next_step is None and self.sync.calls < trainer.steps_per_epoch and not bool(trainer.opt.active.any()):
             next_step = self.sync.drain(trainer.steps_per_epoch)
         return stats, next_step
 
     def any_active(self, mine):
-        return bool(all_reduce(torch.tensor([float(mine)]))[0] > 0)
+        return bool(all_reduce(torch.tensor([float(mine)], device=self.dist.device))[0] > 0)
 
     def gather_state(self, state):
         return gather_state(state)

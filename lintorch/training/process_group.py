@@ -22,6 +22,7 @@ class Dist:
     local_rank: int
     mode: str = "data"
     timeout: float = 60.0
+    device: str = "cpu"      # where every collective's tensors live (the agreed device; gloo or NCCL follows it)
 
     @property
     def main(self):
@@ -66,9 +67,8 @@ def init(dist, device_name, timeout_s, sweep_parallel):
                         f"{'yes' if gpu_here else 'no'}); use --device cpu")
     if not dist.main:
         logging.getLogger("lintorch").setLevel(logging.WARNING)
-    if not bool(every[0]):
-        return "cpu"
-    return f"cuda:{dist.local_rank}"
+    dist.device = f"cuda:{dist.local_rank}" if bool(every[0]) else "cpu"
+    return dist.device
 
 
 def threads_per_process():

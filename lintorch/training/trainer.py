@@ -16,6 +16,7 @@ from ..objective import Objective
 from ..optim.sgd import SGD, lr_factor
 from ..output.checkpoint import BEST, LAST, NullSaver, Saver, TrainState, resume_dict
 from ..output.monitor import update_ratio
+from .devices import moved
 from .epoch import EpochStats, train_one_epoch
 from .members import best_index, pct
 
@@ -105,12 +106,12 @@ class Trainer:
             self.epoch, self.step, self.partial = 0, 0, None
         else:
             dev = run.device
+            resume = moved(resume, dev)    # all of the checkpoint's state (loaded on the CPU) on the run's device
             with torch.no_grad():
                 model.weight.copy_(resume.weight)
                 model.bias.copy_(resume.bias)
-            self.opt.load_state_dict(None if resume.momentum is None else
-                                     {k: v.to(dev) for k, v in resume.momentum.items()})
-            self.best_w, self.best_b = resume.best_weight.to(dev), resume.best_bias.to(dev)
+            self.opt.load_state_dict(resume.momentum)
+            self.best_w, self.best_b = resume.best_weight, resume.best_bias
             self.epoch, self.step, self.partial = resume.epoch, resume.step, resume.partial
         self.opt.freeze(torch.tensor([not m.active for m in self.members]))
 

@@ -46,6 +46,7 @@ from typing import Optional
 
 import torch
 
+from ..training.devices import full_precision
 from .numeric import Differences, differences, numeric_gradient, refine
 from .table import Report, Row, format_table
 
@@ -408,6 +409,7 @@ def _name(fn):
     return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", type(fn).__name__)
 
 
+@full_precision()   # TF32 GEMMs (10-bit mantissa) would miss float32's tolerances by 100x
 def check_function(fn, *inputs, reference=None, wrt=None, checks=METHODS, dtypes=None, tol=None, eps=H,
                    samples=None, seed=0, device=None, kinks=True, name=None):
     """Check fn's gradients three ways -> Report (.ok a bool, .rows one Row per check, str() the

@@ -108,18 +108,25 @@ def _label(name, *tags):
 def _data_losses(fns, reduction, tag="", class_weight=None):
     """(label, form, fn(s, y), ref(s, y)) for softmax_loss, the six SVM variants and squared_loss
     (form is None for the smooth losses: no kinks), weighted by class_weight (C,) if given."""
-    cw = {} if class_weight is None else {"class_weight": class_weight}
     tag = tag if class_weight is None else ",".join(t for t in (tag, "weighted") if t)
-    losses = [(_label("softmax_loss", reduction, tag), None, partial(fns["softmax_loss"], reduction=reduction, **cw),
-               partial(softmax_reference, reduction=reduction, **cw))]
+    bind = partial(_weighted, class_weight=class_weight)
+    losses = [(_label("softmax_loss", reduction, tag), None, bind(fns["softmax_loss"], reduction=reduction),
+               bind(softmax_reference, reduction=reduction))]
     for form, short in zip(LF.SVM_FORMS, ("ww", "cs", "ovr")):
         for squared in (False, True):
-            kw = dict(margin=1.0, squared=squared, form=form, reduction=reduction, **cw)
+            kw = dict(margin=1.0, squared=squared, form=form, reduction=reduction)
             label = _label("svm_loss", short, "squared" if squared else "hinge", reduction, tag)
-            losses.append((label, form, partial(fns["svm_loss"], **kw), partial(svm_reference, **kw)))
-    losses.append((_label("squared_loss", reduction, tag), None, partial(fns["squared_loss"], reduction=reduction, **cw),
-                   partial(squared_reference, reduction=reduction, **cw)))
+            losses.append((label, form, bind(fns["svm_loss"], **kw), bind(svm_reference, **kw)))
+    losses.append((_label("squared_loss", reduction, tag), None, bind(fns["squared_loss"], reduction=reduction),
+                   bind(squared_reference, reduction=reduction)))
     return losses
+
+
+def _weighted(fn, class_weight=None, **kw):
+    """fn(s, y, **kw), with class_weight (C,) if given moved to the scores' device (the checks run anywhere)."""
+    if class_weight is None:
+        return partial(fn, **kw)
+    return lambda s, y: fn(s, y, class_weight=class_weight.to(s.device), **kw)
 
 
 def _score_kinks(xs, h, form):
@@ -172,8 +179,9 @@ class _StepAsFunction(torch.autograd.Function):
     dW, db (scaled per model by the incoming gradient) are the backward pass under check."""
     @staticmethod
     def forward(ctx, x, W, b, y, loss, form, kind, class_weight):
+        cw = None if class_weight is None else class_weight.to(x.device)        # the checks run on any device
         _, data, reg, dW, db = objective_and_grad(x, W, b, y, loss=loss, reg=0.1, penalty=kind, beta=0.5,
-                                                  margin=1.0, squared=False, form=form, class_weight=class_weight)
+                                                  margin=1.0, squared=False, form=form, class_weight=cw)
         ctx.save_for_backward(dW, db)
         return data + reg
 
