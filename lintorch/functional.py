@@ -1,4 +1,4 @@
-"""The math of lintorch: the score function, the three losses and the weight penalties.
+"""The math of lintorch: the score function, the four losses and the weight penalties.
 
 Shapes: N examples, D features, C classes, and optionally K stacked models (a
 hyperparameter sweep trains K weight matrices at once).
@@ -19,7 +19,7 @@ the w_{y_i} is N, so both normalizations agree, and so does scikit-learn's class
 Every operation is a ``torch.autograd.Function`` whose backward pass is written
 by hand from calculus, next to its forward pass (as plain ``*_forward``/``*_backward``
 tensor functions); users call the plain functions (``linear``, ``svm_loss``,
-``softmax_loss``, ``squared_loss``, ``penalty``), never ``.apply``. ``objective.Objective.loss_and_grad`` chains
+``softmax_loss``, ``squared_loss``, ``logistic_loss``, ``penalty``), never ``.apply``. ``objective.Objective.loss_and_grad`` chains
 the same backward functions by hand for training, with no autograd graph.
 Nothing here calls autograd or torch's own loss functions: ``lintorch.gradcheck``
 checks these gradients against exactly those independent references.
@@ -37,7 +37,7 @@ from .names import PENALTIES, SVM_FORMS
 
 REDUCTIONS = ("mean", "sum", "none")
 
-__all__ = ["linear", "svm_loss", "softmax_loss", "squared_loss", "penalty", "l2_penalty", "l1_penalty",
+__all__ = ["linear", "svm_loss", "softmax_loss", "squared_loss", "logistic_loss", "penalty", "l2_penalty", "l1_penalty",
            "elastic_net_penalty", "balanced_class_weight", "check_inputs", "FIRST_ORDER", "REDUCTIONS", "SVM_FORMS", "PENALTIES"]
 
 
@@ -478,6 +478,74 @@ def squared_loss(scores, target, reduction="mean", *, class_weight=None, validat
     _check_scores_target(scores, target, reduction, validate)
     _check_class_weight(class_weight, scores, validate)
     return _SquaredLoss.apply(_autocast_float32(scores), target, reduction, class_weight)[0]
+
+
+# --------------------------------------------------------------------------- logistic loss (one-vs-rest)
+
+def logistic_forward(scores, target, reduction="mean", class_weight=None):
+    """L_i = sum_j log(1 + e^{-m_ij}), m_ij = t_ij s_ij with t_ij = +1 for j = y_i and -1 otherwise:
+    C binary logistic regressions (scikit-learn's one-vs-rest LogisticRegression), times w_{y_i}
+    with class weights (C,). Each term is softplus(-m) = max(-m, 0) + log(1 + e^{-|m|}): no exp
+    of a large number, so scores of +-1e4 stay finite and exact.
+
+    scores (..., N, C) -> (reduced loss, margins m (..., N, C), losses L_i (..., N)); the margins
+    and the L_i are what the backward pass needs.
+    """
+    s = scores.to(_compute_dtype(scores))
+    idx = _index(target, s)
+    margins = s.neg().scatter_(-1, idx, s.gather(-1, idx))             # t * s, a new tensor
+    losses = (margins.neg().clamp_min(0) + margins.abs().neg().exp().log1p()).sum(-1)   # (..., N)
+    if class_weight is not None:
+        losses = losses * _example_weight(class_weight, target, s.dtype)
+    return _reduce(losses, reduction).to(scores.dtype), margins, losses
+
+
+def logistic_backward(margins, losses, target, grad, reduction="mean", class_weight=None):
+    """dL_i/ds_ij = -t_ij sigma(-m_ij), sigma the logistic function (1 / (1 + e^{-z}), computed
+    without overflow), times w_{y_i} and the incoming gradient; a NaN row where L_i is not finite.
+    -> dscores (..., N, C) in the margins' dtype."""
+    p = torch.sigmoid(margins.neg())                                   # sigma(-m) in (0, 1)
+    idx = _index(target, p)
+    dscores = p.scatter_(-1, idx, p.gather(-1, idx).neg())             # -t sigma(-m)
+    weight = _example_weight(class_weight, target, margins.dtype)
+    return dscores.mul_(_example_grad(grad.to(margins.dtype), reduction, losses, weight))
+
+
+class _LogisticLoss(Function):
+    @staticmethod
+    def forward(scores, target, reduction, class_weight):
+        return _own_outputs(*logistic_forward(scores, target, reduction, class_weight))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        scores, target, reduction, class_weight = inputs
+        ctx.save_for_backward(target, output[1], output[2], class_weight)
+        ctx.reduction, ctx.dtype = reduction, scores.dtype
+        ctx.mark_non_differentiable(output[1], output[2])
+
+    @staticmethod
+    @_first_order
+    def backward(ctx, grad, _grad_margins, _grad_losses):
+        """dL_i/ds_ij = -t_ij sigma(-t_ij s_ij) (logistic_backward)."""
+        target, margins, losses, class_weight = ctx.saved_tensors
+        dscores = logistic_backward(margins, losses, target, grad, ctx.reduction, class_weight)
+        return dscores.to(ctx.dtype), None, None, None
+
+
+def logistic_loss(scores, target, reduction="mean", *, class_weight=None, validate=True):
+    """One-vs-rest logistic regression: L_i = sum_j log(1 + exp(-t_ij s_ij)), t_ij = +1 for
+    j = y_i, -1 otherwise.
+
+    scores (N, C) or (K, N, C), target (N,) integer class indices. The mean over N plus
+    reg * sum W^2 is scikit-learn's OneVsRestClassifier(LogisticRegression(C=C_sk)) objective
+    (sum over the C binary problems of 1/2 ||w_c||^2 + C_sk sum_i log(1 + exp(-t_ic s_ic)), the
+    intercepts unpenalized) divided by C_sk N, at reg = 1 / (2 C_sk N).
+    class_weight (C,) weighs example i by w_{y_i}; the mean stays (1/N) sum_i w_{y_i} L_i.
+    Returns the mean (or sum) over N: a scalar, or (K,); reduction="none" gives (N,) or (K, N).
+    """
+    _check_scores_target(scores, target, reduction, validate)
+    _check_class_weight(class_weight, scores, validate)
+    return _LogisticLoss.apply(_autocast_float32(scores), target, reduction, class_weight)[0]
 
 
 # --------------------------------------------------------------------------- penalties R(W)

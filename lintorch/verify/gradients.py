@@ -2,14 +2,15 @@
 
 Shapes: N examples, D features, C classes, K stacked models (as in lintorch.functional).
 
-Every Function (linear, svm_loss in its three forms, hinge and squared, softmax_loss, the
-l2/l1/elastic-net penalties; squared_loss inside a total) and the total loss L = data loss + lam R(W) through linear,
+Every Function (linear, svm_loss in its three forms, hinge and squared, softmax_loss, logistic_loss,
+the l2/l1/elastic-net penalties; squared_loss inside a total) and the total loss L = data loss + lam R(W) through linear,
 each also with the K dimension and with class weights (the data loss (1/N) sum_i w_{y_i} L_i),
 and the graph-free training step objective_and_grad that train.py uses, is one Case, checked by
 lintorch.check_function (lintorch.verify.checker, which holds the comparisons) three ways:
 
     autograd   torch autograd on an independent reference from lintorch.verify.references
-               (F.cross_entropy, C * F.multi_margin_loss, F.mse_loss, plain tensor expressions), float32 and float64
+               (F.cross_entropy, C * F.multi_margin_loss, F.mse_loss, F.binary_cross_entropy_with_logits,
+               plain tensor expressions), float32 and float64
     numeric    centered finite differences in float64, the lecture's numeric gradient:
                every coordinate for small shapes, SAMPLES sampled coordinates for N=64, D=3072
     gradcheck  torch.autograd.gradcheck, float64 (its fast mode for the sampled shapes)
@@ -33,7 +34,8 @@ from .. import functional as LF
 # Report, Row, format_table, numeric_gradient, rel_error: also lintorch.gradcheck's names
 from .checker import METHODS, Report, Row, check_function, format_table, numeric_gradient, rel_error  # noqa: F401
 from ..objective import objective_and_grad
-from .references import PENALTY_REFS, per_model, softmax_reference, squared_reference, svm_reference
+from .references import (PENALTY_REFS, logistic_reference, per_model, softmax_reference, squared_reference,
+                         svm_reference)
 
 H = 1e-5          # finite-difference step; hinge losses are piecewise linear (squared: quadratic), so exact off kinks
 GAP = 1e-3        # strict inputs keep every hinge margin (and |W| for l1) this far from its kink
@@ -106,8 +108,8 @@ def _label(name, *tags):
 
 
 def _data_losses(fns, reduction, tag="", class_weight=None):
-    """(label, form, fn(s, y), ref(s, y)) for softmax_loss, the six SVM variants and squared_loss
-    (form is None for the smooth losses: no kinks), weighted by class_weight (C,) if given."""
+    """(label, form, fn(s, y), ref(s, y)) for softmax_loss, the six SVM variants, squared_loss and
+    logistic_loss (form is None for the smooth losses: no kinks), weighted by class_weight (C,) if given."""
     tag = tag if class_weight is None else ",".join(t for t in (tag, "weighted") if t)
     bind = partial(_weighted, class_weight=class_weight)
     losses = [(_label("softmax_loss", reduction, tag), None, bind(fns["softmax_loss"], reduction=reduction),
@@ -119,6 +121,8 @@ def _data_losses(fns, reduction, tag="", class_weight=None):
             losses.append((label, form, bind(fns["svm_loss"], **kw), bind(svm_reference, **kw)))
     losses.append((_label("squared_loss", reduction, tag), None, bind(fns["squared_loss"], reduction=reduction),
                    bind(squared_reference, reduction=reduction)))
+    losses.append((_label("logistic_loss", reduction, tag), None, bind(fns["logistic_loss"], reduction=reduction),
+                   bind(logistic_reference, reduction=reduction)))
     return losses
 
 
@@ -199,11 +203,22 @@ def _step(total_case, loss, form, kind, tag, class_weight=None):
     return total_case
 
 
+def _logistic_cases(fns, x, y, lead, C, randn, tag):
+    """The one-vs-rest logistic loss: each reduction, its Function in a total, and the training step."""
+    cases = []
+    for reduction in ("mean", "sum", "none"):
+        label, _, fn, ref = _data_losses(fns, reduction, tag)[8]
+        cases.append(Case(label, fn, per_model(ref), [2 * randn(*lead, x.shape[0], C), y], (0,)))
+    loss = _data_losses(fns, "mean")[8]
+    return cases + [_total(loss, "l2", fns, x, y, lead, C, randn, tag),
+                    _step(_total(loss, "l2", fns, x, y, lead, C, randn, tag), "logistic", "weston-watkins", "l2", tag)]
+
+
 def make_cases(seed=0, fns=None):
     """The checked cases; fns overrides the Functions under test by name ("linear", "svm_loss",
     "softmax_loss", "penalty"), e.g. with a deliberately broken one."""
     fns = {"linear": LF.linear, "svm_loss": LF.svm_loss, "softmax_loss": LF.softmax_loss,
-           "squared_loss": LF.squared_loss, "penalty": LF.penalty, **(fns or {})}
+           "squared_loss": LF.squared_loss, "logistic_loss": LF.logistic_loss, "penalty": LF.penalty, **(fns or {})}
     gen = torch.Generator().manual_seed(seed)
 
     def randn(*shape):
@@ -235,6 +250,7 @@ def make_cases(seed=0, fns=None):
         # the squared loss (one-vs-rest least squares): its Function in a total, and the training step
         cases += [_total(losses[7], "l2", fns, x, y, lead, C, randn, tag),
                   _step(_total(losses[7], "l2", fns, x, y, lead, C, randn, tag), "squared", "weston-watkins", "l2", tag)]
+        cases += _logistic_cases(fns, x, y, lead, C, randn, tag)
         # class weights: three data losses (the reductions cycled), a total and both training steps
         w = torch.rand(C, generator=gen, dtype=torch.float64) * 1.5 + 0.25
         for j, reduction in ((0, "mean"), (1, "sum"), (4, "none")):
@@ -250,6 +266,8 @@ def make_cases(seed=0, fns=None):
                   _step(_total(weighted[3], "l2", fns, x, y, lead, C, randn, tag), "svm", "crammer-singer",
                         "l2", tag, w),
                   _step(_total(weighted[7], "l2", fns, x, y, lead, C, randn, tag), "squared", "weston-watkins",
+                        "l2", tag, w),
+                  _step(_total(weighted[8], "l2", fns, x, y, lead, C, randn, tag), "logistic", "weston-watkins",
                         "l2", tag, w)]
     # the lecture's numeric gradient on a CIFAR-sized batch, on sampled coordinates
     x, y = randn(64, 3072), torch.randint(0, 10, (64,), generator=gen)

@@ -17,7 +17,7 @@ softmax reference uses its "sum" divided by N; F.multi_margin_loss(weight=w)'s m
 import torch
 import torch.nn.functional as F
 
-__all__ = ["softmax_reference", "svm_reference", "squared_reference", "REFERENCES", "PENALTY_REFS", "per_model",
+__all__ = ["softmax_reference", "svm_reference", "squared_reference", "logistic_reference", "REFERENCES", "PENALTY_REFS", "per_model",
            "reference_total", "softmax_objective"]
 
 
@@ -65,6 +65,16 @@ def squared_reference(s, y, reduction="mean", class_weight=None):
     return _reduce(losses, reduction)
 
 
+def logistic_reference(s, y, reduction="mean", class_weight=None):
+    """One-vs-rest logistic regression by torch: C * F.binary_cross_entropy_with_logits against the
+    0/1 targets one_hot(y) per example (it averages over the C classes; the loss sums them)."""
+    onehot = F.one_hot(y, s.shape[1]).to(s.dtype)
+    losses = s.shape[1] * F.binary_cross_entropy_with_logits(s, onehot, reduction="none").mean(1)
+    if class_weight is not None:
+        losses = losses * class_weight.to(s.dtype)[y]
+    return _reduce(losses, reduction)
+
+
 # Each registered loss's reference (objective.LOSSES' names): (s, y, margin, squared, form,
 # class_weight) -> mean data loss, the settings a loss has not ignored.
 REFERENCES = {
@@ -72,6 +82,7 @@ REFERENCES = {
     "svm": lambda s, y, margin=1.0, squared=False, form="weston-watkins", class_weight=None, **_:
         svm_reference(s, y, margin, squared, form, class_weight=class_weight),
     "squared": lambda s, y, class_weight=None, **_: squared_reference(s, y, class_weight=class_weight),
+    "logistic": lambda s, y, class_weight=None, **_: logistic_reference(s, y, class_weight=class_weight),
 }
 
 PENALTY_REFS = {"l2": lambda W, beta: (W ** 2).sum((-2, -1)), "l1": lambda W, beta: W.abs().sum((-2, -1)),

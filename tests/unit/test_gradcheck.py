@@ -49,7 +49,7 @@ def test_every_check_passes_for_another_seed(device):
     assert not failed, G.format_table(failed)
     assert {r.method for r in rows} == {"autograd", "numeric", "gradcheck"}
     names = {r.function.split("[")[0] for r in rows}
-    assert names == {"linear", "penalty", "softmax_loss", "svm_loss", "total", "objective_and_grad"}
+    assert names == {"linear", "penalty", "softmax_loss", "svm_loss", "logistic_loss", "total", "objective_and_grad"}
     assert any("K=3" in r.function for r in rows) and any("D=3072" in r.function for r in rows)
     weighted = {r.function.split("[")[0] for r in rows if "weighted" in r.function}
     assert weighted == {"softmax_loss", "svm_loss", "total", "objective_and_grad"}
@@ -120,9 +120,35 @@ def linear_transposed_dW(x, weight, bias=None):
     return _LinearTransposedDW.apply(x, weight, bias)
 
 
+class _LogisticSignFlipped(Function):
+    """logistic_loss whose backward returns +t sigma(-t s) instead of -t sigma(-t s)."""
+
+    @staticmethod
+    def forward(scores, target, reduction, class_weight):
+        return LF.logistic_loss(scores, target, reduction, class_weight=class_weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], inputs[1])
+        ctx.reduction = inputs[2]
+
+    @staticmethod
+    def backward(ctx, grad):
+        s, y = ctx.saved_tensors
+        t = 2 * torch.nn.functional.one_hot(y, s.shape[-1]).to(s.dtype) - 1
+        scale = {"mean": 1 / s.shape[-2], "sum": 1.0, "none": 1.0}[ctx.reduction]
+        g = grad.unsqueeze(-1) if ctx.reduction == "none" else grad[..., None, None]
+        return t * torch.sigmoid(-t * s) * g * scale, None, None, None
+
+
+def logistic_sign_flipped(scores, target, reduction="mean", class_weight=None):
+    return _LogisticSignFlipped.apply(scores, target, reduction, class_weight)
+
+
 @pytest.mark.parametrize("name,broken,hit", [
     ("softmax_loss", softmax_missing_onehot, ("softmax_loss", "total[softmax_loss")),
     ("linear", linear_transposed_dW, ("linear", "total[")),
+    ("logistic_loss", logistic_sign_flipped, ("logistic_loss", "total[logistic_loss")),
 ])
 def test_checker_catches_a_wrong_backward(name, broken, hit):
     """Every check of every case that goes through the broken Function FAILs (autograd, numeric
