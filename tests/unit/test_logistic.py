@@ -97,3 +97,21 @@ def test_a_run_trains_with_lbfgs_from_the_command_line(tmp_path, train_main, rea
     metrics = read_json(run / "metrics.json")
     assert metrics["status"] == "completed" and metrics["val_acc"] > 0.2      # 10 classes: chance is 0.1
     assert read_json(run / "config.json")["loss"] == "logistic"
+
+
+def test_dtypes_in_place_use_and_a_non_finite_row():
+    """float16 in, float16 out (computed in float32, as torch's own losses); reduction='none' is a
+    tensor of its own (L *= 2 works); a NaN score gives a NaN loss and a NaN gradient row, the
+    other rows finite."""
+    s, y = draw(N=4, C=3, seed=5)
+    half = LF.logistic_loss(s.half(), y)
+    assert half.dtype == torch.float16 and half.item() == pytest.approx(LF.logistic_loss(s, y).item(), rel=1e-3)
+    L = LF.logistic_loss(s.clone().requires_grad_(), y, "none")
+    L *= 2
+    bad = s.clone()
+    bad[1, 2] = float("nan")
+    bad.requires_grad_()
+    losses = LF.logistic_loss(bad, y, "none")
+    losses.sum().backward()
+    assert torch.isnan(losses[1]) and torch.isfinite(losses[[0, 2, 3]]).all()
+    assert torch.isnan(bad.grad[1]).all() and torch.isfinite(bad.grad[[0, 2, 3]]).all()

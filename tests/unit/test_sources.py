@@ -208,3 +208,15 @@ def test_a_tiny_run_trains_on_mnist_at_28_pixels(tmp_path, train_main, read_json
     assert metrics["status"] == "completed" and metrics["val_acc"] is not None
     config = read_json(run / "config.json")
     assert config["dataset"] == "mnist" and config["image_size"] == 28
+    from tests.helpers import events
+    assert "templates" in events(run).Tags()["images"]           # the weights drawn as 28 x 28 pictures
+
+
+def test_the_weights_are_drawn_at_96_pixels(stl10_root):
+    """STL-10 kept at 96 x 96: a (C, 3 * 96 * 96) weight is drawn as C pictures, one per class."""
+    from lintorch.output.visualize import template_grid
+    root, _ = stl10_root
+    data = load_dataset("stl10", str(root), image_size=96, val_size=5, seed=0)
+    W = torch.randn(len(data.classes), 3 * 96 * 96, generator=torch.Generator().manual_seed(0))
+    grid = template_grid(W, data.classes, tuple(data.train.x.shape[1:]))
+    assert grid.dim() == 3 and grid.shape[0] == 3 and grid.shape[1] > 96 and grid.float().std() > 0
