@@ -138,7 +138,7 @@ def test_flip_with_features_trains_on_each_image_and_its_mirror(image_folder, tm
     ckpt = torch.load(logdir / "checkpoint.pt", weights_only=True)
     ex = from_state_dict(ckpt["features"]["extractor"])
     data = load_dataset("imagefolder", str(image_folder), 16, 12, 0, str(tmp_path / "images"))
-    assert torch.allclose(torch.load(mirror, weights_only=True), ex.transform(data.train.x.flip(-1)), atol=1e-4)
+    assert torch.allclose(torch.load(mirror, weights_only=True)["x"], ex.transform(data.train.x.flip(-1)), atol=1e-4)
     m = json.loads((logdir / "metrics.json").read_text())
     assert m["images_per_second"] * m["seconds"] == pytest.approx(2 * len(data.train))
     with pytest.raises(SystemExit):
