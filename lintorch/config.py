@@ -1,25 +1,37 @@
-"""train.py's command line: every flag with help and its real default, the tuned per-loss
-defaults beside the flags they fill, the sweep grid, and what a resume may change.
+"""The train command's configuration, typed and torch-free: TrainConfig holds every setting with its
+default, bounds and help text (one home each); the train command's parser is generated from its
+fields, LinearProbe builds it directly, and `check` holds the rules that tie settings together.
+
+What a run finds out while it runs (the threads it measured, the learning rate scaled to the
+features' width, the validation split's size, its folder) is a Resolved record kept beside the
+config in config.json and the checkpoint ("resolved"), never written into it.
+
 Imports no torch, so `train.py --help` and usage errors answer at once.
 """
 import argparse
+import dataclasses
 import itertools
 import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Optional
 
-from .cli import ArgumentParser, add_common, nonempty, number, unused_extractor_flags
+from .cli import ArgumentParser, add_common, nonempty, number, threads_arg, unused_extractor_flags
 from .names import (CACHE_CHECKS, CLASS_WEIGHTS, DATASETS, GD_EPOCHS, GD_LR_SCALE, LOADERS, MEANS, OPTIMIZERS,
-    PENALTIES, PRECONDITIONS, RESUMABLE_CHANGES, SCHEDULES, SEARCHES, SGD_EPOCHS, SVM_FORMS, SWEEPABLE)
+    PENALTIES, PRECONDITIONS, RESUMABLE_CHANGES, SCHEDULES, SEARCHES, SGD_EPOCHS, SVM_FORMS, SWEEPABLE,
+    features_lr_scale)
 from .objective import LOSSES, LOSS_DEFAULTS, exact_applies, nonsmooth_parts
 
 MAX_SEED = 2 ** 32 - 1
 
-# The best measured recipe for an extractor's features (README, Features): used when --features NAME
-# is given with none of CLASSIFIER_FLAGS (its other keys only where not given), the reg picked on
-# validation by a path in one run. kmeans, K = 1600, 40,000 training images and their mirrors, the
-# 10,000-image validation split (exact path): 74.92% with --flip --power 0.5 (reg 1e-4; 1e-6..1e-1
-# measured: nothing below 1e-4 helps), 76.18% adding --flip-eval (reg 4.6e-5). val_size 10,000: the
-# path picks among values 0.05-0.3 points apart, and 5,000 images' standard error is 0.6 points.
-FEATURE_RECIPES = {
+# Named presets: the best measured classifier for an extractor's features (README, Features), applied
+# in one visible step when --features NAME is given with none of CLASSIFIER_FLAGS (a key given on the
+# command line keeps its value), the reg picked on validation by a path in one run. kmeans, K = 1600,
+# 40,000 training images and their mirrors, the 10,000-image validation split (exact path): 74.92% with
+# --flip --power 0.5 (reg 1e-4; 1e-6..1e-1 measured: nothing below 1e-4 helps), 76.18% adding
+# --flip-eval (reg 4.6e-5). val_size 10,000: the path picks among values 0.05-0.3 points apart, and
+# 5,000 images' standard error is 0.6 points.
+PRESETS = {
     "kmeans": {"loss": "squared", "optimizer": "exact", "flip": True, "flip_eval": True, "power": 0.5,
                "val_size": 10000, "sweep": ["reg=logspace:1e-6:1e-1:16"]},
     "hog,colorhist": {"loss": "softmax", "optimizer": "lbfgs", "sweep": ["reg=logspace:1e-6:1e-2:9"]},
@@ -27,26 +39,358 @@ FEATURE_RECIPES = {
 CLASSIFIER_FLAGS = ("loss", "optimizer", "sweep", "reg", "lr", "epochs", "squared_hinge", "svm_form", "margin",
                     "penalty", "beta", "momentum", "schedule", "batch_size", "patience", "class_weight", "max_iter",
                     "tol", "history", "precondition", "trials")
+DATASET_TENSOR = "tensor"       # LinearProbe.fit on the caller's own arrays (no flag chooses it)
 
 
-def fill_defaults(args):
-    """Replace None hyperparameters with the tuned defaults for the loss and optimizer."""
-    full_batch = args.optimizer == "gd"
-    args.lr_from_defaults = args.lr is None     # recipe.build scales it to the inputs (features_lr_scale)
-    if args.lr is None:
-        args.lr = LOSSES[args.loss].tuned["lr"] * (GD_LR_SCALE if full_batch else 1.0)
-    if args.reg is None:
-        args.reg = LOSSES[args.loss].tuned["reg"]
-    if args.epochs is None:
-        args.epochs = GD_EPOCHS if full_batch else SGD_EPOCHS
-    if full_batch:
-        args.momentum = 0.0  # the lecture's vanilla loop
-    return args
+class ConfigError(ValueError):
+    """A setting, or a combination of settings, that cannot run: field names the (first) setting;
+    str() is the text, which names settings as the builder spells them (--flag or keyword)."""
+
+    def __init__(self, field, text):
+        super().__init__(text)
+        self.field = field
+
+
+def flag(name):
+    """A field's name as the command line spells it: val_size -> --val-size."""
+    return "--" + name.replace("_", "-")
 
 
 def _tuned(key):
-    return ", ".join(f"{tuned[key]:g} for {loss}" for loss, tuned in ((name, loss.tuned) for name, loss in LOSSES.items()))
+    return ", ".join(f"{loss.tuned[key]:g} for {name}" for name, loss in LOSSES.items())
 
+
+def _opt(default, help, group, *, type=None, choices=None, action=None, metavar=None, nargs=None, cli=True):
+    """A TrainConfig field: its default, its flag's help, group and type (the bounds live in the
+    type: cli.number), choices, argparse action. cli=False: no flag (set by the API or a step)."""
+    return field(default=default, metadata=dict(help=help, group=group, type=type, choices=choices, action=action,
+                                                metavar=metavar, nargs=nargs, cli=cli))
+
+
+_pos_int, _nonneg = number(int, 1), number(float, 0.0)
+_BOOL = "store_true"
+_SWITCH = argparse.BooleanOptionalAction
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run (the train command's flags; LinearProbe's keywords map onto
+    them). Frozen: a run never changes it; derived values go to Resolved."""
+    # data
+    dataset: str = _opt("cifar10", "data set to train on", "data", choices=DATASETS)
+    data_dir: Optional[str] = _opt("./data", "cifar10: where cifar-10-batches-py is (or is downloaded to); "
+                                   "cifar100, mnist, fashion-mnist, kmnist, svhn, stl10: where torchvision's files "
+                                   "for it are (never downloaded); imagefolder: folder with train/<class>/* and "
+                                   "optionally test/<class>/*; "
+                                   "features: a feature folder (train.npy + train_labels.npy or train.pt, "
+                                   "classes.json; see README)", "data", type=nonempty)
+    cache_dir: Optional[str] = _opt(None, "where the decoded uint8 image cache goes (default: "
+                                    "DATA_DIR/.lintorch-cache)", "data", type=nonempty)
+    cache_check: str = _opt("stat", "how the decoded-image cache is checked against the images: stat (path, size, "
+                            "mtime, ctime, inode: fast) or full (a sha256 of every file's bytes)", "data",
+                            choices=CACHE_CHECKS)
+    image_size: int = _opt(32, "images are resized to this square size", "data", type=number(int, 1, high=1024))
+    val_size: Optional[int] = _opt(None, "validation images carved from train, seeded (default: 5000, or a fifth "
+                                   "of a smaller training set)", "data", type=_pos_int)
+    mean: str = _opt("pixel", "subtract the training mean image (pixel) or per-channel mean", "data", choices=MEANS)
+    standardize: bool = _opt(False, "also divide by the training std", "data", action=_BOOL)
+    loader: str = _opt("tensor", "tensor: decoded once, batched on the device; dataloader: torch DataLoader",
+                       "data", choices=LOADERS)
+    workers: int = _opt(0, "DataLoader workers (--loader dataloader)", "data", type=number(int, 0, high=64))
+    flip: bool = _opt(False, "pixels: mirror a random half of each training batch left-right (seeded; on the "
+                      "device); lbfgs/exact and --features: train on every image and its mirror image (features "
+                      "encoded once each and cached)", "data", action=_SWITCH)
+    flip_eval: bool = _opt(False, "--features: classify each validation, test and predicted image by its features "
+                           "averaged with its mirror image's (the mean of the two images' scores, the classifier "
+                           "being linear; each encoded once and cached); the checkpoint records it, so evaluate and "
+                           "predict do the same", "data", action=_SWITCH)
+    skip_bad_images: bool = _opt(False, "skip unreadable images with a warning", "data", action=_BOOL)
+    # features
+    features: str = _opt("pixels", "what the classifier sees: pixels, kmeans (Coates et al. 2011), hog, colorhist, "
+                         "a comma list such as hog,colorhist, or torchvision:<model> (e.g. torchvision:resnet18); "
+                         f"extracted once and cached. --features {' or '.join(PRESETS)} alone (with no classifier flag: "
+                         f"{', '.join(map(flag, CLASSIFIER_FLAGS[:4]))}, ...) applies that extractor's preset, the "
+                         f"best measured classifier for it, which overrides the defaults marked 'with --features "
+                         f"NAME alone' below (a flag given keeps its value; the run prints the preset it applied)",
+                         "features", type=nonempty)
+    centroids: Optional[int] = _opt(None, "kmeans: centroids K (default 1600; D = POOL^2 K)", "features",
+                                    type=number(int, 1, high=100_000))
+    patches: Optional[int] = _opt(None, "kmeans: random 6x6 training patches to learn from (default 400000)",
+                                  "features", type=number(int, 1, high=100_000_000))
+    pool: Optional[int] = _opt(None, "kmeans: sum-pool the activations over a POOL x POOL grid of regions (default "
+                               "2: the paper's quadrants; D = POOL^2 K)", "features", type=number(int, 1, high=27))
+    encoding: Optional[str] = _opt(None, "kmeans: triangle (default: max(0, mean z - z_k), Coates et al. 2011) or "
+                                   "soft (the soft threshold with polarity split, Coates & Ng 2011: 2 K codes, "
+                                   "D = 2 POOL^2 K)", "features", choices=("triangle", "soft"))
+    alpha: Optional[float] = _opt(None, "kmeans --encoding soft: the threshold (default 0.25)", "features",
+                                  type=_nonneg)
+    power: Optional[float] = _opt(None, "kmeans: raise each pooled feature to this power (0.5: the signed square "
+                                  "root; default 1)", "features", type=number(float, 0.0, low_open=True, high=1.0))
+    zca_eps: Optional[float] = _opt(None, "kmeans: added to the patch covariance's eigenvalues before whitening "
+                                    "(default 0.1)", "features", type=number(float, 0.0, low_open=True))
+    backbone_weights: Optional[str] = _opt(None, "torchvision: a state_dict file, or named weights such as DEFAULT "
+                                           "(needs the network once); default: random weights", "features",
+                                           type=nonempty, metavar="FILE_OR_NAME")
+    input_size: Optional[int] = _opt(None, "torchvision without named weights: images are resized to this "
+                                     "(default 224)", "features", type=number(int, 16, high=1024))
+    # loss and regularization
+    loss: str = _opt("softmax", "data loss", "loss and regularization", choices=tuple(LOSSES))
+    margin: float = _opt(LOSS_DEFAULTS["margin"], "SVM margin (delta)", "loss and regularization", type=_nonneg)
+    squared_hinge: bool = _opt(LOSS_DEFAULTS["squared_hinge"], "SVM with max(0, .)^2 (the lecture's Q6)",
+                               "loss and regularization", action=_BOOL)
+    svm_form: str = _opt(LOSS_DEFAULTS["svm_form"], "sum over wrong classes (weston-watkins), the largest one "
+                         "(crammer-singer), or C binary SVMs (one-vs-rest; with --squared-hinge the L2-SVM of "
+                         "Coates et al. 2011)", "loss and regularization", choices=SVM_FORMS)
+    reg: Optional[float] = _opt(None, f"regularization strength lambda (default: {_tuned('reg')})",
+                                "loss and regularization", type=_nonneg)
+    penalty: str = _opt(LOSS_DEFAULTS["penalty"], "R(W): l2, l1 or elasticnet", "loss and regularization",
+                        choices=PENALTIES)
+    beta: float = _opt(LOSS_DEFAULTS["beta"], "elastic net's weight on sum W^2", "loss and regularization",
+                       type=_nonneg)
+    class_weight: str = _opt(LOSS_DEFAULTS["class_weight"], "weight each example's loss by its class: balanced = "
+                             "N / (C * n_c), as scikit-learn", "loss and regularization", choices=CLASS_WEIGHTS)
+    # optimization
+    optimizer: str = _opt("sgd", "sgd: minibatch SGD; gd: full-batch gradient descent; lbfgs: full-batch L-BFGS, "
+                          "every member of a sweep at once (softmax or --squared-hinge, l2); exact: --loss squared "
+                          "solved in closed form, a whole --sweep reg path from one Gram; random-search: the "
+                          "lecture's strategy #1; random-local-search: random steps kept when they lower the loss",
+                          "optimization", choices=OPTIMIZERS)
+    epochs: Optional[int] = _opt(None, f"passes over the training data (default: {SGD_EPOCHS} for sgd, {GD_EPOCHS} "
+                                 f"for gd)", "optimization", type=number(int, 1, high=100_000))
+    batch_size: int = _opt(256, "minibatch size", "optimization", type=number(int, 1, high=2 ** 24))
+    lr: Optional[float] = _opt(None, f"learning rate (default: {_tuned('lr')}; x{GD_LR_SCALE:g} for gd; scaled "
+                               f"down for standardized features, see config.json's resolved lr)", "optimization",
+                               type=number(float, 0.0, low_open=True))
+    momentum: float = _opt(0.9, "SGD momentum", "optimization", type=number(float, 0.0, high=0.999))
+    schedule: str = _opt("cosine", "learning-rate schedule", "optimization", choices=SCHEDULES)
+    patience: Optional[int] = _opt(None, "end a member after this many epochs without a better validation accuracy",
+                                   "optimization", type=number(int, 1))
+    max_iter: int = _opt(1000, "lbfgs: iterations per member at most", "optimization",
+                         type=number(int, 1, high=1_000_000))
+    tol: float = _opt(1e-4, "lbfgs: a member has converged when every |dL/dW|, |dL/db| <= tol (scikit-learn's "
+                      "tol)", "optimization", type=number(float, 0.0, low_open=True))
+    history: int = _opt(10, "lbfgs: (s, y) pairs kept", "optimization", type=number(int, 1, high=1000))
+    precondition: str = _opt("auto", "lbfgs: start each member's inverse-Hessian estimate from (X^T X / N + 2 reg "
+                             "I)^-1 (gram: one extra pass and a D x D factor per member; far fewer iterations on "
+                             "correlated inputs) or from the identity (none: plain L-BFGS); auto: gram when N >= D",
+                             "optimization", choices=PRECONDITIONS)
+    trials: int = _opt(1000, "random search: number of random W tried", "optimization",
+                       type=number(int, 1, high=10_000_000))
+    # the grid: a tuple of {name: value} configurations, one member each (None: a single run)
+    sweep: Optional[tuple] = _opt(None, f"train the whole grid at once, one stacked model per configuration; NAME "
+                                  f"in {', '.join(SWEEPABLE)}, e.g. --sweep lr=1e-3,3e-3 reg=logspace:1e-6:1e-1:16",
+                                  "optimization", metavar="NAME=V1,V2", nargs="+")
+    # run
+    seed: int = _opt(0, "random seed (split, init, order)", "run", type=number(int, 0, high=MAX_SEED))
+    logdir: Optional[str] = _opt(None, "run folder (default: runs/<timestamp>-<dataset>-<loss>)", "run",
+                                 type=nonempty)
+    resume: Optional[str] = _opt(None, f"continue an interrupted run from its last.pt (may change only "
+                                 f"{', '.join(map(flag, RESUMABLE_CHANGES))})", "run", type=nonempty,
+                                 metavar="RUN_DIR_OR_CHECKPOINT")
+    log_every: int = _opt(50, "steps between loss read-backs and logs", "run", type=number(int, 1))
+    quiet: bool = _opt(False, "no progress bars, only warnings and errors", "run", action=_BOOL)
+    sweep_parallel: bool = _opt(False, "split the --sweep's configurations across the processes, each training "
+                                "its share on all the data (default: data-parallel, each process a shard of every "
+                                "batch)", "torchrun", action=_BOOL)
+    dist_timeout: float = _opt(60.0, "seconds a process waits for the others at a collective before it gives up "
+                               "with a message", "torchrun", type=number(float, 1.0, high=86400.0))
+    device: str = _opt("auto", "auto (CUDA when present), cpu, cuda or cuda:N", "common")
+    threads: object = _opt("auto", "CPU threads: N, or auto (measured at start: 1 when the cores are busy)",
+                           "common", type=threads_arg)
+    debug: bool = _opt(False, "show full tracebacks", "common", action=_BOOL)
+    # set by a step, not a flag: the preset applied (PRESETS), and the flags typed (resume's rules)
+    preset: Optional[str] = _opt(None, "the preset applied (PRESETS)", "", cli=False)
+    given: tuple = field(default=(), compare=False, repr=False, metadata=dict(cli=False))
+
+    # ------------------------------------------------------------------ building it
+
+    @classmethod
+    def fields(cls):
+        return dataclasses.fields(cls)
+
+    @classmethod
+    def from_args(cls, ns):
+        """An argparse Namespace holding only the flags given (the parser's defaults are SUPPRESS)
+        -> the config: the flags, their defaults, the tuned defaults (filled) and, for --features
+        NAME alone, its preset (applied)."""
+        given = dict(vars(ns))
+        if given.get("sweep") is not None:
+            given["sweep"] = tuple(sweep_grid(given["sweep"]))
+        cfg = cls(**given, given=tuple(sorted(given)))
+        return cfg.with_preset().filled()
+
+    @classmethod
+    def from_saved(cls, saved):
+        """A config.json / checkpoint config dict (any lintorch's) -> (TrainConfig, Resolved). Keys an
+        older lintorch did not write take the field's default; the facts it wrote into its config
+        (the measured threads, the run folder, a scaled lr) are read back into Resolved."""
+        names = {f.name for f in cls.fields()} - {"given", "resume"}
+        values = {k: v for k, v in saved.items() if k in names}
+        if values.get("sweep") is not None:
+            values["sweep"] = tuple(dict(c) for c in values["sweep"])
+        if saved.get("lr_from_defaults"):         # an older lintorch: lr was the default, not yet scaled
+            values["lr"] = None
+        if "feature_recipe" in saved and saved["feature_recipe"]:
+            values["preset"] = saved.get("features")
+        old = {"threads": saved.get("cpu_threads"), "logdir": saved.get("logdir"), "val_size": saved.get("val_size"),
+               "lr": saved.get("lr")}
+        resolved = Resolved(**{**old, **(saved.get("resolved") or {})})
+        return cls(**values), resolved
+
+    def saved(self, resolved=None):
+        """-> plain types for config.json, TensorBoard text and checkpoints (torch.load weights_only):
+        every setting, and the resolved record beside them."""
+        out = {f.name: getattr(self, f.name) for f in self.fields() if f.name not in ("given", "resume")}
+        out["sweep"] = None if self.sweep is None else [dict(c) for c in self.sweep]
+        if resolved is not None:
+            out["resolved"] = dataclasses.asdict(resolved)
+        return out
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ the derived defaults
+
+    def with_preset(self):
+        """--features NAME alone -> this config with PRESETS[NAME] applied (the keys not given), the
+        one visible step: preset_text() says what it set. Unchanged for another extractor, a
+        classifier flag given, or a resume (which keeps its own config)."""
+        recipe = PRESETS.get(self.features)
+        if recipe is None or self.resume or set(self.given) & set(CLASSIFIER_FLAGS):
+            return self
+        changes = {k: (tuple(sweep_grid([parse_sweep_item(i) for i in v])) if k == "sweep" else v)
+                   for k, v in recipe.items() if k not in self.given}
+        return self.replace(**changes, preset=self.features)
+
+    def preset_text(self):
+        """The preset's flags as applied ('--loss squared --optimizer exact ...'), or None."""
+        if self.preset is None:
+            return None
+        return " ".join(flag(k) if v is True else f"{flag(k)} {' '.join(v) if k == 'sweep' else v}"
+                        for k, v in PRESETS[self.preset].items() if k not in self.given)
+
+    def filled(self):
+        """The tuned defaults for the loss and optimizer: reg and epochs where not set; gd steps
+        without momentum (the lecture's vanilla loop). The lr stays None when not set: its default
+        depends on the inputs (base_lr)."""
+        full_batch = self.optimizer == "gd"
+        return self.replace(reg=LOSSES[self.loss].tuned["reg"] if self.reg is None else self.reg,
+                            epochs=(GD_EPOCHS if full_batch else SGD_EPOCHS) if self.epochs is None else self.epochs,
+                            momentum=0.0 if full_batch else self.momentum)
+
+    def base_lr(self, D, standardized):
+        """The learning rate before any sweep override: lr when set, else the loss's tuned value
+        (x GD_LR_SCALE for gd), scaled to D standardized features (names.features_lr_scale) for the
+        optimizers that take steps."""
+        if self.lr is not None:
+            return self.lr
+        lr = LOSSES[self.loss].tuned["lr"] * (GD_LR_SCALE if self.optimizer == "gd" else 1.0)
+        return lr * features_lr_scale(D) if standardized and self.optimizer in ("sgd", "gd") else lr
+
+    # ------------------------------------------------------------------ the rules
+
+    def check(self, name=flag):
+        """Every setting within its bounds and choices, then the rules that tie settings together;
+        ConfigError(field, text) for the first that fails. name(field) spells a setting in the text
+        (--flag by default; LinearProbe passes its keyword names)."""
+        for f in self.fields():
+            self._check_field(f, getattr(self, f.name), name)
+        n = name
+        if self.sweep is not None:
+            for c in self.sweep:
+                for k, v in c.items():
+                    if k not in SWEEPABLE:
+                        raise ConfigError("sweep", f"a sweep varies {', '.join(SWEEPABLE)}, not {k}")
+                    _bounded("sweep", n(k), v, number(float, 0.0, low_open=k == "lr"))
+            if self.optimizer in SEARCHES:
+                raise ConfigError("sweep", f"{n('sweep')} trains with {n('optimizer')} sgd, gd, lbfgs or exact, not "
+                                  f"{self.optimizer}")
+        lr_swept = bool(self.sweep) and any("lr" in c for c in self.sweep)
+        if self.optimizer == "lbfgs":
+            if nonsmooth_parts(self.loss, self.squared_hinge, self.penalty):
+                raise ConfigError("optimizer", f"{n('optimizer')} lbfgs needs a smooth objective: softmax or "
+                                  f"{n('loss')} svm {n('squared_hinge')}, with {n('penalty')} l2 (L-BFGS stalls at "
+                                  f"the hinge's and l1's kinks; use sgd for those)")
+            if lr_swept:
+                raise ConfigError("sweep", f"{n('optimizer')} lbfgs has no learning rate to sweep; sweep reg")
+        if self.optimizer == "exact":
+            if not exact_applies(self.loss, self.penalty, self.class_weight != "none"):
+                raise ConfigError("optimizer", f"{n('optimizer')} exact solves {n('loss')} squared with {n('penalty')} "
+                                  f"l2 and no {n('class_weight')} in closed form; use lbfgs or sgd for the others")
+            if lr_swept:
+                raise ConfigError("sweep", f"{n('optimizer')} exact has no learning rate to sweep; sweep reg")
+        lbfgs_only = [k for k in ("max_iter", "tol", "history", "precondition") if k in self.given]
+        if lbfgs_only and self.optimizer != "lbfgs" and not self.resume:
+            raise ConfigError(lbfgs_only[0], f"{', '.join(map(n, lbfgs_only))} set{'s' if len(lbfgs_only) == 1 else ''}"
+                              f" the L-BFGS solver: add {n('optimizer')} lbfgs (the {self.optimizer} optimizer would "
+                              f"ignore it)")
+        if self.flip and self.dataset == "features":
+            raise ConfigError("flip", f"{n('flip')} mirrors images; a feature folder holds features, not images")
+        if self.dataset == "features" and self.features != "pixels":
+            raise ConfigError("features", f"{n('dataset')} features trains on the folder's features as they are; "
+                              f"give no {n('features')}")
+        if self.flip_eval and (self.dataset == "features" or self.features == "pixels"):
+            raise ConfigError("flip_eval", f"{n('flip_eval')} averages each evaluated image's extracted features "
+                              f"with its mirror image's: it needs {n('features')} (not pixels, not a feature folder)")
+        unused = unused_extractor_flags(self, "" if self.dataset == "features" else self.features)
+        if unused:
+            raise ConfigError("features", f"{unused}, not {'a feature folder' if self.dataset == 'features' else self.features}"
+                              f": it would be ignored")
+        if self.loader == "dataloader" and (self.features != "pixels" or self.dataset == "features"):
+            raise ConfigError("loader", f"{n('loader')} dataloader decodes images batch by batch; features are made "
+                              f"once, so it applies to {n('features')} pixels only (drop {n('loader')})")
+        if self.sweep_parallel and self.sweep is None and not self.resume:
+            raise ConfigError("sweep_parallel", f"{n('sweep_parallel')} splits a {n('sweep')} across processes: give "
+                              f"{n('sweep')}")
+        if self.resume and self.sweep is not None:
+            raise ConfigError("resume", f"{n('resume')} continues a run with its own sweep; give no {n('sweep')}")
+
+    @staticmethod
+    def _check_field(f, value, name):
+        meta = f.metadata
+        if not meta.get("cli") or value is None or f.name == "sweep":
+            return
+        choices = meta["choices"]
+        if f.name == "dataset":
+            choices = (*choices, DATASET_TENSOR)
+        if choices is not None and value not in choices:
+            raise ConfigError(f.name, f"{name(f.name)}: invalid choice: {value!r} (choose from "
+                              f"{', '.join(map(repr, choices))})")
+        if meta["action"] is not None:
+            if not isinstance(value, bool):
+                raise ConfigError(f.name, f"{name(f.name)}: {value!r} is not True or False")
+        elif meta["type"] is not None:
+            _bounded(f.name, name(f.name), value, meta["type"])
+
+
+def _bounded(field, spelled, value, parse):
+    """value through the flag's own type (cli.number and co.: one home for the bounds)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise ConfigError(field, f"{spelled}: {value!r} is not a number")
+    text = value if isinstance(value, str) else str(int(value)) if isinstance(value, numbers.Integral) else \
+        repr(float(value))
+    try:
+        parse(text)
+    except argparse.ArgumentTypeError as e:
+        raise ConfigError(field, f"{spelled}: {e}") from None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a run found out, recorded beside its config: lr, the base learning rate it trained with
+    (TrainConfig.base_lr; None for the solvers without one), val_size, the validation split's size,
+    threads, the CPU threads measured (a resume keeps them: results stay bit-identical), logdir,
+    the run folder."""
+    lr: Optional[float] = None
+    val_size: Optional[int] = None
+    threads: Optional[int] = None
+    logdir: Optional[str] = None
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- sweeps
 
 def parse_sweep_item(text):
     """'lr=1e-4,3e-4' or 'reg=logspace:1e-6:1e-1:16' -> ('lr', [values]) (distinct values)."""
@@ -81,7 +425,8 @@ def sweep_grid(items):
     """[('lr', [a, b]), ('reg', [c])] -> [{'lr': a, 'reg': c}, {'lr': b, 'reg': c}] (the full grid)."""
     names = [n for n, _ in items]
     if len(set(names)) != len(names):
-        raise ValueError(f"a sweep names {', '.join(sorted({n for n in names if names.count(n) > 1}))} twice")
+        raise ConfigError("sweep", f"a sweep names {', '.join(sorted({n for n in names if names.count(n) > 1}))} "
+                          f"twice")
     return [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in items))]
 
 
@@ -92,223 +437,69 @@ def member_name(config):
                     for k, v in config.items())
 
 
+# --------------------------------------------------------------------------- the command line
+
+GROUPS = {"data": "data", "features": "features", "loss and regularization": "loss and regularization",
+          "optimization": "optimization", "run": "run",
+          "torchrun": "under torchrun (torchrun --nproc_per_node N train.py ...; see lintorch/training/distributed.py)"}
+
+
+def _help(f):
+    """A field's help with its default (None: the help says what it defaults to) and what a preset
+    sets it to instead."""
+    text = f.metadata["help"]
+    if f.default is not None and f.metadata["action"] is None:
+        text += f" (default: {f.default})"
+    by_preset = [f"{v if f.name != 'sweep' else ' '.join(v)} with --features {name} alone"
+                 for name, preset in PRESETS.items() for k, v in preset.items() if k == f.name]
+    if by_preset:
+        text += f" ({'; '.join(by_preset)})" if f.metadata["action"] is None else \
+            f" (on with --features {' and '.join(n for n, p in PRESETS.items() if p.get(f.name))} alone)"
+    return text.replace("%", "%%")
+
+
 def get_args_parser():
+    """The train command's parser, one flag per TrainConfig field. Every default is SUPPRESS, so the
+    Namespace holds exactly the flags given (TrainConfig.from_args fills the rest from the fields)."""
     p = ArgumentParser(prog="train.py", description="Train a linear classifier scores = Wx + b on images, "
-                       "with lintorch's hand-written gradients, logging to TensorBoard.")
-    pos_int, pos_float, nonneg = number(int, 1), number(float, 0.0, low_open=True), number(float, 0.0)
-    d = p.add_argument_group("data")
-    d.add_argument("--dataset", choices=DATASETS, default="cifar10", help="data set to train on")
-    d.add_argument("--data-dir", type=nonempty, default="./data", help="cifar10: where cifar-10-batches-py is "
-                   "(or is downloaded to); cifar100, mnist, fashion-mnist, kmnist, svhn, stl10: where torchvision's "
-                   "files for it are (never downloaded); imagefolder: folder with train/<class>/* and optionally test/<class>/*; "
-                   "features: a feature folder (train.npy + train_labels.npy or train.pt, classes.json; see README)")
-    d.add_argument("--cache-dir", type=nonempty, default=None, help="where the decoded uint8 image cache goes "
-                   "(default: DATA_DIR/.lintorch-cache)")
-    d.add_argument("--cache-check", choices=CACHE_CHECKS, default="stat",
-                   help="how the decoded-image cache is checked against the images: stat (path, size, mtime, "
-                   "ctime, inode: fast) or full (a sha256 of every file's bytes)")
-    d.add_argument("--image-size", type=number(int, 1, high=1024), default=32,
-                   help="images are resized to this square size")
-    d.add_argument("--val-size", type=pos_int, default=None, help="validation images carved from train, seeded "
-                   "(default: 5000, or a fifth of a smaller training set)")
-    d.add_argument("--mean", choices=MEANS, default="pixel",
-                   help="subtract the training mean image (pixel) or per-channel mean")
-    d.add_argument("--standardize", action="store_true", help="also divide by the training std")
-    d.add_argument("--loader", choices=LOADERS, default="tensor",
-                   help="tensor: decoded once, batched on the device; dataloader: torch DataLoader")
-    d.add_argument("--workers", type=number(int, 0, high=64), default=0,
-                   help="DataLoader workers (--loader dataloader)")
-    d.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False, help="pixels: mirror a random half of each training batch "
-                   "left-right (seeded; on the device); lbfgs/exact and --features: train on every image and its "
-                   "mirror image (features encoded once each and cached)")
-    d.add_argument("--flip-eval", action=argparse.BooleanOptionalAction, default=False,
-                   help="--features: classify each validation, test and predicted image by its features averaged "
-                   "with its mirror image's (the mean of the two images' scores, the classifier being linear; each "
-                   "encoded once and cached); the checkpoint records it, so evaluate and predict do the same")
-    d.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
-
-    f = p.add_argument_group("features")
-    f.add_argument("--features", default="pixels", help="what the classifier sees: pixels, kmeans (Coates et al. "
-                   "2011), hog, colorhist, a comma list such as hog,colorhist, or torchvision:<model> (e.g. "
-                   "torchvision:resnet18); extracted once and cached")
-    f.add_argument("--centroids", type=number(int, 1, high=100_000), default=None,
-                   help="kmeans: centroids K (default 1600; D = POOL^2 K)")
-    f.add_argument("--patches", type=number(int, 1, high=100_000_000), default=None,
-                   help="kmeans: random 6x6 training patches to learn from (default 400000)")
-    f.add_argument("--pool", type=number(int, 1, high=27), default=None,
-                   help="kmeans: sum-pool the activations over a POOL x POOL grid of regions (default 2: the "
-                   "paper's quadrants; D = POOL^2 K)")
-    f.add_argument("--encoding", choices=("triangle", "soft"), default=None,
-                   help="kmeans: triangle (default: max(0, mean z - z_k), Coates et al. 2011) or soft (the soft "
-                   "threshold with polarity split, Coates & Ng 2011: 2 K codes, D = 2 POOL^2 K)")
-    f.add_argument("--alpha", type=nonneg, default=None, help="kmeans --encoding soft: the threshold (default 0.25)")
-    f.add_argument("--power", type=number(float, 0.0, low_open=True, high=1.0), default=None,
-                   help="kmeans: raise each pooled feature to this power (0.5: the signed square root; default 1)")
-    f.add_argument("--zca-eps", type=number(float, 0.0, low_open=True), default=None,
-                   help="kmeans: added to the patch covariance's eigenvalues before whitening (default 0.1)")
-    f.add_argument("--backbone-weights", type=nonempty, default=None, metavar="FILE_OR_NAME",
-                   help="torchvision: a state_dict file, or named weights such as DEFAULT (needs the network "
-                   "once); default: random weights")
-    f.add_argument("--input-size", type=number(int, 16, high=1024), default=None,
-                   help="torchvision without named weights: images are resized to this (default 224)")
-
-    m = p.add_argument_group("loss and regularization")
-    m.add_argument("--loss", choices=tuple(LOSSES), default="softmax", help="data loss")
-    m.add_argument("--margin", type=nonneg, default=LOSS_DEFAULTS["margin"], help="SVM margin (delta)")
-    m.add_argument("--squared-hinge", action="store_true", help="SVM with max(0, .)^2 (the lecture's Q6)")
-    m.add_argument("--svm-form", choices=SVM_FORMS, default=LOSS_DEFAULTS["svm_form"],
-                   help="sum over wrong classes (weston-watkins), the largest one (crammer-singer), or C "
-                   "binary SVMs (one-vs-rest; with --squared-hinge the L2-SVM of Coates et al. 2011)")
-    m.add_argument("--reg", type=nonneg, default=None, help=f"regularization strength lambda "
-                   f"(default: {_tuned('reg')})")
-    m.add_argument("--penalty", choices=PENALTIES, default=LOSS_DEFAULTS["penalty"], help="R(W): l2, l1 or elasticnet")
-    m.add_argument("--beta", type=nonneg, default=LOSS_DEFAULTS["beta"], help="elastic net's weight on sum W^2")
-    m.add_argument("--class-weight", choices=CLASS_WEIGHTS, default=LOSS_DEFAULTS["class_weight"],
-                   help="weight each example's loss by its class: balanced = N / (C * n_c), as scikit-learn")
-
-    o = p.add_argument_group("optimization")
-    o.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
-                   help="sgd: minibatch SGD; gd: full-batch gradient descent; lbfgs: full-batch L-BFGS, every "
-                   "member of a sweep at once (softmax or --squared-hinge, l2); exact: --loss squared solved in "
-                   "closed form, a whole --sweep reg path from one Gram; random-search: the lecture's "
-                   "strategy #1; random-local-search: random steps kept when they lower the loss")
-    o.add_argument("--epochs", type=number(int, 1, high=100_000), default=None,
-                   help=f"passes over the training data (default: {SGD_EPOCHS} for sgd, {GD_EPOCHS} for gd)")
-    o.add_argument("--batch-size", type=number(int, 1, high=2 ** 24), default=256, help="minibatch size")
-    o.add_argument("--lr", type=pos_float, default=None, help=f"learning rate (default: {_tuned('lr')}; "
-                   f"x{GD_LR_SCALE:g} for gd)")
-    o.add_argument("--momentum", type=number(float, 0.0, high=0.999), default=0.9, help="SGD momentum")
-    o.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule")
-    o.add_argument("--patience", type=number(int, 1), default=None,
-                   help="end a member after this many epochs without a better validation accuracy")
-    o.add_argument("--max-iter", type=number(int, 1, high=1_000_000), default=1000,
-                   help="lbfgs: iterations per member at most")
-    o.add_argument("--tol", type=number(float, 0.0, low_open=True), default=1e-4,
-                   help="lbfgs: a member has converged when every |dL/dW|, |dL/db| <= tol (scikit-learn's tol)")
-    o.add_argument("--history", type=number(int, 1, high=1000), default=10, help="lbfgs: (s, y) pairs kept")
-    o.add_argument("--precondition", choices=PRECONDITIONS, default="auto",
-                   help="lbfgs: start each member's inverse-Hessian estimate from (X^T X / N + 2 reg I)^-1 "
-                   "(gram: one extra pass and a D x D factor per member; far fewer iterations on correlated "
-                   "inputs) or from the identity (none: plain L-BFGS); auto: gram when N >= D")
-    o.add_argument("--trials", type=number(int, 1, high=10_000_000), default=1000,
-                   help="random search: number of random W tried")
-    o.add_argument("--sweep", nargs="+", type=parse_sweep_item, default=None, metavar="NAME=V1,V2",
-                   help=f"train the whole grid at once, one stacked model per configuration; NAME in "
-                   f"{', '.join(SWEEPABLE)}, e.g. --sweep lr=1e-3,3e-3 reg=logspace:1e-6:1e-1:16")
-
-    r = p.add_argument_group("run")
-    r.add_argument("--seed", type=number(int, 0, high=MAX_SEED), default=0, help="random seed (split, init, order)")
-    r.add_argument("--logdir", type=nonempty, default=None,
-                   help="run folder (default: runs/<timestamp>-<dataset>-<loss>)")
-    r.add_argument("--resume", type=nonempty, default=None, metavar="RUN_DIR_OR_CHECKPOINT",
-                   help=f"continue an interrupted run from its last.pt (may change only "
-                   f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE_CHANGES)})")
-    r.add_argument("--log-every", type=number(int, 1), default=50, help="steps between loss read-backs and logs")
-    r.add_argument("--quiet", action="store_true", help="no progress bars, only warnings and errors")
-    t = p.add_argument_group("under torchrun (torchrun --nproc_per_node N train.py ...; see lintorch/training/distributed.py)")
-    t.add_argument("--sweep-parallel", action="store_true", help="split the --sweep's configurations across the "
-                   "processes, each training its share on all the data (default: data-parallel, each process a "
-                   "shard of every batch)")
-    t.add_argument("--dist-timeout", type=number(float, 1.0, high=86400.0), default=60.0,
-                   help="seconds a process waits for the others at a collective before it gives up with a message")
-    add_common(r)
+                       "with lintorch's hand-written gradients, logging to TensorBoard.",
+                       argument_default=argparse.SUPPRESS,
+                       epilog="Presets: " + "; ".join(f"--features {name} with no classifier flag sets "
+                                                      + " ".join(flag(k) if v is True else
+                                                                 f"{flag(k)} {' '.join(v) if k == 'sweep' else v}"
+                                                                 for k, v in preset.items())
+                                                      for name, preset in PRESETS.items())
+                       + ". The run prints the preset it applied; any classifier flag turns it off.")
+    groups = {}
+    for f in TrainConfig.fields():
+        meta = f.metadata
+        if not meta.get("cli"):
+            continue
+        if meta["group"] not in groups:
+            groups[meta["group"]] = p.add_argument_group(GROUPS.get(meta["group"])) if meta["group"] != "common" \
+                else groups["run"]
+        kwargs = {"help": _help(f), "default": argparse.SUPPRESS}
+        if meta["action"] is not None:
+            kwargs["action"] = meta["action"]
+        else:
+            kwargs["type"] = parse_sweep_item if f.name == "sweep" else meta["type"]
+            for k in ("choices", "metavar", "nargs"):
+                if meta[k] is not None:
+                    kwargs[k] = meta[k]
+        groups[meta["group"]].add_argument(flag(f.name), **kwargs)
     return p
 
 
-def _feature_recipe(args):
-    """--features NAME alone: apply FEATURE_RECIPES[NAME] to args -> the flags applied, as text
-    (config.json keeps it; the run prints it), or None (another extractor, a classifier flag given,
-    or a resume, which keeps its own config)."""
-    recipe = FEATURE_RECIPES.get(args.features)
-    if recipe is None or args.resume or set(args.given) & set(CLASSIFIER_FLAGS):
-        return None
-    flags = []
-    for k, v in recipe.items():
-        if k in args.given:
-            continue
-        setattr(args, k, [parse_sweep_item(item) for item in v] if k == "sweep" else v)
-        flag = f"--{k.replace('_', '-')}"
-        flags.append(flag if v is True else f"{flag} {' '.join(v) if k == 'sweep' else v}")
-    return " ".join(flags)
-
-
-def _given(parser, argv):
-    """The dests the user set on the command line (parsed again with every default suppressed)."""
-    import copy
-    quiet = argparse.ArgumentParser(add_help=False)
-    for a in parser._actions:
-        if a.option_strings and a.dest != "help":
-            a = copy.copy(a)
-            a.default = argparse.SUPPRESS
-            quiet._add_action(a)
-    ns, _ = quiet.parse_known_args(argv)
-    return sorted(vars(ns))
-
-
-def parse_args(argv=None, error=None):
-    """Parse and cross-check; errors are one-line usage errors (exit 2), or error(message) when
-    given (LinearProbe raises ValueError). args.given lists the flags set on the command line
-    (resume uses it to refuse changes it cannot honour)."""
+def parse_args(argv=None):
+    """The command line -> a checked TrainConfig; a usage error is one line (exit 2). cfg.given
+    lists the flags set (resume refuses changes it cannot honour)."""
     import sys
     argv = sys.argv[1:] if argv is None else list(argv)
     p = get_args_parser()
-    if error is not None:
-        p.error = error
-    args = p.parse_args(argv)
-    args.given = _given(p, argv)
-    args.feature_recipe = _feature_recipe(args)
-    if args.sweep is not None:
-        try:
-            args.sweep = sweep_grid(args.sweep)
-        except ValueError as e:
-            p.error(str(e))
-        if args.optimizer in SEARCHES:
-            p.error(f"--sweep trains with --optimizer sgd, gd, lbfgs or exact, not {args.optimizer}")
-    if args.optimizer == "lbfgs":
-        if nonsmooth_parts(args.loss, args.squared_hinge, args.penalty):
-            p.error("--optimizer lbfgs needs a smooth objective: softmax or --loss svm --squared-hinge, with "
-                    "--penalty l2 (L-BFGS stalls at the hinge's and l1's kinks; use sgd for those)")
-        if args.sweep and any("lr" in c for c in args.sweep):
-            p.error("--optimizer lbfgs has no learning rate to sweep; sweep reg")
-    if args.optimizer == "exact":
-        if not exact_applies(args.loss, args.penalty, args.class_weight != "none"):
-            p.error("--optimizer exact solves --loss squared with --penalty l2 and no --class-weight in closed form; "
-                    "use lbfgs or sgd for the others")
-        if args.sweep and any("lr" in c for c in args.sweep):
-            p.error("--optimizer exact has no learning rate to sweep; sweep reg")
-    lbfgs_only = [f"--{d.replace('_', '-')}" for d in ("max_iter", "tol", "history", "precondition")
-                  if d in args.given]
-    if lbfgs_only and args.optimizer != "lbfgs" and not args.resume:
-        p.error(f"{', '.join(lbfgs_only)} set{'s' if len(lbfgs_only) == 1 else ''} the L-BFGS solver: "
-                f"add --optimizer lbfgs (the {args.optimizer} optimizer would ignore it)")
-    if args.flip and args.dataset == "features":
-        p.error("--flip mirrors images; a feature folder holds features, not images")
-    if args.dataset == "features" and args.features != "pixels":
-        p.error("--dataset features trains on the folder's features as they are; give no --features")
-    if args.flip_eval and (args.dataset == "features" or args.features == "pixels"):
-        p.error("--flip-eval averages each evaluated image's extracted features with its mirror image's: it needs "
-                "--features (not pixels, not a feature folder)")
-    unused = unused_extractor_flags(args, "" if args.dataset == "features" else args.features)
-    if unused:
-        p.error(f"{unused}, not {'a feature folder' if args.dataset == 'features' else args.features}: it "
-                f"would be ignored")
-    if args.loader == "dataloader" and (args.features != "pixels" or args.dataset == "features"):
-        p.error("--loader dataloader decodes images batch by batch; features are made once, so it applies to "
-                "--features pixels only (drop --loader)")
-    if args.sweep_parallel and args.sweep is None and not args.resume:
-        p.error("--sweep-parallel splits a --sweep across processes: give --sweep")
-    if args.resume and args.sweep is not None:
-        p.error("--resume continues a run with its own sweep; give no --sweep")
-    return args
-
-
-def with_defaults(cfg):
-    """A saved config with every flag's key: those an older lintorch did not write take the flag's
-    default, so readers index cfg[key] and no default is restated at the point of use."""
-    defaults = {a.dest: a.default for a in get_args_parser()._actions if a.dest != "help"}
-    return {**defaults, **cfg}
-
-
-def saved_config(args):
-    """vars(args) as plain types for config.json, TensorBoard and checkpoints."""
-    return {k: v for k, v in vars(args).items() if k not in ("given", "resume")}
+    ns = p.parse_args(argv)
+    try:
+        cfg = TrainConfig.from_args(ns)
+        cfg.check()
+    except ConfigError as e:
+        p.error(str(e))
+    return cfg

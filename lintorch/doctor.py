@@ -110,10 +110,10 @@ def load_data(args):
 
 
 def train_config(data_name, loss, epochs, image_size):
-    from .config import fill_defaults, parse_args, saved_config
-    args = parse_args(["--dataset", data_name, "--loss", loss, "--epochs", str(epochs), "--image-size",
-                       str(image_size), "--quiet"])
-    return saved_config(fill_defaults(args))
+    from .config import TrainConfig
+    cfg = TrainConfig(dataset=data_name, loss=loss, epochs=epochs, image_size=image_size, quiet=True).filled()
+    cfg.check()
+    return cfg
 
 
 def _sync(device):
@@ -137,12 +137,12 @@ def train_run(cfg, device, data, sync_debug=False):
     from .training.recipe import build
     from .training.run import Run
     from .training.trainer import Trainer
-    r = build(dict(cfg), device, data=data)
-    trainer = Trainer(Run(dict(cfg), device, None, r, _NoStop()))
+    r = build(cfg, device, data=data)
+    trainer = Trainer(Run(cfg, device, None, r, _NoStop()))
     steps = len(r.train_loader)
-    check_every = 1 if device.type == "cpu" else cfg["log_every"]
+    check_every = 1 if device.type == "cpu" else cfg.log_every
     epochs, syncs = [], 0
-    for epoch in range(cfg["epochs"]):
+    for epoch in range(cfg.epochs):
         _sync(device)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -162,7 +162,7 @@ def train_run(cfg, device, data, sync_debug=False):
                        "loss": float(data_loss[0] + reg_loss[0]), "train_acc": float(train_acc[0]),
                        "val_acc": float(evaluate(r.model, r.val_loader)["acc"][0])})
     return {"epochs": epochs, "steps_per_epoch": steps, "host_syncs": syncs,
-            "expected_syncs": cfg["epochs"] * (steps // check_every) if device.type == "cuda" else None}, r.model
+            "expected_syncs": cfg.epochs * (steps // check_every) if device.type == "cuda" else None}, r.model
 
 
 def training(args, device, data, data_name):

@@ -24,7 +24,7 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     settings, else None). Unset data arguments come from the checkpoint's config. DataError or
     CheckpointError when data and model do not fit."""
     from .output.checkpoint import check_compatible
-    from .config import with_defaults
+    from .config import TrainConfig
     from .data import Preprocess
     from .training.epoch import evaluate
     from .errors import DataError
@@ -33,20 +33,20 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     from .training.recipe import eval_loader, input_dim, load_inputs
     model, preprocess, saved = load_classifier(path, device)
     path, h = saved.path, saved.header
-    cfg = with_defaults(h.config)           # a key an older lintorch did not save: the flag's default
+    cfg, resolved = TrainConfig.from_saved(h.config)   # a key an older lintorch did not save: the field's default
 
     def pick(value, key):
-        return value if value is not None else cfg[key]
-    dataset, data_dir, seed, val_size = pick(dataset, "dataset"), pick(data_dir, "data_dir"), pick(seed, "seed"), \
-        pick(val_size, "val_size")
+        return value if value is not None else getattr(cfg, key)
+    dataset, data_dir, seed = pick(dataset, "dataset"), pick(data_dir, "data_dir"), pick(seed, "seed")
+    val_size = val_size if val_size is not None else resolved.val_size or cfg.val_size   # the split it validated on
     if dataset not in DATASETS:           # LinearProbe's "tensor": arrays it was given in memory
         from .errors import UserError
         raise UserError(f"{path} was trained by LinearProbe on arrays in memory, so there is no data set to reload: "
                         f"give --dataset features --data-dir DIR, a feature folder of the same {h.in_features} "
                         f"features (lintorch.features.store.save_split writes one), or use LinearProbe.score")
-    data_cfg = {**cfg, "dataset": dataset, "data_dir": data_dir, "seed": seed, "val_size": val_size,
-                "cache_dir": pick(cache_dir, "cache_dir"), "image_size": h.image_size,
-                "quiet": not sys.stderr.isatty()}          # a decoding bar on a terminal
+    data_cfg = cfg.replace(dataset=dataset, data_dir=data_dir, seed=seed, val_size=val_size,
+                           cache_dir=pick(cache_dir, "cache_dir"), image_size=h.image_size,
+                           quiet=not sys.stderr.isatty())          # a decoding bar on a terminal
     state = None if not h.features else h.features.get("extractor")
     # the test split needs no training images: the train folder is only listed, for its classes
     data, _ = load_inputs(data_cfg, model.weight.device, state, ("test",) if split == "test" else ("train", "test"))
@@ -59,7 +59,7 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
                         f"{'' if split == 'val' else '; use --split val'}")
     check_compatible(h, path, data.classes, h.image_size, input_dim(part))
     C = len(data.classes)
-    objective = Objective.from_config({**cfg, "loss": h.loss}, reg=0.0)     # the unweighted data loss
+    objective = Objective.from_config(cfg.replace(loss=h.loss), reg=0.0)     # the unweighted data loss
     # the same loader and batch size as training's validation, so the numbers match to the bit
     loader = eval_loader(part, preprocess, model.weight.device)
     result = evaluate(model, loader, objective, num_classes=C)
@@ -77,8 +77,8 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
 
 def _configuration(cfg):
     """A sweep member's own settings ('lr=0.03,reg=0.001'), else None."""
-    keys = sorted({k for c in cfg["sweep"] or [] for k in c})
-    return ",".join(f"{k}={cfg[k]!r}" for k in keys) or None
+    keys = sorted({k for c in cfg.sweep or [] for k in c})
+    return ",".join(f"{k}={getattr(cfg, k)!r}" for k in keys) or None
 
 
 def format_report(r):

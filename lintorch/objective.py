@@ -169,18 +169,18 @@ class Objective:
 
     @classmethod
     def from_config(cls, cfg, *, reg=None, train_labels=None, num_classes=None, device=None):
-        """The only reader of a config's loss settings (missing ones take LOSS_DEFAULTS,
-        which are also the flags' defaults). reg: overrides cfg["reg"] (a sweep's (K,) tensor).
+        """The only reader of a config's loss settings (a TrainConfig's). reg: overrides cfg.reg (a
+        sweep's (K,) tensor).
         class_weight "balanced" is scikit-learn's N / (C n_c), from train_labels (N,); without
         them the objective is unweighted (validation and evaluation report the unweighted loss).
         The class weights go to `device`."""
         def get(key):
-            return cfg.get(key, LOSS_DEFAULTS[key])
+            return getattr(cfg, key)
         from . import functional as LF
         class_weight = None
         if get("class_weight") == "balanced" and train_labels is not None:
             class_weight = LF.balanced_class_weight(train_labels, num_classes).to(device)
-        return cls(cfg["loss"], cfg["reg"] if reg is None else reg, get("penalty"), get("beta"), get("margin"),
+        return cls(cfg.loss, cfg.reg if reg is None else reg, get("penalty"), get("beta"), get("margin"),
                    get("squared_hinge"), get("svm_form"), class_weight)
 
     def unregularized(self, class_weight=None):

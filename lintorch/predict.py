@@ -48,7 +48,9 @@ def load_classifier(path, device="cpu"):
         return model.eval(), None, saved
     from .data.featurize import make
     extractor = make(None, state=features["extractor"])
-    return model.eval(), FeaturePipeline(extractor, preprocess, bool(saved.header.config.get("flip_eval"))), saved
+    from .config import TrainConfig
+    flip_eval = TrainConfig.from_saved(saved.header.config)[0].flip_eval
+    return model.eval(), FeaturePipeline(extractor, preprocess, flip_eval), saved
 
 
 def image_tensor(image, image_size):

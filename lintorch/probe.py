@@ -14,10 +14,10 @@ The class holds the scikit-learn surface only. Below it: the arguments as train.
 (train_core). The input forms are data.arrays' (fit_data).
 """
 import inspect
+import itertools
 import logging
 import math
 import os
-import re
 from typing import List, NamedTuple
 
 import numpy as np
@@ -120,11 +120,11 @@ class LinearProbe:
         run = train_core(cfg, device, inputs.dataset, inputs.preprocess, batches, self.logdir, self.verbose)
         kept = run
         if self.refit and len(run.members) > 1:
-            kept = train_core({**run.config, "sweep": None}, device, merged(inputs.dataset), inputs.preprocess,
+            kept = train_core(run.settings.replace(sweep=None), device, merged(inputs.dataset), inputs.preprocess,
                               None, None if self.logdir is None else os.path.join(self.logdir, "refit"), self.verbose)
         self.classes_, self.path_ = inputs.classes, run.members
-        self.best_params_ = {k: run.config[k] for k in ("reg", "lr")
-                             if k in run.config and (k == "reg" or solver not in ("lbfgs", "exact"))}
+        chosen = {"reg": run.settings.reg, "lr": run.config["resolved"]["lr"]}      # the lr it trained with
+        self.best_params_ = {k: v for k, v in chosen.items() if k == "reg" or solver not in ("lbfgs", "exact")}
         set_model(self, kept.weight, kept.bias, kept.preprocess, kept.config)
         self.n_iter_ = run.members[run.index]["iterations"]
         return self
@@ -245,50 +245,55 @@ def choose_solver(params, in_memory, dataloader=False):
     return "lbfgs" if smooth and full_batch else "sgd"
 
 
-def train_argv(params, solver, n_val):
-    """LinearProbe's arguments -> train.py's argv for them (--dataset features stands in for the
-    caller's tensors); a sequence of reg or lr values is one --sweep item, exact to the last digit."""
-    from .objective import LOSSES, LOSS_DEFAULTS
-    p = params
-    argv = ["--dataset", "features", "--optimizer", solver, "--loss", p["loss"], "--penalty", p["penalty"],
-            "--seed", p["seed"], "--val-size", n_val, "--quiet"]
-    for name in getattr(LOSSES.get(p["loss"]), "settings", ()):   # the loss's own settings: a switch (default False) or a value
-        flag = "--" + name.replace("_", "-")
-        argv += ([flag] if p[name] else []) if LOSS_DEFAULTS[name] is False else [flag, p[name]]
-    if p["penalty"] == "elasticnet":
-        argv += ["--beta", p["beta"]]
-    if p["class_weight"] is not None:
-        argv += ["--class-weight", p["class_weight"]]
-    sweep = []
-    for name in ("reg", "lr"):
-        value = p[name]
-        if _is_sequence(value):
-            if len(value) == 0:
-                raise ValueError(f"{name}: an empty sequence")
-            sweep.append(f"{name}={','.join(repr(float(v)) for v in value)}")
-        elif value is not None:
-            argv += ["--" + name, value]
-    if solver == "lbfgs":
-        argv += ["--max-iter", p["max_iter"], "--tol", p["tol"], "--history", p["history"]]
-    elif solver != "exact":
-        argv += ["--batch-size", p["batch_size"], "--momentum", p["momentum"], "--schedule", p["schedule"]]
-        argv += ["--epochs", p["epochs"]] if p["epochs"] is not None else []
-        argv += ["--patience", p["patience"]] if p["patience"] is not None else []
-    return [str(a) for a in argv + (["--sweep", *sweep] if sweep else [])]
+# TrainConfig's fields that LinearProbe calls by another name
+KEYWORDS = {"optimizer": "solver"}
+
+
+def keyword(field):
+    return KEYWORDS.get(field, field)
 
 
 def train_config(params, solver, n_val):
-    """-> train.py's config dict for LinearProbe's arguments, through train.py's own parser, rules
-    and defaults (a rule it refuses is a ValueError naming the argument)."""
-    from .config import fill_defaults, parse_args, saved_config
-
-    def fail(message):       # a train.py usage error, reworded for Python: flags become the argument names
-        text = re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"),
-                      message.replace("--optimizer", "solver"))
-        raise ValueError(text.replace("argument ", "", 1))
-    cfg = saved_config(fill_defaults(parse_args(train_argv(params, solver, n_val), error=fail)))
-    cfg["dataset"], cfg["data_dir"], cfg["quiet"] = "tensor", None, not params["verbose"]
-    return cfg
+    """LinearProbe's arguments -> the TrainConfig they stand for (dataset "tensor": the caller's own
+    arrays), with the train command's defaults and rules: a rule it breaks is a ValueError naming
+    the keyword. A sequence of reg or lr values is the sweep's grid (reg first), exact to the last digit."""
+    from .config import ConfigError, DATASET_TENSOR, TrainConfig
+    from .objective import LOSSES
+    p = params
+    values = {"dataset": DATASET_TENSOR, "data_dir": None, "optimizer": solver, "loss": p["loss"],
+              "penalty": p["penalty"], "seed": p["seed"], "val_size": n_val, "quiet": not p["verbose"]}
+    values.update({name: p[name] for name in getattr(LOSSES.get(p["loss"]), "settings", ())})   # the loss's own
+    if p["penalty"] == "elasticnet":
+        values["beta"] = p["beta"]
+    if p["class_weight"] is not None:
+        values["class_weight"] = p["class_weight"]
+    items = []
+    for name in ("reg", "lr"):
+        value = p[name]
+        if _is_sequence(value):
+            vals = [float(v) for v in value]
+            if not vals:
+                raise ValueError(f"{name}: an empty sequence")
+            twice = sorted({v for v in vals if vals.count(v) > 1})
+            if twice:
+                raise ValueError(f"{name} lists {', '.join(map(repr, twice))} twice")
+            items.append((name, vals))
+        elif value is not None:
+            values[name] = value
+    if items:
+        values["sweep"] = tuple(dict(zip([n for n, _ in items], combo))
+                                for combo in itertools.product(*(v for _, v in items)))
+    if solver == "lbfgs":
+        values.update(max_iter=p["max_iter"], tol=p["tol"], history=p["history"])
+    elif solver != "exact":
+        values.update(batch_size=p["batch_size"], momentum=p["momentum"], schedule=p["schedule"])
+        values.update({k: p[k] for k in ("epochs", "patience") if p[k] is not None})
+    try:
+        cfg = TrainConfig(**values, given=tuple(sorted(values)))
+        cfg.check(name=keyword)
+        return cfg.filled()
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
 
 
 def member_names(sweep):
@@ -316,22 +321,25 @@ def choose_device(setting, X):
 
 class Trained(NamedTuple):
     """One run of the core, as fit keeps it: the kept member's weight (C, D) and bias (C,) on the
-    run's device, the Preprocess, its full config (the checkpoint header's), its index in members,
-    and one dict per member (LinearProbe.path_)."""
+    run's device, the Preprocess, its saved config (the checkpoint header's dict, with what the
+    run resolved) and TrainConfig, its index in members, and one dict per member (LinearProbe.path_)."""
     weight: object
     bias: object
     preprocess: object
     config: dict
+    settings: object
     index: int
     members: List[dict]
 
 
 def train_core(cfg, device, data, preprocess, batches, logdir, verbose):
-    """training.run.execute on data (a DataSet) -> Trained. logdir None: the Run in memory (nothing is
-    written, the kept weights taken from it); else a new train.py run folder claimed there.
-    ValueError for what train.py reports as a user error, or when every member diverged."""
+    """training.run.execute of cfg (a TrainConfig) on data (a DataSet) -> Trained. logdir None: the
+    Run in memory (nothing is written, the kept weights taken from it); else a new train.py run
+    folder claimed there. ValueError for what train.py reports as a user error, or when every
+    member diverged."""
+    from .config import Resolved
     from .errors import DataError, FeatureError, UserError
-    from .output.rundir import claim_new, release, write_json
+    from .output.rundir import claim_new, release
     from .training.run import execute
     level = log.level
     if not verbose:
@@ -341,10 +349,8 @@ def train_core(cfg, device, data, preprocess, batches, logdir, verbose):
         if logdir is not None:
             folder = os.fspath(logdir)
             lock, _ = claim_new(folder)
-            cfg["logdir"] = folder
-            write_json(os.path.join(folder, "config.json"), cfg)
         status, run = execute(cfg, device, folder, data=data, preprocess=preprocess, tensorboard=folder is not None,
-                              train_loader=batches, names=member_names(cfg["sweep"]))
+                              train_loader=batches, names=member_names(cfg.sweep), resolved=Resolved(logdir=folder))
     except (UserError, DataError, FeatureError) as e:
         raise ValueError(str(e)) from None
     finally:
@@ -360,4 +366,6 @@ def train_core(cfg, device, data, preprocess, batches, logdir, verbose):
     if run.best is None:
         raise ValueError(f"training diverged for every configuration ({run.members[0].note}): lower lr or reg")
     k, W, b = run.best
-    return Trained(W.detach().clone(), b.detach().clone(), run.recipe.preprocess, run.members[k].config, k, members)
+    kept = run.members[k]
+    return Trained(W.detach().clone(), b.detach().clone(), run.recipe.preprocess, kept.saved_config(), kept.config,
+                   k, members)

@@ -25,18 +25,18 @@ def time_to_accuracy_lintorch(data, device, target=0.40, check_every=20, limit_s
     _sync(device)
     t0 = time.perf_counter()
     r = build(cfg, device, data=data)
-    optimizer = SGD(r.model.weight.data, r.model.bias.data, r.lr, cfg["momentum"])
-    total = cfg["epochs"] * len(r.train_loader)
+    optimizer = SGD(r.model.weight.data, r.model.bias.data, r.lr, cfg.momentum)
+    total = cfg.epochs * len(r.train_loader)
     clock = _StopClock(t0, device, lambda: evaluate(r.model, r.val_loader)["acc"][0], target, check_every, limit_s)
     clock.mark_setup()
-    for epoch in range(cfg["epochs"]):
+    for epoch in range(cfg.epochs):
         train_one_epoch(r.model, r.train_loader, optimizer, r.objective, epoch, should_stop=clock,
                         check_every=1 if device.type == "cpu" else 50,
-                        lr_at=lambda step: lr_factor(cfg["schedule"], step / total))
+                        lr_at=lambda step: lr_factor(cfg.schedule, step / total))
         if clock.done:
             break
-    return clock.result(f"softmax lr {cfg['lr']:g} reg {cfg['reg']:g} B {cfg['batch_size']} momentum "
-                        f"{cfg['momentum']:g} {cfg['schedule']} over {cfg['epochs']} epochs, {cfg['mean']} mean")
+    return clock.result(f"softmax lr {r.base_lr:g} reg {cfg.reg:g} B {cfg.batch_size} momentum "
+                        f"{cfg.momentum:g} {cfg.schedule} over {cfg.epochs} epochs, {cfg.mean} mean")
 
 
 def time_to_accuracy_plain(data, device, batch_size=256, lr=0.001, momentum=0.9, target=0.40, check_every=20,

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import functional as LF
-from ..config import fill_defaults, get_args_parser as train_args_parser, saved_config
 from ..data import DataSet, Split, load_dataset
 from .. import objective
 from ..optim.sgd import SGD, lr_factor
@@ -121,23 +120,26 @@ def _lr_reg(loss):
 
 
 def train_config(*flags, **overrides):
-    """train.py's config (saved_config) for its default flags plus `flags`, then `overrides`."""
-    cfg = saved_config(fill_defaults(train_args_parser().parse_args(["--dataset", "imagefolder", *flags])))
-    cfg.update(overrides)
-    return cfg
+    """train.py's config for its default flags plus `flags` (from `train.py --help`), then `overrides`
+    (a sweep as a grid of {name: value})."""
+    from ..config import parse_args
+    cfg = parse_args(["--dataset", "imagefolder", *flags])
+    if overrides.get("sweep") is not None:
+        overrides["sweep"] = tuple(overrides["sweep"])
+    return cfg.replace(**overrides)
 
 
 def recipe_epoch(recipe, cfg, device):
     """A contender: one epoch of recipe's K members as train.py's loop runs it (train_one_epoch +
     Objective + lintorch's SGD, cfg's schedule over cfg's epochs); each call trains the next epoch."""
-    optimizer = SGD(recipe.model.weight.data, recipe.model.bias.data, recipe.lr, cfg["momentum"])
-    total = cfg["epochs"] * len(recipe.train_loader)
-    check_every = 1 if device.type == "cpu" else cfg["log_every"]  # as Trainer: a host sync per step only on CPU
+    optimizer = SGD(recipe.model.weight.data, recipe.model.bias.data, recipe.lr, cfg.momentum)
+    total = cfg.epochs * len(recipe.train_loader)
+    check_every = 1 if device.type == "cpu" else cfg.log_every  # as Trainer: a host sync per step only on CPU
     epoch = [0]
 
     def run():
-        train_one_epoch(recipe.model, recipe.train_loader, optimizer, recipe.objective, epoch[0] % cfg["epochs"],
-                        check_every=check_every, lr_at=lambda step: lr_factor(cfg["schedule"], step / total))
+        train_one_epoch(recipe.model, recipe.train_loader, optimizer, recipe.objective, epoch[0] % cfg.epochs,
+                        check_every=check_every, lr_at=lambda step: lr_factor(cfg.schedule, step / total))
         epoch[0] += 1
     return timed(device, run)
 

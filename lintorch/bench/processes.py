@@ -114,7 +114,7 @@ def bookkeeping_contenders(device, folder, data=None, cache_dir=None, data_dir=N
     state = {"epoch": 1}
 
     def loop():
-        state["stats"] = trainer.run_epoch(state["epoch"] % cfg["epochs"])[0]
+        state["stats"] = trainer.run_epoch(state["epoch"] % cfg.epochs)[0]
 
     def bookkeeping(pictures):
         def go():      # what Trainer.train does after each epoch's loop; the writes overlap the next epoch

@@ -25,11 +25,10 @@ log = logging.getLogger("lintorch")
 
 
 def extractor_settings(cfg):
-    """The train.py flags that configure an extractor (None: the extractor's own default)."""
-    return {"k": cfg.get("centroids"), "patches": cfg.get("patches"), "pool": cfg.get("pool"), "weights": cfg.get("backbone_weights"),
-            "input_size": cfg.get("input_size"), "image_size": cfg.get("image_size"), "seed": cfg.get("seed"),
-            "encoding": cfg.get("encoding"), "alpha": cfg.get("alpha"), "power": cfg.get("power"),
-            "zca_eps": cfg.get("zca_eps")}
+    """The TrainConfig fields that configure an extractor (None: the extractor's own default)."""
+    return {"k": cfg.centroids, "patches": cfg.patches, "pool": cfg.pool, "weights": cfg.backbone_weights,
+            "input_size": cfg.input_size, "image_size": cfg.image_size, "seed": cfg.seed,
+            "encoding": cfg.encoding, "alpha": cfg.alpha, "power": cfg.power, "zca_eps": cfg.zca_eps}
 
 
 def make(cfg, state=None):
@@ -39,8 +38,8 @@ def make(cfg, state=None):
     if state is not None:
         return from_state_dict(state)
     settings = {k: v for k, v in extractor_settings(cfg).items() if v is not None}
-    extractor = make_extractor(cfg["features"], **settings)
-    extractor.check_settings(cfg["image_size"])
+    extractor = make_extractor(cfg.features, **settings)
+    extractor.check_settings(cfg.image_size)
     return extractor
 
 
@@ -140,30 +139,30 @@ def featurize(data, cfg, device, state=None, batch_size=256, extractor=None):
     data.train only (unless a saved state is given; a fit is cached like the features)
     -> (DataSet of float features, extractor)."""
     extractor = make(cfg, state) if extractor is None else extractor
-    on_disk = SOURCES[cfg["dataset"]].on_disk
-    cache_dir = cfg.get("cache_dir") or (default_dir(cfg["data_dir"]) if on_disk else None)
+    on_disk = SOURCES[cfg.dataset].on_disk
+    cache_dir = cfg.cache_dir or (default_dir(cfg.data_dir) if on_disk else None)
     splits = {"train": data.train, "val": data.val, "test": data.test}
     digests = {name: _images_hash(split) for name, split in splits.items() if split is not None}   # once each
     if state is None:
         extractor = _fit(extractor, data.train, cache_dir, device, digests["train"])
     parts = {name: None if split is None else
-             _encode(extractor, split, name, cache_dir, device, batch_size, digests[name], cfg["quiet"])
+             _encode(extractor, split, name, cache_dir, device, batch_size, digests[name], cfg.quiet)
              for name, split in splits.items()}
-    if cfg.get("flip") and cfg.get("features", "pixels") != "pixels" and data.train is not None:   # None: evaluate
+    if cfg.flip and cfg.features != "pixels" and data.train is not None:   # None: evaluate
         # every training image and its mirror image, each encoded once (and cached): N doubles
         mirror = Split(data.train.x.flip(-1), data.train.y)
         m = _encode(extractor, mirror, "train-mirror", cache_dir, device, batch_size, _images_hash(mirror),
-                    cfg.get("quiet", False))
+                    cfg.quiet)
         t = parts["train"]
         parts["train"] = Split(torch.cat([t.x, m.x]), torch.cat([t.y, m.y]))
         del m
-    if cfg.get("flip_eval"):
+    if cfg.flip_eval:
         # each evaluated image's features averaged with its mirror image's (the scores' mean: W is linear)
         for name in ("val", "test"):
             if parts[name] is not None:
                 mirror = Split(splits[name].x.flip(-1), splits[name].y)
                 m = _encode(extractor, mirror, f"{name}-mirror", cache_dir, device, batch_size, _images_hash(mirror),
-                            cfg.get("quiet", False))
+                            cfg.quiet)
                 p = parts[name]
                 parts[name] = Split((p.x + m.x).mul_(0.5), p.y, p.files)
     out = DataSet(parts["train"], parts["val"], parts["test"], data.classes, data.image_size, None)
@@ -201,10 +200,10 @@ def feature_folder(cfg):
     train like images are (seeded)."""
     from ..errors import DataError
     from ..features.store import open_folder
-    train, t = open_folder(cfg["data_dir"])
+    train, t = open_folder(cfg.data_dir)
     n = len(train)
     if n < 2:
         raise DataError(f"{train.where} has {n} row(s): at least 2 are needed, one to train on and one to validate")
-    train_idx, val_idx = carve_val(n, cfg["val_size"], cfg["seed"], unit="rows")
+    train_idx, val_idx = carve_val(n, cfg.val_size, cfg.seed, unit="rows")
     test = None if t is None else Rows(t, torch.arange(len(t)))
-    return DataSet(Rows(train, train_idx), Rows(train, val_idx), test, train.classes, cfg["image_size"], None)
+    return DataSet(Rows(train, train_idx), Rows(train, val_idx), test, train.classes, cfg.image_size, None)

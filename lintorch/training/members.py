@@ -39,10 +39,11 @@ class Member:
     """name: 'run' for a single run, else the configuration ('lr=0.03,reg=0'); folder: the run
     folder (single run) or its sub-folder (sweep), or None: a run in memory, which writes nothing."""
 
-    def __init__(self, name, overrides, folder, run_config, purge_step=None, saved=None, writes=True,
+    def __init__(self, name, overrides, folder, run_config, resolved, purge_step=None, saved=None, writes=True,
                  tensorboard=True):
         self.name, self.overrides, self.folder = name, dict(overrides), folder
-        self.config = {**run_config, **self.overrides}
+        self.config = run_config.replace(**self.overrides)       # TrainConfig
+        self.resolved = resolved.replace(lr=self.overrides.get("lr", resolved.lr))
         writes = writes and folder is not None
         if writes:
             os.makedirs(folder, exist_ok=True)
@@ -58,7 +59,11 @@ class Member:
         self.metrics = None
         self.started = time.time()
         if purge_step is None:
-            self.monitor.config(self.config)
+            self.monitor.config(self.saved_config())
+
+    def saved_config(self):
+        """This member's settings and what its run resolved, as plain types (config.json's form)."""
+        return self.config.saved(self.resolved)
 
     def state(self):
         """What last.pt keeps of this member."""
@@ -88,7 +93,7 @@ class Member:
         return improved
 
     def model_file(self, header, weight, bias, epoch):
-        h = type(header)(**{**vars(header), "config": self.config})
+        h = type(header)(**{**vars(header), "config": self.saved_config()})
         return ModelFile(h, weight, bias, epoch, self.best_val, self.best_epoch, self.history)
 
     def save_best(self, header, weight, bias, epoch, save=save, path=None):
@@ -99,8 +104,10 @@ class Member:
 
     def hparam_summaries(self, recipe, status):
         """The HPARAMS tab's row: this member's distinguishing settings under its own trial ID."""
-        single = not self.config.get("sweep")
-        values = member_hparams(self.config, tuple(self.overrides), recipe.extractor, recipe.in_features)
+        single = not self.config.sweep
+        resolved = {"lr": self.resolved.lr, "val_size": self.resolved.val_size}     # what it trained with
+        values = member_hparams({**self.config.saved(), **resolved}, tuple(self.overrides), recipe.extractor,
+                                recipe.in_features)
         folder = self.folder or "."          # a run in memory (LinearProbe without a logdir) writes no events anyway
         trial = trial_id(self.name, folder if single else os.path.dirname(folder), single)
         return summaries(values, tuple(self.overrides), trial, self.started, status)

@@ -15,7 +15,7 @@ from ..data.featurize import feature_folder, featurize, make as make_extractor
 from ..data.loaders import TensorLoader, make_loader
 from ..features.store import FeatureLoader
 from ..model import LinearClassifier
-from ..names import FULL_BATCH, features_lr_scale
+from ..names import FULL_BATCH
 from ..objective import Objective
 
 log = logging.getLogger("lintorch")
@@ -37,6 +37,7 @@ class Recipe:
     test_loader: Optional[TensorLoader]
     configs: List[dict]              # each member's overrides of the run's config ({} for a single run)
     lr: torch.Tensor                 # (K,) each member's base learning rate
+    base_lr: float = None            # the run's, before a sweep's overrides (TrainConfig.base_lr)
     in_features: int = 0             # D
     extractor: object = None         # the fitted feature extractor, or None for raw pixels and feature files
 
@@ -54,18 +55,18 @@ class Recipe:
         """What a checkpoint records about the inputs: None for raw pixels; the extractor (name,
         settings, learned state, fingerprint) or the feature folder otherwise."""
         if self.extractor is not None:
-            return {"name": cfg["features"], "extractor": self.extractor.state_dict(),
+            return {"name": cfg.features, "extractor": self.extractor.state_dict(),
                     "fingerprint": self.extractor.fingerprint()}
-        if cfg["dataset"] == "features":
-            return {"name": "file", "folder": os.path.abspath(cfg["data_dir"])}
-        if cfg["dataset"] == "tensor":      # LinearProbe.fit on the caller's own features
+        if cfg.dataset == "features":
+            return {"name": "file", "folder": os.path.abspath(cfg.data_dir)}
+        if cfg.dataset == "tensor":      # LinearProbe.fit on the caller's own features
             return {"name": "tensor"}
         return None
 
 
 def member_configs(cfg):
     """The sweep's grid, or one member with no overrides."""
-    return list(cfg["sweep"] or [{}])
+    return list(cfg.sweep or [{}])
 
 
 def _streamed(split):
@@ -80,7 +81,7 @@ def input_dim(split):
 def mirrors_on_the_fly(cfg):
     """--flip over raw pixels mirrors images as they are batched; with --features the training
     split already holds every image's mirrored encoding (featurize)."""
-    return bool(cfg.get("flip")) and cfg.get("features", "pixels") == "pixels"
+    return cfg.flip and cfg.features == "pixels"
 
 
 def eval_loader(split, preprocess, device):
@@ -92,13 +93,12 @@ def eval_loader(split, preprocess, device):
 def load_inputs(cfg, device, features_state=None, splits=("train", "test")):
     """The DataSet a run trains on: images, images turned into features, or a feature folder
     -> (DataSet, extractor or None). splits=("test",): an image folder's test split only (evaluate)."""
-    if cfg["dataset"] == "features":
+    if cfg.dataset == "features":
         return feature_folder(cfg), None
-    pixels = cfg["features"] == "pixels"
+    pixels = cfg.features == "pixels"
     extractor = None if pixels else make_extractor(cfg, features_state)     # its settings asked before any work
-    data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["image_size"], cfg["val_size"], cfg["seed"],
-                        cfg["cache_dir"], cfg["skip_bad_images"], cfg["cache_check"], splits,
-                        progress=not cfg.get("quiet", True))      # built outside train.py (bench, probe): no bar
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size, cfg.val_size, cfg.seed,
+                        cfg.cache_dir, cfg.skip_bad_images, cfg.cache_check, splits, progress=not cfg.quiet)
     if pixels:
         return data, None
     return featurize(data, cfg, device, features_state, extractor=extractor)
@@ -109,43 +109,41 @@ def _fit_preprocess(cfg, train):
         return Preprocess.fit_features(train.chunks())
     if train.x.dim() == 2:               # extracted features: standardized per dimension
         return Preprocess.fit_features(train.x[i:i + 8192] for i in range(0, len(train), 8192))
-    return Preprocess.fit(train.x, cfg["mean"], cfg["standardize"])
+    return Preprocess.fit(train.x, cfg.mean, cfg.standardize)
 
 
 def build(cfg, device, preprocess=None, data=None, features_state=None):
-    """cfg: the run's flags as a dict (saved_config). preprocess: a resumed run's (else fitted
+    """cfg: the run's TrainConfig (read, never changed). preprocess: a resumed run's (else fitted
     on the training split). data: an already loaded DataSet (else loaded from cfg).
-    features_state: a resumed run's fitted extractor (else fitted on the training split)."""
+    features_state: a resumed run's fitted extractor (else fitted on the training split). What it
+    resolves (the validation split's size, the base lr) the Recipe holds: len(data.val), base_lr."""
     extractor = None
     if data is None:
         data, extractor = load_inputs(cfg, device, features_state)
-    cfg["val_size"] = len(data.val)      # the default resolved: evaluate re-carves this very split
     if preprocess is None:
         preprocess = _fit_preprocess(cfg, data.train)
     D = input_dim(data.train)
-    uses_lr = cfg["optimizer"] in ("sgd", "gd")          # lbfgs and random search have no learning rate
-    if cfg.get("lr_from_defaults") and preprocess.mode == "feature" and uses_lr:   # resolved once; config.json keeps it
-        cfg["lr"], cfg["lr_from_defaults"] = cfg["lr"] * features_lr_scale(D), False
-        if features_lr_scale(D) < 1:
-            log.info(f"default lr scaled to {cfg['lr']:.3g} for {D} standardized features (--lr sets it)")
+    base_lr = cfg.base_lr(D, preprocess.mode == "feature")
+    if cfg.lr is None and base_lr != cfg.base_lr(D, False):
+        log.info(f"default lr scaled to {base_lr:.3g} for {D} standardized features (--lr sets it)")
     configs = member_configs(cfg)
     K, C = len(configs), len(data.classes)
-    torch.manual_seed(cfg["seed"])
+    torch.manual_seed(cfg.seed)
     single = LinearClassifier(D, C)                      # every member starts from the same W
     model = LinearClassifier(D, C, num_models=K)
     with torch.no_grad():
         model.weight.copy_(single.weight.expand(K, C, D))
     model = model.to(device)
-    reg = torch.tensor([c.get("reg", cfg["reg"]) for c in configs], device=device)
-    lr = torch.tensor([c.get("lr", cfg["lr"]) for c in configs], dtype=torch.float64)
+    reg = torch.tensor([c.get("reg", cfg.reg) for c in configs], device=device)
+    lr = torch.tensor([c.get("lr", base_lr) for c in configs], dtype=torch.float64)
     objective = Objective.from_config(cfg, reg=reg, train_labels=data.train.y, num_classes=C, device=device)
-    batch = len(data.train) if cfg["optimizer"] in FULL_BATCH else cfg["batch_size"]
+    batch = len(data.train) if cfg.optimizer in FULL_BATCH else cfg.batch_size
     if _streamed(data.train):
-        train_loader = FeatureLoader(data.train, batch, device, cfg["seed"], shuffle=True, standardizer=preprocess)
+        train_loader = FeatureLoader(data.train, batch, device, cfg.seed, shuffle=True, standardizer=preprocess)
     else:
-        train_loader = make_loader(cfg["loader"], data, "train", preprocess, batch, device,
-                                   cfg["seed"], shuffle=True, workers=cfg["workers"],
+        train_loader = make_loader(cfg.loader, data, "train", preprocess, batch, device,
+                                   cfg.seed, shuffle=True, workers=cfg.workers,
                                    flip=mirrors_on_the_fly(cfg))
     test = None if data.test is None else eval_loader(data.test, preprocess, device)
     return Recipe(data, preprocess, model, objective, train_loader, eval_loader(data.val, preprocess, device),
-                  test, configs, lr, D, extractor)
+                  test, configs, lr, base_lr, D, extractor)

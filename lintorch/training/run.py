@@ -12,7 +12,7 @@ import torch
 
 from . import distributed, process_group
 from ..cli import choose_threads, one_line, resolve_device, run_command, setup_logging
-from ..config import fill_defaults, member_name, saved_config, with_defaults
+from ..config import Resolved, TrainConfig, flag, member_name
 from ..errors import UserError
 from ..names import RESUMABLE_CHANGES, SEARCHES
 from ..output.atomic import copy_atomic
@@ -60,17 +60,18 @@ class Run:
     picture_every = 3
 
     def __init__(self, cfg, device, folder, recipe, stop, resume_members=None, purge_step=None, dist=None,
-                 tensorboard=True, names=None):
+                 tensorboard=True, names=None, resolved=None):
         self.cfg, self.device, self.folder, self.recipe, self.stop = cfg, device, folder, recipe, stop
+        self.resolved = (resolved or Resolved()).replace(lr=recipe.base_lr, val_size=len(recipe.data.val))
         self.dist, self.group = dist, distributed.Local()     # distributed hook: execute sets the group
         self.best = None           # after finish: (member index, weight (C, D), bias (C,)) of the kept model
-        self.header = Header(list(recipe.classes), cfg["image_size"], recipe.in_features, cfg["loss"],
-                             recipe.preprocess.state_dict(), cfg, recipe.features_header(cfg))
-        names = names or ["run" if not cfg["sweep"] else member_name(c) for c in recipe.configs]
+        self.header = Header(list(recipe.classes), cfg.image_size, recipe.in_features, cfg.loss,
+                             recipe.preprocess.state_dict(), cfg.saved(self.resolved), recipe.features_header(cfg))
+        names = names or ["run" if not cfg.sweep else member_name(c) for c in recipe.configs]
         saved = resume_members or [{"name": n, "config": c} for n, c in zip(names, recipe.configs)]
-        single = len(saved) == 1 and not cfg["sweep"]
+        single = len(saved) == 1 and not cfg.sweep
         self.members = [Member(s["name"], s["config"], folder if single or folder is None else
-                               os.path.join(folder, s["name"]), cfg,
+                               os.path.join(folder, s["name"]), cfg, self.resolved,
                                purge_step, s, writes=dist is None or dist.writes_run, tensorboard=tensorboard)
                         for s in saved]
 
@@ -97,7 +98,7 @@ class Run:
         """One line for a single run; the ranked table and summary metrics.json for a sweep.
         status: how the run ended ("completed" or "interrupted"), whatever its members did.
         names: the members' names (default: this process's members; config-parallel gives all)."""
-        if not self.cfg["sweep"]:
+        if not self.cfg.sweep:
             m = results[0]
             if m["val_acc"] is not None:
                 log.info(f"done ({m['status']}): best val acc {pct(m['val_acc'])} at epoch {m['best_epoch']}, test acc "
@@ -193,48 +194,45 @@ class Run:
 # --------------------------------------------------------------------------- resume rules
 
 def _resume(args):
-    """-> (config to continue with, Header, TrainState, folder). Refuses what cannot be honoured:
-    a changed flag other than RESUMABLE_CHANGES, other epochs under a decaying schedule, a run
-    that diverged; a finished run has nothing to do."""
+    """args: the command line's config -> (config to continue with, its Resolved, Header, TrainState,
+    folder). Refuses what cannot be honoured: a changed flag other than RESUMABLE_CHANGES, other
+    epochs under a decaying schedule, a run that diverged; a finished run has nothing to do."""
     path = last_path(args.resume)
     header, state = load_resume(path)
-    cfg = with_defaults(header.config)
+    cfg, resolved = TrainConfig.from_saved(header.config)
     for key in args.given:
         if key in ("resume", "epochs") or key in RESUMABLE_CHANGES:
             continue
-        if getattr(args, key) != cfg.get(key):
-            flag = "--" + key.replace("_", "-")
-            raise UserError(f"{flag} {getattr(args, key)} differs from the run's {cfg.get(key)}: --resume keeps a "
-                            f"run's settings (it may change only "
-                            f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE_CHANGES)}); start a new run")
-    if "epochs" in args.given and args.epochs != cfg["epochs"]:
-        if cfg["schedule"] != "constant":
-            raise UserError(f"--epochs {args.epochs}: the run's {cfg['schedule']} schedule was planned over "
-                            f"{cfg['epochs']} epochs, and changing that would jump its learning rate; resume "
+        if getattr(args, key) != getattr(cfg, key):
+            raise UserError(f"{flag(key)} {getattr(args, key)} differs from the run's {getattr(cfg, key)}: --resume "
+                            f"keeps a run's settings (it may change only "
+                            f"{', '.join(map(flag, RESUMABLE_CHANGES))}); start a new run")
+    if "epochs" in args.given and args.epochs != cfg.epochs:
+        if cfg.schedule != "constant":
+            raise UserError(f"--epochs {args.epochs}: the run's {cfg.schedule} schedule was planned over "
+                            f"{cfg.epochs} epochs, and changing that would jump its learning rate; resume "
                             f"without --epochs, or start a new run (a constant schedule can be extended)")
         if args.epochs < state.epoch:
             raise UserError(f"--epochs {args.epochs}: the run has already trained {state.epoch} epochs")
-        cfg["epochs"] = args.epochs
-    for key in RESUMABLE_CHANGES:
-        if key != "epochs" and key in args.given:
-            cfg[key] = getattr(args, key)
+    cfg = cfg.replace(**{k: getattr(args, k) for k in RESUMABLE_CHANGES if k in args.given})
     if all(m.get("status") == "diverged" for m in state.members):
         raise UserError(f"{path}: this run diverged ({state.members[0].get('note')}); resuming would repeat it: "
                         f"start a new run with a lower --lr")
-    return cfg, header, state, os.path.dirname(os.path.abspath(path))
+    return cfg, resolved, header, state, os.path.dirname(os.path.abspath(path))
 
 
 def _claim(args, cfg):
     """-> (folder, lock fd, whether the folder was created for this run)."""
     if args.logdir is not None:
         return (args.logdir, *claim_new(args.logdir))
-    return claim_default(cfg["dataset"], "sweep" if cfg["sweep"] else cfg["loss"])
+    return claim_default(cfg.dataset, "sweep" if cfg.sweep else cfg.loss)
 
 
 # --------------------------------------------------------------------------- main
 
 def train(args):
-    """train.py's work; -> exit status (0 ok, 1 diverged, 2 bad input, 130/143 interrupted)."""
+    """train.py's work for args (the command line's TrainConfig); -> exit status (0 ok, 1 diverged,
+    2 bad input, 130/143 interrupted)."""
     setup_logging(args.quiet)
     torch.set_flush_denormal(True)  # denormal probabilities (confident softmax) slow CPU GEMMs ~10x
     dist = process_group.from_env()   # distributed hook: None outside torchrun
@@ -248,35 +246,31 @@ def train(args):
 def _claim_and_train(args, dist):
     header = state = None
     created = False
+    resolved = Resolved()
     if args.resume:
-        cfg, header, state, folder = _resume(args)
-        if state.epoch >= cfg["epochs"] and state.step == 0:
-            log.info(f"{folder} already finished its {cfg['epochs']} epochs: nothing to resume (see its metrics.json)")
+        cfg, resolved, header, state, folder = _resume(args)
+        if state.epoch >= cfg.epochs and state.step == 0:
+            log.info(f"{folder} already finished its {cfg.epochs} epochs: nothing to resume (see its metrics.json)")
             return 0
     else:
-        cfg = saved_config(fill_defaults(args))
+        cfg = args
 
     def claim():
         if args.resume:
             return folder, claim_existing(folder), False
-        new, fd, made = _claim(args, cfg)
-        cfg["logdir"] = new
-        write_json(os.path.join(new, "config.json"), cfg)
-        return new, fd, made
+        return _claim(args, cfg)
     lock = None
     try:
         if dist is None:
-            device = resolve_device(cfg["device"])
+            device = resolve_device(cfg.device)
             folder, lock, created = claim()
         else:    # distributed hook: join the group, then rank 0 alone claims the folder and tells the others
-            device = resolve_device(process_group.init(dist, cfg["device"], cfg["dist_timeout"],
-                                                        cfg["sweep_parallel"]))
+            device = resolve_device(process_group.init(dist, cfg.device, cfg.dist_timeout, cfg.sweep_parallel))
             held = []
             folder = process_group.share(dist, lambda: held.append(claim()) or held[0][0])
             lock, created = (held[0][1], held[0][2]) if held else (None, False)
-            cfg["logdir"] = folder
             if not dist.main:
-                cfg["quiet"] = True
+                cfg = cfg.replace(quiet=True)
     except BaseException:
         if lock is not None:
             release(folder, lock)
@@ -284,12 +278,13 @@ def _claim_and_train(args, dist):
     try:
         threads = None
         if device.type == "cpu":   # a resume keeps the count the run measured: results stay bit-identical
-            keep = args.resume and "threads" not in args.given and cfg.get("cpu_threads")
-            setting = keep or cfg["threads"]
+            keep = args.resume and "threads" not in args.given and resolved.threads
+            setting = keep or cfg.threads
             if dist is not None and setting == "auto":   # distributed hook: the cores split among this machine's ranks
                 setting = process_group.threads_per_process()
-            threads = cfg["cpu_threads"] = choose_threads(setting)
-        return _train(cfg, device, folder, threads, header, state, dist)
+            threads = choose_threads(setting)
+        resolved = resolved.replace(threads=threads, logdir=folder)
+        return _train(cfg, device, folder, resolved, header, state, dist)
     except BaseException:
         if not args.resume and lock is not None:  # failed before training began (bad data, Ctrl-C): no husk left
             abandon(folder, created)
@@ -299,63 +294,65 @@ def _claim_and_train(args, dist):
             release(folder, lock)
 
 
-def _train(cfg, device, folder, threads, header, state, dist=None):
-    if dist is not None and cfg["optimizer"] in (*SEARCHES, "lbfgs", "exact"):
-        raise UserError(f"--optimizer {cfg['optimizer']} runs in one process, not under torchrun")
-    return execute(cfg, device, folder, header=header, state=state, dist=dist, threads=threads)[0]
+def _train(cfg, device, folder, resolved, header, state, dist=None):
+    if dist is not None and cfg.optimizer in (*SEARCHES, "lbfgs", "exact"):
+        raise UserError(f"--optimizer {cfg.optimizer} runs in one process, not under torchrun")
+    return execute(cfg, device, folder, header=header, state=state, dist=dist, resolved=resolved)[0]
 
 
-def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, state=None, dist=None, threads=None,
+def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, state=None, dist=None, resolved=None,
             tensorboard=True, train_loader=None, names=None):
     """Build the recipe, make the Run and train it with cfg's optimizer -> (exit status, Run).
-    The one core under train.py and LinearProbe.fit. data: an already loaded DataSet (else loaded
-    from cfg); preprocess: a fixed one (else a resumed run's, else fitted on the training split);
-    tensorboard: whether the members write TensorBoard events (checkpoints are written either way);
-    train_loader: the caller's own batches for SGD (LinearProbe on a DataLoader), else the recipe's;
-    names: the members' names (default: config.member_name of each member's values)."""
+    The one core under train.py and LinearProbe.fit. cfg: the TrainConfig; data: an already loaded
+    DataSet (else loaded from cfg); preprocess: a fixed one (else a resumed run's, else fitted on the
+    training split); resolved: what the command found out already (threads, folder); tensorboard:
+    whether the members write TensorBoard events (checkpoints are written either way); train_loader:
+    the caller's own batches for SGD (LinearProbe on a DataLoader), else the recipe's; names: the
+    members' names (default: config.member_name of each member's values). config.json (the config
+    and the Resolved record beside it) is written once, here, when the recipe has resolved them."""
     from ..data import Preprocess
     from .recipe import build
     from .solvers import train_lbfgs, train_search
     from .trainer import Trainer
     local = cfg
     if dist is not None and dist.mode == "config":   # distributed hook: this rank's share of the sweep
-        lo, hi = distributed.member_share(dist, len(cfg["sweep"] or [{}]))
-        local = {**cfg, "sweep": cfg["sweep"][lo:hi]}
+        lo, hi = distributed.member_share(dist, len(cfg.sweep or [{}]))
+        local = cfg.replace(sweep=cfg.sweep[lo:hi])
         state = None if state is None else distributed.local_state(state, lo, hi)
     if header is not None:
         preprocess = Preprocess.from_state_dict(header.preprocess)
-    if cfg.get("feature_recipe") and header is None:
-        log.info(f"--features {cfg['features']}: the best measured classifier, {cfg['feature_recipe']} (reg chosen "
-                 f"on validation; any classifier flag replaces it)")
+    if cfg.preset and header is None:
+        log.info(f"--features {cfg.features}: preset {cfg.preset} applied, the best measured classifier, "
+                 f"{cfg.preset_text()} (reg chosen on validation; any classifier flag replaces it)")
     recipe = build(local, device, preprocess, data)
     if train_loader is not None:
         recipe.train_loader = train_loader
-    cfg["val_size"] = local["val_size"]
     if header is not None:
-        check_compatible(header, folder, recipe.classes, cfg["image_size"], recipe.in_features)
-    elif folder is not None and (dist is None or dist.main):
-        write_json(os.path.join(folder, "config.json"), cfg)      # with the resolved --val-size
+        check_compatible(header, folder, recipe.classes, cfg.image_size, recipe.in_features)
     stop = StopFlag()
     try:
         steps = len(recipe.train_loader)
         purge = None if state is None else state.epoch * steps + state.step + 1
         run = Run(cfg, device, folder, recipe, stop, None if state is None else state.members, purge, dist,
-                  tensorboard, names)
+                  tensorboard, names, resolved)
+        if header is None and folder is not None and (dist is None or dist.main):
+            write_json(os.path.join(folder, "config.json"), cfg.saved(run.resolved))
         if state is None and folder is not None and (dist is None or dist.main):
             run.show_features()
         # distributed hook: sharded batches, the step's all-reduce, agreed stopping (Local: none of it)
-        run.group = distributed.strategy(dist, recipe, stop, 1 if device.type == "cpu" else cfg["log_every"])
+        run.group = distributed.strategy(dist, recipe, stop, 1 if device.type == "cpu" else cfg.log_every)
         data = recipe.data
-        log.info(f"{cfg['dataset']}: {len(data.train)} train / {len(data.val)} val"
+        threads = run.resolved.threads
+        log.info(f"{cfg.dataset}: {len(data.train)} train / {len(data.val)} val"
                  f"{'' if data.test is None else f' / {len(data.test)} test'} images, {len(recipe.classes)} classes, "
                  f"D = {run.header.in_features}, {len(run.members)} member(s); device {device}"
                  f"{'' if threads is None else f' ({threads} thread(s))'}; run folder {folder}")
         try:
-            if cfg["optimizer"] in SEARCHES:
+            if cfg.optimizer in SEARCHES:
                 return train_search(run), run
-            if cfg["optimizer"] == "lbfgs":
+            if cfg.optimizer == "lbfgs":
                 return train_lbfgs(run), run
-            if cfg["optimizer"] == "exact":
+            if cfg.optimizer == "exact":
                 from .solvers import train_exact
                 return train_exact(run), run
             return Trainer(run, state).train(), run

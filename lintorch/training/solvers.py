@@ -43,7 +43,7 @@ def _preconditioners(cfg, full, reg, K, C, N, D):
     """--precondition gram (auto: when N >= D): each member's (X^T X / N + 2 reg I)^-1, or None
     (none; auto with N < D, where an iteration's two D x D triangular solves cost more than its
     evaluation; or not enough memory)."""
-    mode = cfg["precondition"]
+    mode = cfg.precondition
     if mode == "none" or (mode == "auto" and N < D):
         return None
     t = time.perf_counter()
@@ -74,7 +74,7 @@ def train_lbfgs(run):
     evaluate_fn = full_batch_evaluator(full, obj)
     # no total: --max-iter is a cap, not a forecast (a run that converges at evaluation 28 of a
     # 1,000 cap showed an ETA of hours); the bar counts evaluations and shows the iterations reached
-    bar = None if cfg["quiet"] else tqdm(desc="lbfgs", unit="eval", leave=False)
+    bar = None if cfg.quiet else tqdm(desc="lbfgs", unit="eval", leave=False)
     K = len(run.members)
 
     logged = [0] * K
@@ -92,7 +92,7 @@ def train_lbfgs(run):
     t0 = time.perf_counter()
     N = len(r.data.train) * (2 if mirrors_on_the_fly(cfg) else 1)
     pre = _preconditioners(cfg, full, obj.reg, K, W0.shape[1], N, W0.shape[2])
-    res = lbfgs(evaluate_fn, W0, b0, max_iter=cfg["max_iter"], tol=cfg["tol"], history=cfg["history"],
+    res = lbfgs(evaluate_fn, W0, b0, max_iter=cfg.max_iter, tol=cfg.tol, history=cfg.history,
                 on_iter=on_iter, should_stop=run.stop, precondition=pre)
     run.stop.saving = True  # the solver's answer is in hand: a second Ctrl-C now would lose it for seconds saved
     seconds = time.perf_counter() - t0
@@ -122,7 +122,7 @@ def _finish(run, full, W, b, f, statuses, steps, notes, extras, seconds, images)
         status, step = statuses[k], int(steps[k])
         m.history.append({"epoch": 1, "train_loss": float(f[k]), "train_acc": float(train_acc[k]),
                           "val_acc": float(val[k]), "seconds": seconds})
-        solver = run.cfg["optimizer"]
+        solver = run.cfg.optimizer
         m.monitor.scalars({f"{solver}/train_acc": train_acc[k], f"{solver}/val_acc": val[k]}, step)
         if status == "nonfinite":
             m.diverged(1, step, 0.0)
@@ -190,7 +190,7 @@ def train_search(run):
     from ..optim.search import random_search
     cfg, r, member = run.cfg, run.recipe, run.members[0]
     full = eval_loader(r.data.train, r.preprocess, run.device)
-    bar = None if cfg["quiet"] else tqdm(total=cfg["trials"], desc=cfg["optimizer"], unit="trial", leave=False)
+    bar = None if cfg.quiet else tqdm(total=cfg.trials, desc=cfg.optimizer, unit="trial", leave=False)
 
     def on_trial(done, best):
         member.monitor.scalars({"loss/total": best}, done)
@@ -200,8 +200,8 @@ def train_search(run):
             bar.refresh()
     t0 = time.perf_counter()
     W, b, best, history = random_search(full, r.objective, num_classes=len(r.classes), in_features=r.model.in_features,
-                                        trials=cfg["trials"], device=run.device, seed=cfg["seed"],
-                                        local=cfg["optimizer"] == "random-local-search",
+                                        trials=cfg.trials, device=run.device, seed=cfg.seed,
+                                        local=cfg.optimizer == "random-local-search",
                                         on_trial=on_trial, should_stop=run.stop)
     seconds = time.perf_counter() - t0
     if bar is not None:
@@ -215,11 +215,11 @@ def train_search(run):
                            "seconds": seconds})
     member.end_epoch(1, val_acc, None)
     status = "interrupted" if run.stop() else "completed"
-    member.note = f"best training loss {loss_text(best)} after {done} of {cfg['trials']} trials"
+    member.note = f"best training loss {loss_text(best)} after {done} of {cfg.trials} trials"
     member.save_best(run.header, W, b, 1)
     m = member.finish(r, W, b, status, done, seconds, done * len(r.data.train), run.device,
                       {"best_loss": best, "trials": done})
     code = run.finish([m], status, [(W, b)])
-    log.info(f"{cfg['optimizer']}: best training loss {loss_text(best)} after {done} trials; train acc {pct(train_acc)}, "
+    log.info(f"{cfg.optimizer}: best training loss {loss_text(best)} after {done} trials; train acc {pct(train_acc)}, "
              f"val acc {pct(val_acc)}, test acc {pct(m['test_acc'])}")
     return code

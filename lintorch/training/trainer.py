@@ -60,7 +60,7 @@ def warn_growth(members, m, first, loss):
 
 
 def log_epoch(cfg, members, epoch, data_loss, reg_loss, train_acc, val_acc, seconds, ips):
-    head = f"epoch {epoch + 1}/{cfg['epochs']}"
+    head = f"epoch {epoch + 1}/{cfg.epochs}"
     if len(members) == 1:
         epoch_log.info(f"{head}  loss {loss_text(data_loss[0] + reg_loss[0])} (data {loss_text(data_loss[0])} + reg "
                        f"{loss_text(reg_loss[0])})  train acc {pct(float(train_acc[0]))}  val acc "
@@ -96,9 +96,9 @@ class Trainer:
     def __init__(self, run, resume=None):
         self.run, self.r, self.cfg, self.members, self.group = run, run.recipe, run.cfg, run.members, run.group
         model = self.r.model
-        self.opt = SGD(model.weight.data, model.bias.data, self.r.lr, self.cfg["momentum"])
+        self.opt = SGD(model.weight.data, model.bias.data, self.r.lr, self.cfg.momentum)
         self.steps_per_epoch = len(self.r.train_loader)
-        self.total_steps = self.cfg["epochs"] * self.steps_per_epoch
+        self.total_steps = self.cfg.epochs * self.steps_per_epoch
         self.saver = Saver() if self.group.writes_run and run.folder is not None else NullSaver()
         self.seconds, self.images, self.initial_loss = 0.0, 0, None
         if resume is None:
@@ -116,7 +116,7 @@ class Trainer:
         self.opt.freeze(torch.tensor([not m.active for m in self.members]))
 
     def lr_at(self, step):
-        return lr_factor(self.cfg["schedule"], step / self.total_steps)
+        return lr_factor(self.cfg.schedule, step / self.total_steps)
 
     def train(self):
         """-> exit status: 0 done, 1 every member diverged, 128 + signal when interrupted. On
@@ -129,9 +129,9 @@ class Trainer:
 
     def _train(self):
         if (self.epoch, self.step) == (0, 0):
-            self.initial_loss = sanity_check(self.r, self.group, self.members, self.cfg["loss"])
+            self.initial_loss = sanity_check(self.r, self.group, self.members, self.cfg.loss)
         status = "completed"
-        for epoch in range(self.epoch, self.cfg["epochs"]):
+        for epoch in range(self.epoch, self.cfg.epochs):
             stats, next_step = self.group.end_epoch(*self.run_epoch(epoch), self)
             self.seconds, self.images = self.seconds + stats.seconds, self.images + stats.seen
             mark_diverged(self.members, stats, self.r.lr)
@@ -152,15 +152,15 @@ class Trainer:
         first = self.step if epoch == self.epoch else 0
         partial, self.partial = self.partial, None
         n = len(self.r.data.train)  # the bar counts images, so its rate is the throughput
-        bar = None if self.cfg["quiet"] else tqdm(
-            total=n, initial=min(first * self.cfg["batch_size"], n), leave=False, unit="img", unit_scale=True,
-            desc=f"epoch {epoch + 1}/{self.cfg['epochs']}")
-        check_every = 1 if self.run.device.type == "cpu" else self.cfg["log_every"]
+        bar = None if self.cfg.quiet else tqdm(
+            total=n, initial=min(first * self.cfg.batch_size, n), leave=False, unit="img", unit_scale=True,
+            desc=f"epoch {epoch + 1}/{self.cfg.epochs}")
+        check_every = 1 if self.run.device.type == "cpu" else self.cfg.log_every
         partial, should_stop = self.group.begin_epoch(partial, self.run.stop, first)   # stop where all agree
         try:
             return train_one_epoch(self.r.model, self.r.train_loader, self.opt, self.r.objective, epoch,
                                    lr_at=self.lr_at, start=first, check_every=check_every,
-                                   log_every=self.cfg["log_every"], on_log=self.on_log,
+                                   log_every=self.cfg.log_every, on_log=self.on_log,
                                    should_stop=should_stop, progress=bar,
                                    stats=EpochStats(**partial) if partial else None)
         finally:
@@ -186,7 +186,7 @@ class Trainer:
         val = self.group.evaluate(self.r.model, self.r.val_loader, self.r.objective)
         W, b = self.r.model.weight.detach(), self.r.model.bias.detach()
         ips = stats.seen / max(stats.seconds, 1e-9)
-        images = epoch % self.run.picture_every == 0 or epoch + 1 == self.cfg["epochs"]
+        images = epoch % self.run.picture_every == 0 or epoch + 1 == self.cfg.epochs
         grad = stats.extra.get("grad") if images else None
         for k, m in enumerate(self.members):
             if not m.active:
@@ -194,7 +194,7 @@ class Trainer:
             loss = float(data_loss[k] + reg_loss[k])
             m.history.append({"epoch": epoch + 1, "train_loss": loss, "train_acc": float(train_acc[k]),
                               "val_acc": float(val["acc"][k]), "seconds": stats.seconds})
-            improved = m.end_epoch(epoch + 1, float(val["acc"][k]), self.cfg["patience"])
+            improved = m.end_epoch(epoch + 1, float(val["acc"][k]), self.cfg.patience)
             m.monitor.scalars({"acc/train": train_acc[k], "acc/val": val["acc"][k], "acc/val_best": m.best_val,
                                "loss/val": val["loss"][k], "time/epoch_seconds": stats.seconds,
                                "time/images_per_second": ips}, gstep)

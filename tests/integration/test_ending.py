@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from lintorch.config import fill_defaults, parse_args, saved_config
+from lintorch.config import parse_args
 from lintorch.training.members import best_index, ranking
 from tests.helpers import read_json, train
 
@@ -30,7 +30,7 @@ def test_in_memory_run_writes_nothing_and_keeps_the_same_model(driver, tmp_path,
     metrics = read_json(tmp_path / "run" / "metrics.json")
     (tmp_path / "empty").mkdir()
     monkeypatch.chdir(tmp_path / "empty")            # a run in memory writes nowhere, runs/ included
-    cfg = saved_config(fill_defaults(parse_args(argv)))
+    cfg = parse_args(argv)
     torch.set_num_threads(1)
     code, run = execute(cfg, torch.device("cpu"), None)
     assert code == 0 and os.listdir(tmp_path / "empty") == []

@@ -75,23 +75,23 @@ def test_feature_cache_is_reused_and_rebuilt_when_a_setting_changes(image_folder
 
 
 def test_features_alone_get_the_best_measured_recipe(image_folder, tmp_path, capsys):
-    """--features NAME with no classifier flag: FEATURE_RECIPES[NAME], a reg path chosen on validation,
+    """--features NAME with no classifier flag: PRESETS[NAME], a reg path chosen on validation,
     printed and in config.json; any classifier flag replaces it."""
-    from lintorch.config import FEATURE_RECIPES
+    from lintorch.config import PRESETS
     plain = ["--dataset", "imagefolder", "--image-size", "16", "--val-size", "12", "--quiet", "--threads", "1",
              "--device", "cpu", "--data-dir", str(image_folder)]
     assert train(*plain, *KMEANS, "--logdir", str(tmp_path / "a")) == 0
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
-    recipe = FEATURE_RECIPES["kmeans"]
-    assert cfg["feature_recipe"] and all(cfg[k] == v for k, v in recipe.items() if k not in ("sweep", "val_size"))
+    recipe = PRESETS["kmeans"]
+    assert cfg["preset"] == "kmeans" and all(cfg[k] == v for k, v in recipe.items() if k not in ("sweep", "val_size"))
     assert cfg["val_size"] == 12                            # a flag given keeps its value (the recipe fills the rest)
     summary = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert len(summary["configs"]) > 1 and summary["best"]["val_acc"] == max(c["val_acc"] for c in summary["configs"])
     assert (tmp_path / "a" / "path.png").is_file()
     assert "the best measured classifier" in capsys.readouterr().out
     a = parse_args([*KMEANS, "--loss", "softmax"])
-    assert a.feature_recipe is None and a.optimizer == "sgd" and a.sweep is None
-    assert parse_args(["--features", "hog,colorhist"]).optimizer == FEATURE_RECIPES["hog,colorhist"]["optimizer"]
+    assert a.preset is None and a.optimizer == "sgd" and a.sweep is None
+    assert parse_args(["--features", "hog,colorhist"]).optimizer == PRESETS["hog,colorhist"]["optimizer"]
 
 
 def test_hog_colorhist_run_learns(image_folder, tmp_path):
@@ -228,15 +228,17 @@ def test_real_cifar10_kmeans_features_beat_pixels(cifar10_jpg, tmp_path):
 
 def test_default_lr_is_scaled_to_standardized_features(image_folder, tmp_path):
     """The pixel-tuned default lr scaled by 189 / D for D standardized features (recorded in
-    config.json); an explicit --lr is kept as given; pixels keep the tuned default."""
+    config.json's resolved record; the config keeps lr unset); an explicit --lr is kept as given;
+    pixels keep the tuned default."""
     from lintorch.names import PIXEL_SQNORM
     from lintorch.objective import LOSSES
     common = [*FOLDER, "--data-dir", str(image_folder), "--epochs", "1", "--features", "kmeans",
               "--centroids", "64", "--patches", "2000"]                       # D = 4 * 64 = 256
     assert train(*common, "--logdir", str(tmp_path / "a")) == 0
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert cfg["lr"] == pytest.approx(LOSSES["softmax"].tuned["lr"] * PIXEL_SQNORM / 256) and not cfg["lr_from_defaults"]
+    assert cfg["resolved"]["lr"] == pytest.approx(LOSSES["softmax"].tuned["lr"] * PIXEL_SQNORM / 256) and cfg["lr"] is None
     assert train(*common, "--lr", "0.01", "--logdir", str(tmp_path / "b")) == 0
-    assert json.loads((tmp_path / "b" / "config.json").read_text())["lr"] == 0.01
+    b = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert b["lr"] == 0.01 and b["resolved"]["lr"] == 0.01
     assert train(*FOLDER, "--data-dir", str(image_folder), "--epochs", "1", "--logdir", str(tmp_path / "c")) == 0
-    assert json.loads((tmp_path / "c" / "config.json").read_text())["lr"] == LOSSES["softmax"].tuned["lr"]
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["resolved"]["lr"] == LOSSES["softmax"].tuned["lr"]

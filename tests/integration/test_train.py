@@ -30,14 +30,14 @@ def test_run_folder_outputs(synthetic_run, read_json):
     assert not [p for p in synthetic_run.iterdir() if p.is_dir()], "one run, one folder: no sub-runs"
     assert len([n for n in names if n.startswith("events.out.tfevents")]) == 1
     config = read_json(synthetic_run / "config.json")
-    assert config["dataset"] == "synthetic" and config["epochs"] == 4 and config["lr"] > 0
+    assert config["dataset"] == "synthetic" and config["epochs"] == 4 and config["resolved"]["lr"] > 0
     for name in ("checkpoint.pt", "last.pt"):
         ckpt = torch.load(synthetic_run / name, weights_only=True)
         assert ckpt["format"] == "lintorch-checkpoint" and ckpt["loss"] == "softmax"
         assert ckpt["model"]["weight"].shape == (10, 3 * 32 * 32) and ckpt["model"]["bias"].shape == (10,)
         assert ckpt["preprocess"]["mean"].shape == (3 * 32 * 32,)
         assert ckpt["classes"] == [f"class{i}" for i in range(10)] and ckpt["image_size"] == 32
-        assert ckpt["config"]["lr"] == config["lr"]
+        assert ckpt["config"]["lr"] == config["lr"] and ckpt["config"]["resolved"] == config["resolved"]
     last = torch.load(synthetic_run / "last.pt", weights_only=True)
     assert last["kind"] == "resume" and last["state"]["epoch"] == 4 and last["state"]["momentum"] is not None
     assert last["state"]["weight"].shape == (1, 10, 3 * 32 * 32)
@@ -69,7 +69,7 @@ def test_event_file_tags(synthetic_run, read_json):
     metrics = read_json(synthetic_run / "metrics.json")
     assert start.session_start_info.hparams["loss"].string_value == "softmax"
     assert start.session_start_info.hparams["lr"].number_value == pytest.approx(read_json(
-        synthetic_run / "config.json")["lr"])
+        synthetic_run / "config.json")["resolved"]["lr"])
     assert acc.Scalars("hparam/val_acc")[-1].value == pytest.approx(metrics["val_acc"])
     # the step-0 sanity check: the initial softmax loss is about log C
     first = acc.Scalars("loss/data")[0]

@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+from lintorch.config import TrainConfig
 from lintorch.data import featurize
 from lintorch.features import FeatureError, store
 
@@ -184,7 +185,7 @@ def test_e_too_few_rows_name_the_file_not_val_size(tmp_path, n):
     store.write_classes(root, ["a", "b"])
     store.save_split(root, "train", torch.ones(n, 3), torch.zeros(n, dtype=torch.long))
     with pytest.raises((DataError, FeatureError)) as e:
-        featurize.feature_folder({"data_dir": str(root), "seed": 0, "val_size": None})
+        featurize.feature_folder(TrainConfig(data_dir=str(root), seed=0, val_size=None))
     assert "--val-size" not in str(e.value) and "train.npy" in str(e.value)
 
 

@@ -1,0 +1,114 @@
+"""TrainConfig: one typed, frozen, torch-free home for every training setting. The train command's
+parser is generated from its fields, `check` holds the cross-setting rules (ConfigError naming the
+field, spelled as the builder spells it), config.json keeps the config and a separate resolved
+record, and an older config.json still loads."""
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lintorch.config import (PRESETS, ConfigError, Resolved, TrainConfig, flag, get_args_parser, parse_args)
+from tests.helpers import REPO
+
+
+def cli_fields():
+    return [f for f in TrainConfig.fields() if f.metadata.get("cli")]
+
+
+def test_the_parser_has_one_flag_per_field_and_no_other():
+    flags = {o for a in get_args_parser()._actions for o in a.option_strings if o.startswith("--")}
+    flags -= {"--help"} | {f"--no-{f.name.replace('_', '-')}" for f in cli_fields()}
+    assert flags == {flag(f.name) for f in cli_fields()}
+
+
+def test_no_flag_given_is_the_fields_defaults_with_the_tuned_ones_filled():
+    cfg = parse_args([])
+    assert cfg == TrainConfig().filled() and cfg.given == ()
+    assert cfg.lr is None and cfg.reg is not None and cfg.epochs is not None   # lr's default needs the inputs' D
+    assert parse_args(["--seed", "3", "--quiet"]).given == ("quiet", "seed")
+
+
+def test_a_config_is_frozen_and_never_changed_in_flight():
+    cfg = TrainConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 0.1
+    assert cfg.replace(lr=0.1).lr == 0.1 and cfg.lr is None
+
+
+def test_config_imports_no_torch():
+    code = "import sys, lintorch.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("changes, field, text", [
+    (dict(optimizer="lbfgs", loss="svm"), "optimizer", "--optimizer lbfgs needs a smooth objective"),
+    (dict(optimizer="exact"), "optimizer", "--optimizer exact solves --loss squared"),
+    (dict(flip=True, dataset="features"), "flip", "--flip mirrors images"),
+    (dict(momentum=1.5), "momentum", "--momentum: 1.5 must be <= 0.999"),
+    (dict(loss="hinge"), "loss", "--loss: invalid choice: 'hinge'"),
+    (dict(batch_size=0), "batch_size", "--batch-size: 0 must be >= 1"),
+    (dict(sweep=({"lr": 0.1},), optimizer="exact", loss="squared"), "sweep", "--optimizer exact has no learning rate to sweep"),
+])
+def test_check_names_the_field_and_spells_it_as_asked(changes, field, text):
+    cfg = TrainConfig(**changes)
+    with pytest.raises(ConfigError) as e:
+        cfg.check()
+    assert e.value.field == field and str(e.value).startswith(text), str(e.value)
+    with pytest.raises(ConfigError) as e:
+        cfg.check(name=lambda f: {"optimizer": "solver"}.get(f, f))
+    assert "--" not in str(e.value), str(e.value)           # the Python API's keywords, no flags
+
+
+def test_a_broken_rule_on_the_command_line_is_one_line_naming_the_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--optimizer", "lbfgs", "--loss", "svm"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert "--optimizer lbfgs needs a smooth objective" in err and "--help" in err
+
+
+def test_saved_and_loaded_back_with_the_resolved_record_beside_it():
+    cfg = parse_args(["--dataset", "synthetic", "--sweep", "reg=1e-3,1e-2"])
+    resolved = Resolved(lr=0.03, val_size=800, threads=1, logdir="runs/x")
+    saved = json.loads(json.dumps(cfg.saved(resolved)))      # config.json's plain types
+    assert saved["resolved"] == dataclasses.asdict(resolved) and saved["lr"] is None
+    assert "given" not in saved and "resume" not in saved
+    assert TrainConfig.from_saved(saved) == (cfg, resolved)
+
+
+def test_an_older_config_json_still_loads():
+    """Written before TrainConfig: resolved facts mixed into the config, keys since added missing."""
+    old = {"dataset": "synthetic", "loss": "softmax", "lr": 0.0221, "lr_from_defaults": False, "val_size": 800,
+           "cpu_threads": 2, "logdir": "runs/old", "feature_recipe": None, "sweep": [{"reg": 0.001}],
+           "reg": 3e-4, "epochs": 4}
+    cfg, resolved = TrainConfig.from_saved(old)
+    assert cfg.lr == 0.0221 and cfg.epochs == 4 and cfg.sweep == ({"reg": 0.001},)
+    assert cfg.flip_eval is False and cfg.precondition == "auto"         # missing keys: the fields' defaults
+    assert resolved == Resolved(lr=0.0221, val_size=800, threads=2, logdir="runs/old")
+    assert TrainConfig.from_saved({**old, "lr_from_defaults": True})[0].lr is None   # not yet scaled then
+
+
+def test_the_kmeans_preset_is_one_visible_step():
+    cfg = parse_args(["--features", "kmeans", "--val-size", "12"])
+    assert cfg.preset == "kmeans" and cfg.val_size == 12                  # a flag given keeps its value
+    assert all(getattr(cfg, k) == v for k, v in PRESETS["kmeans"].items() if k not in ("sweep", "val_size"))
+    assert cfg.preset_text().startswith("--loss squared --optimizer exact") and "--val-size" not in cfg.preset_text()
+    assert parse_args(["--features", "kmeans", "--loss", "softmax"]).preset is None
+    assert parse_args(["--features", "hog"]).preset is None
+
+
+def test_help_says_what_features_kmeans_alone_applies(capsys):
+    """Issue 29 item 4: --help says that --features kmeans alone applies the preset, and which
+    defaults it overrides."""
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--features kmeans or hog,colorhist alone" in text
+    assert "--features kmeans with no classifier flag sets --loss squared --optimizer exact --flip --flip-eval" in text
+    for default in ("data loss (default: softmax) (squared with --features kmeans alone",
+                    "(default: sgd) (exact with --features kmeans alone",
+                    "(10000 with --features kmeans alone)"):
+        assert default in text, default
