@@ -294,73 +294,78 @@ class TrainConfig:
         ConfigError(field, text) for the first that fails. name(field) spells a setting in the text
         (--flag by default; LinearProbe passes its keyword names)."""
         for f in self.fields():
-            self._check_field(f, getattr(self, f.name), name)
-        n = name
-        if self.sweep is not None:
-            for c in self.sweep:
-                for k, v in c.items():
-                    if k not in SWEEPABLE:
-                        raise ConfigError("sweep", f"a sweep varies {', '.join(SWEEPABLE)}, not {k}")
-                    _bounded("sweep", n(k), v, number(float, 0.0, low_open=k == "lr"))
-            if self.optimizer in SEARCHES:
-                raise ConfigError("sweep", f"{n('sweep')} trains with {n('optimizer')} sgd, gd, lbfgs or exact, not "
-                                  f"{self.optimizer}")
-        lr_swept = bool(self.sweep) and any("lr" in c for c in self.sweep)
-        if self.optimizer == "lbfgs":
-            if nonsmooth_parts(self.loss, self.squared_hinge, self.penalty):
-                raise ConfigError("optimizer", f"{n('optimizer')} lbfgs needs a smooth objective: softmax or "
-                                  f"{n('loss')} svm {n('squared_hinge')}, with {n('penalty')} l2 (L-BFGS stalls at "
-                                  f"the hinge's and l1's kinks; use sgd for those)")
-            if lr_swept:
-                raise ConfigError("sweep", f"{n('optimizer')} lbfgs has no learning rate to sweep; sweep reg")
-        if self.optimizer == "exact":
-            if not exact_applies(self.loss, self.penalty, self.class_weight != "none"):
-                raise ConfigError("optimizer", f"{n('optimizer')} exact solves {n('loss')} squared with {n('penalty')} "
-                                  f"l2 and no {n('class_weight')} in closed form; use lbfgs or sgd for the others")
-            if lr_swept:
-                raise ConfigError("sweep", f"{n('optimizer')} exact has no learning rate to sweep; sweep reg")
-        lbfgs_only = [k for k in ("max_iter", "tol", "history", "precondition") if k in self.given]
-        if lbfgs_only and self.optimizer != "lbfgs" and not self.resume:
-            raise ConfigError(lbfgs_only[0], f"{', '.join(map(n, lbfgs_only))} set{'s' if len(lbfgs_only) == 1 else ''}"
-                              f" the L-BFGS solver: add {n('optimizer')} lbfgs (the {self.optimizer} optimizer would "
-                              f"ignore it)")
-        if self.flip and self.dataset == "features":
-            raise ConfigError("flip", f"{n('flip')} mirrors images; a feature folder holds features, not images")
-        if self.dataset == "features" and self.features != "pixels":
-            raise ConfigError("features", f"{n('dataset')} features trains on the folder's features as they are; "
-                              f"give no {n('features')}")
-        if self.flip_eval and (self.dataset == "features" or self.features == "pixels"):
-            raise ConfigError("flip_eval", f"{n('flip_eval')} averages each evaluated image's extracted features "
-                              f"with its mirror image's: it needs {n('features')} (not pixels, not a feature folder)")
-        unused = unused_extractor_flags(self, "" if self.dataset == "features" else self.features)
-        if unused:
-            raise ConfigError("features", f"{unused}, not {'a feature folder' if self.dataset == 'features' else self.features}"
-                              f": it would be ignored")
-        if self.loader == "dataloader" and (self.features != "pixels" or self.dataset == "features"):
-            raise ConfigError("loader", f"{n('loader')} dataloader decodes images batch by batch; features are made "
-                              f"once, so it applies to {n('features')} pixels only (drop {n('loader')})")
-        if self.sweep_parallel and self.sweep is None and not self.resume:
-            raise ConfigError("sweep_parallel", f"{n('sweep_parallel')} splits a {n('sweep')} across processes: give "
-                              f"{n('sweep')}")
-        if self.resume and self.sweep is not None:
-            raise ConfigError("resume", f"{n('resume')} continues a run with its own sweep; give no {n('sweep')}")
+            _check_field(f, getattr(self, f.name), name)
+        _check_rules(self, name)
 
-    @staticmethod
-    def _check_field(f, value, name):
-        meta = f.metadata
-        if not meta.get("cli") or value is None or f.name == "sweep":
-            return
-        choices = meta["choices"]
-        if f.name == "dataset":
-            choices = (*choices, DATASET_TENSOR)
-        if choices is not None and value not in choices:
-            raise ConfigError(f.name, f"{name(f.name)}: invalid choice: {value!r} (choose from "
-                              f"{', '.join(map(repr, choices))})")
-        if meta["action"] is not None:
-            if not isinstance(value, bool):
-                raise ConfigError(f.name, f"{name(f.name)}: {value!r} is not True or False")
-        elif meta["type"] is not None:
-            _bounded(f.name, name(f.name), value, meta["type"])
+
+def _check_rules(cfg, n):
+    """The rules that tie settings together (TrainConfig.check): ConfigError for the first broken."""
+    if cfg.sweep is not None:
+        for c in cfg.sweep:
+            for k, v in c.items():
+                if k not in SWEEPABLE:
+                    raise ConfigError("sweep", f"a sweep varies {', '.join(SWEEPABLE)}, not {k}")
+                _bounded("sweep", n(k), v, number(float, 0.0, low_open=k == "lr"))
+        if cfg.optimizer in SEARCHES:
+            raise ConfigError("sweep", f"{n('sweep')} trains with {n('optimizer')} sgd, gd, lbfgs or exact, not "
+                              f"{cfg.optimizer}")
+    lr_swept = bool(cfg.sweep) and any("lr" in c for c in cfg.sweep)
+    if cfg.optimizer == "lbfgs":
+        if nonsmooth_parts(cfg.loss, cfg.squared_hinge, cfg.penalty):
+            raise ConfigError("optimizer", f"{n('optimizer')} lbfgs needs a smooth objective: softmax or "
+                              f"{n('loss')} svm {n('squared_hinge')}, with {n('penalty')} l2 (L-BFGS stalls at "
+                              f"the hinge's and l1's kinks; use sgd for those)")
+        if lr_swept:
+            raise ConfigError("sweep", f"{n('optimizer')} lbfgs has no learning rate to sweep; sweep reg")
+    if cfg.optimizer == "exact":
+        if not exact_applies(cfg.loss, cfg.penalty, cfg.class_weight != "none"):
+            raise ConfigError("optimizer", f"{n('optimizer')} exact solves {n('loss')} squared with {n('penalty')} "
+                              f"l2 and no {n('class_weight')} in closed form; use lbfgs or sgd for the others")
+        if lr_swept:
+            raise ConfigError("sweep", f"{n('optimizer')} exact has no learning rate to sweep; sweep reg")
+    lbfgs_only = [k for k in ("max_iter", "tol", "history", "precondition") if k in cfg.given]
+    if lbfgs_only and cfg.optimizer != "lbfgs" and not cfg.resume:
+        raise ConfigError(lbfgs_only[0], f"{', '.join(map(n, lbfgs_only))} set{'s' if len(lbfgs_only) == 1 else ''}"
+                          f" the L-BFGS solver: add {n('optimizer')} lbfgs (the {cfg.optimizer} optimizer would "
+                          f"ignore it)")
+    if cfg.flip and cfg.dataset == "features":
+        raise ConfigError("flip", f"{n('flip')} mirrors images; a feature folder holds features, not images")
+    if cfg.dataset == "features" and cfg.features != "pixels":
+        raise ConfigError("features", f"{n('dataset')} features trains on the folder's features as they are; "
+                          f"give no {n('features')}")
+    if cfg.flip_eval and (cfg.dataset == "features" or cfg.features == "pixels"):
+        raise ConfigError("flip_eval", f"{n('flip_eval')} averages each evaluated image's extracted features "
+                          f"with its mirror image's: it needs {n('features')} (not pixels, not a feature folder)")
+    unused = unused_extractor_flags(cfg, "" if cfg.dataset == "features" else cfg.features)
+    if unused:
+        raise ConfigError("features", f"{unused}, not {'a feature folder' if cfg.dataset == 'features' else cfg.features}"
+                          f": it would be ignored")
+    if cfg.loader == "dataloader" and (cfg.features != "pixels" or cfg.dataset == "features"):
+        raise ConfigError("loader", f"{n('loader')} dataloader decodes images batch by batch; features are made "
+                          f"once, so it applies to {n('features')} pixels only (drop {n('loader')})")
+    if cfg.sweep_parallel and cfg.sweep is None and not cfg.resume:
+        raise ConfigError("sweep_parallel", f"{n('sweep_parallel')} splits a {n('sweep')} across processes: give "
+                          f"{n('sweep')}")
+    if cfg.resume and cfg.sweep is not None:
+        raise ConfigError("resume", f"{n('resume')} continues a run with its own sweep; give no {n('sweep')}")
+
+
+def _check_field(f, value, name):
+    """One setting within its field's choices and bounds (the flag's own type)."""
+    meta = f.metadata
+    if not meta.get("cli") or value is None or f.name == "sweep":
+        return
+    choices = meta["choices"]
+    if f.name == "dataset":
+        choices = (*choices, DATASET_TENSOR)
+    if choices is not None and value not in choices:
+        raise ConfigError(f.name, f"{name(f.name)}: invalid choice: {value!r} (choose from "
+                          f"{', '.join(map(repr, choices))})")
+    if meta["action"] is not None:
+        if not isinstance(value, bool):
+            raise ConfigError(f.name, f"{name(f.name)}: {value!r} is not True or False")
+    elif meta["type"] is not None:
+        _bounded(f.name, name(f.name), value, meta["type"])
 
 
 def _bounded(field, spelled, value, parse):

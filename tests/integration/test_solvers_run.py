@@ -138,6 +138,7 @@ def test_patience_stops_a_member_and_the_others_go_on(tmp_path):
 
 def test_precondition_auto_uses_the_gram_only_when_n_is_at_least_d():
     """auto: plain L-BFGS when N < D (the triangular solves would cost more than they save)."""
+    from lintorch.config import TrainConfig
     from lintorch.training.solvers import _preconditioners
 
     class Full:
@@ -146,7 +147,7 @@ def test_precondition_auto_uses_the_gram_only_when_n_is_at_least_d():
             yield torch.randn(20, 6, generator=g), torch.zeros(20, dtype=torch.long)
     for mode, N, D, built in (("auto", 20, 6, True), ("auto", 5, 6, False), ("none", 20, 6, False),
                               ("gram", 5, 6, True)):
-        pre = _preconditioners({"precondition": mode}, Full(), 1e-3, 2, 3, N, D)
+        pre = _preconditioners(TrainConfig(precondition=mode), Full(), 1e-3, 2, 3, N, D)
         assert (pre is not None and len(pre) == 2) == built, (mode, N, D)
 
 

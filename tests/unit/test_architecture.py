@@ -14,7 +14,11 @@ PACKAGE = os.path.join(ROOT, "lintorch")
 
 MAX_TOP_MODULES, MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_CLASS_LINES, MAX_LOSS_MODULES = 16, 400, 70, 150, 4
 LONG_MODULES = {"lintorch/functional.py"}             # the math: every forward/backward pair in one file
-PARSERS = {("lintorch/config.py", "get_args_parser")}  # argparse builders: a flag list, however long
+PARSERS = set()                                       # argparse builders: a flag list, however long
+# settings declared as dataclass fields (default, bounds, help each), however many: the flag list that
+# was config.get_args_parser's now sits here (the parser is generated from it), and its field lines
+# count towards no class's or module's length
+DECLARATIONS = {("lintorch/config.py", "TrainConfig")}
 
 
 @functools.lru_cache(maxsize=None)
@@ -80,9 +84,15 @@ def test_at_most_16_modules_directly_in_the_package():
     assert len(top) <= MAX_TOP_MODULES, f"{len(top)} modules directly in lintorch/: {top}"
 
 
+def _declared(rel, tree):
+    """The lines of the DECLARATIONS' field declarations in a module's tree."""
+    return sum(_length(f) for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+               and (rel, node.name) in DECLARATIONS for f in node.body if isinstance(f, ast.AnnAssign))
+
+
 def test_no_module_over_400_lines():
-    long = {rel: src.count("\n") for rel, src, _ in modules().values()
-            if src.count("\n") > MAX_MODULE_LINES and rel not in LONG_MODULES}
+    long = {rel: src.count("\n") - _declared(rel, tree) for rel, src, tree in modules().values()
+            if src.count("\n") - _declared(rel, tree) > MAX_MODULE_LINES and rel not in LONG_MODULES}
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
 
 
@@ -95,7 +105,7 @@ def test_no_function_over_70_lines_but_the_parsers():
 
 def test_no_class_over_150_lines():
     long = [(rel, node.name, _length(node)) for rel, _, tree in modules().values() for node in ast.walk(tree)
-            if isinstance(node, ast.ClassDef) and _length(node) > MAX_CLASS_LINES]
+            if isinstance(node, ast.ClassDef) and _length(node) - _declared(rel, node) > MAX_CLASS_LINES]
     assert not long, f"classes over {MAX_CLASS_LINES} lines: {long}"
 
 
