@@ -61,7 +61,7 @@ def timed_train(data_dir, device, epochs, cache_dir=None, threads=None, timeout=
         with open(os.path.join(folder, "metrics.json")) as f:
             history = json.load(f)["history"]
         with open(os.path.join(folder, "config.json")) as f:
-            used = json.load(f).get("cpu_threads")
+            used = json.load(f)["resolved"]["threads"]     # what the run measured (config.Resolved)
         ends = epoch_ends(folder)
     return {"seconds": seconds, "loop": [h["seconds"] for h in history], "threads": used,
             "periods": [b - a for a, b in zip(ends, ends[1:])]}
