@@ -143,8 +143,8 @@ class SingularInputs(UserError, ValueError):
     reg, who set it (the user, a sweep, a --features recipe) and what to do."""
 
     def __init__(self, reg, D, N, cfg):
-        setter = (f" (set by the --features {cfg['features']} recipe)" if "reg" in (cfg.get("feature_recipe") or "")
-                  else " (in --sweep)" if cfg.get("sweep") else "")
+        setter = (f" (set by the --features {cfg.features} preset)" if "reg" in (cfg.preset_text() or "")
+                  else " (in --sweep)" if cfg.sweep else "")
         super().__init__(f"--optimizer exact at --reg {reg:g}{setter}: the {'D' if D <= N else 'N'} x "
                          f"{'D' if D <= N else 'N'} Gram of the training inputs (D = {D}, N = {N}) is singular (a "
                          f"constant or repeated feature{'' if D <= N else ', or repeated examples'}), so the "

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lintorch
-from lintorch.config import fill_defaults, get_args_parser, parse_args
+from lintorch.config import get_args_parser, parse_args
 from lintorch.objective import LOSSES, Objective, exact_applies, nonsmooth_parts
 from lintorch.verify.references import REFERENCES, per_model
 
@@ -26,8 +26,8 @@ def test_settings_are_flags_and_tuned_defaults_fill_in(name):
     loss = LOSSES[name]
     flags = {a.dest for a in get_args_parser()._actions}
     assert set(loss.settings) <= flags
-    args = fill_defaults(parse_args(["--loss", name]))
-    assert (args.lr, args.reg) == (loss.tuned["lr"], loss.tuned["reg"])
+    cfg = parse_args(["--loss", name])
+    assert (cfg.base_lr(3072, standardized=False), cfg.reg) == (loss.tuned["lr"], loss.tuned["reg"])
 
 
 @pytest.mark.parametrize("name", NAMES)
