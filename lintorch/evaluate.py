@@ -26,12 +26,14 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
     from .output.checkpoint import check_compatible
     from .config import TrainConfig
     from .data import Preprocess
+    from .data.featurize import EncodedImages
     from .training.epoch import evaluate
     from .errors import DataError
     from .objective import Objective
+    from .output.progress import Progress
     from .predict import load_classifier
-    from .training.recipe import eval_loader, input_dim, load_inputs
-    model, preprocess, saved = load_classifier(path, device)
+    from .training.recipe import EVAL_BATCH, eval_loader, input_dim, load_inputs
+    model, inputs, saved = load_classifier(path, device)
     path, h = saved.path, saved.header
     cfg, resolved = TrainConfig.from_saved(h.config)   # a key an older lintorch did not save: the field's default
 
@@ -44,25 +46,33 @@ def evaluate_checkpoint(path, dataset=None, data_dir=None, split="val", seed=Non
         raise UserError(f"{path} was trained by LinearProbe on arrays in memory, so there is no data set to reload: "
                         f"give --dataset features --data-dir DIR, a feature folder of the same {h.in_features} "
                         f"features (lintorch.features.store.save_split writes one), or use LinearProbe.score")
+    # extracted features: the images are loaded as they are and encoded batch by batch below, only
+    # the split asked for, never all of them at once
+    extracted = bool(h.features) and "extractor" in h.features
     data_cfg = cfg.replace(dataset=dataset, data_dir=data_dir, seed=seed, val_size=val_size,
-                           cache_dir=pick(cache_dir, "cache_dir"), image_size=h.image_size,
-                           quiet=not sys.stderr.isatty())          # a decoding bar on a terminal
-    state = None if not h.features else h.features.get("extractor")
+                           cache_dir=pick(cache_dir, "cache_dir"), image_size=h.image_size, quiet=False,
+                           **({"features": "pixels"} if extracted else {}))
     # the test split needs no training images: the train folder is only listed, for its classes
-    data, _ = load_inputs(data_cfg, model.weight.device, state, ("test",) if split == "test" else ("train", "test"))
-    preprocess = Preprocess.from_state_dict(h.preprocess).to(model.weight.device)   # the bare standardization
+    data, _ = load_inputs(data_cfg, model.weight.device, None, ("test",) if split == "test" else ("train", "test"))
     part = getattr(data, split)
     if part is None:
         raise DataError(f"the data set has no {split} split ({dataset} at {data_dir}); use --split val")
     if len(part) == 0:
         raise DataError(f"the {split} split of {dataset} at {data_dir} is empty (0 examples): nothing to evaluate"
                         f"{'' if split == 'val' else '; use --split val'}")
-    check_compatible(h, path, data.classes, h.image_size, input_dim(part))
+    check_compatible(h, path, data.classes, h.image_size, None if extracted else input_dim(part))
     C = len(data.classes)
     objective = Objective.from_config(cfg.replace(loss=h.loss), reg=0.0)     # the unweighted data loss
-    # the same loader and batch size as training's validation, so the numbers match to the bit
-    loader = eval_loader(part, preprocess, model.weight.device)
-    result = evaluate(model, loader, objective, num_classes=C)
+    # the same batch size as training's validation (and the same extraction batches), so the
+    # numbers match to the bit
+    with Progress(len(part), f"evaluate ({split}, {h.features['name'] if extracted else 'inputs'})",
+                  disable=not extracted) as bar:
+        if extracted:
+            loader = EncodedImages(part, inputs, EVAL_BATCH, model.weight.device, progress=bar.update)
+        else:
+            preprocess = Preprocess.from_state_dict(h.preprocess).to(model.weight.device)   # the bare standardization
+            loader = eval_loader(part, preprocess, model.weight.device)
+        result = evaluate(model, loader, objective, num_classes=C)
     cm = result["confusion"]                                             # (C, C)
     per_class = {}
     for c, name in enumerate(data.classes):

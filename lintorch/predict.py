@@ -4,6 +4,9 @@ Shapes: N images, D = 3 * S * S features (S the checkpoint's image size), C clas
 Arguments are parsed before torch is imported, so usage errors answer at once.
 Any image size or mode is accepted and preprocessed exactly as in training: load as RGB
 (data.load_image), resize to S x S (data.image_transform), then the checkpoint's Preprocess.
+Images stream through in chunks of CHUNK (decoded, encoded and classified together), so memory
+stays bounded whatever the number of files; progress goes to stderr (a bar on a terminal, a line
+every so often in a log file).
 
     python -m lintorch.predict runs/X photo.jpg other.png --top-k 3 [--json]
 """
@@ -13,6 +16,8 @@ import sys
 
 from .cli import ArgumentParser, add_common, number, run_command
 from .objective import LOSSES
+
+CHUNK = 512       # images decoded, encoded and classified at once (a multiple of the eval and extraction batches)
 
 
 class FeaturePipeline:
@@ -24,10 +29,17 @@ class FeaturePipeline:
         self.extractor, self.preprocess, self.flip_eval = extractor, preprocess, flip_eval
 
     def __call__(self, x):
-        f = self.extractor.transform(x)
+        f = self.encode(x)
         if self.flip_eval:
-            f = (f + self.extractor.transform(x.flip(-1))).mul_(0.5)
+            f = (f + self.encode(x.flip(-1))).mul_(0.5)
         return self.preprocess(f)
+
+    def encode(self, x):
+        """x uint8 (N, 3, S, S) on the device -> float32 (N, D), in training's extraction batches
+        (the same batches give the same bits)."""
+        import torch
+        from .features import BATCH, batches_of_features
+        return torch.cat([f for _, f in batches_of_features(self.extractor, x, BATCH, x.device)])
 
 
 def load_classifier(path, device="cpu"):
@@ -74,9 +86,11 @@ def image_tensor(image, image_size):
     return image_transform(image_size)(image)
 
 
-def scores(model, preprocess, images, image_size=None):
-    """images: list of paths or PIL images -> scores (N, C) float32 on the CPU. image_size S
-    defaults to the model's, from D = 3 * S * S."""
+def score_chunks(model, preprocess, images, image_size=None, chunk=None, progress=None):
+    """images: list of paths or PIL images -> yields (start, scores (B, C) float32 on the CPU),
+    B <= chunk: each chunk decoded, encoded and classified before the next is read, so at most
+    `chunk` images and their features are held. image_size S defaults to the model's, from
+    D = 3 * S * S. progress: optional callable(images done in this chunk)."""
     import math
     import torch
     if preprocess is None:
@@ -84,9 +98,22 @@ def scores(model, preprocess, images, image_size=None):
         raise UserError("this model was trained on a feature folder (--dataset features): it classifies feature "
                         "vectors, not images; extract the image's features with the same extractor")
     image_size = image_size or math.isqrt(model.in_features // 3)
-    x = torch.stack([image_tensor(im, image_size) for im in images])        # (N, 3, S, S) uint8
-    with torch.inference_mode():
-        return model(preprocess(x.to(model.weight.device))).float().cpu()
+    chunk = chunk or CHUNK
+    for i in range(0, len(images), chunk):
+        x = torch.stack([image_tensor(im, image_size) for im in images[i:i + chunk]])    # (B, 3, S, S) uint8
+        with torch.inference_mode():
+            s = model(preprocess(x.to(model.weight.device))).float().cpu()
+        if progress is not None:
+            progress(len(x))
+        yield i, s
+
+
+def scores(model, preprocess, images, image_size=None, chunk=None, progress=None):
+    """images: list of paths or PIL images -> scores (N, C) float32 on the CPU, computed chunk by
+    chunk (score_chunks)."""
+    import torch
+    parts = [s for _, s in score_chunks(model, preprocess, list(images), image_size, chunk, progress)]
+    return torch.cat(parts) if parts else torch.zeros(0, model.num_classes)
 
 
 def classify_image(model, preprocess, image, classes, image_size=None):
@@ -123,7 +150,9 @@ def predict(args):
     model, preprocess, saved = load_classifier(args.checkpoint, device)
     h = saved.header
     classes, probabilities = h.classes, LOSSES[h.loss].probabilistic
-    s = scores(model, preprocess, args.images, h.image_size)                # (N, C)
+    from .output.progress import Progress
+    with Progress(len(args.images), "predict") as bar:
+        s = scores(model, preprocess, args.images, h.image_size, progress=bar.update)    # (N, C)
     kind = "probability" if probabilities else "score"
     predictions = []
     for path, row in zip(args.images, s):

@@ -1,6 +1,7 @@
 """From a data set to the inputs a run trains on: raw pixels, features extracted on the fly
 (fitted on the training split, every split encoded once and cached on disk), or a folder of
-precomputed features (--dataset features), streamed from memory-mapped files.
+precomputed features (--dataset features), streamed from memory-mapped files; and a split's
+images encoded batch by batch as they are evaluated (EncodedImages: evaluate never holds them whole).
 
 Shapes: N examples, D features, C classes; images (N, 3, S, S) uint8, features (N, D) float32.
 The feature cache is keyed by the extractor's fingerprint (name, settings, learned state), a
@@ -66,10 +67,10 @@ def _save_cache(obj, cache_dir, path, what):
 def _encode(extractor, split, name, cache_dir, device, batch_size, digest, quiet=False):
     """split's images (digest: their _images_hash) -> Split of float32 features, from the cache
     when it holds this exact pair."""
-    from tqdm import tqdm
     from ..features import extract
     from ..training.devices import precision_key       # CUDA (and TF32) features differ from the CPU's in the last bits
     key = hashlib.sha256(f"{extractor.fingerprint()}:{digest}:{precision_key(device)}".encode()).hexdigest()[:24]
+    from ..output.progress import Progress
     path = None if cache_dir is None else os.path.join(cache_dir, f"features-{name}-{key}.pt")
     if path and os.path.isfile(path):
         try:
@@ -85,11 +86,8 @@ def _encode(extractor, split, name, cache_dir, device, batch_size, digest, quiet
                 return Split(x, split.y, split.files)
         except Exception as e:       # unreadable or torn: encode again
             log.warning("feature cache %s is unreadable (%s): extracting again", path, type(e).__name__)
-    bar = tqdm(total=len(split), desc=f"{extractor.name} features ({name})", unit="img", leave=False, disable=quiet)
-    try:
+    with Progress(len(split), f"{extractor.name} features ({name})", disable=quiet) as bar:
         x = extract(extractor, split.x, batch_size, device, progress=bar.update)
-    finally:
-        bar.close()
     if path:
         _save_cache({"x": x, "checksum": checksum(x)}, cache_dir, path, "feature")
     return Split(x, split.y, split.files)
@@ -134,10 +132,12 @@ def _fit(extractor, train, cache_dir, device, digest):
     return extractor
 
 
-def featurize(data, cfg, device, state=None, batch_size=256, extractor=None):
+def featurize(data, cfg, device, state=None, batch_size=None, extractor=None):
     """Images -> features for every split. The extractor (made from cfg unless given) is fitted on
     data.train only (unless a saved state is given; a fit is cached like the features)
     -> (DataSet of float features, extractor)."""
+    from ..features import BATCH
+    batch_size = batch_size or BATCH
     extractor = make(cfg, state) if extractor is None else extractor
     on_disk = SOURCES[cfg.dataset].on_disk
     cache_dir = cfg.cache_dir or (default_dir(cfg.data_dir) if on_disk else None)
@@ -167,6 +167,30 @@ def featurize(data, cfg, device, state=None, batch_size=256, extractor=None):
                 parts[name] = Split((p.x + m.x).mul_(0.5), p.y, p.files)
     out = DataSet(parts["train"], parts["val"], parts["test"], data.classes, data.image_size, None)
     return out, extractor
+
+
+class EncodedImages:
+    """A Split of uint8 images (N, 3, S, S) as evaluation batches of features, encoded only when
+    asked for: yields (inputs(x_b) (B, D) on the device, y_b) for consecutive batches of batch_size,
+    so at most one batch's features exist at a time. inputs: the images' pipeline to the model's
+    inputs (predict.FeaturePipeline: extractor, flip_eval, standardization). The loader interface
+    of loaders.TensorLoader (len, batches); progress: optional callable(images done)."""
+
+    def __init__(self, split, inputs, batch_size, device, progress=None):
+        self.x, self.y, self.inputs = split.x, split.y, inputs
+        self.batch_size, self.device, self.progress = batch_size, device, progress
+
+    def __len__(self):
+        return -(-len(self.y) // self.batch_size)
+
+    def batches(self, epoch=0, start=0):
+        for i in range(start * self.batch_size, len(self.y), self.batch_size):
+            xb = self.x[i:i + self.batch_size].to(self.device)
+            yb = self.y[i:i + self.batch_size].to(self.device)
+            out = self.inputs(xb)
+            if self.progress is not None:
+                self.progress(len(yb))
+            yield out, yb
 
 
 # --------------------------------------------------------------------------- precomputed feature folders

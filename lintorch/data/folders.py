@@ -135,10 +135,9 @@ def decode(files, image_size, skip_bad_images, progress=None):
                                 f"(use --skip-bad-images to skip such files)") from None
             return False
 
-    from tqdm import tqdm
+    from ..output.progress import Progress
     with ThreadPoolExecutor(max_workers=THREADS) as pool, \
-            tqdm(total=len(files), desc=progress, unit="img", unit_scale=True, leave=False,
-                 disable=progress is None) as bar:
+            Progress(len(files), progress, disable=progress is None) as bar:
         ok = []
         for good in pool.map(one, range(len(files))):
             ok.append(good)

@@ -12,7 +12,7 @@ Shapes: N images (N, 3, S, S) uint8, D features. Names:
     feats = extract(ex, x, 256, device)    # (N, D) float32 on the CPU
 """
 from ..errors import BackboneError, FeatureError
-from .registry import COMMON, NAMES, batches_of_features, extract, from_state_dict, make_extractor
+from .registry import BATCH, COMMON, NAMES, batches_of_features, extract, from_state_dict, make_extractor
 
-__all__ = ["BackboneError", "FeatureError", "COMMON", "NAMES", "batches_of_features", "extract", "from_state_dict",
+__all__ = ["BackboneError", "FeatureError", "BATCH", "COMMON", "NAMES", "batches_of_features", "extract", "from_state_dict",
            "make_extractor"]

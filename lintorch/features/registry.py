@@ -11,6 +11,7 @@ NAMES = ("pixels", "kmeans", "hog", "colorhist", "torchvision:<model>")
 
 
 COMMON = ("image_size", "seed")   # settings that extractors not using them ignore
+BATCH = 256     # images per extraction batch: training, evaluate and predict encode alike (the same bits)
 
 
 def _one(name, settings):
@@ -55,7 +56,7 @@ def from_state_dict(d):
     return ex.load_state(d["state"])
 
 
-def batches_of_features(extractor, x, batch_size=256, device="cpu"):
+def batches_of_features(extractor, x, batch_size=BATCH, device="cpu"):
     """Yield (start, float32 (B, D) on `device`) for x uint8 (N, 3, S, S) (any device), batch by batch."""
     with torch.inference_mode():
         for i in range(0, x.shape[0], batch_size):
@@ -68,7 +69,7 @@ def batches_of_features(extractor, x, batch_size=256, device="cpu"):
             yield i, f
 
 
-def extract(extractor, x, batch_size=256, device="cpu", progress=None):
+def extract(extractor, x, batch_size=BATCH, device="cpu", progress=None):
     """x uint8 (N, 3, S, S) (any device) -> float32 (N, D) on the CPU, computed batch by batch on `device`.
 
     progress: optional callable(images done in this batch), e.g. a tqdm's update.
