@@ -85,20 +85,21 @@ def kmeans(X, k, iterations=10, batch_size=8192, seed=0):
         half_c2 = 0.5 * C.square().sum(1)                      # (k,)
         sums = torch.zeros_like(C)
         counts = torch.zeros(k, device=X.device, dtype=X.dtype)
-        loss = 0.0
+        loss = torch.zeros((), dtype=torch.float64, device=X.device)     # summed on the device: no sync per batch
         for i in range(0, n, batch_size):
             xb = X[i:i + batch_size]
             val, lab = torch.addmm(-half_c2, xb, C.T).max(1)   # (B,)
-            loss += float((0.5 * xb.square().sum(1) - val).sum())
+            loss += (0.5 * xb.square().sum(1) - val).sum()
             sums.index_add_(0, lab, xb)
-            counts += torch.bincount(lab, minlength=k).to(X.dtype)
+            counts.index_add_(0, lab, torch.ones_like(val))     # bincount would read its size back from the GPU
         empty = counts == 0
         C = sums / counts.clamp_min(1).unsqueeze(1)
         if empty.any():
             ne = int(empty.sum())
             C[empty] = X[torch.randint(0, n, (ne,), generator=g).to(X.device)]
             log.info("k-means iteration %d: re-seeded %d empty cluster(s)", it + 1, ne)
-        log.debug("k-means iteration %d/%d: loss %.4g", it + 1, iterations, 2 * loss / n)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("k-means iteration %d/%d: loss %.4g", it + 1, iterations, 2 * float(loss) / n)
     return C
 
 

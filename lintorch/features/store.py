@@ -298,10 +298,10 @@ class FeatureLoader:
             if self.pin:
                 xb = xb.pin_memory()
             x = torch.empty_like(xb, device=self.device).copy_(xb, non_blocking=True)
-            x = x.float().index_select(0, torch.argsort(pos).to(self.device))
+            x = x.float().index_select(0, torch.argsort(pos).to(self.device, non_blocking=True))
             if self.standardizer is not None:
                 x = self.standardizer(x)
-            yield x, self.y.index_select(0, idx.to(self.device))
+            yield x, self.y.index_select(0, idx.to(self.device, non_blocking=True))     # no GPU sync per batch
 
 
 class SplitWriter:

@@ -249,10 +249,11 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
         f, dW, db = evaluate(points[:, :C * D].view(-1, C, D), points[:, C * D:], torch.tensor(active))
         calls += 1
         grads = torch.cat([dW.reshape(len(active), -1), db.reshape(len(active), -1)], 1).to(torch.float64)
+        values = f.tolist()                                                               # one host sync for all
         for j, k in enumerate(active):
             recs[k].evaluations += 1
             try:
-                pending[k] = gens[k].send((float(f[j]), grads[j]))
+                pending[k] = gens[k].send((values[j], grads[j]))
             except StopIteration as stop:
                 recs[k].status = stop.value
                 del pending[k]
@@ -292,18 +293,19 @@ def full_batch_evaluator(loader, objective, *, dtype=None):
 
     def evaluate(W, b, active):
         r = reg_all[active.to(reg_all.device)] if reg_all.dim() else reg_all
+        # f summed where the batches are: no host sync per batch (the driver reads f once per evaluation)
         f, dW, db, n = 0.0, torch.zeros_like(W), torch.zeros_like(b), 0
         for xb, yb in loader.batches(0):
             cdt = dtype or xb.dtype
             Wc, bc = W.to(xb.device, cdt), b.to(xb.device, cdt)
             cw = None if class_weight is None else class_weight.to(xb.device, cdt)
             _, data, _, gW, gb = objective.unregularized(cw).loss_and_grad(xb.to(cdt), Wc, bc, yb, reduction="sum")
-            f = f + data.to(torch.float64).cpu()
+            f = f + data.to(torch.float64)
             dW += gW.to(W.device, torch.float64)
             db += gb.to(b.device, torch.float64)
             n += len(yb)
         W64 = W.to(torch.float64)
-        r = r.to(W64.device)
+        r = r.to(W64.device, non_blocking=True)
         f = f.to(W64.device) / n + r * W64.square().sum((-2, -1))
         return f, dW.div_(n).add_(2 * r.view(-1, 1, 1) * W64), db.div_(n)
     return evaluate

@@ -169,10 +169,9 @@ class Trainer:
 
     def on_log(self, step, stats, extra):
         W = self.r.model.weight.detach()
-        ratio = update_ratio(extra["before"], W).cpu()
-        wn = torch.linalg.vector_norm(W, dim=(-2, -1)).cpu()
-        gn = torch.linalg.vector_norm(extra["grad"], dim=(-2, -1)).cpu()
-        data, reg = extra["data"].cpu(), extra["reg"].cpu()
+        ratio, wn, gn, data, reg = torch.stack([t.double() for t in (       # (5, K): one copy to the host, one sync
+            update_ratio(extra["before"], W), torch.linalg.vector_norm(W, dim=(-2, -1)),
+            torch.linalg.vector_norm(extra["grad"], dim=(-2, -1)), extra["data"], extra["reg"])]).cpu()
         for k, m in enumerate(self.members):
             if m.active:
                 m.monitor.scalars({"loss/data": data[k], "loss/reg": reg[k], "loss/total": data[k] + reg[k],
