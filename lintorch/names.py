@@ -43,3 +43,15 @@ def features_lr_scale(D):
 EXTRACTOR_FLAGS = {"centroids": "kmeans", "patches": "kmeans", "iterations": "kmeans", "pool": "kmeans",
                    "encoding": "kmeans", "alpha": "kmeans", "power": "kmeans", "zca_eps": "kmeans",
                    "backbone_weights": "torchvision:", "input_size": "torchvision:"}
+
+
+def feature_parts(features):
+    """--features text ("hog,colorhist") -> its parts, stripped, in order (torch-free)."""
+    return [p.strip() for p in features.split(",") if p.strip()]
+
+
+def repeated_parts(features):
+    """The parts a --features text names more than once ("hog,hog" -> ["hog"]): each would add the
+    same columns again (a duplicated feature, and a singular Gram for the exact solver)."""
+    parts = feature_parts(features)
+    return sorted({p for p in parts if parts.count(p) > 1})

@@ -285,6 +285,18 @@ class KMeansFeatures(Extractor):
     def check_settings(self, image_size):
         s = self.settings
         self._check_size(image_size)
+        if s["k"] == 1 and s["encoding"] == "triangle":
+            raise FeatureError("kmeans with --centroids 1 and the triangle encoding makes every feature 0 (a patch's "
+                               "distance to the one centroid is also the mean distance): use --centroids >= 2")
+        P = 3 * s["rf"] ** 2
+        if s["zca_eps"] > 1e3 * P and not getattr(self, "_warned_zca", False):
+            # a normalised patch's covariance has trace < P (each row's squared deviations sum to < P),
+            # so every eigenvalue is < P: eps far above it leaves a scaling, not a whitening
+            self._warned_zca = True
+            log.warning(f"warning: --zca-eps {s['zca_eps']:g} is far above every eigenvalue of the patches' covariance "
+                        f"(all < {P}): the whitening no longer whitens, it shrinks each patch by about "
+                        f"{s['zca_eps'] ** -0.5:.2g}, and soft-threshold codes (--encoding soft) go to 0; Coates' "
+                        f"value is {ZCA_EPS:g}")
         if s["patches"] < max(2, s["k"]):
             raise FeatureError(f"kmeans needs --patches >= --centroids (its starting centroids are distinct "
                                f"patches) and >= 2 (for the whitening): --patches {s['patches']}, --centroids {s['k']}")

@@ -33,10 +33,14 @@ def make_extractor(name, **settings):
     Each part takes the settings it knows; None means "the default"; a setting no part knows is an
     error, except image_size and seed, which extractors that do not use them ignore.
     """
+    from ..names import feature_parts, repeated_parts
     from .base import Concat
-    parts = [p.strip() for p in name.split(",") if p.strip()]
+    parts = feature_parts(name)
     if not parts:
         raise FeatureError("no feature extractor named; expected one of " + ", ".join(NAMES))
+    if repeated_parts(name):
+        raise FeatureError(f"--features {name} names {', '.join(repeated_parts(name))} twice: its columns would be "
+                           f"repeated (no new information; a singular Gram for --optimizer exact); name each once")
     made = [_one(p, settings) for p in parts]
     known = set(COMMON).union(*(m.DEFAULTS for m in made))
     unknown = sorted(k for k, v in settings.items() if k not in known and v is not None)

@@ -47,3 +47,44 @@ def test_changed_extractor_cache_is_fitted_again(tmp_path, caplog):
     assert "checksum" in caplog.text and "fitting again" in caplog.text
     assert torch.equal(again.state[name], fitted.state[name])
     assert again.state[name].abs().sum() > 0
+
+
+def cfg(**kw):
+    base = {"features": "kmeans", "feature_recipe": None}
+    return {**base, **kw}
+
+
+def test_constant_features_are_refused_naming_the_settings():
+    import pytest
+    from lintorch.errors import FeatureError
+    ex = make_extractor("kmeans", k=4, patches=50, image_size=8, encoding="soft", alpha=1e30)
+    with pytest.raises(FeatureError) as e:
+        featurize.check_informative(torch.zeros(10, 8), ex, cfg(encoding="soft", alpha=1e30))
+    text = str(e.value)
+    assert "every one of the 8" in text and "--alpha 1e+30" in text and "--encoding soft" in text
+    with pytest.raises(FeatureError) as e:               # a recipe's flag is named as the recipe's
+        featurize.check_informative(torch.ones(10, 8), ex, cfg(power=0.5, feature_recipe="--power 0.5 --flip"))
+    assert "--power 0.5 (set by the --features kmeans recipe)" in str(e.value)
+
+
+def test_mostly_constant_features_are_a_warning_and_varied_ones_pass(caplog):
+    ex = make_extractor("colorhist")
+    x = torch.zeros(10, 8)
+    x[:, 0] = torch.arange(10.0)
+    featurize.check_informative(x, ex, cfg(features="colorhist"))
+    assert "7 of the 8" in caplog.text
+    caplog.clear()
+    featurize.check_informative(torch.randn(10, 8), ex, cfg(features="colorhist"))
+    assert not caplog.records
+
+
+def test_a_run_with_all_zero_features_is_refused_before_training(tmp_path, capsys):
+    from tests.helpers import image_tree, train
+    image_tree(tmp_path / "data")
+    run = tmp_path / "run"
+    status = train("--dataset", "imagefolder", "--data-dir", tmp_path / "data", "--image-size", 8, "--val-size", 2,
+                   "--features", "kmeans", "--centroids", 2, "--patches", 20, "--encoding", "soft", "--alpha", 1e30,
+                   "--quiet", "--device", "cpu", "--logdir", run)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "--alpha 1e+30" in err[0] and "can only guess" in err[0], err
+    assert not run.exists()
