@@ -171,7 +171,8 @@ def featurize(data, cfg, device, state=None, batch_size=None, extractor=None):
                             cfg.quiet)
                 p = parts[name]
                 parts[name] = Split((p.x + m.x).mul_(0.5), p.y, p.files)
-    check_informative(parts["train"].x, extractor, cfg)
+    if parts["train"] is not None:          # None: evaluate and predict read no training split
+        check_informative(parts["train"].x, extractor, cfg)
     out = DataSet(parts["train"], parts["val"], parts["test"], data.classes, data.image_size, None)
     return out, extractor
 

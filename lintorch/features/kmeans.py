@@ -285,9 +285,6 @@ class KMeansFeatures(Extractor):
     def check_settings(self, image_size):
         s = self.settings
         self._check_size(image_size)
-        if s["k"] == 1 and s["encoding"] == "triangle":
-            raise FeatureError("kmeans with --centroids 1 and the triangle encoding makes every feature 0 (a patch's "
-                               "distance to the one centroid is also the mean distance): use --centroids >= 2")
         P = 3 * s["rf"] ** 2
         if s["zca_eps"] > 1e3 * P and not getattr(self, "_warned_zca", False):
             # a normalised patch's covariance has trace < P (each row's squared deviations sum to < P),
@@ -300,6 +297,9 @@ class KMeansFeatures(Extractor):
         if s["patches"] < max(2, s["k"]):
             raise FeatureError(f"kmeans needs --patches >= --centroids (its starting centroids are distinct "
                                f"patches) and >= 2 (for the whitening): --patches {s['patches']}, --centroids {s['k']}")
+        if s["k"] == 1 and s["encoding"] == "triangle":
+            raise FeatureError("kmeans with --centroids 1 and the triangle encoding makes every feature 0 (a patch's "
+                               "distance to the one centroid is also the mean distance): use --centroids >= 2")
 
     def check_images(self, x):
         super().check_images(x)
