@@ -32,12 +32,6 @@ def extractor_settings(cfg):
             "encoding": cfg.encoding, "alpha": cfg.alpha, "power": cfg.power, "zca_eps": cfg.zca_eps}
 
 
-def extractor_flags(cfg):
-    """The extractor flags cfg sets, by flag name (centroids, alpha, zca_eps, ...): None where unset."""
-    from ..names import EXTRACTOR_FLAGS
-    return {k: cfg.get(k) for k in EXTRACTOR_FLAGS}
-
-
 def make(cfg, state=None):
     """cfg's --features as an extractor (unfitted; its settings checked against --image-size), or
     the one saved in a checkpoint (state)."""
@@ -205,18 +199,20 @@ def check_informative(x, extractor, cfg):
     """x (N, D) training features: FeatureError when every column is the same for all N rows (a
     classifier on them can only guess the most frequent class: --encoding soft with a huge --alpha,
     a huge --zca-eps, --power near 0, ...), a warning when most columns are. The message names the
-    extractor settings given, and which of them a --features recipe set."""
+    extractor settings given, and which of them a --features preset set."""
     if x is None or len(x) < 2:
         return
     constant = (x.amax(0) == x.amin(0))                           # (D,)
     n = int(constant.sum())
     if n * 2 < len(constant):
         return
-    recipe = cfg.get("feature_recipe") or ""
-    given = [f"--{k.replace('_', '-')} {v:g}" if isinstance(v, float) else f"--{k.replace('_', '-')} {v}"
-             for k, v in extractor_flags(cfg).items() if v is not None]
-    named = ", ".join(g + (f" (set by the --features {cfg['features']} recipe)" if g.split()[0] in recipe else "")
-                      for g in given) or "its defaults"
+    from ..config import flag
+    from ..names import EXTRACTOR_FLAGS
+    preset = (cfg.preset_text() or "").split()
+    values = {k: getattr(cfg, k, None) for k in EXTRACTOR_FLAGS if getattr(cfg, k, None) is not None}
+    named = ", ".join((f"{flag(k)} {v:g}" if isinstance(v, float) else f"{flag(k)} {v}") +
+                      (f" (set by the --features {cfg.features} preset)" if flag(k) in preset else "")
+                      for k, v in values.items()) or "its defaults"
     if n == len(constant):
         from ..errors import FeatureError
         raise FeatureError(f"every one of the {n} {extractor.name} features is the same for all {len(x)} training "

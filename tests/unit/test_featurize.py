@@ -49,9 +49,9 @@ def test_changed_extractor_cache_is_fitted_again(tmp_path, caplog):
     assert again.state[name].abs().sum() > 0
 
 
-def cfg(**kw):
-    base = {"features": "kmeans", "feature_recipe": None}
-    return {**base, **kw}
+def cfg(*argv):
+    from lintorch.config import parse_args
+    return parse_args(["--dataset", "imagefolder", "--data-dir", "d", *map(str, argv)])
 
 
 def test_constant_features_are_refused_naming_the_settings():
@@ -59,22 +59,26 @@ def test_constant_features_are_refused_naming_the_settings():
     from lintorch.errors import FeatureError
     ex = make_extractor("kmeans", k=4, patches=50, image_size=8, encoding="soft", alpha=1e30)
     with pytest.raises(FeatureError) as e:
-        featurize.check_informative(torch.zeros(10, 8), ex, cfg(encoding="soft", alpha=1e30))
+        featurize.check_informative(torch.zeros(10, 8), ex, cfg("--features", "kmeans", "--centroids", 4, "--lr", 0.1,
+                                                                "--encoding", "soft", "--alpha", 1e30))
     text = str(e.value)
     assert "every one of the 8" in text and "--alpha 1e+30" in text and "--encoding soft" in text
-    with pytest.raises(FeatureError) as e:               # a recipe's flag is named as the recipe's
-        featurize.check_informative(torch.ones(10, 8), ex, cfg(power=0.5, feature_recipe="--power 0.5 --flip"))
-    assert "--power 0.5 (set by the --features kmeans recipe)" in str(e.value)
+    assert "preset" not in text                             # a classifier flag given: no preset applied
+    with pytest.raises(FeatureError) as e:               # a preset's flag is named as the preset's
+        featurize.check_informative(torch.ones(10, 8), ex, cfg("--features", "kmeans", "--encoding", "soft",
+                                                               "--alpha", 1e30))
+    assert "--power 0.5 (set by the --features kmeans preset)" in str(e.value)
+    assert "--alpha 1e+30 (set" not in str(e.value)                 # typed: not the preset's
 
 
 def test_mostly_constant_features_are_a_warning_and_varied_ones_pass(caplog):
     ex = make_extractor("colorhist")
     x = torch.zeros(10, 8)
     x[:, 0] = torch.arange(10.0)
-    featurize.check_informative(x, ex, cfg(features="colorhist"))
+    featurize.check_informative(x, ex, cfg("--features", "colorhist"))
     assert "7 of the 8" in caplog.text
     caplog.clear()
-    featurize.check_informative(torch.randn(10, 8), ex, cfg(features="colorhist"))
+    featurize.check_informative(torch.randn(10, 8), ex, cfg("--features", "colorhist"))
     assert not caplog.records
 
 
