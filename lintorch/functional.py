@@ -24,6 +24,29 @@ the same backward functions by hand for training, with no autograd graph.
 Nothing here calls autograd or torch's own loss functions: ``lintorch.gradcheck``
 checks these gradients against exactly those independent references.
 
+The Functions compose with all of PyTorch (PyTorch's "Extending torch.func with autograd.Function"):
+
+    setup_context   forward computes, setup_context only saves (what torch.func requires)
+    vmap            generate_vmap_rule = True: forward, backward and jvp are plain torch operations
+                    that never write into their inputs or the incoming gradient, so torch derives the
+                    batched rule (torch.func.vmap over stacked scores, gradcheck(check_batched_grad=True))
+    jvp             forward-mode AD, written by hand beside backward (torch.func.jvp, jacfwd,
+                    gradcheck(check_forward_ad=True))
+    double backward each loss returns (loss, aux, L_i): aux (softmax P, SVM margins, squared residuals)
+                    and the L_i are differentiable outputs whose backward is written out too, and the
+                    backward is differentiable torch operations of them; so autograd differentiates the
+                    backward again (torch.func.hessian, Hessian-vector products, gradgradcheck, Newton).
+                    The softmax, squared and squared-hinge Hessians are exact; the hinge's is honestly
+                    0 almost everywhere (its gradient is piecewise constant: [m > 0] has derivative 0),
+                    and so is l1's.
+    torch.compile   no host sync inside the Functions: the wrappers' value checks (target range,
+                    class_weight values) are skipped while torch.compile traces, so
+                    torch.compile(step, fullgraph=True) has no graph break and equals eager.
+
+A new loss copies one block below: its *_forward -> (loss, aux, L_i), its *_backward(aux, L_i, target,
+grad, ...) -> dscores, how aux moves with the scores (*_aux_jvp, *_aux_vjp), and a Function whose
+backward and jvp are _loss_backward and _loss_jvp on those pieces.
+
 Float16/bfloat16 inputs are computed in float32 and the results cast back, and
 under ``torch.autocast`` the losses take float32 scores, as torch's own losses do.
 """
@@ -38,7 +61,7 @@ from .names import PENALTIES, SVM_FORMS
 REDUCTIONS = ("mean", "sum", "none")
 
 __all__ = ["linear", "svm_loss", "softmax_loss", "squared_loss", "logistic_loss", "penalty", "l2_penalty", "l1_penalty",
-           "elastic_net_penalty", "balanced_class_weight", "check_inputs", "FIRST_ORDER", "REDUCTIONS", "SVM_FORMS", "PENALTIES"]
+           "elastic_net_penalty", "balanced_class_weight", "check_inputs", "REDUCTIONS", "SVM_FORMS", "PENALTIES"]
 
 
 # --------------------------------------------------------------------------- checks
@@ -151,31 +174,66 @@ def _example_grad(grad, reduction, losses, weight=None):
     return g + 0.0 * losses.unsqueeze(-1)
 
 
-def _own_outputs(loss, saved, losses):
-    """A Function's outputs must be distinct tensors: with reduction="none" the loss is the L_i
-    themselves, and the copy kept for backward is marked non-differentiable while the loss is not.
-    The loss must not be a view (softmax's L_i are a squeeze of a gather): autograd refuses to let
-    a caller change a custom Function's view output in place (L *= 2), which F.cross_entropy allows."""
-    if loss._is_view():
-        loss = loss.clone()
-    return loss, saved, losses.clone() if losses is loss else losses
+def _own_outputs(reduction, loss, aux, losses):
+    """A Function's outputs must be distinct tensors, each with its own gradient: with
+    reduction="none" the loss is the L_i themselves, so it is returned as a copy. The copy is also
+    never a view (softmax's L_i are a squeeze of a gather): autograd refuses to let a caller change
+    a custom Function's view output in place (L *= 2), which F.cross_entropy allows. (Decided by
+    the reduction, not Tensor._is_view, which torch.compile cannot trace.)"""
+    return (loss.clone() if reduction == "none" else loss), aux, losses
 
 
-FIRST_ORDER = ("lintorch's hand-written backward passes of the losses are first-order: they cannot be "
-               "differentiated again (create_graph=True: Hessians, Hessian-vector products, gradgradcheck). "
-               "Use torch.nn.functional.cross_entropy or multi_margin_loss for second derivatives.")
+def _validating(validate):
+    """Value checks (a host sync each) run eagerly only: never while torch.compile traces."""
+    return validate and not torch.compiler.is_compiling()
 
 
-def _first_order(backward):
-    """@once_differentiable, but loud: once_differentiable gives silently zero second derivatives
-    when the incoming gradient needs none (torch.autograd.functional.hessian), so a backward run
-    with create_graph=True (the only time grad mode is on inside backward) raises instead."""
-    @functools.wraps(backward)
-    def wrapper(ctx, *grads):
-        if torch.is_grad_enabled():
-            raise RuntimeError(FIRST_ORDER)
-        return backward(ctx, *grads)
-    return wrapper
+def _apply(function, traced, *args):
+    """function.apply(*args), or, while torch.compile traces, traced.apply(*args): its twin without
+    jvp (_without_jvp), since Dynamo cannot trace a Function with a custom jvp (compiled code
+    differentiates its own graph and needs none)."""
+    return (traced if torch.compiler.is_compiling() else function).apply(*args)
+
+
+def _without_jvp(function):
+    """function's subclass with the base Function's jvp: what torch.compile traces."""
+    return type(f"{function.__name__}Traced", (function,), {"jvp": staticmethod(Function.jvp), "__module__": __name__,
+                                                             "__doc__": _without_jvp.__doc__})
+
+
+def _save_loss(ctx, inputs, output):
+    """A loss Function's setup_context: inputs (scores, target, *settings, reduction, class_weight),
+    output (loss, aux, L_i). Saves target, aux, the L_i and class_weight for backward and jvp."""
+    scores, target, *settings, reduction, class_weight = inputs
+    _, aux, losses = output
+    ctx.save_for_backward(target, aux, losses, class_weight)
+    ctx.save_for_forward(target, aux, losses, class_weight)
+    ctx.reduction, ctx.dtype, ctx.n_inputs = reduction, scores.dtype, len(inputs)
+    ctx.set_materialize_grads(False)        # a None for the outputs nobody used: no work for them
+
+
+def _loss_backward(ctx, backward, grad, grad_losses, grad_through_aux):
+    """dL/dscores from the three outputs' incoming gradients (None: unused): the reduced loss's by
+    the loss's backward, the L_i's by the same backward with reduction "none", and aux's already
+    mapped to the scores (grad_through_aux). backward(grad, reduction) -> dscores."""
+    terms = [t for t in (None if grad is None else backward(grad, ctx.reduction),
+                         None if grad_losses is None else backward(grad_losses, "none"),
+                         grad_through_aux) if t is not None]
+    if not terms:                                                          # no output's gradient defined
+        return (None,) * ctx.n_inputs
+    dscores = terms[0]
+    for t in terms[1:]:
+        dscores = dscores + t
+    return (dscores.to(ctx.dtype),) + (None,) * (ctx.n_inputs - 1)
+
+
+def _loss_jvp(ctx, backward, dscores, aux_tangent, losses):
+    """The three outputs' tangents for a tangent dscores of the scores: dL_i = <dL_i/ds_i, ds_i>
+    with the gradient rows backward(ones, "none") (class weights and NaN rows included), the loss's
+    by reducing them, and aux's (aux_tangent, the loss's own)."""
+    rows = backward(torch.ones_like(losses), "none")                       # dL_i/ds_i (..., N, C)
+    dlosses = (rows * dscores.to(rows.dtype)).sum(-1)                      # (..., N)
+    return _reduce(dlosses, ctx.reduction).to(ctx.dtype), aux_tangent, dlosses
 
 
 # --------------------------------------------------------------------------- linear
@@ -216,6 +274,8 @@ def linear_backward(x, weight, dscores, need_x=True, need_weight=True, need_bias
 
 
 class _Linear(Function):
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(x, weight, bias):
         return linear_forward(x, weight, bias)
@@ -224,6 +284,7 @@ class _Linear(Function):
     def setup_context(ctx, inputs, output):
         x, weight, bias = inputs
         ctx.save_for_backward(x, weight)
+        ctx.save_for_forward(x, weight)
         ctx.has_bias = bias is not None
 
     @staticmethod
@@ -234,6 +295,21 @@ class _Linear(Function):
         x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
         return linear_backward(x, weight, dscores, need[0], need[1], ctx.has_bias and need[2])
+
+    @staticmethod
+    def jvp(ctx, dx, dweight, dbias):
+        """d(x W^T + b) = dx W^T + x dW^T + db (linear_forward on the tangents)."""
+        x, weight = ctx.saved_tensors
+        terms = [linear_forward(dx, weight, None) if dx is not None else None,
+                 linear_forward(x, dweight, None) if dweight is not None else None]
+        dscores = sum(t for t in terms if t is not None) if any(t is not None for t in terms) else None
+        if dbias is not None:
+            db = dbias.unsqueeze(-2)                                         # (C,) -> (1, C), (K, C) -> (K, 1, C)
+            dscores = db.expand(*weight.shape[:-2], x.shape[0], weight.shape[-2]) if dscores is None else dscores + db
+        return dscores
+
+
+_LinearTraced = _without_jvp(_Linear)
 
 
 def linear(x, weight, bias=None):
@@ -249,7 +325,7 @@ def linear(x, weight, bias=None):
                          f"got shape {tuple(weight.shape)}")
     if bias is not None and bias.shape != weight.shape[:-1]:
         raise ValueError(f"bias must have shape {tuple(weight.shape[:-1])}, got {tuple(bias.shape)}")
-    return _Linear.apply(x, weight, bias)
+    return _apply(_Linear, _LinearTraced, x, weight, bias)
 
 
 # --------------------------------------------------------------------------- SVM (hinge) loss
@@ -297,32 +373,70 @@ def svm_backward(margins, losses, target, grad, squared=False, form="weston-watk
     else:
         dscores = (2.0 * margins.clamp_min(0.0)) if squared else (margins > 0).to(margins.dtype)
     if form == "one-vs-rest":
-        dscores.scatter_(-1, idx, -dscores.gather(-1, idx))            # t = +1 at the target: -h'
+        dscores.mul_(torch.ones_like(dscores).scatter_(-1, idx, -1.0))  # t = +1 at the target: -h'
     else:
         dscores.scatter_(-1, idx, -dscores.sum(-1, keepdim=True))      # wrong classes' total, negated
+    # written into: only dscores, made here (in place keeps the scores' memory layout, and so the
+    # training step's GEMMs and their rounding); never the incoming gradient, which vmap may batch
     weight = _example_weight(class_weight, target, margins.dtype)
-    return dscores.mul_(_example_grad(grad.to(margins.dtype), reduction, losses, weight))
+    return dscores * _example_grad(grad.to(margins.dtype), reduction, losses, weight)
+
+
+def svm_margins_jvp(dscores, target, form="weston-watkins"):
+    """How the margins move with the scores: dm_ij = ds_j - ds_{y_i} (0 at the target, whose
+    margin is a constant 0 or -inf); one-vs-rest dm_ij = -t_ij ds_j."""
+    idx = _index(target, dscores)
+    if form == "one-vs-rest":
+        return dscores.scatter(-1, idx, -dscores.gather(-1, idx))
+    return (dscores - dscores.gather(-1, idx)).scatter(-1, idx, 0.0)
+
+
+def svm_margins_vjp(grad_margins, target, form="weston-watkins"):
+    """svm_margins_jvp's transpose: dscores_j = g_j for j != y_i, dscores_{y_i} = -sum_{j != y_i} g_j
+    (the target's own g ignored); one-vs-rest dscores_j = -t_ij g_j."""
+    idx = _index(target, grad_margins)
+    if form == "one-vs-rest":
+        return grad_margins.scatter(-1, idx, -grad_margins.gather(-1, idx))
+    g = grad_margins.scatter(-1, idx, 0.0)
+    return g.scatter(-1, idx, -g.sum(-1, keepdim=True))
 
 
 class _SVMLoss(Function):
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(scores, target, margin, squared, form, reduction, class_weight):
-        return _own_outputs(*svm_forward(scores, target, margin, squared, form, reduction, class_weight))
+        return _own_outputs(reduction, *svm_forward(scores, target, margin, squared, form, reduction, class_weight))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        scores, target, margin, squared, form, reduction, class_weight = inputs
-        ctx.save_for_backward(target, output[1], output[2], class_weight)
-        ctx.squared, ctx.form, ctx.reduction, ctx.dtype = squared, form, reduction, scores.dtype
-        ctx.mark_non_differentiable(output[1], output[2])
+        _save_loss(ctx, inputs, output)
+        ctx.squared, ctx.form = inputs[3], inputs[4]
 
     @staticmethod
-    @_first_order
-    def backward(ctx, grad, _grad_margins, _grad_losses):
-        """dL_i/ds_j = [m_ij > 0] for j != y_i, -sum of those at y_i (svm_backward)."""
+    def backward(ctx, grad, grad_margins, grad_losses):
+        """dL_i/ds_j = h'(m_ij) for j != y_i, -sum of those at y_i (svm_backward); the margins' own
+        gradient by svm_margins_vjp. Differentiable in the margins: the squared hinge's second
+        derivative 2 [m > 0] is exact, the hinge's is 0 (its [m > 0] is piecewise constant)."""
         target, margins, losses, class_weight = ctx.saved_tensors
-        dscores = svm_backward(margins, losses, target, grad, ctx.squared, ctx.form, ctx.reduction, class_weight)
-        return dscores.to(ctx.dtype), None, None, None, None, None, None
+        through_margins = None if grad_margins is None else svm_margins_vjp(grad_margins, target, ctx.form)
+        return _loss_backward(ctx, functools.partial(_svm_rows, ctx, margins, losses, target, class_weight), grad,
+                              grad_losses, through_margins)
+
+    @staticmethod
+    def jvp(ctx, dscores, *_):
+        """dL_i = <dL_i/ds_i, ds_i>; dm by svm_margins_jvp."""
+        target, margins, losses, class_weight = ctx.saved_tensors
+        dscores = dscores.to(margins.dtype)
+        return _loss_jvp(ctx, functools.partial(_svm_rows, ctx, margins, losses, target, class_weight), dscores,
+                         svm_margins_jvp(dscores, target, ctx.form), losses)
+
+
+_SVMLossTraced = _without_jvp(_SVMLoss)
+
+
+def _svm_rows(ctx, margins, losses, target, class_weight, grad, reduction):
+    return svm_backward(margins, losses, target, grad, ctx.squared, ctx.form, reduction, class_weight)
 
 
 def svm_loss(scores, target, margin=1.0, squared=False, reduction="mean", form="weston-watkins",
@@ -339,12 +453,13 @@ def svm_loss(scores, target, margin=1.0, squared=False, reduction="mean", form="
     F.multi_margin_loss(weight=w)'s.
     Returns the mean (or sum) over N: a scalar, or (K,); reduction="none" gives (N,) or (K, N).
     validate=False skips the target range and class_weight value checks (host syncs), for labels
-    and weights checked once at load.
+    and weights checked once at load; torch.compile skips them too (they would break its graph).
     """
+    validate = _validating(validate)
     _check_scores_target(scores, target, reduction, validate)
     _check_svm(form, margin)
     _check_class_weight(class_weight, scores, validate)
-    return _SVMLoss.apply(_autocast_float32(scores), target, float(margin), bool(squared), form, reduction,
+    return _apply(_SVMLoss, _SVMLossTraced, _autocast_float32(scores), target, float(margin), bool(squared), form, reduction,
                           class_weight)[0]
 
 
@@ -382,28 +497,44 @@ def softmax_backward(P, losses, target, grad, reduction="mean", class_weight=Non
     idx = _index(target, P)
     dscores = P.scatter_add(-1, idx, torch.full_like(idx, -1, dtype=P.dtype))
     weight = _example_weight(class_weight, target, P.dtype)
-    return dscores.mul_(_example_grad(grad.to(P.dtype), reduction, losses, weight))
+    return dscores * _example_grad(grad.to(P.dtype), reduction, losses, weight)   # never in place: see svm_backward
+
+
+def softmax_jvp(P, dscores):
+    """How P = softmax(s) moves with the scores: dP = P (ds - <P, ds>), per row; its own transpose
+    (the softmax Jacobian diag(P) - P P^T is symmetric), so it is also P's vjp."""
+    return P * (dscores - (P * dscores).sum(-1, keepdim=True))
 
 
 class _SoftmaxLoss(Function):
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(scores, target, reduction, class_weight):
-        return _own_outputs(*softmax_forward(scores, target, reduction, class_weight))
+        return _own_outputs(reduction, *softmax_forward(scores, target, reduction, class_weight))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        scores, target, reduction, class_weight = inputs
-        ctx.save_for_backward(target, output[1], output[2], class_weight)
-        ctx.reduction, ctx.dtype = reduction, scores.dtype
-        ctx.mark_non_differentiable(output[1], output[2])
+        _save_loss(ctx, inputs, output)
 
     @staticmethod
-    @_first_order
-    def backward(ctx, grad, _grad_P, _grad_losses):
-        """dL_i/ds = softmax(s_i) - onehot(y_i) (softmax_backward)."""
+    def backward(ctx, grad, grad_P, grad_losses):
+        """dL_i/ds = softmax(s_i) - onehot(y_i) (softmax_backward); P's own gradient by softmax_jvp
+        (symmetric). Differentiable in P, so the Hessian diag(P) - P P^T comes out exact."""
         target, P, losses, class_weight = ctx.saved_tensors
-        dscores = softmax_backward(P, losses, target, grad, ctx.reduction, class_weight)
-        return dscores.to(ctx.dtype), None, None, None
+        rows = functools.partial(softmax_backward, P, losses, target, class_weight=class_weight)
+        return _loss_backward(ctx, rows, grad, grad_losses, None if grad_P is None else softmax_jvp(P, grad_P))
+
+    @staticmethod
+    def jvp(ctx, dscores, *_):
+        """dL_i = <P_i - onehot(y_i), ds_i>; dP = P (ds - <P, ds>)."""
+        target, P, losses, class_weight = ctx.saved_tensors
+        rows = functools.partial(softmax_backward, P, losses, target, class_weight=class_weight)
+        dscores = dscores.to(P.dtype)
+        return _loss_jvp(ctx, rows, dscores, softmax_jvp(P, dscores), losses)
+
+
+_SoftmaxLossTraced = _without_jvp(_SoftmaxLoss)
 
 
 def softmax_loss(scores, target, reduction="mean", *, class_weight=None, validate=True):
@@ -416,9 +547,10 @@ def softmax_loss(scores, target, reduction="mean", *, class_weight=None, validat
     mean, which divides by sum_i w_{y_i} (the two agree for balanced_class_weight).
     Returns the mean (or sum) over N: a scalar, or (K,); reduction="none" gives (N,) or (K, N).
     """
+    validate = _validating(validate)
     _check_scores_target(scores, target, reduction, validate)
     _check_class_weight(class_weight, scores, validate)
-    return _SoftmaxLoss.apply(_autocast_float32(scores), target, reduction, class_weight)[0]
+    return _apply(_SoftmaxLoss, _SoftmaxLossTraced, _autocast_float32(scores), target, reduction, class_weight)[0]
 
 
 # --------------------------------------------------------------------------- squared loss (one-vs-rest least squares)
@@ -443,28 +575,38 @@ def squared_backward(resid, losses, target, grad, reduction="mean", class_weight
     """dL_i/ds_ij = 2 (s_ij - t_ij) = 2 r_ij, times w_{y_i} and the incoming gradient; a NaN row
     where L_i is not finite. -> dscores (..., N, C) in the residuals' dtype."""
     weight = _example_weight(class_weight, target, resid.dtype)
-    return (2.0 * resid).mul_(_example_grad(grad.to(resid.dtype), reduction, losses, weight))
+    return (2.0 * resid) * _example_grad(grad.to(resid.dtype), reduction, losses, weight)   # never in place
 
 
 class _SquaredLoss(Function):
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(scores, target, reduction, class_weight):
-        return _own_outputs(*squared_forward(scores, target, reduction, class_weight))
+        return _own_outputs(reduction, *squared_forward(scores, target, reduction, class_weight))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        scores, target, reduction, class_weight = inputs
-        ctx.save_for_backward(target, output[1], output[2], class_weight)
-        ctx.reduction, ctx.dtype = reduction, scores.dtype
-        ctx.mark_non_differentiable(output[1], output[2])
+        _save_loss(ctx, inputs, output)
 
     @staticmethod
-    @_first_order
-    def backward(ctx, grad, _grad_resid, _grad_losses):
-        """dL_i/ds_ij = 2 (s_ij - t_ij) (squared_backward)."""
+    def backward(ctx, grad, grad_resid, grad_losses):
+        """dL_i/ds_ij = 2 (s_ij - t_ij) (squared_backward); the residuals' own gradient passes
+        through (dr = ds). Differentiable in r: the Hessian 2 w_{y_i} I comes out exact."""
         target, resid, losses, class_weight = ctx.saved_tensors
-        dscores = squared_backward(resid, losses, target, grad, ctx.reduction, class_weight)
-        return dscores.to(ctx.dtype), None, None, None
+        rows = functools.partial(squared_backward, resid, losses, target, class_weight=class_weight)
+        return _loss_backward(ctx, rows, grad, grad_losses, grad_resid)
+
+    @staticmethod
+    def jvp(ctx, dscores, *_):
+        """dL_i = <2 r_i, ds_i> w_{y_i}; dr = ds."""
+        target, resid, losses, class_weight = ctx.saved_tensors
+        rows = functools.partial(squared_backward, resid, losses, target, class_weight=class_weight)
+        dscores = dscores.to(resid.dtype)
+        return _loss_jvp(ctx, rows, dscores, dscores, losses)
+
+
+_SquaredLossTraced = _without_jvp(_SquaredLoss)
 
 
 def squared_loss(scores, target, reduction="mean", *, class_weight=None, validate=True):
@@ -475,9 +617,10 @@ def squared_loss(scores, target, reduction="mean", *, class_weight=None, validat
     class_weight (C,) weighs example i by w_{y_i}; the mean stays (1/N) sum_i w_{y_i} L_i.
     Returns the mean (or sum) over N: a scalar, or (K,); reduction="none" gives (N,) or (K, N).
     """
+    validate = _validating(validate)
     _check_scores_target(scores, target, reduction, validate)
     _check_class_weight(class_weight, scores, validate)
-    return _SquaredLoss.apply(_autocast_float32(scores), target, reduction, class_weight)[0]
+    return _apply(_SquaredLoss, _SquaredLossTraced, _autocast_float32(scores), target, reduction, class_weight)[0]
 
 
 # --------------------------------------------------------------------------- logistic loss (one-vs-rest)
@@ -506,30 +649,49 @@ def logistic_backward(margins, losses, target, grad, reduction="mean", class_wei
     -> dscores (..., N, C) in the margins' dtype."""
     p = torch.sigmoid(margins.neg())                                   # sigma(-m) in (0, 1)
     idx = _index(target, p)
-    dscores = p.scatter_(-1, idx, p.gather(-1, idx).neg())             # -t sigma(-m)
+    # -t sigma(-m): the sign written into a copy (sigmoid's backward keeps p), never into p or grad
+    dscores = p.clone().mul_(torch.ones_like(p).scatter_(-1, idx, -1.0))
     weight = _example_weight(class_weight, target, margins.dtype)
-    return dscores.mul_(_example_grad(grad.to(margins.dtype), reduction, losses, weight))
+    return dscores * _example_grad(grad.to(margins.dtype), reduction, losses, weight)
+
+
+def logistic_margins_jvp(dscores, target):
+    """How the margins m = t s move with the scores: dm = t ds (t = +1 at y_i, -1 elsewhere);
+    diagonal, so also the margins' vjp."""
+    idx = _index(target, dscores)
+    return dscores.neg().scatter(-1, idx, dscores.gather(-1, idx))
 
 
 class _LogisticLoss(Function):
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(scores, target, reduction, class_weight):
-        return _own_outputs(*logistic_forward(scores, target, reduction, class_weight))
+        return _own_outputs(reduction, *logistic_forward(scores, target, reduction, class_weight))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        scores, target, reduction, class_weight = inputs
-        ctx.save_for_backward(target, output[1], output[2], class_weight)
-        ctx.reduction, ctx.dtype = reduction, scores.dtype
-        ctx.mark_non_differentiable(output[1], output[2])
+        _save_loss(ctx, inputs, output)
 
     @staticmethod
-    @_first_order
-    def backward(ctx, grad, _grad_margins, _grad_losses):
-        """dL_i/ds_ij = -t_ij sigma(-t_ij s_ij) (logistic_backward)."""
+    def backward(ctx, grad, grad_margins, grad_losses):
+        """dL_i/ds_ij = -t_ij sigma(-t_ij s_ij) (logistic_backward); the margins' own gradient by
+        logistic_margins_jvp (diagonal). Differentiable in m: the Hessian sigma(m) sigma(-m) is exact."""
         target, margins, losses, class_weight = ctx.saved_tensors
-        dscores = logistic_backward(margins, losses, target, grad, ctx.reduction, class_weight)
-        return dscores.to(ctx.dtype), None, None, None
+        rows = functools.partial(logistic_backward, margins, losses, target, class_weight=class_weight)
+        return _loss_backward(ctx, rows, grad, grad_losses,
+                              None if grad_margins is None else logistic_margins_jvp(grad_margins, target))
+
+    @staticmethod
+    def jvp(ctx, dscores, *_):
+        """dL_i = <-t_i sigma(-m_i), ds_i> w_{y_i}; dm = t ds."""
+        target, margins, losses, class_weight = ctx.saved_tensors
+        rows = functools.partial(logistic_backward, margins, losses, target, class_weight=class_weight)
+        dscores = dscores.to(margins.dtype)
+        return _loss_jvp(ctx, rows, dscores, logistic_margins_jvp(dscores, target), losses)
+
+
+_LogisticLossTraced = _without_jvp(_LogisticLoss)
 
 
 def logistic_loss(scores, target, reduction="mean", *, class_weight=None, validate=True):
@@ -543,9 +705,10 @@ def logistic_loss(scores, target, reduction="mean", *, class_weight=None, valida
     class_weight (C,) weighs example i by w_{y_i}; the mean stays (1/N) sum_i w_{y_i} L_i.
     Returns the mean (or sum) over N: a scalar, or (K,); reduction="none" gives (N,) or (K, N).
     """
+    validate = _validating(validate)
     _check_scores_target(scores, target, reduction, validate)
     _check_class_weight(class_weight, scores, validate)
-    return _LogisticLoss.apply(_autocast_float32(scores), target, reduction, class_weight)[0]
+    return _apply(_LogisticLoss, _LogisticLossTraced, _autocast_float32(scores), target, reduction, class_weight)[0]
 
 
 # --------------------------------------------------------------------------- penalties R(W)
@@ -574,10 +737,13 @@ def penalty_backward(weight, grad, kind="l2", beta=1.0):
         dW = torch.sign(W)
     else:
         dW = (2.0 * beta) * W + torch.sign(W)
-    return dW.mul_(torch.as_tensor(grad, dtype=W.dtype, device=W.device)[..., None, None])
+    grad = grad.to(W.dtype) if isinstance(grad, torch.Tensor) else torch.as_tensor(grad, dtype=W.dtype, device=W.device)
+    return dW * grad[..., None, None]                                  # never in place: see svm_backward
 
 
 class _Penalty(Function):
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(weight, kind, beta):
         return penalty_forward(weight, kind, beta)
@@ -586,7 +752,15 @@ class _Penalty(Function):
     def setup_context(ctx, inputs, output):
         weight, kind, beta = inputs
         ctx.save_for_backward(weight)
+        ctx.save_for_forward(weight)
         ctx.kind, ctx.beta = kind, beta
+
+    @staticmethod
+    def jvp(ctx, dweight, _dkind, _dbeta):
+        """dR = <dR/dW, dW> per model (penalty_backward with an incoming gradient of 1)."""
+        (weight,) = ctx.saved_tensors
+        ones = torch.ones(weight.shape[:-2], dtype=_compute_dtype(weight), device=weight.device)
+        return (penalty_backward(weight, ones, ctx.kind, ctx.beta) * dweight).sum((-2, -1)).to(weight.dtype)
 
     @staticmethod
     def backward(ctx, grad):
@@ -594,6 +768,9 @@ class _Penalty(Function):
         so autograd differentiates them again: the Hessian is 2I, 0 or 2 beta I (gradgradcheck-tested)."""
         (weight,) = ctx.saved_tensors
         return penalty_backward(weight, grad, ctx.kind, ctx.beta).to(weight.dtype), None, None
+
+
+_PenaltyTraced = _without_jvp(_Penalty)
 
 
 def penalty(weight, kind="l2", beta=1.0):
@@ -605,7 +782,7 @@ def penalty(weight, kind="l2", beta=1.0):
     _check_penalty(kind, beta)
     if weight.dim() not in (2, 3) or not weight.is_floating_point():
         raise ValueError(f"weight must be a floating (C, D) or (K, C, D) tensor, got {tuple(weight.shape)}")
-    return _Penalty.apply(weight, kind, float(beta))
+    return _apply(_Penalty, _PenaltyTraced, weight, kind, float(beta))
 
 
 def _check_penalty(kind, beta):
@@ -628,3 +805,4 @@ def l1_penalty(weight):
 def elastic_net_penalty(weight, beta=1.0):
     """R(W) = sum beta W^2 + |W| over the weights (not the bias). weight (C, D) or (K, C, D)."""
     return penalty(weight, "elasticnet", beta)
+

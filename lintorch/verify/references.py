@@ -17,8 +17,8 @@ softmax reference uses its "sum" divided by N; F.multi_margin_loss(weight=w)'s m
 import torch
 import torch.nn.functional as F
 
-__all__ = ["softmax_reference", "svm_reference", "squared_reference", "logistic_reference", "REFERENCES", "PENALTY_REFS", "per_model",
-           "reference_total", "softmax_objective"]
+__all__ = ["softmax_reference", "svm_reference", "svm_expression", "squared_reference", "logistic_reference", "REFERENCES",
+           "PENALTY_REFS", "per_model", "reference_total", "softmax_objective"]
 
 
 def _reduce(losses, reduction):
@@ -37,19 +37,30 @@ def softmax_reference(s, y, reduction="mean", class_weight=None):
 def svm_reference(s, y, margin=1.0, squared=False, form="weston-watkins", reduction="mean", class_weight=None):
     """The SVM loss by torch autograd: Weston-Watkins as C * F.multi_margin_loss (torch divides
     by C; its weighted mean divides by N, as lintorch's), Crammer-Singer and one-vs-rest as plain
-    tensor ops."""
+    tensor ops (svm_expression)."""
+    if form != "weston-watkins":
+        return svm_expression(s, y, margin, squared, form, reduction, class_weight)
     class_weight = None if class_weight is None else class_weight.to(s.dtype)
-    if form == "weston-watkins":
-        return s.shape[1] * F.multi_margin_loss(s, y, p=2 if squared else 1, margin=margin,
-                                                weight=class_weight, reduction=reduction)
+    return s.shape[1] * F.multi_margin_loss(s, y, p=2 if squared else 1, margin=margin,
+                                            weight=class_weight, reduction=reduction)
+
+
+def svm_expression(s, y, margin=1.0, squared=False, form="weston-watkins", reduction="mean", class_weight=None):
+    """Every SVM form as plain tensor ops, which torch differentiates to any order and in forward
+    mode (F.multi_margin_loss has neither a double backward nor forward AD)."""
+    class_weight = None if class_weight is None else class_weight.to(s.dtype)
+    onehot = F.one_hot(y, s.shape[1]).bool()
     if form == "one-vs-rest":                    # C binary SVMs with labels t = 2 one_hot - 1
-        t = 2 * F.one_hot(y, s.shape[1]).to(s.dtype) - 1
+        t = 2 * onehot.to(s.dtype) - 1
         h = (margin - t * s).clamp_min(0)
         losses = (h ** 2 if squared else h).sum(1)
-        return _reduce(losses if class_weight is None else losses * class_weight[y], reduction)
-    m = s - s.gather(1, y[:, None]) + margin
-    losses = m.masked_fill(F.one_hot(y, s.shape[1]).bool(), -float("inf")).max(1).values.clamp_min(0)
-    losses = losses ** 2 if squared else losses
+    elif form == "weston-watkins":
+        h = (s - s.gather(1, y[:, None]) + margin).clamp_min(0).masked_fill(onehot, 0)
+        losses = (h ** 2 if squared else h).sum(1)
+    else:
+        m = s - s.gather(1, y[:, None]) + margin
+        losses = m.masked_fill(onehot, -float("inf")).max(1).values.clamp_min(0)
+        losses = losses ** 2 if squared else losses
     if class_weight is not None:
         losses = losses * class_weight[y]
     return _reduce(losses, reduction)
