@@ -9,11 +9,11 @@ K members trained at once, as `train.py --sweep` trains them).
     probe = LinearProbe(reg=[1e-4, 1e-3, 1e-2]).fit(X, y)        # X (N, D) tensor / array, y (N,)
     probe.predict(X_test); probe.score(X_test, y_test); probe.path_
 
-The class holds the scikit-learn surface only. Below it: the arguments as train.py's config
+The class holds fit; its predict side, scikit-learn's protocol, its keywords' rules and its files
+are api's (predictor, estimator, keywords, files). Below it: the arguments as train.py's config
 (train_config, choose_solver, member_names) and one run of the core in memory or into a logdir
-(train_core). The input forms are data.arrays' (fit_data).
+(train_core). The input forms are data.arrays' (fit_data), checked by data.inputs.
 """
-import inspect
 import itertools
 import logging
 import math
@@ -22,40 +22,55 @@ from typing import List, NamedTuple
 
 import numpy as np
 
+from .api.estimator import Classifier
+from .api.files import read, set_model
+from .api.keywords import (REG_PATH, SOLVER_SETTINGS, VALIDATION_FRACTION, api_message, check_settings,
+                           choose_device, given, is_sequence)
+from .api.predictor import NotFittedError, Predictor
+
+__all__ = ["LinearProbe", "load", "NotFittedError"]
+
 log = logging.getLogger("lintorch")
 SOLVERS = ("auto", "lbfgs", "exact", "sgd", "gd")
 
 
-class NotFittedError(ValueError, AttributeError):
-    """predict & co. before fit (scikit-learn's NotFittedError is both too)."""
-
-
-class LinearProbe:
+class LinearProbe(Predictor, Classifier):
     """A linear classifier, scores = W x + b, on features X (N, D) -> C classes.
 
-    Arguments mirror train.py's flags (see `python train.py --help`; None means train.py's default):
-    loss ("softmax", "svm", "squared"), svm_form, squared_hinge, margin, penalty ("l2", "l1", "elasticnet"),
-    beta, reg (a number, or a sequence of numbers: a path trained at once, the best member on
-    validation kept), class_weight (None or "balanced"), solver ("auto": the closed form for the
-    squared loss (l2, unweighted), else L-BFGS to convergence when the objective is smooth, when the
-    data are in memory, else SGD; "lbfgs", "exact", "sgd", "gd"), lr (a
-    number or a sequence, for sgd/gd), epochs, batch_size, momentum, schedule, patience, max_iter,
-    tol, history, standardize (per-feature (x - mean) / std from the training split, as train.py
-    does for features; False: the features as given), validation_fraction (the share of X carved
-    out, seeded, when no X_val is given), refit (retrain the chosen value on train + validation; with
-    a logdir, into its sub-folder refit),
-    device ("auto": X's own device for a tensor, else CUDA when present), seed, logdir (None: the
-    run stays in memory, nothing is written; else a train.py run folder there), verbose.
+    The defaults make a good probe with no argument: softmax, features standardized, reg chosen
+    on a path of 7 values (1e-6, 1e-5, ..., 1) by L-BFGS, each to convergence, on a seeded 20% of X
+    held out for the choice, then refit on all of X (scikit-learn's LogisticRegressionCV habit).
+    A single reg trains on all of X, nothing held out. Labels may be anything scikit-learn
+    classifies (integers, bools, integral floats, strings); classes_ is sorted as np.unique sorts.
+
+    Arguments mirror train.py's flags (see `python train.py --help`); a keyword the chosen solver
+    or loss would ignore is a ValueError. loss ("softmax", "svm", "squared"); svm_form, margin,
+    squared_hinge (loss="svm" only); penalty ("l2", "l1", "elasticnet"); beta (elasticnet only);
+    reg (None: the path above with a full-batch solver, train.py's tuned value with SGD; a number;
+    or a sequence: a path trained at once, the best member on validation kept); class_weight
+    (None or "balanced"); solver ("auto": the closed form for the squared loss (l2, unweighted),
+    else L-BFGS when the objective is smooth and X is in memory, else SGD, and SGD whenever an SGD
+    setting is given; "lbfgs", "exact", "sgd", "gd"); lr, epochs, batch_size, momentum, schedule,
+    patience (SGD's); max_iter, tol, history (L-BFGS's); standardize (per-feature (x - mean) / std
+    from the training split, as train.py does for features; False: the features as given);
+    validation_fraction (None: 0.2 of X carved out, seeded, only where something is chosen (a path,
+    SGD's best epoch) and no X_val is given; a number: always carve that share); refit (None: refit
+    the chosen value on all of X when the choice was made on a carved split by a full-batch solver;
+    True/False; with a logdir, into its sub-folder refit); device ("auto": X's own device for a
+    tensor, else CUDA when present); seed; logdir (None: the run stays in memory, nothing is
+    written; else a train.py run folder there); verbose.
 
     Fitted: coef_ (C, D) and intercept_ (C,) on the features as given (the standardization folded
-    in), classes_ (C,), n_features_in_, n_iter_ (the kept member's L-BFGS iterations or SGD steps),
-    path_ (one dict per member: its name, values, val_acc, objective, iterations, status), best_params_.
+    in), classes_ (C,), n_features_in_, n_iter_ (the chosen member's L-BFGS iterations or SGD steps),
+    path_ (one dict per member: its name, values, val_acc (None where nothing was held out),
+    objective, iterations, status), best_params_, refit_ (whether the kept model is the refit).
+    fit leaves torch's global random state as it was.
     """
 
     def __init__(self, *, loss="softmax", svm_form="weston-watkins", squared_hinge=False, margin=1.0,
                  penalty="l2", beta=1.0, reg=None, class_weight=None, solver="auto", lr=None, epochs=None,
                  batch_size=256, momentum=0.9, schedule="cosine", patience=None, max_iter=1000, tol=1e-4,
-                 history=10, standardize=True, validation_fraction=0.2, refit=False, device="auto", seed=0,
+                 history=10, standardize=True, validation_fraction=None, refit=None, device="auto", seed=0,
                  logdir=None, verbose=False):
         self.loss, self.svm_form, self.squared_hinge, self.margin = loss, svm_form, squared_hinge, margin
         self.penalty, self.beta, self.reg, self.class_weight = penalty, beta, reg, class_weight
@@ -65,152 +80,76 @@ class LinearProbe:
         self.standardize, self.validation_fraction, self.refit = standardize, validation_fraction, refit
         self.device, self.seed, self.logdir, self.verbose = device, seed, logdir, verbose
 
-    # ------------------------------------------------------------------ scikit-learn's protocol
-
-    _estimator_type = "classifier"           # scikit-learn < 1.6 reads this; newer ones the tags below
-
-    def __sklearn_tags__(self):
-        """A classifier, for scikit-learn's model selection (called by scikit-learn only, so the
-        import is there when it runs; lintorch itself never imports scikit-learn)."""
-        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
-        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
-                    classifier_tags=ClassifierTags(), input_tags=InputTags())
-
-    @classmethod
-    def _param_names(cls):
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self, deep=True):
-        return {k: getattr(self, k) for k in self._param_names()}
-
-    def set_params(self, **params):
-        for k, v in params.items():
-            if k not in self._param_names():
-                raise ValueError(f"invalid parameter {k!r} for LinearProbe; valid: {', '.join(self._param_names())}")
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self):
-        given = {k: v for k, v in self.get_params().items()
-                 if v is not inspect.signature(type(self).__init__).parameters[k].default}
-        return f"LinearProbe({', '.join(f'{k}={v!r}' for k, v in given.items())})"
-
     # ------------------------------------------------------------------ fit
 
     def fit(self, X, y, X_val=None, y_val=None):
         """X (N, D) float features (a torch tensor on any device, a NumPy array, or a memory-mapped
-        array, streamed), y (N,) integer labels of any values -> self. X_val, y_val: the validation
-        split (else `validation_fraction` of X is carved out, seeded). X may also be a
+        array, streamed), y (N,) labels of any kind scikit-learn classifies -> self. X_val, y_val: the
+        validation split that chooses reg (else, where something is chosen, `validation_fraction` of
+        X is carved out, seeded, and the choice refit on all of X). X may also be a
         torch.utils.data.DataLoader of (x, y) batches (y=None; any x shape, flattened), trained with
-        SGD in the loader's own order; it needs X_val, y_val (or X_val a DataLoader, y_val=None)."""
-        from .data.arrays import DataLoaderBatches, fit_data, merged
+        SGD in the loader's own order; it needs X_val, y_val (or X_val a DataLoader, y_val=None).
+        torch's global random state is left as it was."""
         import torch.utils.data
-        if not isinstance(X, torch.utils.data.DataLoader) and (X_val is None) != (y_val is None):
+        from .data.arrays import DataLoaderBatches, fit_data, merged
+        loader = isinstance(X, torch.utils.data.DataLoader)
+        if not loader and (X_val is None) != (y_val is None):
             raise ValueError("give both X_val and y_val, or neither")
         params = self.get_params()
         check_path_values(params)
-        inputs = fit_data(X, y, X_val, y_val, validation_fraction=self.validation_fraction, seed=self.seed,
-                          standardize=self.standardize)
-        solver = choose_solver(params, inputs.in_memory, inputs.loader is not None)
+        solver = choose_solver(params, not loader and not isinstance(X, np.memmap), loader)
+        check_settings(params, self._defaults(), solver)
+        if params["reg"] is None and solver in ("lbfgs", "exact"):
+            params["reg"] = REG_PATH
+        chooses = _is_sequence(params["reg"]) or _is_sequence(params["lr"]) or solver in ("sgd", "gd")
+        fraction = params["validation_fraction"]
+        carved = X_val is None and not loader and (chooses or fraction is not None)
+        inputs = fit_data(X, y, X_val, y_val, validation_fraction=(fraction or VALIDATION_FRACTION) if carved else None,
+                          seed=self.seed, standardize=self.standardize)
+        refit = params["refit"]
+        if refit is None:
+            refit = carved and chooses and solver in ("lbfgs", "exact")
+        if loader and refit:
+            raise ValueError("refit=True needs X in memory, not a DataLoader")
         device = choose_device(self.device, X)
         cfg = train_config(params, solver, len(inputs.dataset.val))
-        if inputs.loader is not None and self.refit:
-            raise ValueError("refit=True needs X in memory, not a DataLoader")
-        batches = None if inputs.loader is None else DataLoaderBatches(X, inputs.preprocess, inputs.classes, device)
-        run = train_core(cfg, device, inputs.dataset, inputs.preprocess, batches, self.logdir, self.verbose)
-        kept = run
-        if self.refit and len(run.members) > 1:
-            kept = train_core(run.settings.replace(sweep=None), device, merged(inputs.dataset), inputs.preprocess,
-                              None, None if self.logdir is None else os.path.join(self.logdir, "refit"), self.verbose)
+        shape = inputs.dataset.source["sample_shape"]
+        batches = None if not loader else DataLoaderBatches(X, inputs.preprocess, inputs.classes, device, shape)
+        with torch.random.fork_rng(devices=[]):     # scikit-learn's contract: fit leaves global state alone
+            run = train_core(cfg, device, inputs.dataset, inputs.preprocess, batches, self.logdir, self.verbose)
+            kept = run
+            if refit and len(run.members) > 1:
+                kept = train_core(run.settings.replace(sweep=None), device, merged(inputs.dataset),
+                                  inputs.preprocess, None,
+                                  None if self.logdir is None else os.path.join(self.logdir, "refit"), self.verbose)
         self.classes_, self.path_ = inputs.classes, run.members
+        if X_val is None and not carved:             # nothing held out: no validation accuracy to report
+            self.path_ = [{**m, "val_acc": None} for m in run.members]
         chosen = {"reg": run.settings.reg, "lr": run.config["resolved"]["lr"]}      # the lr it trained with
         self.best_params_ = {k: v for k, v in chosen.items() if k == "reg" or solver not in ("lbfgs", "exact")}
-        set_model(self, kept.weight, kept.bias, kept.preprocess, kept.config)
+        set_model(self, kept.weight, kept.bias, kept.preprocess, kept.config, inputs.dataset.source)
         self.n_iter_ = run.members[run.index]["iterations"]
+        self.refit_ = kept is not run
         return self
-
-    # ------------------------------------------------------------------ predictions
-
-    def _check_fitted(self):
-        if not hasattr(self, "_W"):
-            raise NotFittedError("this LinearProbe is not fitted yet: call fit(X, y) first")
-
-    def decision_function(self, X):
-        """X (N, D) -> scores (N, C) as a torch tensor on the model's device."""
-        import torch
-        from .data.arrays import as_features, row_blocks
-        self._check_fitted()
-        X, _ = as_features(X, None)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features per row; this probe was fitted on {self.n_features_in_}")
-        dev = self._W.device
-        with torch.inference_mode():
-            out = [torch.addmm(self._b, self._preprocess(xb.to(dev)), self._W.t()) for xb in row_blocks(X)]
-        return torch.cat(out) if out else torch.empty(0, len(self.classes_), device=dev)
-
-    def predict(self, X):
-        """X (N, D) -> (N,) labels, as classes_ holds them (a NumPy array)."""
-        scores = self.decision_function(X)
-        return self.classes_[scores.argmax(1).cpu().numpy()]
-
-    def predict_proba(self, X):
-        """X (N, D) -> (N, C) softmax probabilities (loss="softmax" only) as a NumPy array."""
-        self._check_fitted()
-        from .objective import LOSSES
-        if not LOSSES[self._cfg["loss"]].probabilistic:
-            raise AttributeError(f"predict_proba needs loss='softmax' (this probe was fitted with loss="
-                                 f"{self._cfg['loss']!r}, whose scores are not probabilities); use decision_function")
-        return self.decision_function(X).softmax(1).cpu().numpy()
-
-    def score(self, X, y):
-        """Accuracy of predict(X) against y."""
-        return float(np.mean(self.predict(X) == np.asarray(y.cpu() if hasattr(y, "cpu") else y)))
-
-    # ------------------------------------------------------------------ files
-
-    def save(self, path):
-        """A lintorch checkpoint (torch.load(path, weights_only=True) reads it; evaluate and
-        lintorch.load too)."""
-        from .output.checkpoint import Header, ModelFile, model_dict, save
-        self._check_fitted()
-        cfg = {**self._cfg, "probe_classes": self.classes_.tolist()}
-        h = Header([str(c) for c in self.classes_], cfg["image_size"], self.n_features_in_, cfg["loss"],
-                   self._preprocess.state_dict(), cfg, {"name": "tensor"})
-        save(model_dict(ModelFile(h, self._W.cpu(), self._b.cpu(), 1)), os.fspath(path))
 
 
 def load(path, device="cpu"):
-    """A lintorch checkpoint (a probe's save(), or a train.py run folder / checkpoint.pt) -> a
-    fitted LinearProbe on `device`."""
-    from .output.checkpoint import best_path, load_model
-    from .data import Preprocess
-    saved = load_model(best_path(os.fspath(path)))
+    """A lintorch checkpoint (a probe's save(), or a train.py run folder / checkpoint.pt; a probe's
+    logdir included) -> a fitted LinearProbe on `device`, its classes_ in the dtype fit was given.
+    ValueError naming `device` where it is not usable; FileNotFoundError / ValueError for a path
+    that holds no lintorch model."""
+    saved, classes, pre, device = read(path, device)
     cfg = saved.header.config
-    params = {k: cfg[k] for k in ("loss", "svm_form", "squared_hinge", "margin", "penalty", "beta", "reg", "seed")
-              if k in cfg}
-    probe = LinearProbe(**params)
-    labels = cfg.get("probe_classes")
-    probe.classes_ = np.array(labels if labels is not None else saved.header.classes)
-    probe.path_, probe.n_iter_ = [], None
-    pre = Preprocess.from_state_dict(saved.header.preprocess)
-    set_model(probe, saved.weight.to(device), saved.bias.to(device), pre, cfg)
+    probe = LinearProbe(**{k: cfg[k] for k in ("loss", "svm_form", "squared_hinge", "margin", "penalty", "beta", "reg",
+                                               "seed") if k in cfg})
+    probe.classes_, probe.path_, probe.n_iter_ = classes, [], None
+    set_model(probe, saved.weight.to(device), saved.bias.to(device), pre, cfg, saved.header.features)
     return probe
-
-
-def set_model(probe, W, b, preprocess, cfg):
-    """A fitted probe's model: W (C, D), b (C,) on the standardized features, the Preprocess and
-    config (the checkpoint header's); coef_ (C, D) and intercept_ (C,) on the features as given."""
-    probe._W, probe._b, probe._preprocess, probe._cfg = W, b, preprocess.to(W.device), cfg
-    probe.n_features_in_ = W.shape[1]
-    scale, shift = probe._preprocess.scale.double(), probe._preprocess.neg_shift.double()   # x' = x*scale + shift
-    probe.coef_ = (W.double() * scale).float()
-    probe.intercept_ = (b.double() + W.double() @ shift).float()
 
 
 # --------------------------------------------------------------------------- the arguments as train.py's config
 
-def _is_sequence(v):
-    return isinstance(v, (list, tuple, np.ndarray)) or (hasattr(v, "dim") and v.dim() == 1)
+_is_sequence = is_sequence
 
 
 def check_path_values(params):
@@ -237,7 +176,7 @@ def choose_solver(params, in_memory, dataloader=False):
         raise ValueError(f"solver {solver!r}: expected one of {', '.join(SOLVERS)}")
     if solver != "auto":
         return solver
-    full_batch = in_memory and not _is_sequence(params["lr"])
+    full_batch = in_memory and not given(params, LinearProbe._defaults(), SOLVER_SETTINGS["sgd"])
     from .objective import exact_applies, nonsmooth_parts
     if exact_applies(params["loss"], params["penalty"], params["class_weight"] is not None) and full_batch:
         return "exact"
@@ -308,15 +247,6 @@ def member_names(sweep):
     return names if len(set(names)) == len(names) else None
 
 
-def choose_device(setting, X):
-    """"auto" and X a tensor on an accelerator: X's device; else cli.resolve_device(setting)."""
-    import torch
-    from .cli import resolve_device
-    if setting == "auto" and isinstance(X, torch.Tensor) and X.device.type != "cpu":
-        return X.device
-    return resolve_device(setting)
-
-
 # --------------------------------------------------------------------------- one run of the core
 
 class Trained(NamedTuple):
@@ -338,7 +268,7 @@ def train_core(cfg, device, data, preprocess, batches, logdir, verbose):
     folder claimed there. ValueError for what train.py reports as a user error, or when every
     member diverged."""
     from .config import Resolved
-    from .errors import DataError, FeatureError, UserError
+    from .errors import LintorchError
     from .output.rundir import claim_new, release
     from .training.run import execute
     level = log.level
@@ -351,8 +281,8 @@ def train_core(cfg, device, data, preprocess, batches, logdir, verbose):
             lock, _ = claim_new(folder)
         status, run = execute(cfg, device, folder, data=data, preprocess=preprocess, tensorboard=folder is not None,
                               train_loader=batches, names=member_names(cfg.sweep), resolved=Resolved(logdir=folder))
-    except (UserError, DataError, FeatureError) as e:
-        raise ValueError(str(e)) from None
+    except LintorchError as e:
+        raise ValueError(api_message(str(e))) from None
     finally:
         if lock is not None:
             release(folder, lock)

@@ -14,11 +14,10 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from .inputs import (as_examples, as_features, batch_labels, class_index, flatten, input_record,
+                     label_kind, sorted_classes)
 from .preprocess import Preprocess
 from .split import DataSet, Split
-
-CHUNK_ROWS = 8192          # rows per block where a memory-mapped X is read (finiteness, predictions)
-
 
 class FitData(NamedTuple):
     """What fit_data makes of the caller's input: the DataSet, the sorted labels (C,), whether the
@@ -44,63 +43,23 @@ def fit_data(X, y, X_val, y_val, *, validation_fraction, seed, standardize):
 
 # --------------------------------------------------------------------------- tensors and arrays
 
-def as_features(X, y, name="X"):
-    """X (N, D) tensor or array, y (N,) integers or None -> (X as a detached float torch tensor, or the
-    np.memmap itself, y as a NumPy int array or None), checked."""
-    if isinstance(X, np.memmap):
-        if X.ndim != 2:
-            raise ValueError(f"{name} has shape {X.shape}; expected (N, D) features")
-        if X.dtype not in (np.float16, np.float32, np.float64):
-            raise ValueError(f"{name} holds {X.dtype}; expected floating-point features")
-    else:
-        if not isinstance(X, torch.Tensor):
-            X = torch.as_tensor(np.asarray(X)) if not isinstance(X, np.ndarray) else torch.from_numpy(X)
-        if X.dim() != 2:
-            raise ValueError(f"{name} has shape {tuple(X.shape)}; expected (N, D) features")
-        if not X.is_floating_point():
-            X = X.float()
-        X = X.detach()
-    if X.shape[1] == 0:
-        raise ValueError(f"{name} has 0 features per row")
-    if y is None:
-        return X, None
-    if hasattr(y, "detach"):
-        y = y.detach().cpu().numpy()
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"y{name[1:]} has shape {y.shape}; expected (N,) labels")
-    if len(y) != X.shape[0]:
-        raise ValueError(f"y{name[1:]} has {len(y)} labels for {X.shape[0]} rows of {name}")
-    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
-        raise ValueError(f"y{name[1:]} holds {y.dtype}; expected integer class labels")
-    check_finite(X, name)
-    return X, y
-
-
-def row_blocks(X):
-    """X (N, D) tensor or memmap -> its rows as float tensors of at most CHUNK_ROWS rows (a memmap's
-    blocks copied: its pages are read-only)."""
-    for i in range(0, X.shape[0], CHUNK_ROWS):
-        xb = X[i:i + CHUNK_ROWS]
-        yield torch.from_numpy(np.array(xb)) if isinstance(xb, np.ndarray) else xb
-
-
 def array_dataset(X, y, X_val, y_val, validation_fraction, seed):
     """-> (DataSet of Splits or streamed Rows, whether it lives in memory, the sorted labels (C,)).
-    Without X_val, validation_fraction of the rows is carved out by a seeded permutation."""
+    Without X_val, validation_fraction of the rows is carved out by a seeded permutation; None:
+    nothing is carved, every row trains (the validation split is the training split itself)."""
     X, y = as_features(X, y)
-    classes, labels = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise ValueError(f"y holds one class only ({classes[0]!r}); a classifier needs at least 2")
-    labels = torch.from_numpy(labels.astype(np.int64).reshape(-1))
+    classes, labels = sorted_classes(y, "y")
+    labels = torch.from_numpy(labels)
     names, n = [str(c) for c in classes], X.shape[0]
+    source = input_record(classes, (X.shape[1],))
     if X_val is None:
-        train_idx, val_idx = _carve(n, validation_fraction, seed)
+        train_idx, val_idx = (torch.arange(n),) * 2 if validation_fraction is None else \
+            _carve(n, validation_fraction, seed)
     else:
         Xv, yv = as_features(X_val, y_val, "X_val")
         if Xv.shape[1] != X.shape[1]:
             raise ValueError(f"X_val has {Xv.shape[1]} features per row, X has {X.shape[1]}")
-        val_labels = torch.from_numpy(_class_index(classes, yv, "y"))
+        val_labels = torch.from_numpy(class_index(classes, yv, "y_val", "y"))
     if isinstance(X, np.memmap):
         from .featurize import Rows
         whole = ArraySplit(X, labels)
@@ -110,8 +69,10 @@ def array_dataset(X, y, X_val, y_val, validation_fraction, seed):
             train = Rows(whole, torch.arange(n))
             val = Rows(ArraySplit(Xv, val_labels), torch.arange(len(val_labels))) if isinstance(Xv, np.memmap) \
                 else Split(Xv, val_labels)
-        return DataSet(train, val, None, names, 32), False, classes
-    if X_val is None:
+        return DataSet(train, val, None, names, 32, source), False, classes
+    if X_val is None and validation_fraction is None:
+        train = val = Split(X, labels)
+    elif X_val is None:
         dev = X.device
         train = Split(X.index_select(0, train_idx.to(dev)), labels[train_idx])
         val = Split(X.index_select(0, val_idx.to(dev)), labels[val_idx])
@@ -119,26 +80,18 @@ def array_dataset(X, y, X_val, y_val, validation_fraction, seed):
         if isinstance(Xv, np.memmap):
             Xv = torch.from_numpy(np.asarray(Xv))
         train, val = Split(X, labels), Split(Xv, val_labels)
-    return DataSet(train, val, None, names, 32), True, classes
+    return DataSet(train, val, None, names, 32, source), True, classes
 
 
 def _carve(n, fraction, seed):
     """-> (train indices, validation indices), each sorted: a seeded share `fraction` of n rows."""
-    if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
+    if isinstance(fraction, bool) or not (isinstance(fraction, (int, float, np.floating)) and 0 < fraction < 1):
         raise ValueError(f"validation_fraction {fraction!r} must be between 0 and 1 (or give X_val, y_val)")
     n_val = max(1, int(round(fraction * n)))
     if n_val >= n:
         raise ValueError(f"validation_fraction {fraction!r} leaves no training rows of {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
-
-
-def _class_index(classes, labels, source):
-    """Validation labels -> their int64 class indices; ValueError for a label `source` does not hold."""
-    unknown = np.setdiff1d(labels, classes)
-    if len(unknown):
-        raise ValueError(f"y_val holds labels not in {source}: {', '.join(map(repr, unknown[:5].tolist()))}")
-    return np.searchsorted(classes, labels).astype(np.int64)
 
 
 class ArraySplit:
@@ -162,29 +115,13 @@ def width(split):
     return split.d if hasattr(split, "d") else split.x.shape[1]
 
 
-def check_finite(X, name):
-    """ValueError naming the first row of X (N, D) that holds NaN or inf; a memmap read in blocks."""
-    if isinstance(X, np.ndarray):
-        for i in range(0, X.shape[0], CHUNK_ROWS):
-            if not np.isfinite(X[i:i + CHUNK_ROWS]).all():
-                raise ValueError(f"{name} holds NaN or infinite values (row {i + _first_bad(X[i:i + CHUNK_ROWS])})")
-        return
-    if not bool(torch.isfinite(X).all()):
-        raise ValueError(f"{name} holds NaN or infinite values (row {_first_bad(X)})")
-
-
-def _first_bad(x):
-    ok = torch.isfinite(torch.as_tensor(np.asarray(x)) if isinstance(x, np.ndarray) else x).all(1)
-    return int((~ok).nonzero()[0, 0])
-
-
 def merged(data):
     """train + validation as one training split (refit), validation kept for the run's bookkeeping."""
     tr, va = data.train, data.val
     if not hasattr(tr, "x"):
         raise ValueError("refit=True needs X in memory (not a memory-mapped array)")
     x = torch.cat([tr.x, va.x.to(tr.x.device)])
-    return DataSet(Split(x, torch.cat([tr.y, va.y])), va, None, data.classes, data.image_size)
+    return DataSet(Split(x, torch.cat([tr.y, va.y])), va, None, data.classes, data.image_size, data.source)
 
 
 # --------------------------------------------------------------------------- DataLoaders
@@ -198,50 +135,57 @@ def loader_dataset(loader, y, X_val, y_val, standardize):
     if X_val is None:
         raise ValueError("X_val: a DataLoader cannot be split; give X_val, y_val (tensors or a DataLoader with "
                          "y_val=None)")
-    n, d, labels = scan_loader(loader)
-    classes = np.unique(labels)
-    if len(classes) < 2:
-        raise ValueError(f"the DataLoader's labels hold one class only ({classes[0]!r}); a classifier needs 2")
-    mapped = torch.from_numpy(np.searchsorted(classes, labels).astype(np.int64))
-    train = LoaderSplit(loader, n, d, mapped)
+    n, shape, labels = scan_loader(loader)
+    d = int(np.prod(shape))
+    classes, mapped = sorted_classes(labels, "the DataLoader's labels")
+    train = LoaderSplit(loader, n, shape, torch.from_numpy(mapped))
     if isinstance(X_val, torch.utils.data.DataLoader):
         if y_val is not None:
             raise ValueError("y_val: a DataLoader yields its own labels; pass y_val=None")
-        xs, ys = zip(*[(xb.reshape(len(xb), -1), torch.as_tensor(yb)) for xb, yb in X_val])
-        X_val, y_val = torch.cat(xs), torch.cat(ys)
+        xs, ys = zip(*[(flatten(torch.as_tensor(xb), shape, f"X_val batch {i}"), batch_labels(yb))
+                       for i, (xb, yb) in enumerate(_pairs(X_val, "X_val"))])
+        X_val, y_val = torch.cat(xs), np.concatenate(ys)
     elif y_val is None:
         raise ValueError("give both X_val and y_val")
-    Xv, yv = as_features(X_val.reshape(len(X_val), -1) if hasattr(X_val, "reshape") else X_val, y_val, "X_val")
-    if Xv.shape[1] != d:
-        raise ValueError(f"X_val has {Xv.shape[1]} features per row, the DataLoader's batches {d}")
-    val = Split(torch.as_tensor(Xv), torch.from_numpy(_class_index(classes, yv, "the DataLoader's")))
+    else:
+        X_val = flatten(as_examples(X_val, "X_val"), shape, "X_val")
+    Xv, yv = as_features(X_val, y_val, "X_val")
+    val = Split(torch.as_tensor(Xv), torch.from_numpy(class_index(classes, yv, "y_val", "the DataLoader's labels")))
     pre = Preprocess.fit_features(train.chunks()) if standardize else Preprocess(torch.zeros(d), None, "feature")
-    return DataSet(train, val, None, [str(c) for c in classes], 32), classes, pre
+    data = DataSet(train, val, None, [str(c) for c in classes], 32, input_record(classes, shape))
+    return data, classes, pre
+
+
+def _pairs(loader, name):
+    for batch in loader:
+        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+            raise ValueError(f"{name}: a DataLoader must yield (x, y) batches")
+        yield batch
 
 
 def scan_loader(loader):
-    """One pass over a DataLoader of (x, y) -> (N, D, labels (N,) as given): shapes and values checked."""
-    n, d, labels = 0, None, []
-    for i, batch in enumerate(loader):
-        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
-            raise ValueError("X: a DataLoader must yield (x, y) batches")
-        xb, yb = batch
-        xb, yb = torch.as_tensor(xb), torch.as_tensor(yb)
-        width = xb[0].numel() if len(xb) else 0
-        if d is None:
-            d = width
-        if width != d or width == 0:
-            raise ValueError(f"X: batch {i} has {width} features per example, the first had {d}")
-        if yb.shape != (len(xb),) or yb.is_floating_point():
-            raise ValueError(f"X: batch {i} has labels of shape {tuple(yb.shape)} ({yb.dtype}) for {len(xb)} examples; "
-                             f"expected (B,) integers")
+    """One pass over a DataLoader of (x, y) -> (N, the shape of one example, labels (N,) as given):
+    shapes and values checked."""
+    n, shape, labels = 0, None, []
+    for i, (xb, yb) in enumerate(_pairs(loader, "X")):
+        xb, yb = torch.as_tensor(xb), batch_labels(yb)
+        if xb.dim() < 2 or xb.is_complex() or xb.layout != torch.strided:
+            raise ValueError(f"X: batch {i} is a {xb.layout} {xb.dtype} tensor of shape {tuple(xb.shape)}; expected "
+                             f"(B, ...) real examples")
+        if shape is None:
+            shape = tuple(xb.shape[1:])
+        if tuple(xb.shape[1:]) != shape or not np.prod(shape):
+            raise ValueError(f"X: batch {i} has examples of shape {tuple(xb.shape[1:])}, the first had {shape}")
+        if yb.shape != (len(xb),):
+            raise ValueError(f"X: batch {i} has labels of shape {yb.shape} for {len(xb)} examples; expected (B,)")
+        label_kind(yb, f"X: batch {i}'s labels")
         if not bool(torch.isfinite(xb).all()):
             raise ValueError(f"X: batch {i} holds NaN or infinite values")
         n += len(xb)
-        labels.append(yb.cpu())
+        labels.append(yb)
     if not n:
         raise ValueError("X: the DataLoader yields no examples")
-    return n, d, torch.cat(labels).numpy()
+    return n, shape, np.concatenate(labels)
 
 
 class LoaderSplit:
@@ -249,15 +193,16 @@ class LoaderSplit:
     (the flattened batches, for the standardization's one streamed pass). Batches come from
     DataLoaderBatches, never by row."""
 
-    def __init__(self, loader, n, d, y):
-        self.loader, self.n, self.d, self.y = loader, n, d, y
+    def __init__(self, loader, n, shape, y):
+        self.loader, self.n, self.shape, self.y = loader, n, shape, y
+        self.d = int(np.prod(shape))
 
     def __len__(self):
         return self.n
 
     def chunks(self):
-        for xb, _ in self.loader:
-            yield xb.reshape(len(xb), -1).float()
+        for i, (xb, _) in enumerate(_pairs(self.loader, "X")):
+            yield flatten(torch.as_tensor(xb), self.shape, f"X: batch {i} (standardization pass)").float()
 
     def rows(self, idx):
         raise TypeError("a DataLoader's rows are read in its own batches")
@@ -269,19 +214,26 @@ class LoaderSplit:
 class DataLoaderBatches:
     """A DataLoader of (x, y) batches with the training loaders' interface: len() and
     batches(epoch, start) of (x float32 (B, D) standardized on `device`, y int64 (B,) class indices).
-    The order is the DataLoader's own (its sampler shuffles)."""
+    The order is the DataLoader's own (its sampler shuffles). A batch whose examples change shape,
+    or whose labels the first pass never saw, is a ValueError naming it (checked on the CPU, before
+    the copy to `device`)."""
 
-    def __init__(self, loader, preprocess, classes, device):
-        self.loader, self.device = loader, torch.device(device)
+    def __init__(self, loader, preprocess, classes, device, shape):
+        self.loader, self.device, self.shape = loader, torch.device(device), tuple(shape)
         self.preprocess = preprocess.to(self.device)
-        self.classes = torch.as_tensor(classes, device=self.device)
+        self.classes = classes
 
     def __len__(self):
         return len(self.loader)
 
     def batches(self, epoch=0, start=0):
-        for i, (xb, yb) in enumerate(self.loader):
+        for i, (xb, yb) in enumerate(_pairs(self.loader, "X")):
             if i < start:
                 continue
+            where = f"X: epoch {epoch + 1}, batch {i}"
+            xb = torch.as_tensor(xb)
+            if tuple(xb.shape[1:]) != self.shape:
+                raise ValueError(f"{where} has examples of shape {tuple(xb.shape[1:])}, the first pass had {self.shape}")
+            y = class_index(self.classes, batch_labels(yb), f"{where}'s labels", "the DataLoader's first pass")
             x = self.preprocess(xb.reshape(len(xb), -1).to(self.device, non_blocking=True))
-            yield x, torch.searchsorted(self.classes, torch.as_tensor(yb).to(self.device))
+            yield x, torch.from_numpy(y).to(self.device, non_blocking=True)

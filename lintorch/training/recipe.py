@@ -59,8 +59,8 @@ class Recipe:
                     "fingerprint": self.extractor.fingerprint()}
         if cfg.dataset == "features":
             return {"name": "file", "folder": os.path.abspath(cfg.data_dir)}
-        if cfg.dataset == "tensor":      # LinearProbe.fit on the caller's own features
-            return {"name": "tensor"}
+        if cfg.dataset == "tensor":      # LinearProbe.fit: its labels' values and dtype, an example's shape
+            return dict(self.data.source or {"name": "tensor"})
         return None
 
 
@@ -128,8 +128,9 @@ def build(cfg, device, preprocess=None, data=None, features_state=None):
         log.info(f"default lr scaled to {base_lr:.3g} for {D} standardized features (--lr sets it)")
     configs = member_configs(cfg)
     K, C = len(configs), len(data.classes)
-    torch.manual_seed(cfg.seed)
-    single = LinearClassifier(D, C)                      # every member starts from the same W
+    with torch.random.fork_rng(devices=[]):             # the caller's global generator left as it was
+        torch.manual_seed(cfg.seed)
+        single = LinearClassifier(D, C)                  # every member starts from the same W
     model = LinearClassifier(D, C, num_models=K)
     with torch.no_grad():
         model.weight.copy_(single.weight.expand(K, C, D))

@@ -180,7 +180,7 @@ def test_without_a_logdir_fit_creates_no_folder_and_no_temporary_file(tmp_path, 
         assert torch.equal(p._W, logged._W) and torch.equal(p._b, logged._b) and p.path_ == logged.path_
         assert p.n_iter_ == logged.n_iter_ and p.best_params_ == logged.best_params_
         from lintorch.output.checkpoint import load_model        # a refit's run folder is logdir/refit
-        folder = tmp_path / "logs" / kw.get("solver", "exact") / ("refit" if kw.get("refit") else "")
+        folder = tmp_path / "logs" / kw.get("solver", "exact") / ("refit" if p.refit_ else "")   # a path: refit
         saved = load_model(str(folder / "checkpoint.pt"))
         assert torch.equal(p._W, saved.weight) and torch.equal(p._b, saved.bias)
         shutil.rmtree(tmp_path / "logs")
@@ -243,7 +243,7 @@ def test_a_dataloader_of_image_batches_trains_with_sgd():
     (dict(solver="lbfgs", loss="svm"), "needs a smooth objective"),
     (dict(solver="newton"), "solver 'newton'"),
     (dict(validation_fraction=1.5), "validation_fraction 1.5 must be between 0 and 1"),
-    (dict(y_float=True), "expected integer class labels"),
+    (dict(y_float=True), "non-integral floats"),         # integral floats are labels (scikit-learn's rule)
     (dict(x3d=True), r"expected \(N, D\) features"),
 ])
 def test_bad_input_is_a_value_error_naming_the_argument(bad, match):
@@ -255,7 +255,7 @@ def test_bad_input_is_a_value_error_naming_the_argument(bad, match):
     if bad.pop("one_class", False):
         y = torch.zeros_like(y)
     if bad.pop("y_float", False):
-        y = y.float()
+        y = y.float() + 0.5
     if bad.pop("x3d", False):
         x = x.view(600, 3, 4)
     with pytest.raises(ValueError, match=match):
@@ -305,3 +305,199 @@ def test_probe_squared_loss_is_solved_exactly():
     W, b, _ = exact.path(x.double(), y, 3, [p.best_params_["reg"]])
     assert torch.allclose(torch.as_tensor(p.coef_).double(), W[0], atol=1e-6)
     assert torch.allclose(torch.as_tensor(p.intercept_).double(), b[0], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- scikit-learn's contract (issue 26 A)
+
+def test_fit_leaves_torchs_global_random_state_alone():
+    x, y = blobs()
+    torch.manual_seed(123)
+    want = torch.rand(5)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    for kw in (dict(), dict(solver="sgd", epochs=1), dict(loss="squared", reg=[1e-3, 1e-1])):
+        LinearProbe(**kw).fit(x, y)
+        assert torch.equal(torch.random.get_rng_state(), state), kw
+    assert torch.equal(torch.rand(5), want)                   # the user's draws continue where they were
+
+
+def test_score_checks_ys_shape_length_and_kind():
+    x, y = blobs()
+    p = LinearProbe(reg=1e-3).fit(x, y)
+    assert p.score(x, y) > 0.95
+    with pytest.raises(ValueError, match=r"y has shape \(600, 1\); expected \(600,\) labels.*y.ravel\(\)"):
+        p.score(x, y.reshape(-1, 1))                          # broadcast to (N, N) before
+    with pytest.raises(ValueError, match="y has 599 labels for 600 rows of X"):
+        p.score(x, y[1:])
+    with pytest.raises(ValueError, match="y holds strings, this probe's classes_ are numbers"):
+        p.score(x, y.numpy().astype(str))
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "decision_function", "score"])
+@pytest.mark.parametrize("bad, error, match", [
+    (float("nan"), ValueError, r"X holds NaN or infinite values \(row 7\)"),
+    (float("inf"), ValueError, r"X holds NaN or infinite values \(row 7\)"),
+    ("complex", TypeError, "complex"), ("sparse", TypeError, "sparse tensor"), ("meta", ValueError, "meta device"),
+    ("empty", ValueError, "X has 0 rows"), ("1d", ValueError, r"expected \(N, D\) features: X.reshape"),
+])
+def test_predictions_refuse_what_fit_refuses(method, bad, error, match):
+    x, y = blobs()
+    p = TRAINED.setdefault("blobs", LinearProbe(reg=1e-3).fit(x, y))
+    X = x[:20].clone()
+    if isinstance(bad, float):
+        X[7, 3] = bad
+    else:
+        X = {"complex": X.to(torch.complex64), "sparse": X.to_sparse(), "meta": X.to("meta"), "empty": X[:0],
+             "1d": X[0]}[bad]
+    with pytest.raises(error, match=match):
+        getattr(p, method)(*([X, y[:20]] if method == "score" else [X]))
+
+
+TRAINED = {}
+
+
+def test_two_class_decision_function_is_n_and_numpy_for_numpy(tmp_path):
+    """scikit-learn's binary convention: (N,), > 0 predicts classes_[1]; NumPy for NumPy input
+    (scikit-learn returns NumPy for a torch tensor too; lintorch keeps a tensor on the model's
+    device for a tensor, so GPU scores stay on the GPU)."""
+    xb, yb = blobs(c=2)
+    p = LinearProbe(reg=1e-3).fit(xb.numpy(), np.where(yb.numpy() == 1, "yes", "no"))
+    d = p.decision_function(xb.numpy())
+    assert isinstance(d, np.ndarray) and d.shape == (600,)
+    np.testing.assert_array_equal(p.classes_[(d > 0).astype(int)], p.predict(xb.numpy()))
+    proba = p.predict_proba(xb.numpy())
+    np.testing.assert_allclose(proba[:, 1], 1 / (1 + np.exp(-d)), rtol=1e-4, atol=1e-6)   # d is the log-odds
+    t = p.decision_function(xb)
+    assert isinstance(t, torch.Tensor) and t.shape == (600,)
+
+
+def test_cross_val_score_roc_auc_works_on_a_two_class_probe():
+    pytest.importorskip("sklearn", reason="scikit-learn is optional: its binary scorers need it")
+    from sklearn.model_selection import cross_val_score
+    xb, yb = blobs(c=2, seed=5)
+    xb = xb + 2.0 * torch.randn(xb.shape, generator=torch.Generator().manual_seed(1))   # not separable
+    scores = cross_val_score(LinearProbe(reg=1e-3), xb.numpy(), yb.numpy(), cv=3, scoring="roc_auc")
+    assert np.isfinite(scores).all() and scores.min() > 0.8
+
+
+@pytest.mark.parametrize("labels", [[-3, 7, 100], ["cat", "dog", "emu"], [False, True], [0.0, 1.0, 2.0]])
+def test_labels_keep_their_values_and_dtype_through_fit_save_load_and_a_logdir(tmp_path, labels):
+    x, y = blobs(c=len(labels))
+    given = np.array(labels)[y.numpy()]
+    p = LinearProbe(reg=1e-3, logdir=tmp_path / "run").fit(x, given)
+    assert p.classes_.dtype == given.dtype and p.classes_.tolist() == sorted(labels)
+    assert p.predict(x).dtype == given.dtype and p.score(x, given) > 0.95
+    p.save(tmp_path / "probe.pt")
+    for q in (lintorch.load(tmp_path / "probe.pt"), lintorch.load(tmp_path / "run")):
+        assert q.classes_.dtype == given.dtype and q.classes_.tolist() == p.classes_.tolist()
+        np.testing.assert_array_equal(q.predict(x), p.predict(x))
+        assert q.score(x, given) == p.score(x, given)
+
+
+def test_load_refuses_an_unusable_device_and_a_missing_path_by_name(tmp_path):
+    x, y = blobs()
+    LinearProbe(reg=1e-3).fit(x, y).save(tmp_path / "p.pt")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda': CUDA is not available"):
+            lintorch.load(tmp_path / "p.pt", device="cuda")
+        with pytest.raises(ValueError, match="device='cuda': CUDA is not available"):
+            LinearProbe(device="cuda").fit(x, y)
+    with pytest.raises(ValueError, match="device='gpu'"):
+        lintorch.load(tmp_path / "p.pt", device="gpu")
+    with pytest.raises(FileNotFoundError, match="no such file or run folder"):
+        lintorch.load(tmp_path / "missing.pt")
+
+
+# ----------------------------------------------------------------------------- DataLoaders
+
+def loader_of(images, labels, batch=64):
+    from torch.utils.data import DataLoader, TensorDataset
+    return DataLoader(TensorDataset(images, labels), batch_size=batch)
+
+
+def test_a_dataloader_probe_predicts_images_and_scores_a_loader():
+    x, y = blobs(900, d=48)
+    images = x.view(900, 3, 4, 4)
+    p = LinearProbe(epochs=3).fit(loader_of(images[:700], y[:700]), None, X_val=images[700:], y_val=y[700:])
+    acc = p.score(images[700:], y[700:])
+    assert acc == p.path_[0]["val_acc"] > 0.9
+    assert p.score(loader_of(images[700:], y[700:], batch=50)) == acc
+    np.testing.assert_array_equal(p.predict(images[700:]), p.predict(x[700:]))      # flattened the same way
+    np.testing.assert_array_equal(p.predict(loader_of(images[700:], y[700:])), p.predict(x[700:]))
+    with pytest.raises(ValueError, match=r"examples of shape \(3, 2, 8\); this probe was trained on .*\(3, 4, 4\)"):
+        p.predict(images[700:].reshape(200, 3, 2, 8))
+
+
+class EpochLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose later epochs differ from its first (a label never seen, a new width)."""
+
+    def __init__(self, first, later):
+        super().__init__(first, batch_size=100)
+        self.epochs, self.later = 0, later
+
+    def __iter__(self):
+        self.epochs += 1
+        source = self.dataset if self.epochs <= 2 else self.later      # the scan and standardization passes
+        return iter(torch.utils.data.DataLoader(source, batch_size=100))
+
+
+@pytest.mark.parametrize("change, match", [
+    ("label", r"X: epoch 1, batch 3.s labels holds labels not in the DataLoader's first pass: 9"),
+    ("width", r"X: epoch 1, batch 0 has examples of shape \(3, 4, 5\), the first pass had \(3, 4, 4\)"),
+])
+def test_a_dataloader_that_changes_after_its_first_pass_is_refused_by_name(change, match):
+    from torch.utils.data import TensorDataset
+    x, y = blobs(600, d=48)
+    images = x.view(600, 3, 4, 4)
+    first = TensorDataset(images[:400], y[:400])
+    if change == "label":
+        later = TensorDataset(images[:400], torch.where(torch.arange(400) == 350, 9, y[:400]))
+    else:
+        later = TensorDataset(torch.cat([images[:400], images[:400, :, :, :1]], -1), y[:400])
+    with pytest.raises(ValueError, match=match):
+        LinearProbe(epochs=2).fit(EpochLoader(first, later), None, X_val=images[400:], y_val=y[400:])
+
+
+# ----------------------------------------------------------------------------- the API's words (issue 26 B)
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(solver="exact", loss="squared", lr=0.1), r"lr=0.1 applies to solver='sgd' or 'gd'; solver='exact'"),
+    (dict(solver="lbfgs", epochs=3), r"epochs=3 applies to solver='sgd' or 'gd'; solver='lbfgs'"),
+    (dict(squared_hinge=True), r"squared_hinge=True applies to loss='svm'; loss='softmax' would ignore it"),
+    (dict(margin=2.0, loss="squared"), r"margin=2.0 applies to loss='svm'"),
+    (dict(beta=0.5), r"beta=0.5 applies to penalty='elasticnet'"),
+    (dict(solver="sgd", max_iter=10), r"max_iter=10 applies to solver='lbfgs'; solver='sgd'"),
+    (dict(solver="gd", momentum=0.5), r"momentum=0.5 applies to solver='sgd'; solver='gd'"),
+    (dict(solver="lbfgs", loss="svm"), r"solver='lbfgs' needs a smooth objective: softmax or loss='svm' "
+                                       r"squared_hinge=True, with penalty='l2'"),
+    (dict(device="cuda:7" if torch.cuda.is_available() else "cuda"), r"device='cuda(:7)?'"),
+    (dict(device=3), None),
+])
+def test_api_errors_name_the_keyword_in_the_apis_words(kw, match):
+    x, y = blobs()
+    with pytest.raises((ValueError, TypeError), match=match) as e:
+        LinearProbe(**kw).fit(x, y)
+    assert "--" not in str(e.value)                      # no command-line flag in a Python error
+
+
+def test_an_sgd_setting_alone_makes_auto_choose_sgd():
+    from lintorch.probe import choose_solver
+    for kw in (dict(lr=0.01), dict(epochs=2), dict(batch_size=32), dict(patience=2)):
+        assert choose_solver(LinearProbe(**kw).get_params(), True) == "sgd", kw
+    assert choose_solver(LinearProbe().get_params(), True) == "lbfgs"
+
+
+def test_default_reg_is_a_path_refit_on_all_rows_and_a_single_value_holds_nothing_out():
+    from lintorch.probe import REG_PATH
+    x, y = blobs(400, d=30, seed=3)
+    x = x + 3.0 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    p = LinearProbe().fit(x, y)
+    assert [m["config"]["reg"] for m in p.path_] == list(REG_PATH) and p.refit_
+    accs = [m["val_acc"] for m in p.path_]
+    assert p.best_params_["reg"] == REG_PATH[accs.index(max(accs))]
+    alone = LinearProbe(reg=p.best_params_["reg"]).fit(x, y)            # all 400 rows, nothing held out
+    assert alone.path_[0]["val_acc"] is None and not alone.refit_
+    # the same problem (all rows, the same reg), solved to L-BFGS's tol from rows in another order
+    torch.testing.assert_close(p.coef_, alone.coef_, rtol=0, atol=float(5e-3 * alone.coef_.abs().max()))
+    held = LinearProbe(reg=p.best_params_["reg"], validation_fraction=0.2).fit(x, y)      # asked for: carved
+    assert held.path_[0]["val_acc"] == max(accs) and not torch.allclose(held.coef_, alone.coef_)
