@@ -38,7 +38,7 @@ class LinearProbe(Predictor, Classifier):
     """A linear classifier, scores = W x + b, on features X (N, D) -> C classes.
 
     The defaults make a good probe with no argument: softmax, features standardized, reg chosen
-    on a path of 7 values (1e-6, 1e-5, ..., 1) by L-BFGS, each to convergence, on a seeded 20% of X
+    on a path of 8 values (1e-6, 1e-5, ..., 10) by L-BFGS, each to convergence, on a seeded 20% of X
     held out for the choice, then refit on all of X (scikit-learn's LogisticRegressionCV habit).
     A single reg trains on all of X, nothing held out. Labels may be anything scikit-learn
     classifies (integers, bools, integral floats, strings); classes_ is sorted as np.unique sorts.

@@ -17,7 +17,7 @@ from ..cli import loss_text
 from ..data import Split, available_memory
 from ..errors import DataError, UserError
 from ..model import LinearClassifier
-from ..optim.lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
+from ..optim.lbfgs import full_batch_evaluator, gram_preconditioners, kernel_preconditioners, lbfgs
 from .epoch import evaluate
 from .members import pct
 from .recipe import eval_loader, mirrors_on_the_fly
@@ -40,17 +40,18 @@ class Chained:
 
 
 def _preconditioners(cfg, full, reg, K, C, N, D):
-    """--precondition gram (auto: when N >= D): each member's (X^T X / N + 2 reg I)^-1, or None
-    (none; auto with N < D, where an iteration's two D x D triangular solves cost more than its
-    evaluation; or not enough memory)."""
+    """--precondition gram or auto: each member's (X^T X / N + 2 reg I)^-1, by a D x D Cholesky
+    factor each where N >= D, in low-rank kernel form (optim.kernel, one factorization shared by
+    all) where N < D; or None (none, or not enough memory)."""
     mode = cfg.precondition
-    if mode == "none" or (mode == "auto" and N < D):
+    if mode == "none":
         return None
     t = time.perf_counter()
     regs = torch.as_tensor(reg, dtype=torch.float64).reshape(-1).expand(K)
     free = available_memory()
+    build = kernel_preconditioners if N < D else gram_preconditioners      # the same M, the cheaper form
     try:
-        pre, why = gram_preconditioners(full, regs, C, memory=None if free is None else free // 2)
+        pre, why = build(full, regs, C, memory=None if free is None else free // 2)
     except FloatingPointError as e:
         raise DataError(f"--precondition gram: {e}: the inputs are too large or not finite; check them, or "
                         f"pass --precondition none") from None

@@ -136,8 +136,10 @@ def test_patience_stops_a_member_and_the_others_go_on(tmp_path):
     assert ckpt["best_epoch"] == by_lr[3.0]["best_epoch"]
 
 
-def test_precondition_auto_uses_the_gram_only_when_n_is_at_least_d():
-    """auto: plain L-BFGS when N < D (the triangular solves would cost more than they save)."""
+def test_precondition_auto_uses_the_gram_factor_when_n_is_at_least_d_and_the_kernel_form_below():
+    """auto and gram: (X^T X / N + 2 reg I)^-1 by a D x D factor per member when N >= D, in kernel
+    form when N < D (optim.lbfgs.kernel_preconditioners: 2,667 CIFAR-10 rows, 18 iterations for
+    158); none: plain L-BFGS."""
     from lintorch.config import TrainConfig
     from lintorch.training.solvers import _preconditioners
 
@@ -145,10 +147,21 @@ def test_precondition_auto_uses_the_gram_only_when_n_is_at_least_d():
         def batches(self, epoch=0):
             g = torch.Generator().manual_seed(0)
             yield torch.randn(20, 6, generator=g), torch.zeros(20, dtype=torch.long)
-    for mode, N, D, built in (("auto", 20, 6, True), ("auto", 5, 6, False), ("none", 20, 6, False),
+    import lintorch.training.solvers as solvers
+    for mode, N, D, built in (("auto", 20, 6, True), ("auto", 5, 6, True), ("none", 20, 6, False),
                               ("gram", 5, 6, True)):
-        pre = _preconditioners(TrainConfig(precondition=mode), Full(), 1e-3, 2, 3, N, D)
+        used = []
+        for name in ("gram_preconditioners", "kernel_preconditioners"):
+            real = getattr(solvers, name)
+            setattr(solvers, name, lambda *a, real=real, name=name, **k: used.append(name) or real(*a, **k))
+        try:
+            pre = _preconditioners(TrainConfig(precondition=mode), Full(), 1e-3, 2, 3, N, D)
+        finally:
+            from lintorch.optim import lbfgs
+            solvers.gram_preconditioners, solvers.kernel_preconditioners = (lbfgs.gram_preconditioners,
+                                                                           lbfgs.kernel_preconditioners)
         assert (pre is not None and len(pre) == 2) == built, (mode, N, D)
+        assert used == ([] if not built else ["kernel_preconditioners" if N < D else "gram_preconditioners"])
 
 
 def test_lbfgs_bar_promises_no_total(tmp_path, monkeypatch):
