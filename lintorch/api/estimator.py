@@ -30,7 +30,8 @@ class Classifier:
     def set_params(self, **params):
         for k, v in params.items():
             if k not in self._param_names():
-                raise ValueError(f"invalid parameter {k!r} for {type(self).__name__}; valid: {', '.join(self._param_names())}")
+                raise ValueError(f"invalid parameter {k!r} for {type(self).__name__}; valid: "
+                                 f"{', '.join(self._param_names())}")
             setattr(self, k, v)
         return self
 

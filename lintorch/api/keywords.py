@@ -39,7 +39,8 @@ def check_settings(params, defaults, solver):
             raise ValueError(f"{k}={params[k]!r} applies to solver={' or '.join(map(repr, owners))}; {chosen} would "
                              f"ignore it: leave {k} out, or choose that solver")
     from ..objective import LOSSES
-    for k in given(params, defaults, [name for loss in LOSSES.values() for name in loss.settings if name in params]):
+    own = [name for loss in LOSSES.values() for name in loss.settings if name in params]
+    for k in given(params, defaults, own):
         if params["loss"] in LOSSES and k not in LOSSES[params["loss"]].settings:
             owners = [name for name, loss in LOSSES.items() if k in loss.settings]
             raise ValueError(f"{k}={params[k]!r} applies to loss={' or '.join(map(repr, owners))}; loss="

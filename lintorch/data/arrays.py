@@ -233,7 +233,8 @@ class DataLoaderBatches:
             where = f"X: epoch {epoch + 1}, batch {i}"
             xb = torch.as_tensor(xb)
             if tuple(xb.shape[1:]) != self.shape:
-                raise ValueError(f"{where} has examples of shape {tuple(xb.shape[1:])}, the first pass had {self.shape}")
+                raise ValueError(f"{where} has examples of shape {tuple(xb.shape[1:])}, the first pass had "
+                                 f"{self.shape}")
             y = class_index(self.classes, batch_labels(yb), f"{where}'s labels", "the DataLoader's first pass")
             x = self.preprocess(xb.reshape(len(xb), -1).to(self.device, non_blocking=True))
             yield x, torch.from_numpy(y).to(self.device, non_blocking=True)

@@ -84,7 +84,8 @@ def _numeric_array(X, name):
         try:
             a = a.astype(np.float64)
         except (ValueError, TypeError):
-            raise TypeError(f"{name} holds Python objects that are not numbers; expected (N, D) real features") from None
+            raise TypeError(f"{name} holds Python objects that are not numbers; expected (N, D) real "
+                            f"features") from None
     if a.dtype.kind not in "biufc":
         raise TypeError(f"{name} holds {a.dtype} values; expected (N, D) real features")
     if a.dtype.kind == "c":

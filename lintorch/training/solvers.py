@@ -17,7 +17,8 @@ from ..cli import loss_text
 from ..data import Split, available_memory
 from ..errors import DataError, UserError
 from ..model import LinearClassifier
-from ..optim.lbfgs import full_batch_evaluator, gram_preconditioners, kernel_preconditioners, lbfgs
+from ..optim.kernel import kernel_preconditioners
+from ..optim.lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
 from .epoch import evaluate
 from .members import pct
 from .recipe import eval_loader, mirrors_on_the_fly

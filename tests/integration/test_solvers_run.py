@@ -157,9 +157,9 @@ def test_precondition_auto_uses_the_gram_factor_when_n_is_at_least_d_and_the_ker
         try:
             pre = _preconditioners(TrainConfig(precondition=mode), Full(), 1e-3, 2, 3, N, D)
         finally:
-            from lintorch.optim import lbfgs
+            from lintorch.optim import kernel, lbfgs
             solvers.gram_preconditioners, solvers.kernel_preconditioners = (lbfgs.gram_preconditioners,
-                                                                           lbfgs.kernel_preconditioners)
+                                                                           kernel.kernel_preconditioners)
         assert (pre is not None and len(pre) == 2) == built, (mode, N, D)
         assert used == ([] if not built else ["kernel_preconditioners" if N < D else "gram_preconditioners"])
 

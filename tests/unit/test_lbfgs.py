@@ -248,7 +248,7 @@ def test_kernel_preconditioner_applies_the_regularized_gram_inverse(rank):
     """rank >= N: exactly (X^T X / N + 2 reg I)^-1 on each class's weight row, as the D x D factor
     gives it (computed here by a dense solve); rank < N: the same on the kept top directions (the
     rest at the smallest kept eigenvalue), a symmetric positive definite operator."""
-    from lintorch.optim.lbfgs import kernel_preconditioners
+    from lintorch.optim.kernel import kernel_preconditioners
     x, y = wide_problem()
     regs = torch.tensor([1e-4, 1e-1], dtype=torch.float64)
     pre, why = kernel_preconditioners(ListLoader(x, y, 16), regs, 3, rank=rank)
@@ -272,7 +272,7 @@ def test_kernel_preconditioner_applies_the_regularized_gram_inverse(rank):
 
 @pytest.mark.parametrize("rank", [256, 12])
 def test_kernel_preconditioning_reaches_the_same_optimum_in_fewer_iterations_where_n_is_below_d(rank):
-    from lintorch.optim.lbfgs import kernel_preconditioners
+    from lintorch.optim.kernel import kernel_preconditioners
     x, y = wide_problem()
     regs = torch.tensor([1e-2, 1e-1], dtype=torch.float64)
     loader = ListLoader(x, y, 16)
