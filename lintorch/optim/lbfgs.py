@@ -151,22 +151,23 @@ def _armijo(f, gtd, d, t, c1=1e-4, max_ls=25):
 def _direction(g, S, Y, rho, precondition=None):
     """The two-loop recursion: -H g with H the L-BFGS inverse Hessian of the (s, y) history,
     starting from H0 = gamma I, gamma = s.y / y.y of the newest pair (Nocedal & Wright, Algorithm
-    7.4), or from H0 = gamma M^-1, gamma = s.y / y.M^-1 y, with precondition(v) = M^-1 v."""
+    7.4), or from H0 = gamma M^-1, gamma = s.y / y.M^-1 y, with precondition(v) = M^-1 v.
+    The coefficients stay 0-dim tensors where g is: no host sync on a GPU (2 per pair as floats)."""
     q, alphas = g.clone(), []
     for s, y, r in zip(reversed(S), reversed(Y), reversed(rho)):
-        a = r * float(s @ q)
-        q.add_(y, alpha=-a)
+        a = r * (s @ q)
+        q.sub_(a * y)
         alphas.append(a)
     if precondition is not None:
         if S:                                            # one solve for both: q and the newest y
             q, My = precondition(torch.stack([q, Y[-1]])).unbind(0)
-            q.mul_(float(S[-1] @ Y[-1]) / float(Y[-1] @ My))
+            q.mul_((S[-1] @ Y[-1]) / (Y[-1] @ My))
         else:
             q = precondition(q[None])[0]
     elif S:
-        q.mul_(float(S[-1] @ Y[-1]) / float(Y[-1] @ Y[-1]))
+        q.mul_((S[-1] @ Y[-1]) / (Y[-1] @ Y[-1]))
     for s, y, r, a in zip(S, Y, rho, reversed(alphas)):
-        q.add_(s, alpha=a - r * float(y @ q))
+        q.add_((a - r * (y @ q)) * s)
     return q.neg_()
 
 

@@ -106,3 +106,20 @@ def test_doctors_expected_host_syncs_are_the_syncs_made(emulated):
     with emulated():
         record, _ = train_run(cfg, torch.device("cuda"), data, sync_debug=True)
     assert record["host_syncs"] == record["expected_syncs"] > 0, record
+
+
+def test_the_lbfgs_two_loop_recursion_makes_no_host_sync(emulated):
+    """optim.lbfgs._direction: -H g from the (s, y) history; its dot products stay on the device."""
+    from lintorch.optim.lbfgs import _direction
+    g = torch.Generator().manual_seed(0)
+    S, Y = [torch.randn(20, generator=g, dtype=torch.float64) for _ in range(5)], []
+    Y = [s + 0.1 * torch.randn(20, generator=g, dtype=torch.float64) for s in S]
+    rho = [1.0 / float(s @ y) for s, y in zip(S, Y)]
+    grad = torch.randn(20, generator=g, dtype=torch.float64)
+    expected = _direction(grad, S, Y, rho)
+    with emulated() as mode:
+        Sc, Yc, gc = [s.to("cuda") for s in S], [y.to("cuda") for y in Y], grad.to("cuda")
+        with mode.counting() as inside:
+            d = _direction(gc, Sc, Yc, rho)
+        assert sum(inside.values()) == 0, mode.table()
+        torch.testing.assert_close(d.cpu(), expected)
