@@ -5,9 +5,10 @@ import math
 
 import torch
 
-__all__ = ["METHODS", "check_arguments", "check_device", "checked_inputs"]
+__all__ = ["METHODS", "PROPERTIES", "check_arguments", "check_device", "checked_inputs"]
 
-METHODS = ("autograd", "numeric", "gradcheck")
+METHODS = ("autograd", "numeric", "gradcheck")                               # the default checks
+PROPERTIES = ("second", "forward", "batched", "compiled", "devices")         # opt-in: verify/properties.py
 
 
 def _number(name, value, positive):
@@ -27,7 +28,7 @@ def _check_tol(tol):
         return
     for key, value in tol.items():
         method = key[0] if isinstance(key, tuple) else key
-        if method not in METHODS:
+        if method not in METHODS + PROPERTIES:
             raise ValueError(f"tol: unknown key {key!r}; use a method of {METHODS} or a (method, dtype) pair")
         _number(f"tol[{key!r}]", value, positive=False)
 
@@ -60,7 +61,7 @@ def checked_inputs(inputs, wrt):
     return tuple(dict.fromkeys(wrt))
 
 
-def check_arguments(fn, reference, checks, eps, tol, samples, seed, dtypes, kinks, name):
+def check_arguments(fn, reference, checks, eps, tol, samples, seed, dtypes, kinks, name, backend):
     """check_function's plain arguments: a TypeError or ValueError naming the one that is wrong.
     -> checks as a tuple of METHODS."""
     if not callable(fn):
@@ -82,8 +83,10 @@ def check_arguments(fn, reference, checks, eps, tol, samples, seed, dtypes, kink
         raise TypeError(f"kinks must be True, False or a callable, got {type(kinks).__name__}")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a torch.compile backend's name, got {type(backend).__name__}")
     checks = (checks,) if isinstance(checks, str) else tuple(checks)
-    unknown = set(checks) - set(METHODS)
+    unknown = set(checks) - set(METHODS + PROPERTIES)
     if unknown or not checks:
-        raise ValueError(f"checks: unknown {sorted(unknown)}; choose from {METHODS}")
+        raise ValueError(f"checks: unknown {sorted(unknown)}; choose from {METHODS + PROPERTIES}")
     return checks

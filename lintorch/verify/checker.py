@@ -28,17 +28,14 @@ is not finite), its denominator floored at a fraction of the reference's largest
 for autograd, 1% for finite differences): an entry that cancels to ~0 is judged against the
 gradient's scale. A function whose value changes between two calls with the same inputs fails.
 
-Kinks (relu or abs at 0, a hinge's margin at 0): a coordinate whose one-sided differences
-(f(x) - f(x - h)) / h and (f(x + h) - f(x)) / h disagree is differenced again at h / 10; it is a
-kink only if they stay as far apart there (a smooth function's converge together, a noisy one's
-drift apart), and it is counted and left out, never failed, only if the analytic gradient lies
-between them (a valid subgradient); otherwise it is compared with the finer difference. A caller
-that knows where its kinks may be passes kinks=callable(inputs, h) -> one bool mask per checked
-input. At a kink the numeric check found, fn and the reference may each pass a different
-subgradient (relu's 0, torch.maximum(x, 0)'s 1/2 at 0): the autograd rows leave such a coordinate
-out, and count it, when both lie between the one-sided differences. gradcheck, which has no notion
-of kinks, is skipped when the numeric check found any. The Report, its Rows and their table are
-verify/table.py's.
+Kinks (relu or abs at 0, a hinge's margin at 0) are found by verify/numeric.py: one-sided
+differences that stay apart as h shrinks; there fn's gradient is counted and left out, never failed,
+if it lies between them (a subgradient), else compared. kinks=callable(inputs, h) -> one bool mask
+per checked input limits where they may be found. At such a kink fn and the reference may each pass
+another subgradient (relu's 0, torch.maximum(x, 0)'s 1/2): the autograd rows leave it out, counted,
+when both lie between the slopes. gradcheck and the second-order check, which have no notion of
+kinks, are skipped when the numeric check found any. The opt-in properties (second order, forward
+mode, vmap, torch.compile, devices) are verify/properties.py's; the table is verify/table.py's.
 """
 import math
 from dataclasses import dataclass, field
@@ -47,7 +44,10 @@ from typing import Optional
 import torch
 
 from ..training.devices import full_precision
-from .arguments import METHODS, check_arguments, check_device, checked_inputs
+from . import properties
+from .arguments import METHODS, PROPERTIES, check_arguments, check_device, checked_inputs
+from .compare import (compare, cotangents, finite_max, flat, float_outputs, outputs_and_grads, part, prepared,
+                      rel_error)
 from .numeric import Differences, differences, numeric_gradient, refine
 from .table import Report, Row, format_table
 
@@ -63,18 +63,6 @@ FULL_JACOBIAN = 10 ** 6   # ... when the Jacobian (inputs x outputs) has at most
 SAMPLES = 100     # otherwise this many seeded random coordinates, and gradcheck's fast mode
 
 
-def rel_error(a, b, floor=0.0, allowance=0.0):
-    """(|a - b| - allowance)+ / max(|a|, |b|, floor) per coordinate; 0 where that is 0 (0 / 0), and
-    nan where a or b is not finite, so that a NaN or inf in a value or gradient always fails.
-    allowance: the error the reference itself carries (finite differences' rounding), or 0."""
-    den = torch.maximum(a.abs(), b.abs()).clamp_min(floor)
-    excess = ((a - b).abs() - allowance).clamp_min(0.0)
-    rel = torch.where(excess > 0, excess / den, torch.zeros_like(den))
-    return torch.where(torch.isfinite(a) & torch.isfinite(b), rel, torch.full_like(rel, math.nan))
-
-
-# --------------------------------------------------------------------------- the checks
-
 def _tol(tol, method, dtype):
     """The relative-error bound of a check: tol itself, or tol's (method, dtype) or method entry, or TOL's."""
     if isinstance(tol, (int, float)):
@@ -86,89 +74,6 @@ def _tol(tol, method, dtype):
     return 1e-6
 
 
-def _prepare(inputs, wrt, dtype, device):
-    """Copies of the inputs: floating tensors in dtype (requiring grad where checked), on device."""
-    def copy(i, t):
-        if not isinstance(t, torch.Tensor):
-            return t
-        dev = t.device if device is None else device
-        if not t.is_floating_point():
-            return t.to(dev)
-        return t.detach().to(dev, dtype, copy=True).requires_grad_(i in wrt)
-    return [copy(i, t) for i, t in enumerate(inputs)]
-
-
-def _outputs(out):
-    """fn's result as a list of its floating-point tensors (integer outputs carry no gradient)."""
-    outs = [out] if isinstance(out, torch.Tensor) else list(out) if isinstance(out, (tuple, list)) else None
-    if outs is None or not all(isinstance(o, torch.Tensor) for o in outs):
-        raise TypeError(f"the function must return a tensor or a tuple of tensors, not {type(out).__name__}")
-    outs = [o for o in outs if o.is_floating_point()]
-    if not outs:
-        raise TypeError("the function returns no floating-point tensor: nothing to differentiate")
-    return outs
-
-
-def _cotangents(outs, seed):
-    """A fixed random dL/dout in [0.5, 1.5) per output, so reduction="none" and (K,) outputs get a
-    non-uniform gradient and a scalar one other than 1. Uniform, not normal: never equal to
-    (normal) inputs of the same seed, where dW = v^T x would be symmetric and blind to a
-    transposed dW."""
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.rand(o.shape, generator=g, dtype=torch.float64) + 0.5).to(o.device, o.dtype) for o in outs]
-
-
-def _grads(fn, xs, wrt, seed):
-    """fn's outputs and the gradients of sum(v * outputs) w.r.t. xs[i] for i in wrt (zeros where
-    an input is unused)."""
-    outs = _outputs(fn(*xs))
-    pairs = [(o, v) for o, v in zip(outs, _cotangents(outs, seed)) if o.requires_grad]
-    grads = [None] * len(wrt)
-    if pairs:
-        grads = torch.autograd.grad([o for o, _ in pairs], [xs[i] for i in wrt], [v for _, v in pairs],
-                                    allow_unused=True)
-    return outs, [torch.zeros_like(xs[i]) if g is None else g for i, g in zip(wrt, grads)]
-
-
-def _part(label, a, b, shape=None, coords=None, allowance=None):
-    """One tensor's share of a compared vector: a and b flattened (float64, CPU), where each entry
-    sits in a tensor of `shape` (coords: its flat indices there; None: all, in order), and the
-    error b itself may carry per entry (allowance; None: none)."""
-    a, b = (t.detach().double().reshape(-1).cpu() for t in (a, b))
-    allowance = torch.zeros_like(b) if allowance is None else allowance.double().reshape(-1).cpu()
-    return label, a, b, tuple(shape if shape is not None else ()), coords, allowance
-
-
-def _finite_max(t):
-    t = t[torch.isfinite(t)]
-    return float(t.abs().max()) if t.numel() else 0.0
-
-
-def _compare(groups, floor_frac):
-    """Max |a - b|, max rel_error and a line naming the worst entry (a non-finite one first), over
-    groups, each a list of _parts compared as one vector (a value, or a gradient over all inputs);
-    the floor is floor_frac times the group's largest finite reference entry."""
-    max_abs, max_rel, worst = 0.0, 0.0, None
-    for parts in groups:
-        a, b, allowance = (torch.cat([p[k] for p in parts]) for k in (1, 2, 5))
-        if not b.numel():
-            continue
-        rel = rel_error(a, b, floor_frac * _finite_max(b), allowance)
-        max_abs = max(max_abs, float((a - b).abs().nan_to_num(math.inf).max()))
-        k = int(rel.isnan().nonzero()[0]) if rel.isnan().any() else int(rel.argmax())
-        if worst is not None and not (float(rel[k]) > max_rel or math.isnan(float(rel[k])) > math.isnan(max_rel)):
-            continue                                        # a NaN error is the worst of all
-        max_rel, value, ref = float(rel[k]), float(a[k]), float(b[k])
-        for label, pa, _, shape, coords, _ in parts:          # the part holding entry k
-            if k < pa.numel():
-                i = k if coords is None else int(coords[k])
-                at = [int(j) for j in torch.unravel_index(torch.tensor(i), shape)] if shape else [i]
-                worst = f"worst: {label} at {at}: {value:.6g}, reference {ref:.6g}"
-                break
-            k -= pa.numel()
-    return max_abs, max_rel, worst
-
-
 def _interval(left, right, floor):
     """The one-sided differences as an interval [lo, hi], and the scale den = max(|lo|, |hi|, floor)."""
     lo, hi = torch.minimum(left, right), torch.maximum(left, right)
@@ -177,11 +82,6 @@ def _interval(left, right, floor):
 
 def _between(a, lo, hi, den, tol):
     return (a >= lo - tol * den) & (a <= hi + tol * den)
-
-
-def _flat(outs):
-    """fn's outputs as one vector."""
-    return torch.cat([o.reshape(-1) for o in outs])
 
 
 def _same(a, b):
@@ -213,7 +113,7 @@ class _Checks:
         return f"{str(dtype).removeprefix('torch.')}/{self.device or self.inputs[self.wrt[0]].device}"
 
     def row(self, method, dtype, groups, kinks=None, coords=None):
-        max_abs, max_rel, worst = _compare(groups, FLOOR[method])
+        max_abs, max_rel, worst = compare(groups, FLOOR[method])
         passed = max_rel <= _tol(self.tol, method, dtype)       # a nan error compares False: fails
         return Row(self.name, method, self.where(dtype), max_abs, max_rel, passed, kinks, None if passed else worst,
                    coords)
@@ -233,7 +133,7 @@ class _Checks:
         which decides what the checks can afford (one call of fn, the first time)."""
         if self.size is None:
             with torch.no_grad():
-                outs = _outputs(self.fn(*_prepare(self.inputs, (), torch.float64, self.device)))
+                outs = float_outputs(self.fn(*prepared(self.inputs, (), torch.float64, self.device)))
             self.size = sum(self.inputs[i].numel() for i in self.wrt), sum(o.numel() for o in outs)
         return self.size
 
@@ -250,16 +150,16 @@ class _Checks:
         """fn against reference; where the numeric check found a kink, the two may give different
         gradients (two conventions for a subgradient) as long as both lie between the one-sided
         differences: such coordinates are counted as kinks and left out."""
-        xs = _prepare(self.inputs, self.wrt, dtype, self.device)
-        out, ga = _grads(self.fn, xs, self.wrt, self.seed)
-        ref, gb = _grads(reference, xs, self.wrt, self.seed)
+        xs = prepared(self.inputs, self.wrt, dtype, self.device)
+        out, ga = outputs_and_grads(self.fn, xs, self.wrt, self.seed)
+        ref, gb = outputs_and_grads(reference, xs, self.wrt, self.seed)
         if [o.shape for o in out] != [r.shape for r in ref]:
             raise ValueError(f"outputs of shapes {[tuple(o.shape) for o in out]}, the reference's "
                              f"{[tuple(r.shape) for r in ref]}")
-        values = [_part(f"output {k}", o, r, o.shape) for k, (o, r) in enumerate(zip(out, ref))]
+        values = [part(f"output {k}", o, r, o.shape) for k, (o, r) in enumerate(zip(out, ref))]
         grads, excused, tol = [], 0, max(_tol(self.tol, "autograd", dtype), _tol(self.tol, "numeric", torch.float64))
         for i, a, b in zip(self.wrt, ga, gb):
-            label, a, b, shape, _, _ = _part(f"gradient of input {i}", a, b, a.shape)
+            label, a, b, shape, _, _ = part(f"gradient of input {i}", a, b, a.shape)
             keep = torch.ones(a.numel(), dtype=torch.bool)
             if i in self.found:
                 coords, lo, hi, den = self.found[i]
@@ -267,7 +167,7 @@ class _Checks:
                         & ((a[coords] - b[coords]).abs() > tol * den))
                 keep[coords[drop]] = False
                 excused += int(drop.sum())
-            grads.append(_part(label, a[keep], b[keep], shape, torch.arange(a.numel())[keep]))
+            grads.append(part(label, a[keep], b[keep], shape, torch.arange(a.numel())[keep]))
         return self.row("autograd", dtype, [values, grads], excused or None)
 
     def numeric(self):
@@ -276,11 +176,11 @@ class _Checks:
         again at h / 10: a kink (counted, left out, and kept in self.found for the autograd rows)
         only where they stay apart and fn's gradient lies between them."""
         fn, wrt, f64 = self.fn, self.wrt, torch.float64
-        xs = _prepare(self.inputs, wrt, f64, self.device)
-        outs, grads = _grads(fn, xs, wrt, self.seed)
-        v = _flat(_cotangents(outs, self.seed))
+        xs = prepared(self.inputs, wrt, f64, self.device)
+        outs, grads = outputs_and_grads(fn, xs, wrt, self.seed)
+        v = flat(cotangents(outs, self.seed))
         with torch.no_grad():
-            f0, again = (_flat(_outputs(fn(*xs))) for _ in range(2))
+            f0, again = (flat(float_outputs(fn(*xs))) for _ in range(2))
         if not _same(f0, again):
             raise ValueError(f"fn's value changes between two calls with the same inputs (by up to "
                              f"{float((f0 - again).abs().nan_to_num(math.inf).max()):.3g}): a random or stateful "
@@ -292,7 +192,7 @@ class _Checks:
         parts, n_kinks = [], 0
         for i, g, mask in zip(wrt, grads, masks):
             def f(t, i=i):                     # fn's outputs as one vector, input i replaced by t
-                return _flat(_outputs(fn(*xs[:i], t, *xs[i + 1:])))
+                return flat(float_outputs(fn(*xs[:i], t, *xs[i + 1:])))
             n = g.numel()
             coords = torch.arange(n) if full else torch.randperm(n, generator=gen)[:self.samples or SAMPLES]
             a = g.detach().double().reshape(-1).cpu()[coords]
@@ -300,28 +200,28 @@ class _Checks:
             num, noise = d.centered.clone(), d.noise.clone()
             kink = torch.zeros(len(coords), dtype=torch.bool)
             if self.kinks is not False:
-                den = torch.maximum(a.abs(), num.abs()).clamp_min(FLOOR["numeric"] * _finite_max(num))
+                den = torch.maximum(a.abs(), num.abs()).clamp_min(FLOOR["numeric"] * finite_max(num))
                 apart = d.gap > KINK * den + 4 * d.noise                 # the one-sided slopes disagree
                 if mask is not None:
                     apart &= mask.reshape(-1).cpu()[coords]
                 if apart.any():
                     at = apart.nonzero().squeeze(1)
                     num[at], noise[at], fine_kink, fine = refine(f, xs[i], _subset(d, at), coords[at], v, f0)
-                    lo, hi, den = _interval(fine.left, fine.right, FLOOR["numeric"] * _finite_max(num))
+                    lo, hi, den = _interval(fine.left, fine.right, FLOOR["numeric"] * finite_max(num))
                     fine_kink &= _between(a[at], lo, hi, den, tol)       # a subgradient: counted, not compared
                     kink[at] = fine_kink
                     self.found[i] = coords[at][fine_kink], lo[fine_kink], hi[fine_kink], den[fine_kink]
                 n_kinks += int(kink.sum())
-            parts.append(_part(f"gradient of input {i}", a[~kink], num[~kink], g.shape, coords[~kink], noise[~kink]))
+            parts.append(part(f"gradient of input {i}", a[~kink], num[~kink], g.shape, coords[~kink], noise[~kink]))
         return self.row("numeric", f64, [parts], None if self.kinks is False else n_kinks,
                         sum(len(p[4]) for p in parts) + n_kinks)
 
     def gradcheck(self):
         """torch.autograd.gradcheck in float64: in full, or in its fast mode (one random
         projection of the Jacobian) when the Jacobian is too large to build (see full)."""
-        xs = _prepare(self.inputs, self.wrt, torch.float64, self.device)
+        xs = prepared(self.inputs, self.wrt, torch.float64, self.device)
         fast = not self.full()
-        torch.autograd.gradcheck(lambda *a: tuple(_outputs(self.fn(*a))), xs, eps=self.eps,   # raises on a mismatch
+        torch.autograd.gradcheck(lambda *a: tuple(float_outputs(self.fn(*a))), xs, eps=self.eps,   # raises on a mismatch
                                  fast_mode=fast)
         return Row(self.name, "gradcheck", self.where(torch.float64), math.nan, math.nan, True,
                    note="fast mode" if fast else None)
@@ -336,7 +236,7 @@ def _name(fn):
 
 @full_precision()   # TF32 GEMMs (10-bit mantissa) would miss float32's tolerances by 100x
 def check_function(fn, *inputs, reference=None, wrt=None, checks=METHODS, dtypes=None, tol=None, eps=H,
-                   samples=None, seed=0, device=None, kinks=True, name=None):
+                   samples=None, seed=0, device=None, kinks=True, name=None, backend="inductor"):
     """Check fn's gradients three ways -> Report (.ok a bool, .rows one Row per check, str() the
     table `python -m lintorch.gradcheck` prints).
 
@@ -349,7 +249,8 @@ def check_function(fn, *inputs, reference=None, wrt=None, checks=METHODS, dtypes
                 rows). None: no autograd rows.
     wrt         indices of the inputs to check (default: the tensors that require grad); every
                 other input is a constant
-    checks      a subset of ("autograd", "numeric", "gradcheck"), or one of them
+    checks      a subset of ("autograd", "numeric", "gradcheck") and the opt-in properties
+                ("second", "forward", "batched", "compiled", "devices": verify/properties.py), or one
     dtypes      the dtypes of the autograd rows (default: the first checked input's and float64);
                 the numeric check and gradcheck always run in float64
     tol         the largest relative error that passes: a number >= 0 for every check, or a dict by
@@ -367,6 +268,7 @@ def check_function(fn, *inputs, reference=None, wrt=None, checks=METHODS, dtypes
                 none, compare every coordinate; or kinks(inputs, h) -> one bool mask per checked
                 input, the only coordinates where a kink may be found
     name        the rows' function name (default: fn's)
+    backend     the torch.compile backend of the "compiled" check
 
     Every argument is checked first: a TypeError or ValueError names the one that is wrong. A
     NaN or inf in fn's value or gradients fails; so does a value that changes between two calls.
@@ -381,7 +283,7 @@ def check_function(fn, *inputs, reference=None, wrt=None, checks=METHODS, dtypes
         >>> report.ok, [row.method for row in report.rows]
         (True, ['autograd', 'numeric', 'gradcheck'])
     """
-    checks = check_arguments(fn, reference, checks, eps, tol, samples, seed, dtypes, kinks, name)
+    checks = check_arguments(fn, reference, checks, eps, tol, samples, seed, dtypes, kinks, name, backend)
     device = check_device(device)
     wrt = checked_inputs(inputs, wrt)
     c = _Checks(fn, inputs, wrt, device, seed, tol, float(eps), samples, kinks, name or _name(fn))
@@ -391,8 +293,12 @@ def check_function(fn, *inputs, reference=None, wrt=None, checks=METHODS, dtypes
         for dtype in dtypes or dict.fromkeys((inputs[wrt[0]].dtype, torch.float64)):
             rows.append(c.guarded("autograd", dtype, c.autograd, reference, dtype))
     rows += numeric
-    if "gradcheck" in checks and not (numeric and numeric[0].kinks):
+    kinked = bool(numeric and numeric[0].kinks)              # no gradcheck, no second order, at a kink
+    if "gradcheck" in checks and not kinked:
         rows.append(c.guarded("gradcheck", torch.float64, c.gradcheck))
+    for prop in (p for p in PROPERTIES if p in checks and not (p == "second" and kinked)):
+        check = (lambda c: properties.compiled(c, backend)) if prop == "compiled" else getattr(properties, prop)
+        rows.append(c.guarded(prop, torch.float64, check, c))
     if not rows:
         why = "autograd needs a reference" if reference is None else "gradcheck is left out where kinks were found"
         raise ValueError(f"nothing to check: checks={checks}; {why}")

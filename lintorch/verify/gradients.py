@@ -286,3 +286,26 @@ def run_checks(device="cpu", seed=0, fns=None):
     for the large cases (their numeric check samples coordinates) and leaves it out for the case
     found on kinks."""
     return [row for case in make_cases(seed, fns) for row in _check(case, METHODS, device, seed)]
+
+
+PROPERTIES = ("second", "forward", "batched")     # on every Function's case; "compiled" on one total
+
+
+def property_cases(seed=0):
+    """One case per Function and form (linear, the penalties, each loss, the totals through linear),
+    for the properties beyond first order: not the graph-free step (a first-order Function by
+    design), the K-stacked and weighted repeats, the large or the on-kink cases."""
+    return [c for c in make_cases(seed) if not c.large and not c.name.startswith("objective_and_grad")
+            and not any(tag in c.name for tag in ("K=", "weighted", "on kinks"))]
+
+
+def run_properties(device="cpu", seed=0, backend="aot_eager"):
+    """Second order, forward mode and vmap on each property case, torch.compile (fullgraph, backend)
+    on the softmax total, CPU against CUDA on each case where CUDA is present -> list[Row]."""
+    cuda = ("devices",) if torch.cuda.is_available() else ()
+    rows = []
+    for case in property_cases(seed):
+        checks = PROPERTIES + cuda + (("compiled",) if case.name.startswith("total[softmax_loss") else ())
+        rows += check_function(case.fn, *case.inputs, wrt=case.wrt, checks=checks, eps=H, seed=seed, device=device,
+                               kinks=case.kinks or False, name=case.name, backend=backend).rows
+    return rows

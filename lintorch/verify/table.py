@@ -11,7 +11,7 @@ __all__ = ["Report", "Row", "format_table"]
 class Row:
     """One check's result: errors of the analytic values a against the reference b."""
     function: str
-    method: str                   # "autograd", "numeric" or "gradcheck"
+    method: str                   # "autograd", "numeric", "gradcheck", or a property (verify/properties.py)
     where: str                    # "float64/cpu"
     max_abs: float                # nan for gradcheck, which reports pass or fail only
     max_rel: float
@@ -46,9 +46,10 @@ def format_table(rows):
     fmt = "{:<46} {:<9} {:<13} {:>9} {:>9}  {}"
     lines = [fmt.format("function", "method", "dtype/device", "max abs", "max rel", "result")]
     for r in rows:
-        result = ("pass" if r.passed else "FAIL") + ("" if r.kinks is None else f"  kinks={r.kinks}")
+        result = ("skip" if r.note and r.note.startswith("not run") else "pass" if r.passed else "FAIL") \
+            + ("" if r.kinks is None else f"  kinks={r.kinks}")
         lines.append(fmt.format(r.function, r.method, r.where, _num(r.max_abs), _num(r.max_rel), result))
-        if r.note and not r.passed:
+        if r.note and (not r.passed or r.note.startswith("not run")):
             lines.append(f"    {r.note}")
     failed = sum(not r.passed for r in rows)
     kinks = sum(r.kinks or 0 for r in rows)

@@ -15,7 +15,7 @@ def test_cli_exits_0_and_prints_its_table():
     body = lines[1:-1]
     assert len(body) == int(lines[-1].split()[0]) > 50
     assert all(line.split()[-1].startswith(("pass", "kinks=")) for line in body)
-    assert any("kinks=3" in line for line in body)
+    assert any("kinks=2" in line for line in body)              # the on-kinks case: 2 scores move its 0 margin
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
