@@ -104,8 +104,10 @@ class LinearProbe(Predictor, Classifier):
         chooses = _is_sequence(params["reg"]) or _is_sequence(params["lr"]) or solver in ("sgd", "gd")
         fraction = params["validation_fraction"]
         carved = X_val is None and not loader and (chooses or fraction is not None)
-        inputs = fit_data(X, y, X_val, y_val, validation_fraction=(fraction or VALIDATION_FRACTION) if carved else None,
-                          seed=self.seed, standardize=self.standardize)
+        if carved and fraction is None:
+            fraction = VALIDATION_FRACTION
+        inputs = fit_data(X, y, X_val, y_val, validation_fraction=fraction if carved else None, seed=self.seed,
+                          standardize=self.standardize)
         refit = params["refit"]
         if refit is None:
             refit = carved and chooses and solver in ("lbfgs", "exact")

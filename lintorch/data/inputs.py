@@ -158,7 +158,7 @@ def sorted_classes(y, name="y"):
     ValueError for fewer than 2 classes."""
     classes, index = np.unique(y, return_inverse=True)
     if len(classes) < 2:
-        raise ValueError(f"{name} holds one class only ({classes[0]!r}); a classifier needs at least 2")
+        raise ValueError(f"{name} holds one class only ({classes[:1].tolist()[0]!r}); a classifier needs at least 2")
     return classes, index.astype(np.int64).reshape(-1)
 
 

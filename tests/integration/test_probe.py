@@ -238,11 +238,12 @@ def test_a_dataloader_of_image_batches_trains_with_sgd():
     (dict(nan=True), "X holds NaN or infinite values"),
     (dict(reg=-1.0), "reg -1.0 must be a finite number >= 0"),
     (dict(reg=[1e-3, float("nan")]), "reg nan must be a finite number"),
-    (dict(one_class=True), "one class only"),
+    (dict(one_class=True), r"one class only \(0\)"),
     (dict(loss="hinge"), "loss: invalid choice: 'hinge'"),
     (dict(solver="lbfgs", loss="svm"), "needs a smooth objective"),
     (dict(solver="newton"), "solver 'newton'"),
     (dict(validation_fraction=1.5), "validation_fraction 1.5 must be between 0 and 1"),
+    (dict(validation_fraction=0), "validation_fraction 0 must be between 0 and 1"),      # not the default 0.2
     (dict(y_float=True), "non-integral floats"),         # integral floats are labels (scikit-learn's rule)
     (dict(x3d=True), r"expected \(N, D\) features"),
 ])
