@@ -93,6 +93,37 @@ def test_doctor_without_out_writes_no_file(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "r.json").is_file()
 
 
+def test_doctor_without_a_flag_on_a_cpu_machine_checks_the_cpu_and_says_why(tmp_path, monkeypatch, capsys):
+    """No flag typed: no word of '--device cuda'; the user learns that no GPU was found and what
+    runs instead. --device cuda typed on such a machine is still one line and exit 2."""
+    from lintorch import doctor
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    devices = []
+    monkeypatch.setattr(doctor, "run_doctor", lambda args, device, say: devices.append(device) or
+                        {**_report(), "passed": True})
+    assert doctor.main([]) == 0
+    err = capsys.readouterr().err
+    assert devices == [torch.device("cpu")] and "--device cuda" not in err
+    assert err.startswith("no CUDA GPU found") and "checking the CPU instead" in err
+    assert doctor.main(["--device", "cuda"]) == 2
+    assert "--device cuda asked for CUDA" in capsys.readouterr().err
+
+
+def test_doctor_quick_says_its_low_val_acc_is_expected():
+    from lintorch.doctor import format_table
+    epochs = [{"seconds": 0.1, "val_acc": 0.155, "loss": 2.3}, {"seconds": 0.1, "val_acc": 0.155, "loss": 2.2}]
+    report = _report()
+    report["sections"]["training"] = {"passed": True, "seconds": 1.0, **{
+        loss: {"epochs": epochs, "host_syncs": 0} for loss in ("softmax", "svm")}}
+    report["data"] = {"name": "synthetic", "train": 640, "val": 200, "classes": 10, "image_size": 8}
+    report["settings"] = {"quick": True, "epochs": 2}
+    text = format_table(report)
+    assert "val 15.5%" in text and "chance 10.0%" in text
+    assert "--quick: 640 training images of 8 px, 2 epochs: val acc near chance is expected" in text
+    report["settings"]["quick"] = False
+    assert "--quick" not in format_table(report).split("training", 1)[1].split("benchmark")[0]
+
+
 def test_a_released_folder_keeps_no_lock_and_the_lock_still_excludes(tmp_path, monkeypatch):
     import os
 
@@ -153,21 +184,20 @@ def test_readme_says_how_to_take_the_cpu_build_and_the_requirements_accept_it():
 
 
 def test_first_run_shows_a_decoding_bar_and_a_cached_one_none(image_folder, tmp_path, monkeypatch):
-    import tqdm as tq
-
     from lintorch.data import load_dataset
+    from lintorch.output import progress
     bars = []
-    real = tq.tqdm
+    real = progress.Progress
 
-    class Bar(real):
+    class Bar(real):            # a tqdm bar on a terminal, lines in a log file: either way a Progress
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             if not self.disable:
                 bars.append(self)
-    monkeypatch.setattr(tq, "tqdm", Bar)
+    monkeypatch.setattr(progress, "Progress", Bar)
     for _ in range(2):
         load_dataset("imagefolder", str(image_folder), 16, 12, 0, str(tmp_path / "cache"), progress=True)
-    shown = [(b.desc, b.total, b.n) for b in bars]
+    shown = [(b.desc, b.total, b.done) for b in bars]
     assert shown == [("decoding train images", 48, 48), ("decoding test images", 15, 15)]   # none when cached
 
 
