@@ -23,6 +23,16 @@ def pct(x):
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+def duration(seconds):
+    """Seconds for people: '4.2 s', '3 min 5 s', '1 h 2 min'."""
+    s = round(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
 def ranking(val_accs):
     """The one order of members, best first: higher validation accuracy first, the earlier member
     on a tie, members without one (diverged before validating) last."""

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import torch
 
@@ -18,7 +19,7 @@ from ..names import RESUMABLE_CHANGES, SEARCHES
 from ..output.atomic import copy_atomic
 from ..output.checkpoint import BEST, Header, check_compatible, last_path, load_resume
 from ..output.rundir import abandon, claim_default, claim_existing, claim_new, release, write_json
-from .members import Member, best_index, pct, ranking
+from .members import Member, best_index, duration, pct, ranking
 
 log = logging.getLogger("lintorch")
 
@@ -64,6 +65,7 @@ class Run:
         self.cfg, self.device, self.folder, self.recipe, self.stop = cfg, device, folder, recipe, stop
         self.resolved = (resolved or Resolved()).replace(lr=recipe.base_lr, val_size=len(recipe.data.val))
         self.dist, self.group = dist, distributed.Local()     # distributed hook: execute sets the group
+        self.started = time.perf_counter()     # execute sets it to its own start: the total time covers data and features
         self.best = None           # after finish: (member index, weight (C, D), bias (C,)) of the kept model
         self.header = Header(list(recipe.classes), cfg.image_size, recipe.in_features, cfg.loss,
                              recipe.preprocess.state_dict(), cfg.saved(self.resolved), recipe.features_header(cfg))
@@ -95,14 +97,19 @@ class Run:
                     m.monitor.image("centroids", grid, 0)
 
     def report(self, results, status="completed", names=None):
-        """One line for a single run; the ranked table and summary metrics.json for a sweep.
-        status: how the run ended ("completed" or "interrupted"), whatever its members did.
-        names: the members' names (default: this process's members; config-parallel gives all)."""
+        """One line for a single run; the ranked table and summary metrics.json for a sweep. Either
+        way the run ends on the answer: the kept model's validation (and test) accuracy, where its
+        checkpoint is, and the total time. status: how the run ended ("completed" or "interrupted"),
+        whatever its members did. names: the members' names (default: this process's members;
+        config-parallel gives all)."""
+        total = duration(time.perf_counter() - self.started)
+        checkpoint = os.path.join(self.folder, BEST)
         if not self.cfg.sweep:
             m = results[0]
             if m["val_acc"] is not None:
-                log.info(f"done ({m['status']}): best val acc {pct(m['val_acc'])} at epoch {m['best_epoch']}, test acc "
-                         f"{pct(m['test_acc'])}; {m['seconds']:.1f}s training; run folder {self.folder}")
+                test = "" if m["test_acc"] is None else f", test acc {pct(m['test_acc'])}"
+                log.info(f"done ({m['status']}): best val acc {pct(m['val_acc'])} at epoch {m['best_epoch']}{test}; "
+                         f"{m['seconds']:.1f}s training, {total} in all; checkpoint {checkpoint}")
             return
         names = names or [m.name for m in self.members]
         order = ranking([r["val_acc"] for r in results])
@@ -119,8 +126,11 @@ class Run:
             self.path_picture(results, order[0])
         if best["val_acc"] is None:
             log.error(f"error: every configuration diverged; no model was kept ({self.folder})")
-        else:
-            log.info(f"best configuration {names[order[0]]}: checkpoint.pt in {self.folder}")
+            return
+        test = "" if best["test_acc"] is None else f", test acc {pct(best['test_acc'])}"
+        log.info(f"best configuration {names[order[0]]} of {len(results)}: val acc {pct(best['val_acc'])}{test}\n"
+                 f"checkpoint {checkpoint}\n"
+                 f"done ({status}) in {total}")
 
     def path_picture(self, results, best):
         """A sweep over one numeric setting: path.png in the run folder and the image "path" in a
@@ -225,7 +235,7 @@ def _claim(args, cfg):
     """-> (folder, lock fd, whether the folder was created for this run)."""
     if args.logdir is not None:
         return (args.logdir, *claim_new(args.logdir))
-    return claim_default(cfg.dataset, "sweep" if cfg.sweep else cfg.loss)
+    return claim_default(cfg.dataset, cfg.loss)      # runs/<timestamp>-<dataset>-<loss>, a sweep's too
 
 
 # --------------------------------------------------------------------------- main
@@ -314,6 +324,7 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
     from .recipe import build
     from .solvers import train_lbfgs, train_search
     from .trainer import Trainer
+    started = time.perf_counter()
     local = cfg
     if dist is not None and dist.mode == "config":   # distributed hook: this rank's share of the sweep
         lo, hi = distributed.member_share(dist, len(cfg.sweep or [{}]))
@@ -337,6 +348,7 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
                   tensorboard, names, resolved)
         if header is None and folder is not None and (dist is None or dist.main):
             write_json(os.path.join(folder, "config.json"), cfg.saved(run.resolved))
+        run.started = started
         if state is None and folder is not None and (dist is None or dist.main):
             run.show_features()
         # distributed hook: sharded batches, the step's all-reduce, agreed stopping (Local: none of it)

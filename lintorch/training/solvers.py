@@ -134,10 +134,9 @@ def _finish(run, full, W, b, f, statuses, steps, notes, extras, seconds, images)
         m.note = notes[k]
         end = "interrupted" if status == "stopped" else "completed"
         results.append(m.finish(r, W[k], b[k], end, step, seconds, images, run.device, extras[k]))
-    code = run.finish(results, "interrupted" if run.stop() else "completed", list(zip(W, b)))
-    for m in run.members:
+    for m in run.members:           # before the ending, which ends on the answer
         log.info(f"{m.name}: {m.note}; val acc {pct(m.best_val)}")
-    return code
+    return run.finish(results, "interrupted" if run.stop() else "completed", list(zip(W, b)))
 
 
 class SingularInputs(UserError, ValueError):
@@ -221,7 +220,6 @@ def train_search(run):
     member.save_best(run.header, W, b, 1)
     m = member.finish(r, W, b, status, done, seconds, done * len(r.data.train), run.device,
                       {"best_loss": best, "trials": done})
-    code = run.finish([m], status, [(W, b)])
     log.info(f"{cfg.optimizer}: best training loss {loss_text(best)} after {done} trials; train acc {pct(train_acc)}, "
              f"val acc {pct(val_acc)}, test acc {pct(m['test_acc'])}")
-    return code
+    return run.finish([m], status, [(W, b)])

@@ -42,3 +42,46 @@ def test_in_memory_run_writes_nothing_and_keeps_the_same_model(driver, tmp_path,
         assert metrics["best"]["config"] == run.members[k].overrides
     torch.testing.assert_close(W.cpu(), saved["model"]["weight"], rtol=0, atol=0)
     torch.testing.assert_close(b.cpu(), saved["model"]["bias"], rtol=0, atol=0)
+
+
+def _last_lines(capsys, n):
+    return [line for line in capsys.readouterr().out.splitlines() if line.strip()][-n:]
+
+
+@pytest.mark.parametrize("driver", ["sgd", "lbfgs"])
+def test_a_sweep_ends_on_the_answer(driver, tmp_path, capsys):
+    """The last lines: the chosen member with its val (and test) accuracy, the checkpoint, the total
+    time; the members' own lines (lbfgs's notes) come before the ranked table, never after it."""
+    argv = [a for a in SMALL if a != "--quiet"] + DRIVERS[driver]
+    assert train(*argv, "--logdir", tmp_path / "run") == 0
+    chosen, checkpoint, done = _last_lines(capsys, 3)
+    metrics = read_json(tmp_path / "run" / "metrics.json")
+    best = metrics["best"]
+    name = ",".join(f"{k}={v:g}" for k, v in best["config"].items())
+    assert chosen == (f"best configuration {name} of 2: val acc {100 * best['val_acc']:.2f}%, "
+                      f"test acc {100 * best['test_acc']:.2f}%")
+    assert checkpoint == f"checkpoint {tmp_path / 'run' / 'checkpoint.pt'}"
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    assert done.startswith("done (completed) in ") and done.endswith(" s")
+
+
+def test_a_single_run_ends_on_its_accuracy_checkpoint_and_total_time(tmp_path, capsys):
+    assert train(*[a for a in SMALL if a != "--quiet"], "--epochs", "2", "--logdir", tmp_path / "run") == 0
+    (last,) = _last_lines(capsys, 1)
+    m = read_json(tmp_path / "run" / "metrics.json")
+    assert last.startswith(f"done (completed): best val acc {100 * m['val_acc']:.2f}% at epoch {m['best_epoch']}, "
+                           f"test acc {100 * m['test_acc']:.2f}%; ")
+    assert " in all; " in last and last.endswith(f"checkpoint {tmp_path / 'run' / 'checkpoint.pt'}")
+
+
+def test_the_default_run_folder_is_dataset_then_loss_for_a_sweep_too(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert train(*SMALL, *DRIVERS["lbfgs"], "--loss", "svm", "--squared-hinge") == 0
+    (folder,) = os.listdir(tmp_path / "runs")
+    assert folder.endswith("-synthetic-svm")                    # runs/<timestamp>-<dataset>-<loss>, as the README says
+
+
+def test_duration_reads_as_people_write_it():
+    from lintorch.training.members import duration
+    assert [duration(s) for s in (4.24, 59.94, 60.2, 185, 3725)] == ["4.2 s", "59.9 s", "1 min 0 s", "3 min 5 s",
+                                                                   "1 h 2 min"]
