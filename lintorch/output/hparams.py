@@ -66,15 +66,19 @@ def _typed(name, value):
     return kind(value)
 
 
-def trial_id(member_name, run_folder, single):
-    """A name per member that tells it apart in the table's narrow Trial ID column (about 17
-    characters show): a sweep member's swept values first, without their names (the lr and reg
-    columns say which is which), then its run folder; a single run's folder. Unique under runs/."""
+def trial_id(member_name, run_folder, single, index=None, count=None):
+    """A name per member that sorts well in the table (which sorts trial IDs as text): the run
+    folder first, so a sweep's members stay together beside other runs, then the member's place in
+    the sweep, zero-padded (m03 of 16: the sweep's order, the path's order for a logspace), then its
+    values: '<run>/m03-reg=1e-05'. A single run's ID is its folder. Unique under runs/. The column
+    shows about 17 characters (10em, resizable): a short --logdir name shows whole."""
     base = os.path.basename(os.path.normpath(run_folder))
     if single:
         return base
-    values = ",".join(part.partition("=")[2] or part for part in member_name.split(","))
-    return f"{values} ({base})"
+    if index is None:
+        return f"{base}/{member_name}"
+    digits = max(2, len(str(max((count or 1) - 1, 0))))
+    return f"{base}/m{index:0{digits}d}-{member_name}"
 
 
 def summaries(values, swept, trial, start_time, status="completed"):

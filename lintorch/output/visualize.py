@@ -152,12 +152,14 @@ def captioned(picture, text, width=None):
 
 # --------------------------------------------------------------------------- a path or sweep
 
-def _panel(draw, font, box, xs, ys, chosen, title, fmt, color):
-    """One line chart in box = (x0, y0, x1, y1): points (xs in 0..1, ys raw), the chosen index marked."""
+def _panel(draw, f, size, box, xs, ys, chosen, title, fmt, color):
+    """One line chart in box = (x0, y0, x1, y1): points (xs in 0..1, ys raw), the chosen index
+    marked; text in font f of `size` px."""
     x0, y0, x1, y1 = box
-    draw.rectangle(box, outline="black")
+    thin, dot = max(1, round(size / 12)), max(2, round(size / 6))
+    draw.rectangle(box, outline="black", width=thin)
     finite = [y for y in ys if y is not None]
-    draw.text((x0, y0 - 14), title, fill="black", font=font)
+    draw.text((x0, y0 - 0.25 * size), title, fill="black", font=f, anchor="ld")
     if not finite:
         return
     lo, hi = min(finite), max(finite)
@@ -165,27 +167,28 @@ def _panel(draw, font, box, xs, ys, chosen, title, fmt, color):
     lo, hi = lo - 0.08 * span, hi + 0.08 * span
 
     def at(i):
-        return x0 + 6 + xs[i] * (x1 - x0 - 12), y1 - (ys[i] - lo) / (hi - lo) * (y1 - y0)
+        return x0 + dot * 3 + xs[i] * (x1 - x0 - dot * 6), y1 - (ys[i] - lo) / (hi - lo) * (y1 - y0)
     for t in (lo + 0.08 * (hi - lo) / 1.16, hi - 0.08 * (hi - lo) / 1.16):   # the data's own range
         py = y1 - (t - lo) / (hi - lo) * (y1 - y0)
-        draw.line((x0 - 3, py, x0, py), fill="black")
-        draw.text((2, py - 6), fmt(t), fill="black", font=font)
+        draw.line((x0 - size * 0.2, py, x0, py), fill="black", width=thin)
+        draw.text((x0 - size * 0.3, py), fmt(t), fill="black", font=f, anchor="rm")
     pts = [at(i) for i, y in enumerate(ys) if y is not None]
     if len(pts) > 1:
-        draw.line(pts, fill=color, width=2)
+        draw.line(pts, fill=color, width=2 * thin)
     for px, py in pts:
-        draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=color)
+        draw.ellipse((px - dot, py - dot, px + dot, py + dot), fill=color)
     if chosen is not None and ys[chosen] is not None:
         px, py = at(chosen)
-        draw.line((px, y0, px, y1), fill=(200, 0, 0))
-        draw.ellipse((px - 4, py - 4, px + 4, py + 4), outline=(200, 0, 0), width=2)
+        draw.line((px, y0, px, y1), fill=(200, 0, 0), width=thin)
+        draw.ellipse((px - 2 * dot, py - 2 * dot, px + 2 * dot, py + 2 * dot), outline=(200, 0, 0), width=2 * thin)
 
 
-def path_image(values, val_acc, objective=None, chosen=None, name="reg", width=480):
+def path_image(values, val_acc, objective=None, chosen=None, name="reg", width=SCALE * CARD):
     """A path or sweep as a picture: validation accuracy (and the training objective, when given)
     against the swept value (log scale when every value is > 0), the chosen one marked in red.
+    Laid out, like the other pictures, for TensorBoard's card: `width` px wide with letters that
+    stay >= MIN_GLYPH px tall at the card's width.
     values (R,), val_acc (R,) in 0..1 (None: not measured), objective (R,) or None -> uint8 (3, H, W)."""
-    import math
     R = len(values)
     logx = all(v > 0 for v in values) and R > 1
     tx = [math.log10(v) if logx else float(v) for v in values]
@@ -196,19 +199,34 @@ def path_image(values, val_acc, objective=None, chosen=None, name="reg", width=4
     if objective is not None:
         panels.append(("training objective", [None if f is None or not math.isfinite(f) else f for f in objective],
                        lambda t: f"{t:.3g}", (0, 140, 60)))
-    left, ph, gap = 64, 150, 34
-    height = gap + len(panels) * (ph + gap) + 14
+    size = (MIN_GLYPH + 1) / shown_height(1, width)
+    f = font(size)
+    ticks = [fmt(t) for _, ys, fmt, _ in panels for t in (min((y for y in ys if y is not None), default=0),
+                                                         max((y for y in ys if y is not None), default=0))]
+    left = int(max(f.getlength(t) for t in ticks) + 0.6 * size)
+    right, gap = int(0.8 * size), int(1.6 * size)
+    ph = int(0.3 * width)
+    bottom = int(3.0 * size)                   # the x labels and the caption
+    height = gap + len(panels) * (ph + gap) - gap + bottom + int(0.4 * size)
     canvas = Image.new("RGB", (width, height), "white")
-    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    draw = ImageDraw.Draw(canvas)
     for k, (title, ys, fmt, color) in enumerate(panels):
         y0 = gap + k * (ph + gap)
-        _panel(draw, font, (left, y0, width - 12, y0 + ph), xs, ys, chosen, title, fmt, color)
-    y = gap + len(panels) * (ph + gap) - gap + 4
-    for i in sorted({0, R - 1} | ({chosen} if chosen is not None else set())):
-        px = left + 6 + xs[i] * (width - 12 - left - 12)
+        _panel(draw, f, size, (left, y0, width - right, y0 + ph), xs, ys, chosen, title, fmt, color)
+    y = gap + len(panels) * (ph + gap) - gap + 0.2 * size
+    dot = max(2, round(size / 6))
+    drawn = []                                  # x extents of the labels written: the chosen first, no overlaps
+    for i in ([chosen] if chosen is not None else []) + [0, R - 1]:
+        px = left + dot * 3 + xs[i] * (width - right - left - dot * 6)
         label = f"{values[i]:.3g}"
-        draw.text((px - 3 * len(label), y), label, fill=(200, 0, 0) if i == chosen else "black", font=font)
-    chosen_text = "" if chosen is None else f"; chosen {name} = {values[chosen]:.3g}" + (
+        w = f.getlength(label)
+        a, b = min(max(px - w / 2, 0), width - w), min(max(px - w / 2, 0), width - w) + w
+        if any(a < d1 + 0.5 * size and d0 < b + 0.5 * size for d0, d1 in drawn):
+            continue
+        drawn.append((a, b))
+        draw.text((a, y), label, fill=(200, 0, 0) if i == chosen else "black", font=f, anchor="lt")
+    chosen_text = "" if chosen is None else f": chosen {values[chosen]:.3g}" + (
         "" if val_acc[chosen] is None else f" ({100 * val_acc[chosen]:.2f}%)")
-    draw.text((left, height - 14), f"{name}{' (log scale)' if logx else ''}{chosen_text}", fill="black", font=font)
+    draw.text((left, height - 0.3 * size), f"{name}{' (log scale)' if logx else ''}{chosen_text}", fill="black",
+              font=f, anchor="ld")
     return _to_tensor(canvas)

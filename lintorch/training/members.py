@@ -119,7 +119,8 @@ class Member:
         values = member_hparams({**self.config.saved(), **resolved}, tuple(self.overrides), recipe.extractor,
                                 recipe.in_features)
         folder = self.folder or "."          # a run in memory (LinearProbe without a logdir) writes no events anyway
-        trial = trial_id(self.name, folder if single else os.path.dirname(folder), single)
+        trial = trial_id(self.name, folder if single else os.path.dirname(folder), single,
+                         getattr(self, "index", None), getattr(self, "count", None))
         return summaries(values, tuple(self.overrides), trial, self.started, status)
 
     def finish(self, recipe, weight, bias, end_status, step, seconds, images, device, extra=None):

@@ -76,6 +76,11 @@ class Run:
                                os.path.join(folder, s["name"]), cfg, self.resolved,
                                purge_step, s, writes=dist is None or dist.writes_run, tensorboard=tensorboard)
                         for s in saved]
+        # each member's place in the whole sweep (config-parallel holds a share): its HPARAMS trial ID
+        sweep = list(cfg.sweep or [{}])
+        first = sweep.index(recipe.configs[0]) if recipe.configs and recipe.configs[0] in sweep else 0
+        for k, m in enumerate(self.members):
+            m.index, m.count = first + k, len(sweep)
 
     def templates(self, weight):
         """The class templates picture, where weights are pictures (raw pixels), else None."""
@@ -93,8 +98,13 @@ class Run:
                 from ..output.rundir import write_png
                 grid = centroid_picture(part.state, part.settings.get("rf", 6))
                 write_png(grid, os.path.join(self.folder, "centroids.png"))
-                for m in self.members:
-                    m.monitor.image("centroids", grid, 0)
+                if len(self.members) == 1:          # a single run's events are at the run folder
+                    self.members[0].monitor.image("centroids", grid, 0)
+                    continue
+                from ..output.monitor import Monitor
+                mon = Monitor(self.folder)          # once per run, at the run folder: not once per member
+                mon.image("centroids", grid, 0)
+                mon.close()
 
     def report(self, results, status="completed", names=None):
         """One line for a single run; the ranked table and summary metrics.json for a sweep. Either

@@ -242,3 +242,25 @@ def test_default_lr_is_scaled_to_standardized_features(image_folder, tmp_path):
     assert b["lr"] == 0.01 and b["resolved"]["lr"] == 0.01
     assert train(*FOLDER, "--data-dir", str(image_folder), "--epochs", "1", "--logdir", str(tmp_path / "c")) == 0
     assert json.loads((tmp_path / "c" / "config.json").read_text())["resolved"]["lr"] == LOSSES["softmax"].tuned["lr"]
+
+
+def test_a_sweep_shows_the_centroids_once_and_members_sorted_in_hparams(image_folder, tmp_path):
+    """TensorBoard with a K-member sweep (issue 29.5): the centroid picture once, at the run folder,
+    not once per member; each member's trial ID is '<run>/mNN-<its values>'."""
+    import os
+
+    from tensorboard.plugins.hparams import metadata
+    from tests.helpers import events
+    logdir = tmp_path / "sweep"
+    assert train(*FOLDER, "--data-dir", str(image_folder), *KMEANS, "--optimizer", "lbfgs", "--max-iter", "5",
+                 "--sweep", "reg=1e-3,1e-2,1e-1", "--logdir", str(logdir)) == 0
+    members = sorted(d for d in os.listdir(logdir) if (logdir / d).is_dir())
+    assert len(members) == 3
+    assert len(events(logdir).Images("centroids")) == 1
+    ids = []
+    for m in members:
+        acc = events(logdir / m)
+        assert "centroids" not in acc.Tags()["images"]
+        start = acc.SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content
+        ids.append(metadata.parse_session_start_info_plugin_data(start).group_name)
+    assert sorted(ids) == ["sweep/m00-reg=0.001", "sweep/m01-reg=0.01", "sweep/m02-reg=0.1"]

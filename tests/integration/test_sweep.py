@@ -84,6 +84,7 @@ def test_hparams_tell_the_sweeps_members_apart(sweep_dir):
         assert hp["batch_size"].string_value == "64" and hp["epochs"].string_value == "2"
         assert hp["flip"].bool_value is False and hp["features"].string_value == "pixels"
         assert hp["val_size"].string_value and not {"max_iter", "trials"} & set(hp)
-        assert start.group_name == run.name.replace("lr=", "").replace("reg=", "") + f" ({sweep_dir.name})"
-        trials.add(start.group_name)
-    assert len(trials) == 4
+        run_first, place = start.group_name.split("/")            # '<run>/mNN-<values>': sorts run first
+        assert run_first == sweep_dir.name and place[3:] == f"-{run.name}"
+        trials.add(place[:3])
+    assert trials == {"m00", "m01", "m02", "m03"}

@@ -40,7 +40,7 @@ def test_feature_member_logs_the_extractors_resolved_settings():
 
 def test_declaration_lists_every_name_swept_first_and_flagged():
     values = member_hparams({**SGD, "optimizer": "lbfgs", "loss": "softmax"}, swept=("reg",))
-    exp, start, end = summaries(values, ("reg",), trial_id("reg=0.01", "runs/20261201-sweep", False), 5.0)
+    exp, start, end = summaries(values, ("reg",), trial_id("reg=0.01", "runs/20261201-sweep", False, 3, 16), 5.0)
     e = metadata.parse_experiment_plugin_data(exp.value[0].metadata.plugin_data.content)
     names = [h.name for h in e.hparam_infos]
     assert names[0] == "reg" and sorted(names) == sorted(HPARAMS)        # one declaration for every run
@@ -51,12 +51,18 @@ def test_declaration_lists_every_name_swept_first_and_flagged():
     assert types["reg"] == api_pb2.DATA_TYPE_FLOAT64
     assert {m.name.tag for m in e.metric_infos} >= {"hparam/val_acc", "hparam/test_acc"}
     s = metadata.parse_session_start_info_plugin_data(start.value[0].metadata.plugin_data.content)
-    assert s.group_name == "0.01 (20261201-sweep)" and s.hparams["max_iter"].string_value == "1000"
+    assert s.group_name == "20261201-sweep/m03-reg=0.01" and s.hparams["max_iter"].string_value == "1000"
     assert s.hparams["reg"].number_value == 1e-3 and s.start_time_secs == 5.0
 
 
-def test_trial_ids_differ_per_member_and_lead_with_the_configuration():
-    ids = {trial_id(f"lr={lr},reg={reg}", "runs/20261201-213501-cifar10-sweep", False)
-           for lr in (1e-3, 3e-3) for reg in (0, 1e-3)}
-    assert len(ids) == 4 and len({i[:17] for i in ids}) == 4        # told apart in the column's 17 characters
+def test_trial_ids_sort_run_first_then_by_the_members_zero_padded_place():
+    """HPARAMS sorts trial IDs as text: the run folder first keeps a sweep's members together beside
+    other runs, and the zero-padded place keeps them in the sweep's order (m02 before m10)."""
+    members = [f"reg={r:g}" for r in (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100, 1e3, 1e4, 1e5)]
+    ids = [trial_id(m, "runs/km", False, k, len(members)) for k, m in enumerate(members)]
+    other = [trial_id(m, "runs/hog", False, k, 2) for k, m in enumerate(members[:2])]
+    assert ids[3] == "km/m03-reg=0.001" and len(ids[3]) <= 17         # a short run name shows whole in 10em
+    assert sorted(ids + other) == other + ids                          # not interleaved, in the sweep's order
+    assert len(set(ids)) == len(ids)
+    assert trial_id("lr=0.01", "runs/x", False, 7, 1000) == "x/m007-lr=0.01"
     assert trial_id("run", "runs/20261201-213501-cifar10-svm/", True) == "20261201-213501-cifar10-svm"
