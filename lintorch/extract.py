@@ -15,7 +15,7 @@ import sys
 import time
 
 from .cli import ArgumentParser, number, run_command, setup_logging, threads_arg, unused_extractor_flags
-from .names import IMAGE_DATASETS
+from .names import EXTRACTOR_FLAGS, IMAGE_DATASETS
 
 DATASETS = IMAGE_DATASETS   # extraction reads images
 
@@ -41,17 +41,7 @@ def get_args_parser():
     p.add_argument("--format", choices=("npy", "pt"), default="npy",
                    help="npy: memory-mapped by the reader (large sets); pt: one torch file per split")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored feature precision")
-    p.add_argument("--centroids", type=pos, default=None, help="kmeans: number of centroids K (default 1600; "
-                   "D = POOL^2 K)")
-    p.add_argument("--patches", type=pos, default=None, help="kmeans: random 6x6 patches to learn from "
-                   "(default 400000)")
-    p.add_argument("--iterations", type=pos, default=None, help="kmeans: k-means iterations (default 10)")
-    p.add_argument("--pool", type=pos, default=None, help="kmeans: sum-pool over a POOL x POOL grid of regions "
-                   "(default 2: the paper's quadrants; D = POOL^2 K)")
-    p.add_argument("--backbone-weights", default=None, metavar="FILE_OR_NAME", help="torchvision: a state_dict "
-                   "file, or named weights such as DEFAULT (need network once); default: random weights")
-    p.add_argument("--input-size", type=pos, default=None, help="torchvision without named weights: images "
-                   "are resized to this (default 224)")
+    _add_extractor_flags(p, pos)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=pos, default=256, help="images per extraction batch")
     p.add_argument("--threads", type=threads_arg, default="auto", help="CPU threads: N, or auto (measured at "
@@ -60,6 +50,21 @@ def get_args_parser():
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p
+
+
+def _add_extractor_flags(p, pos):
+    """Every extractor flag train.py has, built from TrainConfig's own fields (one home for each
+    flag's help, type, bounds and choices), so extract can write any features a run trains on (the
+    --features kmeans recipe's --power 0.5 included); plus --iterations, which train.py lacks."""
+    from .config import TrainConfig, flag
+    fields = {f.name: f for f in TrainConfig.fields()}
+    for name in EXTRACTOR_FLAGS:
+        if name not in fields:
+            continue
+        meta = fields[name].metadata
+        kwargs = {k: meta[k] for k in ("type", "choices", "metavar") if meta[k] is not None}
+        p.add_argument(flag(name), default=None, help=meta["help"].replace("%", "%%"), **kwargs)
+    p.add_argument("--iterations", type=pos, default=None, help="kmeans: k-means iterations (default 10)")
 
 
 def _full_train(ds):
@@ -131,9 +136,8 @@ def write_folder(args):
         if dist is not None and setting == "auto":
             setting = process_group.threads_per_process()
         threads = choose_threads(setting)
-    ex = make_extractor(args.features, image_size=args.image_size, seed=args.seed, k=args.centroids,
-                        patches=args.patches, iterations=args.iterations, pool=args.pool, weights=args.backbone_weights,
-                        input_size=args.input_size)
+    from .data.featurize import extractor_settings
+    ex = make_extractor(args.features, **extractor_settings(args), iterations=args.iterations)
     ex.check_settings(args.image_size)     # before any work: a setting that cannot work is one line
     with contextlib.ExitStack() as stack:
         def claim():

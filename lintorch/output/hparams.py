@@ -17,7 +17,8 @@ from ..objective import LOSSES
 HPARAMS = {
     "features": str, "loss": str, "svm_form": str, "optimizer": str, "reg": float, "lr": float,
     "squared_hinge": bool, "margin": float, "penalty": str, "beta": float, "class_weight": str,
-    "dim": int, "centroids": int, "pool": int, "patches": int, "backbone_weights": str, "input_size": int,
+    "dim": int, "centroids": int, "pool": int, "patches": int, "iterations": int, "encoding": str, "alpha": float,
+    "power": float, "zca_eps": float, "flip_eval": bool, "backbone_weights": str, "input_size": int,
     "batch_size": int, "epochs": int, "momentum": float, "schedule": str, "patience": int,
     "max_iter": int, "tol": float, "history": int, "precondition": str, "trials": int,
     "flip": bool, "mean": str, "standardize": bool, "image_size": int, "val_size": int, "seed": int,
@@ -33,8 +34,9 @@ SOLVER = {    # each optimizer's own settings; the others' are not logged for it
     "random-search": ("trials",),
     "random-local-search": ("trials",),
 }
-_EXTRACTOR = {"k": "centroids", "pool": "pool", "patches": "patches", "weights": "backbone_weights",
-              "input_size": "input_size"}     # extractor setting -> train.py flag
+_EXTRACTOR = {"k": "centroids", "pool": "pool", "patches": "patches", "iterations": "iterations",
+              "encoding": "encoding", "alpha": "alpha", "power": "power", "zca_eps": "zca_eps",
+              "weights": "backbone_weights", "input_size": "input_size"}     # extractor setting -> train.py flag
 
 
 def member_hparams(config, swept=(), extractor=None, dim=None):
@@ -50,8 +52,11 @@ def member_hparams(config, swept=(), extractor=None, dim=None):
     v.update({k: c.get(k, False if HPARAMS[k] is bool else None) for k in LOSSES[c["loss"]].settings})   # the loss's own
     if v["penalty"] == "elasticnet":
         v["beta"] = c.get("beta")
-    if features == "pixels":        # features are standardized per dimension and cannot be mirrored
-        v.update(flip=c.get("flip", False), mean=c.get("mean"), standardize=c.get("standardize", False))
+    v["flip"] = c.get("flip", False)          # pixels: mirrored batches; features: every image's mirror encoded too
+    if features == "pixels":        # extracted features are standardized per dimension
+        v.update(mean=c.get("mean"), standardize=c.get("standardize", False))
+    else:                           # each evaluated image averaged with its mirror image
+        v["flip_eval"] = c.get("flip_eval", False)
     v.update({k: c.get(k) for k in SOLVER.get(c["optimizer"], ())})
     for part in getattr(extractor, "parts", [extractor] if extractor is not None else []):
         v.update({_EXTRACTOR[k]: x for k, x in part.settings.items() if k in _EXTRACTOR})

@@ -264,3 +264,22 @@ def test_a_sweep_shows_the_centroids_once_and_members_sorted_in_hparams(image_fo
         start = acc.SummaryMetadata(metadata.SESSION_START_INFO_TAG).plugin_data.content
         ids.append(metadata.parse_session_start_info_plugin_data(start).group_name)
     assert sorted(ids) == ["sweep/m00-reg=0.001", "sweep/m01-reg=0.01", "sweep/m02-reg=0.1"]
+
+
+def test_extract_writes_the_kmeans_recipes_features(image_folder, tmp_path):
+    """Issue 25.4: every extractor flag train.py has reaches extract (the --features kmeans recipe
+    sets --power 0.5): the folder holds the features of those very settings."""
+    from lintorch.data import load_dataset
+    from lintorch.extract import main
+    out = tmp_path / "recipe"
+    assert main(["--features", "kmeans", "--centroids", "4", "--patches", "500", "--power", "0.5", "--encoding", "soft",
+                 "--alpha", "0.3", "--zca-eps", "0.05", "--image-size", "16", "--dataset", "imagefolder",
+                 "--data-dir", str(image_folder), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
+                 "--threads", "1", "--quiet", "--out", str(out)]) == 0
+    settings = json.loads((out / "extractor.json").read_text())["settings"]
+    assert (settings["power"], settings["encoding"], settings["alpha"], settings["zca_eps"]) == (0.5, "soft", 0.3, 0.05)
+    ex = from_state_dict(torch.load(out / "extractor.pt", weights_only=True))
+    test = load_dataset("imagefolder", str(image_folder), 16, 12, 0, str(tmp_path / "cache")).test
+    te = store.FeatureSplit(str(out), "test")
+    assert te.d == 2 * 4 * 4                                             # soft: 2 K codes per region
+    torch.testing.assert_close(te.rows(torch.arange(te.n)).float(), ex.transform(test.x))

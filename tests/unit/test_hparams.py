@@ -35,7 +35,7 @@ def test_feature_member_logs_the_extractors_resolved_settings():
     ex = SimpleNamespace(parts=[kmeans, hog])
     v = member_hparams({**SGD, "features": "kmeans,hog", "flip": False}, extractor=ex, dim=6400)
     assert v["features"] == "kmeans,hog" and v["centroids"] == "1600" and v["pool"] == "2" and v["dim"] == "6400"
-    assert "flip" not in v and "mean" not in v        # features: neither mirrored nor mean-subtracted
+    assert v["flip"] is False and v["flip_eval"] is False and "mean" not in v   # features: not mean-subtracted
 
 
 def test_declaration_lists_every_name_swept_first_and_flagged():
@@ -66,3 +66,16 @@ def test_trial_ids_sort_run_first_then_by_the_members_zero_padded_place():
     assert len(set(ids)) == len(ids)
     assert trial_id("lr=0.01", "runs/x", False, 7, 1000) == "x/m007-lr=0.01"
     assert trial_id("run", "runs/20261201-213501-cifar10-svm/", True) == "20261201-213501-cifar10-svm"
+
+
+def test_every_extractor_setting_that_can_differ_is_a_column():
+    """Issue 25.4: two k-means runs that differ only by power, encoding or flip_eval differ in HPARAMS."""
+    from lintorch.features import make_extractor
+    a = member_hparams({**SGD, "features": "kmeans", "flip": True, "flip_eval": True},
+                       extractor=make_extractor("kmeans", k=16, power=0.5))
+    b = member_hparams({**SGD, "features": "kmeans", "flip": True, "flip_eval": False},
+                       extractor=make_extractor("kmeans", k=16, encoding="soft", alpha=0.5, zca_eps=0.01))
+    assert (a["power"], b["power"]) == (0.5, 1.0) and (a["flip_eval"], b["flip_eval"]) == (True, False)
+    assert (a["encoding"], b["encoding"]) == ("triangle", "soft") and (a["alpha"], b["alpha"]) == (0.25, 0.5)
+    assert (a["zca_eps"], b["zca_eps"]) == (0.1, 0.01) and a["flip"] is b["flip"] is True
+    assert set(a) == set(b) and set(a) <= set(HPARAMS)
