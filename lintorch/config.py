@@ -172,7 +172,8 @@ class TrainConfig:
     history: int = _opt(10, "lbfgs: (s, y) pairs kept", "optimization", type=number(int, 1, high=1000))
     precondition: str = _opt("auto", "lbfgs: start each member's inverse-Hessian estimate from (X^T X / N + 2 reg "
                              "I)^-1 (gram: one extra pass and a D x D factor per member; far fewer iterations on "
-                             "correlated inputs) or from the identity (none: plain L-BFGS); auto: gram when N >= D",
+                             "correlated inputs; where N < D, in low-rank kernel form) or from the identity (none: plain "
+                             "L-BFGS); auto: gram",
                              "optimization", choices=PRECONDITIONS)
     trials: int = _opt(1000, "random search: number of random W tried", "optimization",
                        type=number(int, 1, high=10_000_000))

@@ -67,7 +67,7 @@ def get_args_parser():
     p.add_argument("--line-search", default="strong_wolfe", choices=("strong_wolfe", "armijo"))
     p.add_argument("--precondition", default="auto", choices=("auto", "gram", "none"),
                    help="lintorch's L-BFGS from (X^T X / N + 2 reg I)^-1 (its time included) or plain; "
-                   "auto: gram when N >= D, as train.py")
+                   "auto: gram (in kernel form where N < D), as train.py")
     p.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn in (a) and (b)")
     p.add_argument("--no-sklearn-path", action="store_true", help="skip scikit-learn's path in (b)")
     p.add_argument("--nonsmooth", action="store_true", help="only measure L-BFGS on the hinge and l1")
