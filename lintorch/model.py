@@ -15,7 +15,8 @@ class LinearClassifier(nn.Module):
     in_features D, num_classes C; num_models K stacks K independent classifiers
     that share each batch (weight (K, C, D), bias (K, C), scores (K, N, C)).
     weight_scale is the std of the initial weights: small, so the first loss is
-    about log C (softmax) or C - 1 (SVM), the lecture's sanity check.
+    about log C (softmax) or C - 1 (SVM), the lecture's sanity check; 0 starts from zeros,
+    drawing nothing from torch's global RNG (a model about to be overwritten).
     """
 
     def __init__(self, in_features, num_classes, bias=True, num_models=None, weight_scale=1e-3):
@@ -24,13 +25,14 @@ class LinearClassifier(nn.Module):
             raise ValueError(f"need in_features >= 1 and num_classes >= 2, got {in_features}, {num_classes}")
         lead = () if num_models is None else (num_models,)
         self.in_features, self.num_classes, self.num_models = in_features, num_classes, num_models
-        self.weight = nn.Parameter(torch.randn(*lead, num_classes, in_features) * weight_scale)
+        shape = (*lead, num_classes, in_features)
+        self.weight = nn.Parameter(torch.randn(shape) * weight_scale if weight_scale else torch.zeros(shape))
         self.bias = nn.Parameter(torch.zeros(*lead, num_classes)) if bias else None
 
     @classmethod
     def from_weights(cls, weight, bias):
         """A single classifier holding copies of weight (C, D) and bias (C,), on weight's device."""
-        model = cls(weight.shape[1], weight.shape[0]).to(weight.device)
+        model = cls(weight.shape[1], weight.shape[0], weight_scale=0).to(weight.device)
         with torch.no_grad():
             model.weight.copy_(weight)
             model.bias.copy_(bias)

@@ -118,12 +118,12 @@ class LinearProbe(Predictor, Classifier):
         shape = inputs.dataset.source["sample_shape"]
         batches = None if not loader else DataLoaderBatches(X, inputs.preprocess, inputs.classes, device, shape)
         with torch.random.fork_rng(devices=[]):     # scikit-learn's contract: fit leaves global state alone
-            run = train_core(cfg, device, inputs.dataset, inputs.preprocess, batches, self.logdir, self.verbose)
+            run = train_core(cfg, device, inputs.dataset, inputs.preprocess, batches, self.logdir)
             kept = run
             if refit and len(run.members) > 1:
                 kept = train_core(run.settings.replace(sweep=None), device, merged(inputs.dataset),
                                   inputs.preprocess, None,
-                                  None if self.logdir is None else os.path.join(self.logdir, "refit"), self.verbose)
+                                  None if self.logdir is None else os.path.join(self.logdir, "refit"))
         self.classes_, self.path_ = inputs.classes, run.members
         if X_val is None and not carved:             # nothing held out: no validation accuracy to report
             self.path_ = [{**m, "val_acc": None} for m in run.members]
@@ -264,40 +264,38 @@ class Trained(NamedTuple):
     members: List[dict]
 
 
-def train_core(cfg, device, data, preprocess, batches, logdir, verbose):
-    """training.run.execute of cfg (a TrainConfig) on data (a DataSet) -> Trained. logdir None: the
-    Run in memory (nothing is written, the kept weights taken from it); else a new train.py run
-    folder claimed there. ValueError for what train.py reports as a user error, or when every
-    member diverged."""
+def train_core(cfg, device, data, preprocess, batches, logdir):
+    """cfg (a TrainConfig) trained on data (a DataSet) -> Trained. logdir None: training.fit.fit in
+    memory (nothing written, no signal handler, the loggers and torch's RNG left as they were);
+    else a new train.py run folder claimed there (TensorBoard, checkpoints, metrics.json).
+    ValueError for what train.py reports as a user error, or when every member diverged."""
     from .config import Resolved
     from .errors import LintorchError
     from .output.rundir import claim_new, release
+    from .training.fit import fit, path_result
     from .training.run import execute
-    level = log.level
-    if not verbose:
-        log.setLevel(logging.WARNING)
+    names = member_names(cfg.sweep)
     folder = lock = None
     try:
-        if logdir is not None:
+        if logdir is None:
+            result = fit(cfg, data, device=device, preprocess=preprocess, train_loader=batches, names=names)
+        else:
             folder = os.fspath(logdir)
             lock, _ = claim_new(folder)
-        status, run = execute(cfg, device, folder, data=data, preprocess=preprocess, tensorboard=folder is not None,
-                              train_loader=batches, names=member_names(cfg.sweep), resolved=Resolved(logdir=folder))
+            status, run = execute(cfg, device, folder, data=data, preprocess=preprocess, train_loader=batches,
+                                  names=names, resolved=Resolved(logdir=folder))
+            result = path_result(run, status)
     except LintorchError as e:
         raise ValueError(api_message(str(e))) from None
     finally:
         if lock is not None:
             release(folder, lock)
-        log.setLevel(level)
-    if status >= 128:
+    if result.exit_status >= 128:
         raise KeyboardInterrupt
-    members = [{"name": m.name, "config": dict(m.overrides), "val_acc": m.metrics["val_acc"],
-                "objective": m.metrics.get("objective"),
-                "iterations": m.metrics.get("iterations", len(m.history) * len(run.recipe.train_loader)),
-                "status": m.metrics["status"]} for m in run.members]
-    if run.best is None:
-        raise ValueError(f"training diverged for every configuration ({run.members[0].note}): lower lr or reg")
-    k, W, b = run.best
-    kept = run.members[k]
-    return Trained(W.detach().clone(), b.detach().clone(), run.recipe.preprocess, kept.saved_config(), kept.config,
-                   k, members)
+    r = result
+    members = [{"name": r.names[k], "config": r.values[k], "val_acc": r.val_acc[k], "objective": r.objective[k],
+                "iterations": r.iterations[k], "status": r.status[k]} for k in range(len(r.names))]
+    if r.best is None:
+        raise ValueError(f"training diverged for every configuration ({r.notes[0]}): lower lr or reg")
+    k = r.best
+    return Trained(r.W[k].clone(), r.b[k].clone(), r.preprocess, r.saved[k], r.configs[k], k, members)

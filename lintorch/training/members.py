@@ -55,6 +55,7 @@ class Member:
         self.config = run_config.replace(**self.overrides)       # TrainConfig
         self.resolved = resolved.replace(lr=self.overrides.get("lr", resolved.lr))
         writes = writes and folder is not None
+        self.reports = writes        # pictures, hparams and metrics.json: only where they are written
         if writes:
             os.makedirs(folder, exist_ok=True)
         # distributed hook: a data-parallel rank > 0 writes no TensorBoard (writes=False)
@@ -138,11 +139,12 @@ class Member:
             model = LinearClassifier.from_weights(weight, bias)
             C = len(recipe.classes)
             test = evaluate(model, recipe.test_loader, num_classes=C) if recipe.test_loader else None
-            shown = test or evaluate(model, recipe.val_loader, num_classes=C)
             metrics["test_acc"] = None if test is None else float(test["acc"])
+        if self.best_val is not None and self.reports:
+            shown = test or evaluate(model, recipe.val_loader, num_classes=C)
             split = "test" if test else "val"
             self.monitor.image(f"confusion_matrix/{split}", confusion_image(shown["confusion"], recipe.classes), step)
-            if recipe.image_shape is not None and self.folder is not None:   # weights are pictures over raw pixels
+            if recipe.image_shape is not None:   # weights are pictures over raw pixels
                 write_png(template_grid(weight, recipe.classes, recipe.image_shape),
                           os.path.join(self.folder, "templates.png"))
             final = {f"hparam/{k}": metrics[k] for k in ("val_acc", "train_acc", "test_acc", "best_epoch")

@@ -46,6 +46,15 @@ class StopFlag:
             signal.signal(s, h)
 
 
+class Never:
+    """A stop flag that never fires: a fit without the command's signal handling."""
+    signum = None
+    saving = False
+
+    def __call__(self):
+        return False
+
+
 class Run:
     """A run: its config, device, claimed folder (None: a run in memory, nothing written), recipe,
     checkpoint header, members and group (distributed.Local outside torchrun). Its trip: recipe.build
@@ -67,6 +76,7 @@ class Run:
         self.dist, self.group = dist, distributed.Local()     # distributed hook: execute sets the group
         self.started = time.perf_counter()     # execute sets it to its own start: the total time covers data and features
         self.best = None           # after finish: (member index, weight (C, D), bias (C,)) of the kept model
+        self.kept = None           # after finish: each member's kept (weight (C, D), bias (C,)), where held here
         self.header = Header(list(recipe.classes), cfg.image_size, recipe.in_features, cfg.loss,
                              recipe.preprocess.state_dict(), cfg.saved(self.resolved), recipe.features_header(cfg))
         names = names or ["run" if not cfg.sweep else member_name(c) for c in recipe.configs]
@@ -179,6 +189,7 @@ class Run:
         names = names or [m.name for m in self.members]
         k = best_index([r["val_acc"] for r in results])
         self.best = None if k is None else (k, *(weights[k] if weights else (None, None)))
+        self.kept = weights
         if self.folder is not None:
             if len(results) > 1 and k is not None:
                 copy_atomic(os.path.join(self.folder, names[k], BEST), os.path.join(self.folder, BEST))
@@ -317,19 +328,24 @@ def _claim_and_train(args, dist):
 def _train(cfg, device, folder, resolved, header, state, dist=None):
     if dist is not None and cfg.optimizer in (*SEARCHES, "lbfgs", "exact"):
         raise UserError(f"--optimizer {cfg.optimizer} runs in one process, not under torchrun")
-    return execute(cfg, device, folder, header=header, state=state, dist=dist, resolved=resolved)[0]
+    stop = StopFlag()        # the command's signal handling: Ctrl-C and SIGTERM end the run with a checkpoint
+    try:
+        return execute(cfg, device, folder, header=header, state=state, dist=dist, resolved=resolved, stop=stop)[0]
+    finally:
+        stop.restore()
 
 
 def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, state=None, dist=None, resolved=None,
-            tensorboard=True, train_loader=None, names=None):
+            tensorboard=True, train_loader=None, names=None, stop=None):
     """Build the recipe, make the Run and train it with cfg's optimizer -> (exit status, Run).
     The one core under train.py and LinearProbe.fit. cfg: the TrainConfig; data: an already loaded
     DataSet (else loaded from cfg); preprocess: a fixed one (else a resumed run's, else fitted on the
     training split); resolved: what the command found out already (threads, folder); tensorboard:
     whether the members write TensorBoard events (checkpoints are written either way); train_loader:
     the caller's own batches for SGD (LinearProbe on a DataLoader), else the recipe's; names: the
-    members' names (default: config.member_name of each member's values). config.json (the config
-    and the Resolved record beside it) is written once, here, when the recipe has resolved them."""
+    members' names (default: config.member_name of each member's values); stop: polled between
+    steps, true to end the run (the command's StopFlag; default: never). config.json (the config and
+    the Resolved record beside it) is written once, here, when the recipe has resolved them."""
     from ..data import Preprocess
     from .recipe import build
     from .solvers import train_lbfgs, train_search
@@ -350,39 +366,36 @@ def execute(cfg, device, folder, *, data=None, preprocess=None, header=None, sta
         recipe.train_loader = train_loader
     if header is not None:
         check_compatible(header, folder, recipe.classes, cfg.image_size, recipe.in_features)
-    stop = StopFlag()
+    stop = stop or Never()
+    steps = len(recipe.train_loader)
+    purge = None if state is None else state.epoch * steps + state.step + 1
+    run = Run(cfg, device, folder, recipe, stop, None if state is None else state.members, purge, dist,
+              tensorboard, names, resolved)
+    if header is None and folder is not None and (dist is None or dist.main):
+        write_json(os.path.join(folder, "config.json"), cfg.saved(run.resolved))
+    run.started = started
+    if state is None and folder is not None and (dist is None or dist.main):
+        run.show_features()
+    # distributed hook: sharded batches, the step's all-reduce, agreed stopping (Local: none of it)
+    run.group = distributed.strategy(dist, recipe, stop, 1 if device.type == "cpu" else cfg.log_every)
+    data = recipe.data
+    threads = run.resolved.threads
+    log.info(f"{cfg.dataset}: {len(data.train)} train / {len(data.val)} val"
+             f"{'' if data.test is None else f' / {len(data.test)} test'} images, {len(recipe.classes)} classes, "
+             f"D = {run.header.in_features}, {len(run.members)} member(s); device {device}"
+             f"{'' if threads is None else f' ({threads} thread(s))'}; run folder {folder}")
     try:
-        steps = len(recipe.train_loader)
-        purge = None if state is None else state.epoch * steps + state.step + 1
-        run = Run(cfg, device, folder, recipe, stop, None if state is None else state.members, purge, dist,
-                  tensorboard, names, resolved)
-        if header is None and folder is not None and (dist is None or dist.main):
-            write_json(os.path.join(folder, "config.json"), cfg.saved(run.resolved))
-        run.started = started
-        if state is None and folder is not None and (dist is None or dist.main):
-            run.show_features()
-        # distributed hook: sharded batches, the step's all-reduce, agreed stopping (Local: none of it)
-        run.group = distributed.strategy(dist, recipe, stop, 1 if device.type == "cpu" else cfg.log_every)
-        data = recipe.data
-        threads = run.resolved.threads
-        log.info(f"{cfg.dataset}: {len(data.train)} train / {len(data.val)} val"
-                 f"{'' if data.test is None else f' / {len(data.test)} test'} images, {len(recipe.classes)} classes, "
-                 f"D = {run.header.in_features}, {len(run.members)} member(s); device {device}"
-                 f"{'' if threads is None else f' ({threads} thread(s))'}; run folder {folder}")
-        try:
-            if cfg.optimizer in SEARCHES:
-                return train_search(run), run
-            if cfg.optimizer == "lbfgs":
-                return train_lbfgs(run), run
-            if cfg.optimizer == "exact":
-                from .solvers import train_exact
-                return train_exact(run), run
-            return Trainer(run, state).train(), run
-        except Exception as e:    # what was trained stays (checkpoints written), metrics.json says why it stopped
-            run.failed(e)
-            raise
-    finally:
-        stop.restore()
+        if cfg.optimizer in SEARCHES:
+            return train_search(run), run
+        if cfg.optimizer == "lbfgs":
+            return train_lbfgs(run), run
+        if cfg.optimizer == "exact":
+            from .solvers import train_exact
+            return train_exact(run), run
+        return Trainer(run, state).train(), run
+    except Exception as e:    # what was trained stays (checkpoints written), metrics.json says why it stopped
+        run.failed(e)
+        raise
 
 
 def main(args):

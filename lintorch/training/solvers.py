@@ -21,7 +21,7 @@ from ..optim.kernel import kernel_preconditioners
 from ..optim.lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
 from .epoch import evaluate
 from .members import pct
-from .recipe import eval_loader, mirrors_on_the_fly
+from .recipe import eval_loader, full_batch_loader, mirrors_on_the_fly
 
 log = logging.getLogger("lintorch")
 
@@ -69,10 +69,10 @@ def train_lbfgs(run):
     solver's curvature history is not saved). -> exit status."""
     cfg, r = run.cfg, run.recipe
     obj = r.objective
-    full = eval_loader(r.data.train, r.preprocess, run.device)        # the whole split, in large batches
+    full = full_batch_loader(r.data.train, r.preprocess, run.device)   # the whole split, in large batches
     if mirrors_on_the_fly(cfg):     # full-batch: every training image and its mirror image (N doubles)
         mirrored = Split(r.data.train.x.flip(-1), r.data.train.y)
-        full = Chained([full, eval_loader(mirrored, r.preprocess, run.device)])
+        full = Chained([full, full_batch_loader(mirrored, r.preprocess, run.device)])
     evaluate_fn = full_batch_evaluator(full, obj)
     # no total: --max-iter is a cap, not a forecast (a run that converges at evaluation 28 of a
     # 1,000 cap showed an ETA of hours); the bar counts evaluations and shows the iterations reached
@@ -114,7 +114,7 @@ def _finish(run, full, W, b, f, statuses, steps, notes, extras, seconds, images)
     """The full-batch solvers' ending: every member's accuracies, best.pt and Member.finish, then
     Run.finish. W (K, C, D), b (K, C) on the run's device; f (K,) objectives -> exit status."""
     r, K = run.recipe, len(run.members)
-    model = LinearClassifier(W.shape[2], W.shape[1], num_models=K).to(run.device)
+    model = LinearClassifier(W.shape[2], W.shape[1], num_models=K, weight_scale=0).to(run.device)
     with torch.no_grad():
         model.weight.copy_(W)
         model.bias.copy_(b)
