@@ -84,6 +84,15 @@ def output_file(text):
     return path
 
 
+def cache_folder(text):
+    """An argparse type for --cache-dir: a folder, or a path where one can be made; a file there is
+    a usage error now (each cache write would otherwise warn on its own)."""
+    path = nonempty(text)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
+    return path
+
+
 def threads_arg(text):
     """--threads: 'auto' or a positive int."""
     return text if text == "auto" else number(int, 1, high=1024)(text)

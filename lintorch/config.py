@@ -13,13 +13,14 @@ import dataclasses
 import itertools
 import math
 import numbers
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
 from .cli import ArgumentParser, add_common, nonempty, number, threads_arg, unused_extractor_flags
 from .names import (CACHE_CHECKS, CLASS_WEIGHTS, DATASETS, GD_EPOCHS, GD_LR_SCALE, LOADERS, MEANS, OPTIMIZERS,
     PENALTIES, PRECONDITIONS, RESUMABLE_CHANGES, SCHEDULES, SEARCHES, SGD_EPOCHS, SVM_FORMS, SWEEPABLE,
-    features_lr_scale)
+    features_lr_scale, repeated_parts)
 from .objective import LOSSES, LOSS_DEFAULTS, exact_applies, nonsmooth_parts
 
 MAX_SEED = 2 ** 32 - 1
@@ -329,6 +330,20 @@ def _check_rules(cfg, n):
         raise ConfigError(lbfgs_only[0], f"{', '.join(map(n, lbfgs_only))} set{'s' if len(lbfgs_only) == 1 else ''}"
                           f" the L-BFGS solver: add {n('optimizer')} lbfgs (the {cfg.optimizer} optimizer would "
                           f"ignore it)")
+    loop_only = [k for k in ("lr", "epochs", "momentum", "schedule", "patience") if k in cfg.given]
+    # the command line only: LinearProbe's solver "auto" picks the optimizer itself (its own rule, issue 26 B)
+    if loop_only and cfg.optimizer in ("lbfgs", "exact") and not cfg.resume and cfg.dataset != DATASET_TENSOR:
+        raise ConfigError(loop_only[0], f"{', '.join(map(n, loop_only))} set{'s' if len(loop_only) == 1 else ''} the "
+                          f"gradient-descent loop (sgd, gd): {n('optimizer')} {cfg.optimizer} would ignore it "
+                          f"({'it solves in closed form' if cfg.optimizer == 'exact' else 'it stops by ' + n('max_iter') + ' and ' + n('tol')})")
+    if cfg.alpha is not None and cfg.encoding != "soft" and "alpha" in cfg.given:
+        raise ConfigError("alpha", f"{n('alpha')} is the soft code's threshold: add {n('encoding')} soft (the "
+                          f"{cfg.encoding or 'triangle'} encoding would ignore it)")
+    if repeated_parts(cfg.features):
+        raise ConfigError("features", f"{n('features')} {cfg.features} names {', '.join(repeated_parts(cfg.features))} "
+                          f"twice: its columns would be repeated; name each once")
+    if cfg.cache_dir is not None and os.path.exists(cfg.cache_dir) and not os.path.isdir(cfg.cache_dir):
+        raise ConfigError("cache_dir", f"{n('cache_dir')} {cfg.cache_dir} is a file, not a folder")
     if cfg.flip and cfg.dataset == "features":
         raise ConfigError("flip", f"{n('flip')} mirrors images; a feature folder holds features, not images")
     if cfg.dataset == "features" and cfg.features != "pixels":

@@ -29,7 +29,7 @@ import sys
 import time
 import warnings
 
-from .cli import ArgumentParser, nonempty, number, output_file
+from .cli import ArgumentParser, cache_folder, nonempty, number, output_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +42,7 @@ def get_args_parser():
                    "auto is the GPU when torch sees one, else the CPU (said so)")
     p.add_argument("--data-dir", type=nonempty, default=None,
                    help="an image folder (train/<class>/*.jpg, e.g. the CIFAR-10 JPEGs); default: synthetic data")
-    p.add_argument("--cache-dir", type=nonempty, default=None, help="decoded-image cache for --data-dir")
+    p.add_argument("--cache-dir", type=cache_folder, default=None, help="decoded-image cache for --data-dir")
     p.add_argument("--out", type=output_file, default=None, help="write the JSON report to this file (default: "
                    "none is written; the table is printed)")
     p.add_argument("--max-slowdown", type=number(float, 1.0), default=2.0, help="the benchmark fails when "

@@ -11,7 +11,7 @@ during training, and the preprocessing is the checkpoint's (never refitted).
 import json
 import sys
 
-from .cli import ArgumentParser, add_common, loss_text, number, run_command
+from .cli import ArgumentParser, add_common, cache_folder, loss_text, number, run_command
 from .names import DATASETS
 
 SPLITS = ("val", "test", "train")
@@ -121,7 +121,7 @@ def get_args_parser():
                    "from train during training (same seed and size), test the data set's own test split")
     p.add_argument("--seed", type=number(int, 0), default=None, help="split seed (default: the training seed)")
     p.add_argument("--val-size", type=number(int, 1), default=None, help="validation size (default: the training one)")
-    p.add_argument("--cache-dir", default=None, help="decoded image cache (default: the training one)")
+    p.add_argument("--cache-dir", type=cache_folder, default=None, help="decoded image cache (default: the training one)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_common(p)
     return p

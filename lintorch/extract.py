@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from .cli import ArgumentParser, number, run_command, setup_logging, threads_arg, unused_extractor_flags
+from .cli import ArgumentParser, cache_folder, number, run_command, setup_logging, threads_arg, unused_extractor_flags
 from .names import EXTRACTOR_FLAGS, IMAGE_DATASETS
 
 DATASETS = IMAGE_DATASETS   # extraction reads images
@@ -32,7 +32,7 @@ def get_args_parser():
     p.add_argument("--data-dir", default="./data", help="cifar10: where cifar-10-batches-py is; cifar100, mnist, "
                    "fashion-mnist, kmnist, svhn, stl10: where torchvision's files for it are; imagefolder: "
                    "folder with train/<class>/* and optionally test/<class>/*")
-    p.add_argument("--cache-dir", default=None, help="decoded uint8 image cache (default: DATA_DIR/.lintorch-cache)")
+    p.add_argument("--cache-dir", type=cache_folder, default=None, help="decoded uint8 image cache (default: DATA_DIR/.lintorch-cache)")
     p.add_argument("--image-size", type=pos, default=32, help="images are resized to this square size first")
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
     p.add_argument("--out", required=True, help="feature folder to write (must not hold features yet, "

@@ -112,3 +112,43 @@ def test_help_says_what_features_kmeans_alone_applies(capsys):
                     "(default: sgd) (exact with --features kmeans alone",
                     "(10000 with --features kmeans alone)"):
         assert default in text, default
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--optimizer", "exact", "--loss", "squared", "--lr", "0.1"], "--lr sets the gradient-descent loop"),
+    (["--optimizer", "exact", "--loss", "squared", "--epochs", "3", "--momentum", "0.5"], "--epochs, --momentum set"),
+    (["--optimizer", "lbfgs", "--epochs", "3"], "--optimizer lbfgs would ignore it"),
+    (["--features", "kmeans", "--alpha", "0.5"], "--alpha is the soft code's threshold"),
+    (["--features", "kmeans", "--encoding", "triangle", "--alpha", "0.5"], "the triangle encoding would ignore it"),
+    (["--features", "hog,hog"], "names hog twice"),
+    (["--features", "colorhist, hog,colorhist"], "names colorhist twice"),
+])
+def test_flags_that_would_be_ignored_or_repeat_columns_are_usage_errors(argv, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--dataset", "imagefolder", "--data-dir", "d", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and says in err[0], err
+
+
+def test_the_same_flags_where_they_are_read_are_fine():
+    parse_args(["--dataset", "imagefolder", "--data-dir", "d", "--features", "kmeans", "--encoding", "soft",
+                "--alpha", "0.5"])
+    parse_args(["--optimizer", "sgd", "--lr", "0.1", "--epochs", "3"])
+    parse_args(["--optimizer", "exact", "--loss", "squared", "--reg", "1e-3"])
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "extract", "doctor"])
+def test_cache_dir_pointing_at_a_file_is_one_usage_error(command, tmp_path, capsys):
+    import importlib
+    (tmp_path / "file").write_text("x")
+    argv = {"train": ["--dataset", "imagefolder", "--data-dir", str(tmp_path)],
+            "evaluate": [str(tmp_path / "run")],
+            "extract": ["--data-dir", str(tmp_path), "--features", "hog", "--out", str(tmp_path / "o")],
+            "doctor": ["--device", "cpu"]}[command] + ["--cache-dir", str(tmp_path / "file")]
+    with pytest.raises(SystemExit) as e:
+        if command == "train":
+            parse_args(argv)
+        else:
+            importlib.import_module(f"lintorch.{command}").main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "is a file, not a folder" in err[0], err
