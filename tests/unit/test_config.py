@@ -116,8 +116,9 @@ def test_help_says_what_features_kmeans_alone_applies(capsys):
 
 @pytest.mark.parametrize("argv, says", [
     (["--optimizer", "exact", "--loss", "squared", "--lr", "0.1"], "--lr sets the gradient-descent loop"),
-    (["--optimizer", "exact", "--loss", "squared", "--epochs", "3", "--momentum", "0.5"], "--epochs, --momentum set"),
-    (["--optimizer", "lbfgs", "--epochs", "3"], "--optimizer lbfgs would ignore it"),
+    (["--optimizer", "exact", "--loss", "squared", "--momentum", "0.5", "--schedule", "constant"],
+     "--momentum, --schedule set"),
+    (["--optimizer", "lbfgs", "--lr", "0.3"], "--optimizer lbfgs would ignore it"),
     (["--features", "kmeans", "--alpha", "0.5"], "--alpha is the soft code's threshold"),
     (["--features", "kmeans", "--encoding", "triangle", "--alpha", "0.5"], "the triangle encoding would ignore it"),
     (["--features", "hog,hog"], "names hog twice"),
