@@ -155,3 +155,29 @@ class Member:
         self.monitor.close()
         self.metrics = metrics
         return metrics
+
+
+def number_members(members, cfg, recipe):
+    """Each member's place in the whole sweep (config-parallel holds a share): its HPARAMS trial ID."""
+    sweep = list(cfg.sweep or [{}])
+    first = sweep.index(recipe.configs[0]) if recipe.configs and recipe.configs[0] in sweep else 0
+    for k, m in enumerate(members):
+        m.index, m.count = first + k, len(sweep)
+
+
+def show_centroids(extractor, folder, members):
+    """Each k-means part's centroids in folder/centroids.png and TensorBoard, once per run (a
+    sweep's at the run folder, not once per member)."""
+    for part in getattr(extractor, "parts", [extractor]):
+        if getattr(part, "NAME", "") == "kmeans" and "centroids" in getattr(part, "state", {}):
+            from ..features.kmeans import centroid_picture
+            from ..output.monitor import Monitor
+            from ..output.rundir import write_png
+            grid = centroid_picture(part.state, part.settings.get("rf", 6))
+            write_png(grid, os.path.join(folder, "centroids.png"))
+            if len(members) == 1:              # a single run's events are at the run folder
+                members[0].monitor.image("centroids", grid, 0)
+                continue
+            mon = Monitor(folder)
+            mon.image("centroids", grid, 0)
+            mon.close()

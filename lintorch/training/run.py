@@ -19,7 +19,7 @@ from ..names import RESUMABLE_CHANGES, SEARCHES
 from ..output.atomic import copy_atomic
 from ..output.checkpoint import BEST, Header, check_compatible, last_path, load_resume
 from ..output.rundir import abandon, claim_default, claim_existing, claim_new, release, write_json
-from .members import Member, best_index, duration, pct, ranking
+from .members import Member, best_index, duration, number_members, pct, ranking, show_centroids
 
 log = logging.getLogger("lintorch")
 
@@ -86,11 +86,7 @@ class Run:
                                os.path.join(folder, s["name"]), cfg, self.resolved,
                                purge_step, s, writes=dist is None or dist.writes_run, tensorboard=tensorboard)
                         for s in saved]
-        # each member's place in the whole sweep (config-parallel holds a share): its HPARAMS trial ID
-        sweep = list(cfg.sweep or [{}])
-        first = sweep.index(recipe.configs[0]) if recipe.configs and recipe.configs[0] in sweep else 0
-        for k, m in enumerate(self.members):
-            m.index, m.count = first + k, len(sweep)
+        number_members(self.members, cfg, recipe)
 
     def templates(self, weight):
         """The class templates picture, where weights are pictures (raw pixels), else None."""
@@ -100,21 +96,7 @@ class Run:
 
     def show_features(self):
         """k-means features: their centroids (the learned filters) in centroids.png and TensorBoard."""
-        ex = self.recipe.extractor
-        parts = getattr(ex, "parts", [ex])
-        for part in parts:
-            if getattr(part, "NAME", "") == "kmeans" and "centroids" in getattr(part, "state", {}):
-                from ..features.kmeans import centroid_picture
-                from ..output.rundir import write_png
-                grid = centroid_picture(part.state, part.settings.get("rf", 6))
-                write_png(grid, os.path.join(self.folder, "centroids.png"))
-                if len(self.members) == 1:          # a single run's events are at the run folder
-                    self.members[0].monitor.image("centroids", grid, 0)
-                    continue
-                from ..output.monitor import Monitor
-                mon = Monitor(self.folder)          # once per run, at the run folder: not once per member
-                mon.image("centroids", grid, 0)
-                mon.close()
+        show_centroids(self.recipe.extractor, self.folder, self.members)
 
     def report(self, results, status="completed", names=None):
         """One line for a single run; the ranked table and summary metrics.json for a sweep. Either
@@ -220,6 +202,7 @@ class Run:
                              "epochs": len(m.history)} for m in self.members]})
         except (OSError, UserError):
             pass
+
 
 
 # --------------------------------------------------------------------------- resume rules
