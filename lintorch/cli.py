@@ -14,7 +14,7 @@ import sys
 import time
 
 from .errors import LintorchError, UserError
-from .names import EXTRACTOR_FLAGS
+from .names import EXTRACTOR_FLAGS, SWEEPABLE
 
 FLOAT32_MAX = 3.4028234663852886e38
 PROG = None   # the command's name as typed, when the `lintorch` console script runs it ("lintorch train")
@@ -262,3 +262,34 @@ def one_line(e):
         return f"{where}{e.strerror[0].lower()}{e.strerror[1:]}"
     text = worker_message(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(e)).strip()) or type(e).__name__   # no escapes
     return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------- the sweep grammar
+
+def parse_sweep_item(text):
+    """'lr=1e-4,3e-4' or 'reg=logspace:1e-6:1e-1:16' -> ('lr', [values]) (distinct values)."""
+    name, sep, values = text.partition("=")
+    if not sep or name not in SWEEPABLE:
+        raise argparse.ArgumentTypeError(f"sweep item {text!r} must be NAME=V1,V2,... or NAME=logspace:LO:HI:N "
+                                         f"with NAME one of {', '.join(SWEEPABLE)}")
+    check = number(float, 0.0, low_open=name == "lr")
+    if values.startswith("logspace:"):
+        parts = values.split(":")[1:]
+        if len(parts) != 3:
+            raise argparse.ArgumentTypeError(f"sweep item {text!r}: logspace takes LO:HI:N")
+        lo, hi = number(float, 0.0, low_open=True)(parts[0]), number(float, 0.0, low_open=True)(parts[1])
+        n = number(int, 2, high=4096)(parts[2])
+        vals = [float(f"{math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (n - 1)):.6g}")
+                for i in range(n)]
+    else:
+        vals = [check(v) for v in values.split(",") if v.strip()]
+    if not vals:
+        raise argparse.ArgumentTypeError(f"sweep item {text!r} has no values")
+    twice = sorted({v for v in vals if vals.count(v) > 1})
+    if twice and values.startswith("logspace:"):
+        raise argparse.ArgumentTypeError(f"sweep item {text!r}: {n} points between {lo:g} and {hi:g} are closer "
+                                         f"than 6 significant digits and round to the same value "
+                                         f"{', '.join(map(repr, twice))}; use fewer points or a wider range")
+    if twice:
+        raise argparse.ArgumentTypeError(f"sweep item {text!r} lists {', '.join(map(repr, twice))} twice")
+    return name, vals

@@ -11,13 +11,12 @@ Imports no torch, so `train.py --help` and usage errors answer at once.
 import argparse
 import dataclasses
 import itertools
-import math
 import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .cli import ArgumentParser, add_common, nonempty, number, threads_arg, unused_extractor_flags
+from .cli import ArgumentParser, add_common, nonempty, number, parse_sweep_item, threads_arg, unused_extractor_flags
 from .names import (CACHE_CHECKS, CLASS_WEIGHTS, DATASETS, GD_EPOCHS, GD_LR_SCALE, LOADERS, MEANS, OPTIMIZERS,
     PENALTIES, PRECONDITIONS, RESUMABLE_CHANGES, SCHEDULES, SEARCHES, SGD_EPOCHS, SVM_FORMS, SWEEPABLE,
     features_lr_scale, repeated_parts)
@@ -412,35 +411,6 @@ class Resolved:
 
 
 # --------------------------------------------------------------------------- sweeps
-
-def parse_sweep_item(text):
-    """'lr=1e-4,3e-4' or 'reg=logspace:1e-6:1e-1:16' -> ('lr', [values]) (distinct values)."""
-    name, sep, values = text.partition("=")
-    if not sep or name not in SWEEPABLE:
-        raise argparse.ArgumentTypeError(f"sweep item {text!r} must be NAME=V1,V2,... or NAME=logspace:LO:HI:N "
-                                         f"with NAME one of {', '.join(SWEEPABLE)}")
-    check = number(float, 0.0, low_open=name == "lr")
-    if values.startswith("logspace:"):
-        parts = values.split(":")[1:]
-        if len(parts) != 3:
-            raise argparse.ArgumentTypeError(f"sweep item {text!r}: logspace takes LO:HI:N")
-        lo, hi = number(float, 0.0, low_open=True)(parts[0]), number(float, 0.0, low_open=True)(parts[1])
-        n = number(int, 2, high=4096)(parts[2])
-        vals = [float(f"{math.exp(math.log(lo) + i * (math.log(hi) - math.log(lo)) / (n - 1)):.6g}")
-                for i in range(n)]
-    else:
-        vals = [check(v) for v in values.split(",") if v.strip()]
-    if not vals:
-        raise argparse.ArgumentTypeError(f"sweep item {text!r} has no values")
-    twice = sorted({v for v in vals if vals.count(v) > 1})
-    if twice and values.startswith("logspace:"):
-        raise argparse.ArgumentTypeError(f"sweep item {text!r}: {n} points between {lo:g} and {hi:g} are closer "
-                                         f"than 6 significant digits and round to the same value "
-                                         f"{', '.join(map(repr, twice))}; use fewer points or a wider range")
-    if twice:
-        raise argparse.ArgumentTypeError(f"sweep item {text!r} lists {', '.join(map(repr, twice))} twice")
-    return name, vals
-
 
 def sweep_grid(items):
     """[('lr', [a, b]), ('reg', [c])] -> [{'lr': a, 'reg': c}, {'lr': b, 'reg': c}] (the full grid)."""
