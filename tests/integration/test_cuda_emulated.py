@@ -42,7 +42,17 @@ def test_class_weighted_gradient_checks_pass_on_cuda(emulated):
     assert all(r.passed for r in rows), [(r.function, r.note) for r in rows if not r.passed][:3]
 
 
-def test_gradient_checks_run_with_tf32_off_and_restore_it(monkeypatch):
+
+@pytest.fixture
+def tf32_restored():
+    """The TF32 flags as they were, restored after the test. Set by plain assignment: torch's flag
+    objects answer these names through __getattr__, so monkeypatch (pytest >= 9.2) would delete
+    them on undo instead of restoring them."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+def test_gradient_checks_run_with_tf32_off_and_restore_it(tf32_restored):
     """TF32 (on for every CUDA command) rounds float32 GEMMs to a 10-bit mantissa: the checks' float32
     tolerance (1e-5) would fail by 100x, so check_function turns it off while it runs."""
     from lintorch import check_function
@@ -51,8 +61,7 @@ def test_gradient_checks_run_with_tf32_off_and_restore_it(monkeypatch):
     def linear(x, W):
         seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
         return x @ W.T
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     g = torch.Generator().manual_seed(0)
     x, W = torch.randn(3, 4, generator=g), torch.randn(2, 4, generator=g, requires_grad=True)
     assert check_function(linear, x, W, reference=lambda x, W: x @ W.T, wrt=(1,)).ok
@@ -108,11 +117,11 @@ def test_sweep_parallel_rank_whose_members_all_diverge_reduces_on_the_runs_devic
 
 def test_extract_answers_a_missing_gpu_in_one_line_and_uses_tf32_like_the_other_commands(emulated, image_folder,
                                                                                          tmp_path, capsys,
-                                                                                         monkeypatch):
+                                                                                         tf32_restored):
     from lintorch import extract
     argv = ["--features", "colorhist", "--data-dir", str(image_folder), "--dataset", "imagefolder",
             "--image-size", "8", "--threads", "1", "--quiet"]
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.backends.cuda.matmul.allow_tf32 = False
     with emulated():
         assert extract.main([*argv, "--device", "cuda:7", "--out", str(tmp_path / "seven")]) == 2
         assert "cuda:7" in helpers.one_error_line(capsys.readouterr().err)
