@@ -152,9 +152,11 @@ def test_a_killed_rank_ends_the_other_with_a_message(tmp_path):
 
 
 def test_doctor_without_cuda_is_one_line():
+    """--device cuda typed on a machine without CUDA: one line, exit 2 (with no --device the doctor
+    checks the CPU instead and says so: test_commands_ui)."""
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    p = python("-m", "lintorch.doctor", timeout=120)
+    p = python("-m", "lintorch.doctor", "--device", "cuda", timeout=120)
     assert p.returncode == 2 and p.stdout == ""
     assert len(p.stderr.strip().splitlines()) == 1 and "CUDA" in p.stderr
 

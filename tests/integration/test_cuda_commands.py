@@ -78,7 +78,8 @@ def test_gradcheck_command_on_cuda(emulated, monkeypatch, capsys):
 def test_doctor_quick_on_cuda(emulated, capsys):
     from lintorch import doctor
     with emulated():
-        code = doctor.main(["--device", "cuda", "--quick", "--epochs", "1"])
+        # emulation measures no speed: the benchmark's 2x limit is lifted (its logic: test_commands_ui)
+        code = doctor.main(["--device", "cuda", "--quick", "--epochs", "1", "--max-slowdown", "1000"])
     out, err = capsys.readouterr()
     assert code == 0, out + err
 
