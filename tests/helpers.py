@@ -90,7 +90,15 @@ def popen(*argv, env=None, stderr=subprocess.PIPE):
     so a test can wait for one)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"} if env is None else env
     return subprocess.Popen([sys.executable, *map(str, argv)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=stderr, text=True)
+                            stderr=stderr, text=True, preexec_fn=_ctrl_c_as_at_a_terminal)
+
+
+def _ctrl_c_as_at_a_terminal():
+    """The child starts with SIGINT's default action, as a command typed at a terminal does: a suite
+    run in the background of a non-interactive shell inherits SIGINT ignored, and Python keeps an
+    ignored SIGINT ignored (the extract signal test then saw exit 0)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def signal_after(p, prefix, sig, delay, timeout=120):
