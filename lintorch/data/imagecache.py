@@ -25,7 +25,7 @@ from .split import Split, THREADS, error_reason, human_bytes
 
 log = logging.getLogger("lintorch.data")   # the data loading's messages, under the name they always had
 
-CACHE_VERSION = 4  # (4: images.py's decoding, a checksum of x and y) bump when the cache layout, its key or decoding changes: old files are rebuilt
+CACHE_VERSION = 5  # (5: colour profiles applied) bump when the cache layout, its key or decoding changes: old files are rebuilt
 
 
 def default_dir(data_dir):

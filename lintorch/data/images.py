@@ -11,8 +11,13 @@ Every mode Pillow opens either decodes to what a viewer shows or is refused by n
   - 32-bit float (F) holding 0..1: scaled by 255; I or F outside those ranges has no one picture
     a viewer shows: refused, naming the mode and the range;
   - several frames (GIF, TIFF pages): the first, as a viewer's thumbnail shows;
-  - an EXIF orientation tag: applied (a phone photo stored sideways is shown upright).
+  - an EXIF orientation tag: applied (a phone photo stored sideways is shown upright);
+  - an embedded colour profile (ICC; Adobe RGB, Display P3, a CMYK press profile, a grey profile): the
+    pixels converted to sRGB, as a colour-managed viewer shows them. A profile that cannot be read or
+    does not fit the image's mode is ignored, as viewers ignore it: the stored values are shown.
 """
+import functools
+import io
 import os
 import stat
 
@@ -24,6 +29,7 @@ BACKGROUND = (255, 255, 255)   # what transparent pixels show
 EIGHT_BIT = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 ALPHA = ("LA", "La", "PA", "RGBA", "RGBa")
 ORIENTATION = 0x0112           # the EXIF tag
+PROFILED = {"RGB": "RGB", "RGBA": "RGBA", "RGBX": "RGB", "CMYK": "RGB", "L": "RGB"}   # mode -> its sRGB mode
 
 
 class ImageModeError(DataError):
@@ -35,6 +41,7 @@ def to_rgb(image):
     """A PIL image of any mode -> a PIL RGB image of what a viewer shows (see the module's rules);
     ImageModeError naming the mode when there is no such picture."""
     from PIL import Image
+    image = in_srgb(image)
     mode = image.mode
     if mode in ALPHA or "transparency" in image.info and mode in ("P", "L", "RGB", "1"):
         try:
@@ -52,6 +59,37 @@ def to_rgb(image):
         return grey_8bit(image).convert("RGB")
     raise ImageModeError(f"image mode {mode} is not one lintorch decodes (expected an 8-bit, 16-bit or "
                          f"0..1 float image); convert it to RGB")
+
+
+def in_srgb(image):
+    """A PIL image with an embedded ICC profile -> its pixels converted to sRGB (mode RGB, or RGBA
+    keeping the alpha); any other image unchanged. A palette image is expanded to RGB(A) first."""
+    icc = image.info.get("icc_profile")
+    if not icc:
+        return image
+    if image.mode == "P" or "transparency" in image.info:      # a transparent colour becomes alpha first
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode not in PROFILED:
+        return image
+    transform = _to_srgb(bytes(icc), image.mode)
+    if transform is None:
+        return image
+    from PIL import ImageCms
+    out = ImageCms.applyTransform(image, transform)
+    out.info = {k: v for k, v in image.info.items() if k != "icc_profile"}
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _to_srgb(icc, mode):
+    """The colour transform from profile `icc` in `mode` to sRGB, built once per profile; None when
+    the profile cannot be read or does not describe images of this mode."""
+    from PIL import ImageCms
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), mode, PROFILED[mode])
+    except (OSError, ValueError, TypeError, ImageCms.PyCMSError):
+        return None
 
 
 def grey_8bit(image):

@@ -227,3 +227,60 @@ def test_predict_says_what_a_path_is(tmp_path, deadline):
     os.symlink(tmp_path / "gone.png", tmp_path / "link.png")
     with pytest.raises(DataError, match="symlink"):
         image_tensor(str(tmp_path / "link.png"), 4)
+
+
+def swapped_primaries_profile():
+    """sRGB's ICC profile with its red and blue primaries exchanged (the tag table's rXYZ and bXYZ
+    entries swapped): a stored (r, g, b) means the sRGB colour (b, g, r), as the TRCs are equal."""
+    from PIL import ImageCms
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    count = struct.unpack(">I", icc[128:132])[0]
+    entry = {bytes(icc[o:o + 4]): o for o in range(132, 132 + 12 * count, 12)}
+    r, b = entry[b"rXYZ"], entry[b"bXYZ"]
+    icc[r + 4:r + 12], icc[b + 4:b + 12] = icc[b + 4:b + 12], icc[r + 4:r + 12]
+    icc[84:100] = bytes(16)                   # the profile ID (an MD5 of the old bytes): "not computed"
+    return bytes(icc)
+
+
+def colours(mode):
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(0, 256, (6, 5, len(mode)), generator=g).to(torch.uint8).numpy()
+    if mode == "RGBA":
+        a[..., 3] = 255
+    return a
+
+
+@pytest.mark.parametrize("mode, fmt", [("RGB", "PNG"), ("RGB", "TIFF"), ("RGBA", "PNG")])
+def test_an_embedded_colour_profile_is_applied(tmp_path, mode, fmt):
+    a = colours(mode)
+    path = tmp_path / f"x.{fmt.lower()}"
+    Image.fromarray(a, mode).save(path, fmt, icc_profile=swapped_primaries_profile())
+    shown = a[..., [2, 1, 0]].astype(np.int64)                  # what a colour-managed viewer shows
+    assert np.abs(decoded(path) - shown).max() <= 1
+    assert np.abs(decoded(path) - a[..., :3]).max() > 100        # not the stored values
+
+
+@pytest.mark.parametrize("icc", [b"not a profile at all", None])
+def test_an_unreadable_or_srgb_profile_leaves_the_stored_colours(tmp_path, icc):
+    from PIL import ImageCms
+    a = colours("RGB")
+    path = tmp_path / "x.png"
+    profile = icc if icc is not None else ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(a, "RGB").save(path, "PNG", icc_profile=profile)
+    assert np.abs(decoded(path) - a).max() <= 1
+
+
+def test_a_profile_that_does_not_fit_the_mode_is_ignored(tmp_path):
+    a = colours("L")[..., 0]
+    path = tmp_path / "grey.png"
+    Image.fromarray(a, "L").save(path, "PNG", icc_profile=swapped_primaries_profile())   # an RGB profile on grey
+    assert (decoded(path) == a[..., None].astype(np.int64)).all()
+
+
+def test_folder_decode_and_predict_apply_the_same_profile(tmp_path):
+    path = tmp_path / "x.png"
+    Image.fromarray(colours("RGB"), "RGB").save(path, "PNG", icc_profile=swapped_primaries_profile())
+    with Image.open(path) as image:
+        image.load()
+        from_pil = pixels(to_rgb(image))
+    assert (from_pil == decoded(path)).all()
