@@ -55,10 +55,9 @@ def test_a_sweep_evaluate_and_predict_on_cuda(emulated, cuda_sweep, tmp_path, ca
     assert json.loads(out[out.index("{"):])
 
 
-def test_gradcheck_command_on_cuda(emulated, monkeypatch, capsys):
-    """The command's path on cuda (its 201 checks emulated: test_gradcheck.py's [cuda] variant, slow); here
-    the cases that broke on cuda (class weights) and one of each other kind."""
-    from lintorch import gradcheck
+def one_case_of_each_kind(monkeypatch):
+    """The gradient checks cut to the cases that broke on cuda (class weights) and one of each other kind:
+    every check on emulated CUDA runs once, in test_gradcheck.py's [cuda] variant (slow)."""
     from lintorch.verify import gradients
     every = gradients.make_cases
 
@@ -69,14 +68,23 @@ def test_gradcheck_command_on_cuda(emulated, monkeypatch, capsys):
             kinds.setdefault((c.name.split("[")[0], "weighted" in c.name), c)
         return list(kinds.values())
     monkeypatch.setattr(gradients, "make_cases", some)
+
+
+def test_gradcheck_command_on_cuda(emulated, monkeypatch, capsys):
+    """The command's path on cuda, with one_case_of_each_kind."""
+    from lintorch import gradcheck
+    one_case_of_each_kind(monkeypatch)
     with emulated():
         assert gradcheck.main(["--device", "cuda"]) == 0
     assert "cuda" in capsys.readouterr().out
 
 
 @pytest.mark.slow
-def test_doctor_quick_on_cuda(emulated, capsys):
+def test_doctor_quick_on_cuda(emulated, monkeypatch, capsys):
+    """Every section on cuda; its gradient check with one_case_of_each_kind (all 201 on emulated CUDA took
+    ~3 of this test's ~4 minutes, and test_gradcheck.py's [cuda] variant runs them)."""
     from lintorch import doctor
+    one_case_of_each_kind(monkeypatch)
     with emulated():
         # emulation measures no speed: the benchmark's 2x limit is lifted (its logic: test_commands_ui)
         code = doctor.main(["--device", "cuda", "--quick", "--epochs", "1", "--max-slowdown", "1000"])
@@ -86,10 +94,11 @@ def test_doctor_quick_on_cuda(emulated, capsys):
 
 @pytest.mark.slow
 def test_bench_quick_on_cuda(emulated, tmp_path):
+    """Every section on cuda with the smallest sizes that run it: 512 images (2 batches), 64 per-image, a sweep of 2."""
     from lintorch.bench import command
     with emulated():
         assert command.main(["--quick", "--device", "cuda", "--threads", "1", "--json", str(tmp_path / "b.json"),
-                             "--repeats", "1"]) == 0
+                             "--repeats", "1", "--n", "512", "--subset", "64", "--sweep-k", "2"]) == 0
     rows = helpers.read_json(tmp_path / "b.json")["rows"]
     assert rows and all(r["seconds"] > 0 for r in rows)
 

@@ -205,7 +205,9 @@ def test_preconditioning_reaches_the_same_optimum_in_far_fewer_iterations(loss):
     x, y = correlated_problem()
     kw = dict(loss="svm", squared=True) if loss == "squared_hinge" else {}
     regs = torch.tensor([1e-5, 1e-3], dtype=torch.float64)
-    loader = ListLoader(x, y, 70)
+    # one batch: plain L-BFGS takes 1,300-2,100 iterations here and each batch costs Python time (sums over
+    # batches: test_batched_equals_independent_single_runs); 5 batches of 70 took 3x as long
+    loader = ListLoader(x, y, len(y))
     pre, _ = gram_preconditioners(loader, regs, 3)
     plain = lbfgs(full_batch_evaluator(loader, Objective(reg=regs, **kw)), *zeros(2, 3, 12), tol=1e-7, ftol=0.0, max_iter=5000)
     fast = lbfgs(full_batch_evaluator(loader, Objective(reg=regs, **kw)), *zeros(2, 3, 12), tol=1e-7, ftol=0.0, max_iter=5000,
