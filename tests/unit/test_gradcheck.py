@@ -44,6 +44,8 @@ def test_hinge_kinks_marks_margins_within_tol_of_zero():
 
 
 def test_every_check_passes_for_another_seed(device):
+    """Its [cuda] variant is the one run of every check on emulated CUDA (slow there); the emulated gradcheck
+    command and doctor check one case of each kind (test_cuda_commands.py)."""
     rows = G.run_checks(device, seed=1)
     failed = [r for r in rows if not r.passed]
     assert not failed, G.format_table(failed)
