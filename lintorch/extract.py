@@ -167,7 +167,7 @@ def _extract_into(out, args, ex, dist, device, threads):
     splits = [("train", x, y)] + ([("test", ds.test.x, ds.test.y)] if ds.test is not None else [])
     if main:
         write_classes(out, ds.classes)
-    t0 = time.perf_counter()
+    t0, checksums = time.perf_counter(), {}
     for name, xs, ys in splits:
         lo, hi = (0, len(ys)) if dist is None else _shard(len(ys), dist.rank, dist.world)
         parts = _encode_shard(ex, xs[lo:hi], args, device, f"{name} features")
@@ -181,6 +181,7 @@ def _extract_into(out, args, ex, dist, device, threads):
             for i in range(0, len(ys), 8192):
                 writer.write(parts[i:i + 8192], ys[i:i + 8192])
             writer.close()
+            checksums[name] = writer.checksum
         if dist is not None:
             process_group.barrier()
     if not main:
@@ -191,7 +192,8 @@ def _extract_into(out, args, ex, dist, device, threads):
             "data": {"dataset": args.dataset, "data_dir": os.path.abspath(args.data_dir),
                      "image_size": args.image_size, "classes": ds.classes,
                      **{f"n_{n}": len(ys) for n, _, ys in splits},
-                     **{f"sha256_{n}": _data_sha256(xs, ys) for n, xs, ys in splits}}}
+                     **{f"sha256_{n}": _data_sha256(xs, ys) for n, xs, ys in splits}},
+            "checksums": checksums}
     torch_save_atomic(ex.state_dict(), os.path.join(out, "extractor.pt"))
     if "centroids" in ex.state:                      # the learned filters, as the paper shows them
         from .features.kmeans import centroid_picture

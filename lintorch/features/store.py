@@ -5,7 +5,8 @@ Shapes: N examples, D features, C classes, B batch size. A feature folder DIR ho
   train.npy + train_labels.npy  x (N, D) float16/float32 in NumPy's .npy format, y (N,) int64
   or train.pt                   {"x": (N, D) float16/float32, "y": (N,) int64} (torch.save)
   test.npy + test_labels.npy, or test.pt   optional, same layout
-  extractor.json                written by ``python -m lintorch.extract``: how the features were made
+  extractor.json                written by ``python -m lintorch.extract``: how the features were made,
+                                and each split's checksum (x's bytes, then y's as int64), checked on every read
 .npy is the format for large sets: it is memory-mapped, and the loader drops the pages of each
 batch after copying it (madvise DONTNEED), so resident memory is bounded by the batch pipeline,
 not by the file. .pt is read with torch.load(mmap=True, weights_only=True).
@@ -25,6 +26,7 @@ import torch
 from ..data.loaders import epoch_order
 from ..errors import FeatureError
 from ..output.atomic import torch_save_atomic, write_atomic
+from ..output.checksum import RunningChecksum
 
 FORMATS = ("npy", "pt")
 X_DTYPES = {np.dtype("float16"): torch.float16, np.dtype("float32"): torch.float32}
@@ -127,9 +129,11 @@ def map_npy(path, ndim, dtypes, expected):
 
 
 class FeatureSplit:
-    """One split of a feature folder, validated: x (N, D) rows on demand, y (N,) int64 in memory."""
+    """One split of a feature folder, validated: x (N, D) rows on demand, y (N,) int64 in memory.
+    `checksum` (what extract wrote in extractor.json): the files' bytes must match it."""
 
-    def __init__(self, folder, split="train", check_finite=True, chunk_bytes=16 << 20, classes=None):
+    def __init__(self, folder, split="train", check_finite=True, chunk_bytes=16 << 20, classes=None,
+                 checksum=None):
         self.folder, self.split = folder, split
         self.classes = read_classes(folder) if classes is None else classes
         fmt = split_format(folder, split)
@@ -147,8 +151,8 @@ class FeatureSplit:
             raise FeatureError(f"{self.where}: labels span {int(self.y.min())}..{int(self.y.max())}, outside "
                                f"0..{len(self.classes) - 1} for the {len(self.classes)} classes in classes.json")
         self.chunk_rows = max(1, chunk_bytes // max(1, self.d * self.itemsize))
-        if check_finite:
-            self.check_finite()
+        if check_finite or checksum is not None:
+            self.verify(checksum)
 
     def _open_npy(self, path):
         self.where = path
@@ -197,20 +201,32 @@ class FeatureSplit:
             return torch.from_numpy(self.x[idx.numpy()])
         return self.x.index_select(0, idx)
 
-    def chunks(self):
-        """Yield (start, float32 (rows, D)) over all rows, releasing pages as it goes."""
+    def stored_chunks(self):
+        """Yield (start, x rows as stored: float16/float32 CPU tensor) over all rows, releasing pages as it goes."""
         for i in range(0, self.n, self.chunk_rows):
             xb = self.x[i:i + self.chunk_rows]
-            yield i, (torch.from_numpy(np.array(xb)) if isinstance(xb, np.ndarray) else xb).float()
+            yield i, (torch.from_numpy(np.array(xb)) if isinstance(xb, np.ndarray) else xb)
             self.release()
 
-    def check_finite(self):
-        for i, xb in self.chunks():
+    def chunks(self):
+        """Yield (start, float32 (rows, D)) over all rows."""
+        for i, xb in self.stored_chunks():
+            yield i, xb.float()
+
+    def verify(self, checksum=None):
+        """One pass over the rows: every value finite, and the bytes equal to `checksum` when given."""
+        running = RunningChecksum()
+        for i, xb in self.stored_chunks():
             bad = ~torch.isfinite(xb)
             if bad.any():
                 r = i + int(bad.any(1).nonzero()[0])
                 raise FeatureError(f"{self.where}: row {r} holds NaN/inf ({int(bad.sum())} bad value(s) in rows "
                                    f"{i}..{i + len(xb) - 1}); re-extract the features")
+            running.update(xb)
+        if checksum is not None and running.update(self.y).value() != checksum:
+            raise FeatureError(f"{self.where}: its values do not match the checksum extract wrote in extractor.json "
+                               f"(changed or damaged since); re-extract the features, or delete extractor.json "
+                               f"if you changed them on purpose")
 
 
 def open_folder(folder):
@@ -227,8 +243,11 @@ def open_folder(folder):
     if torn:
         raise FeatureError(f"{folder} holds a partly written file {torn[0]}: an extract stopped there; re-extract")
     classes = read_classes(folder)
-    train = FeatureSplit(folder, "train", classes=classes)
-    test = FeatureSplit(folder, "test", classes=classes) if split_format(folder, "test") else None
+    info = read_json(os.path.join(folder, "extractor.json"))
+    sums = info.get("checksums") if isinstance(info, dict) and isinstance(info.get("checksums"), dict) else {}
+    train = FeatureSplit(folder, "train", classes=classes, checksum=sums.get("train"))
+    test = (FeatureSplit(folder, "test", classes=classes, checksum=sums.get("test"))
+            if split_format(folder, "test") else None)
     if test is not None and test.format != train.format:
         raise FeatureError(f"{folder} mixes train.{train.format} and test.{test.format}: one format per folder")
     if test is not None and test.d != train.d:
@@ -240,7 +259,6 @@ def open_folder(folder):
         raise FeatureError(f"{train.where}: no row is labelled {', '.join(map(repr, unused[:5]))}"
                            f"{' ...' if len(unused) > 5 else ''} of classes.json: an unused class could never be "
                            f"predicted; remove it from classes.json")
-    info = read_json(os.path.join(folder, "extractor.json"))
     if info is not None:
         _check_described(folder, info, train, test)
     return train, test
@@ -313,7 +331,8 @@ class SplitWriter:
             raise FeatureError(f"unknown feature file format {fmt!r}; expected one of {', '.join(FORMATS)}")
         os.makedirs(folder, exist_ok=True)
         self.folder, self.split, self.n, self.d, self.fmt, self.dtype = folder, split, n, d, fmt, dtype
-        self.done, self.labels = 0, []
+        self.done, self.labels, self.running = 0, [], RunningChecksum()
+        self.checksum = None           # "crc32:..." of x's bytes then y's, once closed
         self.path = os.path.join(folder, f"{split}.{fmt}")
         self.tmp = f"{self.path}.tmp{os.getpid()}"
         if fmt == "npy":
@@ -329,6 +348,7 @@ class SplitWriter:
         if x.shape[1:] != (self.d,) or len(y) != len(x) or self.done + len(x) > self.n:
             raise ValueError(f"chunk {tuple(x.shape)} does not fit rows {self.done}.. of ({self.n}, {self.d})")
         xc = x.detach().to("cpu", self.dtype).contiguous()
+        self.running.update(xc)
         if self.fmt == "npy":
             with self._named():
                 self.f.write(xc.view(-1).view(torch.uint8).numpy().tobytes())
@@ -341,6 +361,7 @@ class SplitWriter:
         if self.done != self.n:
             raise ValueError(f"wrote {self.done} of {self.n} rows")
         y = torch.cat(self.labels) if self.labels else torch.zeros(0, dtype=torch.int64)
+        self.checksum = self.running.update(y).value()
         with self._named():
             if self.fmt == "npy":          # the rows were streamed to self.tmp: made durable, then renamed
                 self.f.flush()

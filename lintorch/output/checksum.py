@@ -35,3 +35,22 @@ def _crc(obj, crc):
             crc = _crc(v, crc)
         return crc
     return zlib.crc32(f"{obj!r};".encode(), crc)
+
+
+class RunningChecksum:
+    """The CRC-32 of tensors' bytes fed in order, chunk by chunk (a file written or read in pieces):
+    the same value however the bytes are cut. value() -> "crc32:<hex>"."""
+
+    def __init__(self):
+        self.crc = 0
+
+    def update(self, chunk):
+        """chunk: a CPU tensor or NumPy array; its bytes in C order."""
+        import numpy as np
+        a = chunk.detach().contiguous().numpy() if isinstance(chunk, torch.Tensor) else np.ascontiguousarray(chunk)
+        if a.size:
+            self.crc = zlib.crc32(a.reshape(-1).view(np.uint8).data, self.crc)
+        return self
+
+    def value(self):
+        return f"crc32:{self.crc:08x}"

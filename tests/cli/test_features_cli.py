@@ -27,7 +27,7 @@ from lintorch.features import store
 s = store.FeatureSplit(sys.argv[1], "train", check_finite=False)
 next(store.FeatureLoader(s, 512, "cpu").batches(0))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-s.check_finite()
+s.verify()
 st = Preprocess.fit_features(xb for _, xb in s.chunks())
 n = sum(len(y) for _, y in store.FeatureLoader(s, 512, "cpu", standardizer=st).batches(0))
 assert n == s.n

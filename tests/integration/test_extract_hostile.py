@@ -114,3 +114,38 @@ def test_f_a_killed_extracts_build_folder_is_removed(argv, tmp_path):
     (husk / "train.npy.tmp1").write_bytes(b"\0" * 1000)
     assert extract.main(["--features", "hog", "--out", str(out), *argv]) == 0
     assert beside(out) == []
+
+
+@pytest.mark.parametrize("fmt", ["npy", "pt"])
+def test_a_feature_folder_changed_after_extract_is_refused(argv, tmp_path, train_main, capsys, fmt):
+    """extract writes each split's checksum into extractor.json; a file of the right shape and dtype but
+    other values (a row zeroed) is refused on reading, by name, before anything trains on it."""
+    import json
+
+    import numpy as np
+    import torch
+    out = tmp_path / "feats"
+    assert extract.main(["--features", "hog", "--format", fmt, "--out", str(out), *argv]) == 0
+    sums = json.loads((out / "extractor.json").read_text())["checksums"]
+    assert set(sums) == {"train", "test"} and all(v.startswith("crc32:") for v in sums.values())
+    store.open_folder(str(out))                                    # as written: served
+    if fmt == "npy":
+        x = np.load(out / "test.npy", mmap_mode="r+")
+        x[3] = 0
+        x.flush()
+        del x
+    else:
+        d = torch.load(out / "test.pt", weights_only=True)
+        d["x"][3] = 0
+        torch.save(d, out / "test.pt")
+    with pytest.raises(store.FeatureError, match=r"test\.%s: its values do not match the checksum" % fmt):
+        store.open_folder(str(out))
+    capsys.readouterr()
+    assert train_main("--dataset", "features", "--data-dir", str(out), "--epochs", "1", "--logdir",
+                      str(tmp_path / "run")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "checksum" in err
+    info = json.loads((out / "extractor.json").read_text())   # a folder without checksums (made by hand) is served
+    del info["checksums"]
+    (out / "extractor.json").write_text(json.dumps(info))
+    assert store.open_folder(str(out))[1].n == 15
