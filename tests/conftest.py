@@ -1,6 +1,7 @@
-"""Shared fixtures for the three groups: tests/unit (functions and classes), tests/integration
-(train.py, evaluate, predict, extract and bench run in this process) and tests/cli (the commands as
-subprocesses, torchrun; every test there is marked `cli` and `slow`). Shared helpers: tests/helpers.py.
+"""Shared fixtures and helpers. tests/ mirrors lintorch/: tests/<package>/test_<module>.py for
+lintorch/<package>/<module>.py, tests/test_<module>.py for lintorch's top-level modules (a command run
+in this process included), tests/cli for the commands as subprocesses and torchrun (every test there is
+marked `cli` and `slow`). Shared helpers: tests/helpers.py and each folder's conftest.py.
 Devices: each test that takes `device` runs on the CPU, and on CUDA: the GPU when present, else
 CUDA emulated on the CPU (tests/emulated_cuda.py: CUDA's device rules, host syncs counted)."""
 from pathlib import Path
@@ -236,3 +237,172 @@ def deadline():
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, old)
+
+
+# ---------------------------------------- helpers and fixtures shared by several test files
+import functools
+import re
+import signal
+
+from lintorch.features import store
+from lintorch.features.kmeans import KMeansFeatures
+from lintorch.model import LinearClassifier
+from tests import helpers
+from tests.helpers import one_error_line, train
+
+
+# --------------------------------------------------------------------------- C: non-finite features
+
+def nan_transform(self, x):
+    """Pixels' features with one NaN in each batch's second row."""
+    f = x.reshape(x.shape[0], -1).float()
+    f[1, 0] = float("nan")
+    return f
+
+
+RUN = ["--dataset", "synthetic", "--image-size", 8, "--epochs", 1, "--quiet", "--threads", 1, "--device", "cuda",
+       "--val-size", 500]
+
+
+def one_case_of_each_kind(monkeypatch):
+    """The gradient checks cut to the cases that broke on cuda (class weights) and one of each other kind:
+    every check on emulated CUDA runs once, in test_gradcheck.py's [cuda] variant (slow)."""
+    from lintorch.verify import gradients
+    every = gradients.make_cases
+
+    def some(seed=0, fns=None):
+        cases = [c for c in every(seed, fns) if "K=" not in c.name and "N=64" not in c.name]
+        kinds = {}
+        for c in cases:
+            kinds.setdefault((c.name.split("[")[0], "weighted" in c.name), c)
+        return list(kinds.values())
+    monkeypatch.setattr(gradients, "make_cases", some)
+
+
+@pytest.fixture
+def tf32_restored():
+    """The TF32 flags as they were, restored after the test. Set by plain assignment: torch's flag
+    objects answer these names through __getattr__, so monkeypatch (pytest >= 9.2) would delete
+    them on undo instead of restoring them."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+FEATURES_ARGS = ["--dataset", "features", "--epochs", "1", "--val-size", "10", "--quiet", "--threads", "1", "--device", "cpu"]
+
+
+def features_of_width(root, d=8, n=60, test_d=None, fmt="npy"):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, d, generator=g) + 3 * torch.nn.functional.one_hot(y, d).float() if d >= 3 else torch.randn(n, d)
+    store.write_classes(root, ["a", "b", "c"])
+    store.save_split(root, "train", x, y, fmt=fmt)
+    store.save_split(root, "test", torch.randn(12, test_d or d, generator=g), torch.arange(12) % 3, fmt=fmt)
+    return root
+
+
+FOLDER = ["--dataset", "imagefolder", "--image-size", "16", "--val-size", "12", "--batch-size", "8", "--epochs", "4",
+          "--quiet", "--threads", "1", "--device", "cpu"]
+KMEANS = ["--features", "kmeans", "--centroids", "8", "--patches", "2000"]
+
+
+@pytest.fixture(scope="module")
+def kmeans_run(image_folder, tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("features") / "kmeans"
+    assert train(*FOLDER, "--data-dir", str(image_folder), *KMEANS, "--logdir", str(logdir)) == 0
+    return logdir
+
+
+# one thread: CPU results are bit-identical for a given thread count
+BASE = ["--dataset", "synthetic", "--epochs", 1, "--quiet", "--threads", 1, "--device", "cpu"]
+# train.py's exit status for argv, run in this process, exactly as given (no --threads added)
+train_auto_threads = functools.partial(helpers.train, threads=None)
+
+
+def usage_error(parse, argv, capsys):
+    """parse(argv) must be a usage error: exit 2, one line pointing at --help -> the line."""
+    with pytest.raises(SystemExit) as e:
+        parse([str(a) for a in argv])
+    assert e.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "--help" in line, line
+    return line
+
+
+def stop_after(monkeypatch, polls):
+    """Make the run's stop flag fire (as SIGINT would) at its `polls`-th poll, in this process."""
+    from lintorch.training import run
+    count = {"n": 0}
+
+    def fake(self):
+        count["n"] += 1
+        if count["n"] >= polls and self.signum is None:
+            self.signum = signal.SIGINT
+        return self.signum is not None
+    monkeypatch.setattr(run.StopFlag, "__call__", fake)
+
+
+def copy_tree(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def constant_run(tmp_path_factory):
+    """A finished 1-epoch run with a constant schedule (it can be extended)."""
+    run = tmp_path_factory.mktemp("constant") / "run"
+    assert train_auto_threads(*BASE, "--schedule", "constant", "--val-size", 500, "--logdir", run) == 0
+    return run
+
+
+# --------------------------------------------------------------------------- 12.9 damaged checkpoints
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory):
+    run = tmp_path_factory.mktemp("good") / "run"
+    assert train_auto_threads(*BASE, "--val-size", 500, "--logdir", run) == 0
+    return run / "checkpoint.pt"
+
+
+# --------------------------------------------------------------------------- 12.12 absurd hyperparameters
+
+LONG_NUMBER = re.compile(r"\d{13,}")
+
+
+COMMON = ["--dataset", "synthetic", "--quiet", "--threads", "1", "--device", "cpu", "--seed", "2"]
+
+
+SHORT_FOLDER = ["--dataset", "imagefolder", "--image-size", "16", "--val-size", "12", "--batch-size", "8", "--epochs", "2",
+                "--quiet", "--threads", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def short_kmeans_run(image_folder, tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("streaming") / "kmeans"
+    assert train(*SHORT_FOLDER, "--data-dir", str(image_folder), "--features", "kmeans", "--centroids", "8",
+                 "--patches", "2000", "--logdir", str(logdir)) == 0
+    return logdir
+
+
+@pytest.fixture
+def batches(monkeypatch):
+    """Records the number of images of every batch the extractor encodes and of every batch the model classifies."""
+    seen = {"encoded": [], "classified": []}
+    transform, forward = KMeansFeatures.transform, LinearClassifier.forward
+
+    def recording_transform(self, x):
+        seen["encoded"].append(x.shape[0])
+        return transform(self, x)
+
+    def recording_forward(self, x):
+        seen["classified"].append(x.shape[0])
+        return forward(self, x)
+    monkeypatch.setattr(KMeansFeatures, "transform", recording_transform)
+    monkeypatch.setattr(LinearClassifier, "forward", recording_forward)
+    return seen
+
+
+def _images(image_folder):
+    return sorted(str(p) for p in (image_folder / "test").rglob("*.*"))
