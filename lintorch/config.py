@@ -329,7 +329,7 @@ def _check_rules(cfg, n):
         raise ConfigError(lbfgs_only[0], f"{', '.join(map(n, lbfgs_only))} set{'s' if len(lbfgs_only) == 1 else ''}"
                           f" the L-BFGS solver: add {n('optimizer')} lbfgs (the {cfg.optimizer} optimizer would "
                           f"ignore it)")
-    loop_only = [k for k in ("lr", "momentum", "schedule") if k in cfg.given]
+    loop_only = [k for k in ("lr", "momentum", "schedule", "epochs", "patience") if k in cfg.given]
     # the command line only: LinearProbe's solver "auto" picks the optimizer itself (its own rule, issue 26 B)
     if loop_only and cfg.optimizer in ("lbfgs", "exact") and not cfg.resume and cfg.dataset != DATASET_TENSOR:
         raise ConfigError(loop_only[0], f"{', '.join(map(n, loop_only))} set{'s' if len(loop_only) == 1 else ''} the "

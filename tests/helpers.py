@@ -34,6 +34,13 @@ def train(*argv, threads=1):
     return main(parse_args(argv))
 
 
+def without(argv, flag):
+    """argv with `flag` and its value left out (e.g. --epochs for the optimizers that have no epochs)."""
+    argv = list(argv)
+    i = argv.index(flag)
+    return argv[:i] + argv[i + 2:]
+
+
 def read_json(path):
     with open(path) as f:
         return json.load(f)

@@ -7,7 +7,7 @@ from PIL import Image, ImageDraw
 from lintorch.features.kmeans import centroid_picture
 from lintorch.output.visualize import CARD, captioned, confusion_image, confusion_layout, font, template_grid
 from tests.conftest import FOLDER, KMEANS
-from tests.helpers import train
+from tests.helpers import train, without
 
 
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -137,8 +137,8 @@ def test_a_sweep_shows_the_centroids_once_and_members_sorted_in_hparams(image_fo
     from tensorboard.plugins.hparams import metadata
     from tests.helpers import events
     logdir = tmp_path / "sweep"
-    assert train(*FOLDER, "--data-dir", str(image_folder), *KMEANS, "--optimizer", "lbfgs", "--max-iter", "5",
-                 "--sweep", "reg=1e-3,1e-2,1e-1", "--logdir", str(logdir)) == 0
+    assert train(*without(FOLDER, "--epochs"), "--data-dir", str(image_folder), *KMEANS, "--optimizer",
+                 "lbfgs", "--max-iter", "5", "--sweep", "reg=1e-3,1e-2,1e-1", "--logdir", str(logdir)) == 0
     members = sorted(d for d in os.listdir(logdir) if (logdir / d).is_dir())
     assert len(members) == 3
     assert len(events(logdir).Images("centroids")) == 1
