@@ -154,15 +154,11 @@ def _probe(threads, steps=8):
 def choose_threads(setting, rounds=5):
     """--threads N -> N; 'auto' -> all cores when they are idle, 1 when another job holds them.
 
-    Measured, not guessed: on this project's 2-core machine an epoch took 0.47 s with 1 thread but
-    5.5 s with 2 beside another 2-thread job (threads waiting on each other at every GEMM). auto
-    times a few training steps with 1 and with all cores, alternating, and keeps all cores only if
-    their typical sample is clearly faster (< 0.8x) and even their slowest is not slower than 1
-    thread: wrongly taking all cores costs up to 10x, wrongly taking 1 at most the cores' speed-up.
-    It stops early when all cores never beat 1 thread. (It used to compare medians of single
-    steps, which hide the stalls: it chose 2 threads in 1 of 8 starts beside a 2-thread job, and
-    an epoch it chose 2 for took 4.1 s instead of ~0.9; bench/README.md, "threads under load".)
-    CPU results are deterministic for a given thread count (MKL_DYNAMIC=FALSE), so pass
+    auto times a few training steps with 1 and with all cores, alternating, and keeps all cores only
+    if their typical sample is clearly faster (< 0.8x) and even their slowest is not slower than 1
+    thread: wrongly taking all cores costs up to 10x, wrongly taking 1 at most the cores' speed-up
+    (the measurements: bench/RESULTS.md, "Decisions in the code"). It stops early when all cores
+    never beat 1 thread. CPU results are deterministic for a given thread count (MKL_DYNAMIC=FALSE), so pass
     --threads N to reproduce a run bit for bit.
     """
     import statistics

@@ -24,13 +24,11 @@ from .objective import LOSSES, LOSS_DEFAULTS, exact_applies, nonsmooth_parts
 
 MAX_SEED = 2 ** 32 - 1
 
-# Named presets: the best measured classifier for an extractor's features (README, Features), applied
-# in one visible step when --features NAME is given with none of CLASSIFIER_FLAGS (a key given on the
-# command line keeps its value), the reg picked on validation by a path in one run. kmeans, K = 1600,
-# 40,000 training images and their mirrors, the 10,000-image validation split (exact path): 74.92% with
-# --flip --power 0.5 (reg 1e-4; 1e-6..1e-1 measured: nothing below 1e-4 helps), 76.18% adding
-# --flip-eval (reg 4.6e-5). val_size 10,000: the path picks among values 0.05-0.3 points apart, and
-# 5,000 images' standard error is 0.6 points.
+# Named presets: the best measured classifier for an extractor's features, applied in one visible step
+# when --features NAME is given with none of CLASSIFIER_FLAGS (a key given on the command line keeps
+# its value), the reg picked on validation by a path in one run. The measurements behind each
+# (kmeans: 76.18% on validation; val_size 10,000 because the path's values are 0.05-0.3 points apart):
+# bench/RESULTS.md, "The k-means recipe, step by step" and "hog,colorhist recipe".
 PRESETS = {
     "kmeans": {"loss": "squared", "optimizer": "exact", "flip": True, "flip_eval": True, "power": 0.5,
                "val_size": 10000, "sweep": ["reg=logspace:1e-6:1e-1:16"]},
@@ -330,7 +328,7 @@ def _check_rules(cfg, n):
                           f" the L-BFGS solver: add {n('optimizer')} lbfgs (the {cfg.optimizer} optimizer would "
                           f"ignore it)")
     loop_only = [k for k in ("lr", "momentum", "schedule", "epochs", "patience") if k in cfg.given]
-    # the command line only: LinearProbe's solver "auto" picks the optimizer itself (its own rule, issue 26 B)
+    # the command line only: LinearProbe's solver "auto" picks the optimizer itself (LinearProbe has its own rule)
     if loop_only and cfg.optimizer in ("lbfgs", "exact") and not cfg.resume and cfg.dataset != DATASET_TENSOR:
         raise ConfigError(loop_only[0], f"{', '.join(map(n, loop_only))} set{'s' if len(loop_only) == 1 else ''} the "
                           f"gradient-descent loop (sgd, gd): {n('optimizer')} {cfg.optimizer} would ignore it "

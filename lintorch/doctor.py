@@ -170,7 +170,7 @@ def train_run(cfg, device, data, sync_debug=False):
 def expected_syncs(cfg, steps):
     """The host syncs a healthy CUDA run's epochs make: the divergence check every --log-every steps
     (epoch.train_one_epoch) and one read of the logged scalars at each log (Trainer.on_log); none in
-    between. Proven under the tests' emulated CUDA (tests/integration/test_cuda_syncs.py)."""
+    between. Proven under the tests' emulated CUDA (tests/test_doctor.py)."""
     checks = steps // cfg.log_every
     return cfg.epochs * 2 * checks
 

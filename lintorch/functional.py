@@ -244,7 +244,7 @@ def linear_forward(x, weight, bias):
     """scores = x W^T + b: (N, D), (C, D) -> (N, C); with K models (K, C, D) -> (K, N, C).
 
     The K models share x, so they are one GEMM against the (K*C, D) stack. It is computed as
-    (W x^T)^T: with C << D, MKL runs W x^T about 2x faster than x W^T (measured on CPU), so the
+    (W x^T)^T: with C << D, MKL runs W x^T about 2x faster than x W^T (bench/RESULTS.md), so the
     scores are returned as a transposed view (use .reshape, not .view, on them).
     """
     KC, D = math.prod(weight.shape[:-1]), weight.shape[-1]          # shapes spelled out: D or N may be 0

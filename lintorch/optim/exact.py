@@ -19,16 +19,14 @@ Dual (D > N): Kc = Xc Xc^T (N, N) summed over column blocks of the features (gen
 never stored whole), then a = (Kc + N reg I)^-1 Tc, W^T = Xc^T a (a second pass) and f = reg sum(Tc * a).
 
 Factorizations: "eigh" is one eigendecomposition V diag(lam) V^T for every reg (then each costs
-O(D^2 C)); "cholesky" is one factorization per reg. On this project's loaded 2-core CPU eigh costs
-about 12 factorizations at D = 3,200 (1 thread: the 16-value path 88 s by eigh, 107 s by 16 Cholesky
-factorizations) but about 100 at the kmeans recipe's D = 6,400 (2 threads, load ~6: eigh 176 s, one
-Cholesky 1.8 s; LAPACK's tridiagonal reduction is memory-bound and barely threaded), so "auto" takes
-eigh only from EIGH_COST values on; either gives the same solutions to float64 rounding.
+O(D^2 C)); "cholesky" is one factorization per reg. eigh costs about EIGH_COST factorizations (its
+tridiagonal reduction is memory-bound and barely threaded), so "auto" takes eigh only from EIGH_COST
+values on; either gives the same solutions to float64 rounding.
 """
 import torch
 
 METHODS = ("auto", "eigh", "cholesky")
-EIGH_COST = 100      # eigh's time in Cholesky factorizations of the same matrix at D = 6,400 (measured, see above)
+EIGH_COST = 100      # eigh's time in Cholesky factorizations at D = 6,400 (bench/RESULTS.md, "Decisions in the code")
 
 
 def targets(y, num_classes, dtype=torch.float64):

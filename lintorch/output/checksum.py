@@ -2,11 +2,8 @@
 read back: a cache file of the right shape and dtype but other values (zeroed, edited, partly
 overwritten) is never served. CRC-32 over the bytes: any change of up to 32 bits and any burst
 is caught, other changes but for 1 in 4e9. It guards against corruption and edits, not against a
-file crafted to match (it is no cryptographic hash).
-
-Cost, measured on the 2-core machine under load (average 9): 0.63-0.82 s for 512 MB (crc32 at
-~700 MB/s; a positional int64 sum in torch took 0.85-0.94 s, sha256 1.29-1.35 s), against 1.1-2.2 s
-for the torch.load of that file from the page cache: ~0.4-0.55x the load.
+file crafted to match (it is no cryptographic hash). CRC-32 is the cheapest of those measured
+(~0.5x the torch.load it guards; bench/RESULTS.md, "Decisions in the code").
 """
 import zlib
 
