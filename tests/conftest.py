@@ -251,7 +251,7 @@ from tests import helpers
 from tests.helpers import one_error_line, train
 
 
-# --------------------------------------------------------------------------- C: non-finite features
+# --------------------------------------------------------------------------- non-finite features
 
 def nan_transform(self, x):
     """Pixels' features with one NaN in each batch's second row."""
@@ -357,7 +357,7 @@ def constant_run(tmp_path_factory):
     return run
 
 
-# --------------------------------------------------------------------------- 12.9 damaged checkpoints
+# --------------------------------------------------------------------------- damaged checkpoints
 
 @pytest.fixture(scope="module")
 def good_checkpoint(tmp_path_factory):
@@ -366,7 +366,7 @@ def good_checkpoint(tmp_path_factory):
     return run / "checkpoint.pt"
 
 
-# --------------------------------------------------------------------------- 12.12 absurd hyperparameters
+# --------------------------------------------------------------------------- absurd hyperparameters
 
 LONG_NUMBER = re.compile(r"\d{13,}")
 

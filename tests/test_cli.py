@@ -27,7 +27,7 @@ def test_sweep_listing_a_value_twice_is_a_usage_error(item, capsys):
     assert "twice" in usage_error(parse_args, ["--sweep", item], capsys)
 
 
-# --------------------------------------------------------------------------- 12.17 usage errors everywhere
+# --------------------------------------------------------------------------- usage errors everywhere
 
 def _parsers():
     from lintorch import bench, config, evaluate, gradcheck, predict

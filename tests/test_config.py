@@ -99,7 +99,7 @@ def test_the_kmeans_preset_is_one_visible_step():
 
 
 def test_help_says_what_features_kmeans_alone_applies(capsys):
-    """Issue 29 item 4: --help says that --features kmeans alone applies the preset, and which
+    """--help says that --features kmeans alone applies the preset, and which
     defaults it overrides."""
     with pytest.raises(SystemExit):
         parse_args(["--help"])
@@ -156,7 +156,7 @@ def test_cache_dir_pointing_at_a_file_is_one_usage_error(command, tmp_path, caps
     assert e.value.code == 2 and len(err) == 1 and "is a file, not a folder" in err[0], err
 
 
-# --------------------------------------------------------------------------- 12.8 before anything is created
+# --------------------------------------------------------------------------- before anything is created
 
 @pytest.mark.parametrize("argv, flag", [(["--lr", "1e39"], "--lr"), (["--seed", "200000000000000"], "--seed"),
                                         (["--image-size", "2000"], "--image-size"), (["--logdir", ""], "--logdir")])
@@ -186,7 +186,7 @@ def test_oversized_hyperparameters_name_their_flag(argv, flag, tmp_path, capsys)
      ["--backbone-weights, --input-size", "torchvision:<model>"]),
     (["--dataset", "features", "--pool", "3"], ["--pool", "feature folder"]),
 ])
-def test_b_train_flags_that_would_be_ignored_or_fail_are_usage_errors(capsys, argv, words):
+def test_train_flags_that_would_be_ignored_or_fail_are_usage_errors(capsys, argv, words):
     from lintorch.config import parse_args
     with pytest.raises(SystemExit) as e:
         parse_args(argv)

@@ -177,7 +177,7 @@ def test_a_sweep_evaluate_and_predict_on_cuda(emulated, cuda_sweep, tmp_path, ca
     assert json.loads(out[out.index("{"):])
 
 
-def test_a_evaluate_on_a_folder_of_another_width_is_one_line(tmp_path, capsys):
+def test_evaluate_on_a_folder_of_another_width_is_one_line(tmp_path, capsys):
     logdir = tmp_path / "run"
     assert train(*FEATURES_ARGS, "--data-dir", features_of_width(tmp_path / "f8"), "--logdir", logdir) == 0
     other = features_of_width(tmp_path / "f5", d=5)

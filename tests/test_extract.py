@@ -48,7 +48,7 @@ def fail_writing_test(monkeypatch, error):
 
 @pytest.mark.parametrize("error, code", [(OSError(errno.ENOSPC, "No space left on device"), 2),
                                          (KeyboardInterrupt(), 130), (SystemExit(143), 143)])
-def test_f_a_failed_or_interrupted_extract_leaves_nothing(argv, tmp_path, monkeypatch, capsys, error, code):
+def test_a_failed_or_interrupted_extract_leaves_nothing(argv, tmp_path, monkeypatch, capsys, error, code):
     out = tmp_path / "out"
     fail_writing_test(monkeypatch, error)
     try:
@@ -63,7 +63,7 @@ def test_f_a_failed_or_interrupted_extract_leaves_nothing(argv, tmp_path, monkey
         assert "test.npy" in err and "no space left" in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_f_overwrite_replaces_the_folder_whole(argv, tmp_path):
+def test_overwrite_replaces_the_folder_whole(argv, tmp_path):
     out = tmp_path / "out"
     assert extract.main(["--features", "hog", "--out", str(out), *argv]) == 0
     assert extract.main(["--features", "colorhist", "--format", "pt", "--overwrite", "--out", str(out), *argv]) == 0
@@ -72,7 +72,7 @@ def test_f_overwrite_replaces_the_folder_whole(argv, tmp_path):
     assert train.d == 10 and beside(out) == []
 
 
-def test_f_out_is_refused_before_any_work_when_taken(argv, tmp_path, capsys):
+def test_out_is_refused_before_any_work_when_taken(argv, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -84,7 +84,7 @@ def test_f_out_is_refused_before_any_work_when_taken(argv, tmp_path, capsys):
     assert extract.main(["--features", "hog", "--out", str(out), *argv]) == 0     # an empty folder is taken
 
 
-def test_f_a_second_extract_into_a_claimed_out_is_refused(argv, tmp_path, capsys):
+def test_a_second_extract_into_a_claimed_out_is_refused(argv, tmp_path, capsys):
     out = tmp_path / "out"
     with build_beside(str(out)):                            # another process holds --out: the lock is per file
         assert _in_child(["--features", "hog", "--out", str(out), *argv]) == 2
@@ -104,7 +104,7 @@ def _in_child(args):
     return os.waitstatus_to_exitcode(status)
 
 
-def test_f_a_killed_extracts_build_folder_is_removed(argv, tmp_path):
+def test_a_killed_extracts_build_folder_is_removed(argv, tmp_path):
     import subprocess
     import sys
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
@@ -152,7 +152,7 @@ def test_a_feature_folder_changed_after_extract_is_refused(argv, tmp_path, train
     assert store.open_folder(str(out))[1].n == 15
 
 
-def test_b_extract_flags_that_would_be_ignored_are_usage_errors(capsys):
+def test_extract_flags_that_would_be_ignored_are_usage_errors(capsys):
     from lintorch.extract import parse_args
     with pytest.raises(SystemExit) as e:
         parse_args(["--features", "hog", "--centroids", "9", "--out", "x"])
@@ -166,7 +166,7 @@ def test_b_extract_flags_that_would_be_ignored_are_usage_errors(capsys):
     (["--features", "kmeans", "--centroids", "50", "--patches", "10"], ["--patches 10", "--centroids 50"]),
     (["--features", "torchvision:alexnet", "--input-size", "16"], ["--input-size 16"]),
 ])
-def test_b_extract_refuses_before_any_work_and_leaves_no_husk(tmp_path, capsys, argv, words):
+def test_extract_refuses_before_any_work_and_leaves_no_husk(tmp_path, capsys, argv, words):
     from lintorch.extract import main
     out = tmp_path / "out"
     code = main([*argv, "--dataset", "imagefolder", "--data-dir", str(tmp_path / "no-images-needed"),
@@ -178,7 +178,7 @@ def test_b_extract_refuses_before_any_work_and_leaves_no_husk(tmp_path, capsys, 
     assert not out.exists()
 
 
-def test_c_extract_of_non_finite_features_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch, image_folder):
+def test_extract_of_non_finite_features_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch, image_folder):
     from lintorch import extract as extract_mod
     from lintorch.features import base
     monkeypatch.setattr(base.Pixels, "transform", nan_transform)
@@ -261,7 +261,7 @@ def test_extract_end_to_end(image_folder, tmp_path):
 
 
 def test_extract_writes_the_kmeans_recipes_features(image_folder, tmp_path):
-    """Issue 25.4: every extractor flag train.py has reaches extract (the --features kmeans recipe
+    """Every extractor flag train.py has reaches extract (the --features kmeans recipe
     sets --power 0.5): the folder holds the features of those very settings."""
     from lintorch.data import load_dataset
     from lintorch.extract import main

@@ -407,7 +407,7 @@ SECOND_ORDER_LOSSES = {"softmax": lambda s, y: LF.softmax_loss(s, y),
 
 @pytest.mark.parametrize("loss", SECOND_ORDER_LOSSES)
 def test_second_derivatives_of_a_loss_are_the_references(loss, device):
-    """The losses' backward passes are differentiable (issue 27; before, they raised "first-order"):
+    """The losses' backward passes are themselves differentiable (none raises "first-order"):
     the Hessian and a Hessian-vector product through a loss, and through the total loss (linear and
     the penalty), equal autograd's through plain tensor ops; the hinge's is honestly 0 (its
     gradient is piecewise constant), never an error."""
@@ -725,7 +725,7 @@ def grads_of(fn, S):
 
 
 @pytest.mark.parametrize("stacked", [False, True])
-def test_i_softmax_none_output_can_be_scaled_in_place(stacked):
+def test_softmax_none_output_can_be_scaled_in_place(stacked):
     S, y = S_Y
     S = S.expand(3, 6, 4).clone() if stacked else S
 
@@ -740,7 +740,7 @@ def test_i_softmax_none_output_can_be_scaled_in_place(stacked):
     assert not L._is_view()
 
 
-def test_i_svm_none_output_can_be_scaled_in_place_too():
+def test_svm_none_output_can_be_scaled_in_place_too():
     S, y = S_Y
 
     def in_place(s):
@@ -751,7 +751,7 @@ def test_i_svm_none_output_can_be_scaled_in_place_too():
 
 
 @pytest.mark.parametrize("shape", [(4, 0, 3, None), (0, 5, 3, None), (4, 0, 3, 2), (0, 0, 3, None)])
-def test_i_linear_with_no_features_or_no_rows_is_f_linear(shape):
+def test_linear_with_no_features_or_no_rows_is_f_linear(shape):
     N, D, C, K = shape
     g = torch.Generator().manual_seed(1)
     lead = (C,) if K is None else (K, C)
@@ -769,7 +769,7 @@ def test_i_linear_with_no_features_or_no_rows_is_f_linear(shape):
 
 
 @pytest.mark.parametrize("loss", [lintorch.softmax_loss, lintorch.svm_loss])
-def test_i_class_weight_that_requires_grad_is_refused_by_name(loss):
+def test_class_weight_that_requires_grad_is_refused_by_name(loss):
     S, y = S_Y
     w = torch.ones(4, dtype=torch.float64, requires_grad=True)
     with pytest.raises(ValueError, match="class_weight requires grad.*detach"):

@@ -1,4 +1,4 @@
-"""lintorch.LinearProbe (issue 16): scikit-learn's conventions, the same core as train.py (equal
+"""lintorch.LinearProbe: scikit-learn's conventions, the same core as train.py (equal
 weights), paths of reg values, every input form, bad input as ValueError naming the argument,
 save/load through the checkpoint owner."""
 import json
@@ -308,7 +308,7 @@ def test_probe_squared_loss_is_solved_exactly():
     assert torch.allclose(torch.as_tensor(p.intercept_).double(), b[0], atol=1e-6)
 
 
-# ----------------------------------------------------------------------------- scikit-learn's contract (issue 26 A)
+# ----------------------------------------------------------------------------- scikit-learn's contract
 
 def test_fit_leaves_torchs_global_random_state_alone():
     x, y = blobs()
@@ -459,7 +459,7 @@ def test_a_dataloader_that_changes_after_its_first_pass_is_refused_by_name(chang
         LinearProbe(epochs=2).fit(EpochLoader(first, later), None, X_val=images[400:], y_val=y[400:])
 
 
-# ----------------------------------------------------------------------------- the API's words (issue 26 B)
+# ----------------------------------------------------------------------------- the API's words
 
 @pytest.mark.parametrize("kw, match", [
     (dict(solver="exact", loss="squared", lr=0.1), r"lr=0.1 applies to solver='sgd' or 'gd'; solver='exact'"),

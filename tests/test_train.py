@@ -188,7 +188,7 @@ def test_train_with_each_optimizer_on_cuda(emulated, tmp_path, optimizer):
     assert summary["status"] == "completed" and summary["device"].startswith("cuda") and summary["val_acc"] > 0.1, summary
 
 
-# --------------------------------------------------------------------------- 12.15 paths
+# --------------------------------------------------------------------------- paths
 
 def test_bad_paths_are_one_line_each(image_folder, tmp_path, capsys):
     a_file = tmp_path / "file.txt"

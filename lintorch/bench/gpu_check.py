@@ -1,4 +1,4 @@
-"""The CUDA path on a real GPU, in one command of under 8 minutes on one H100 (issue 24):
+"""The CUDA path on a real GPU, in one command of under 8 minutes on one H100:
 
     python -m lintorch.bench.gpu_check [--out gpu-check]
 

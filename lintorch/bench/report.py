@@ -18,7 +18,7 @@ def _median(rows, section, name):
 
 
 def check_targets(rows):
-    """-> [{target, value, ok, status, text}]: the issue's targets as measured ratios; misses stay visible."""
+    """-> [{target, value, ok, status, text}]: the benchmark's targets as measured ratios; misses stay visible."""
     out = []
 
     def add(text, value, limit, soft=None, unit="x", higher=False):

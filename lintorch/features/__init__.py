@@ -1,4 +1,4 @@
-"""Fixed feature extractors for linear classifiers (issue 9): a registry and batched extraction.
+"""Fixed feature extractors for linear classifiers: a registry and batched extraction.
 
 Shapes: N images (N, 3, S, S) uint8, D features. Names:
   pixels                 raw pixels (3 S S)

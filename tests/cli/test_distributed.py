@@ -165,7 +165,7 @@ def folder(root, n=1000, d=12):
     return root
 
 
-def test_h_data_parallel_on_a_feature_folder_equals_one_process(tmp_path):
+def test_data_parallel_on_a_feature_folder_equals_one_process(tmp_path):
     data = folder(tmp_path / "f")
     one_process(*FEATURES_COMMON, "--quiet", "--data-dir", data, "--logdir", tmp_path / "one")
     p = torchrun(*FEATURES_COMMON, "--data-dir", data, "--logdir", tmp_path / "two")
@@ -176,7 +176,7 @@ def test_h_data_parallel_on_a_feature_folder_equals_one_process(tmp_path):
     assert p.stdout.count("epoch 1/2") == 1 and p.stdout.count("features: ") == 1, p.stdout   # no line twice
 
 
-def test_h_a_refused_folder_under_torchrun_is_one_line_and_no_husk(tmp_path):
+def test_a_refused_folder_under_torchrun_is_one_line_and_no_husk(tmp_path):
     data = folder(tmp_path / "f")
     store.save_split(data, "test", torch.randn(5, 7), torch.arange(5) % 3)         # D 7 against 12
     p = torchrun(*FEATURES_COMMON, "--quiet", "--data-dir", data, "--logdir", tmp_path / "run")

@@ -53,7 +53,7 @@ def test_store_streaming_memory_is_bounded_by_the_batch_pipeline(tmp_path):
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_f_a_signal_mid_extract_leaves_nothing(image_folder, tmp_path, sig, code):
+def test_a_signal_mid_extract_leaves_nothing(image_folder, tmp_path, sig, code):
     out = tmp_path / "out"
     p = popen("-m", "lintorch.extract", "--features", "torchvision:resnet18", "--dataset", "imagefolder",
               "--data-dir", image_folder, "--cache-dir", tmp_path / "cache", "--out", out, "--device", "cpu",

@@ -191,7 +191,7 @@ def popen_train(*argv):
     return popen("train.py", *argv)
 
 
-# --------------------------------------------------------------------------- 12.1 run folders
+# --------------------------------------------------------------------------- run folders
 
 def test_two_runs_racing_for_one_logdir_one_wins(tmp_path):
     logdir = tmp_path / "race"
@@ -210,7 +210,7 @@ def test_two_runs_racing_for_one_logdir_one_wins(tmp_path):
     assert len(list(logdir.glob("events.out.tfevents*"))) == 1
 
 
-# --------------------------------------------------------------------------- 12.4 sweeps
+# --------------------------------------------------------------------------- sweeps
 
 SWEEP = [*BASE[:2], "--quiet", "--threads", 1, "--device", "cpu", "--seed", 3, "--val-size", 500, "--batch-size", 4,
          "--epochs", 6, "--sweep", "lr=0.003,0.01"]
@@ -224,7 +224,7 @@ def test_sigint_in_a_sweep_then_resume_equals_uninterrupted(tmp_path):
     assert "Traceback" not in err
     state = torch.load(cut / "last.pt", weights_only=True)["state"]
     assert (state["epoch"], state["step"]) != (6, 0), "the signal came too late to interrupt anything"
-    summary = read_json(cut / "metrics.json")                    # issue 8.1: the sweep's summary
+    summary = read_json(cut / "metrics.json")                    # the sweep's summary
     assert summary["status"] == "interrupted" and len(summary["configs"]) == 2
 
     assert train_auto_threads("--resume", cut, "--quiet") == 0
@@ -241,7 +241,7 @@ def test_sigint_in_a_sweep_then_resume_equals_uninterrupted(tmp_path):
     assert read_json(cut / "metrics.json")["status"] == "completed"
 
 
-# --------------------------------------------------------------------------- 12.5 random search and signals
+# --------------------------------------------------------------------------- random search and signals
 
 @pytest.mark.parametrize("optimizer, sig", [("random-search", signal.SIGTERM), ("random-local-search", signal.SIGINT)])
 def test_random_search_honours_signals(optimizer, sig, tmp_path):
@@ -256,7 +256,7 @@ def test_random_search_honours_signals(optimizer, sig, tmp_path):
     assert torch.isfinite(saved["model"]["weight"]).all()
 
 
-# --------------------------------------------------------------------------- 12.11 Ctrl-C while importing
+# --------------------------------------------------------------------------- Ctrl-C while importing
 
 @pytest.mark.parametrize("delay", [0.3, 0.8])
 def test_ctrl_c_while_importing_is_quiet(delay, tmp_path):
@@ -270,7 +270,7 @@ def test_ctrl_c_while_importing_is_quiet(delay, tmp_path):
         assert "synthetic:" not in out and not (tmp_path / "run").exists()
 
 
-# --------------------------------------------------------------------------- 12.14 existing folders
+# --------------------------------------------------------------------------- existing folders
 
 def test_folder_of_a_run_killed_in_epoch_one_is_refused(tmp_path, capsys):
     run = tmp_path / "killed"

@@ -101,7 +101,7 @@ def test_a_run_with_all_zero_features_is_refused_before_training(tmp_path, capsy
     assert not run.exists()
 
 
-def test_a_feature_cache_of_another_width_or_with_nan_is_extracted_again(tmp_path, caplog):
+def test_feature_cache_of_another_width_or_with_nan_is_extracted_again(tmp_path, caplog):
     from lintorch.data import Split
     from lintorch.features import make_extractor
     ex = make_extractor("colorhist")
@@ -116,11 +116,11 @@ def test_a_feature_cache_of_another_width_or_with_nan_is_extracted_again(tmp_pat
         assert "extracting again" in caplog.text
 
 
-# --------------------------------------------------------------------------- G: the feature cache
+# --------------------------------------------------------------------------- the feature cache
 
 @pytest.mark.parametrize("error", [RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0"),
                                    OSError(errno.ENOSPC, "No space left on device")])
-def test_g_a_cache_write_that_fails_is_a_warning_and_leaves_no_temporary(tmp_path, monkeypatch, caplog, error):
+def test_a_cache_write_that_fails_is_a_warning_and_leaves_no_temporary(tmp_path, monkeypatch, caplog, error):
     def full_disk(obj, f):
         f.write(b"\0" * 100)
         raise error
@@ -131,7 +131,7 @@ def test_g_a_cache_write_that_fails_is_a_warning_and_leaves_no_temporary(tmp_pat
     assert os.listdir(tmp_path) == []
 
 
-def test_g_dead_writers_temporaries_are_removed_live_ones_kept(tmp_path):
+def test_dead_writers_temporaries_are_removed_live_ones_kept(tmp_path):
     import subprocess
     import sys
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,

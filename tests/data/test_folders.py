@@ -37,7 +37,7 @@ def assert_loaders_agree(ds, batch_size=3):
             assert torch.equal(xa, xb), split
 
 
-# --------------------------------------------------------------------------- 6. what counts as a class and an image
+# --------------------------------------------------------------------------- what counts as a class and an image
 
 def test_hidden_folder_is_not_a_class_for_either_loader(tmp_path):
     """train/.hidden/a.png shifted every DataLoader label by one (torchvision counted it as a class)."""
@@ -101,7 +101,7 @@ def test_odd_entries_in_class_folders(tmp_path):
     assert_loaders_agree(ds)
 
 
-# --------------------------------------------------------------------------- 15. errno messages
+# --------------------------------------------------------------------------- errno messages
 
 def test_data_dir_that_is_a_file(tmp_path):
     f = tmp_path / "data.tar"

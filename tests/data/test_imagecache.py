@@ -68,7 +68,7 @@ def cache_files(folder):
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
-# --------------------------------------------------------------------------- 7. the cache holds what it claims
+# --------------------------------------------------------------------------- the cache holds what it claims
 
 def bmp_tree(root):
     """BMP files: a colour change keeps the file size, so size + mtime cannot see an in-place edit."""
@@ -179,7 +179,7 @@ def test_test_labels_follow_a_changed_class_list(tmp_path):
     assert after.classes == ["a", "b", "c"] and after.test.y.tolist() == [1, 1, 2, 2]
 
 
-# --------------------------------------------------------------------------- 10. storage faults writing the cache
+# --------------------------------------------------------------------------- storage faults writing the cache
 
 def fail_after_writing(exc):
     """A torch.save that writes 2 MB of its file, then fails with exc (what a full disk does)."""

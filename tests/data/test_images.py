@@ -286,7 +286,7 @@ def test_folder_decode_and_predict_apply_the_same_profile(tmp_path):
     assert (from_pil == decoded(path)).all()
 
 
-# --------------------------------------------------------------------------- 8. image sizes that cannot fit
+# --------------------------------------------------------------------------- image sizes that cannot fit
 
 def test_decoded_bytes():
     assert decoded_bytes(50_000, 32) == 50_000 * 3 * 32 * 32

@@ -58,13 +58,13 @@ def test_torchvision_named_weights_without_network_is_one_line_error(tmp_path, m
         make_extractor("torchvision:resnet18", weights=str(tmp_path / "bad.pt")).fit(images(1, 32))
 
 
-def test_b_a_torchvision_model_that_cannot_take_the_input_size_says_so():
+def test_a_torchvision_model_that_cannot_take_the_input_size_says_so():
     refused(make_extractor("torchvision:alexnet", input_size=16), 32, "torchvision:alexnet", "--input-size 16",
             error=BackboneError)
 
 
 @pytest.mark.slow
-def test_b_vit_at_another_input_size_says_so():
+def test_vit_at_another_input_size_says_so():
     refused(make_extractor("torchvision:vit_b_16", input_size=32), 32, "--input-size 32", "224", error=BackboneError)
 
 

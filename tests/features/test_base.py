@@ -11,7 +11,7 @@ class NaNPixels(Pixels):
     transform = nan_transform
 
 
-def test_c_non_finite_features_are_refused_where_they_are_made():
+def test_non_finite_features_are_refused_where_they_are_made():
     with pytest.raises(FeatureError, match="image 1 .*NaN/inf"):
         extract(NaNPixels(image_size=8), random_images(4, 8), batch_size=4)
     with pytest.raises(FeatureError, match="image 1 "):

@@ -99,9 +99,9 @@ def test_hog_colorhist_concatenation():
     assert torch.equal(f, torch.cat([hogmod.hog(x), hogmod.colorhist(x)], 1))
 
 
-# --------------------------------------------------------------------------- B: preconditions, with the flags' names
+# --------------------------------------------------------------------------- preconditions, with the flags' names
 
-def test_b_hog_needs_one_cell():
+def test_hog_needs_one_cell():
     refused(make_extractor("hog", image_size=4), 4, "hog", "--image-size is 4", "8 px")
     make_extractor("hog", image_size=8).check_settings(8)
     with pytest.raises(FeatureError, match="--image-size"):

@@ -164,7 +164,7 @@ def test_a_huge_zca_eps_is_warned_about_once(caplog):
     assert "zca-eps" not in caplog.text
 
 
-def test_b_kmeans_needs_as_many_patches_as_centroids():
+def test_kmeans_needs_as_many_patches_as_centroids():
     refused(make_extractor("kmeans", k=50, patches=10), 32, "--patches 10", "--centroids 50")
     refused(make_extractor("kmeans", k=1, patches=1), 32, "--patches 1", ">= 2")
     make_extractor("kmeans", k=4, patches=4).check_settings(32)
@@ -172,7 +172,7 @@ def test_b_kmeans_needs_as_many_patches_as_centroids():
         make_extractor("kmeans", k=50, patches=10).fit(random_images())
 
 
-def test_b_kmeans_image_too_small_names_image_size_and_pool_only_when_it_helps():
+def test_kmeans_image_too_small_names_image_size_and_pool_only_when_it_helps():
     msg = refused(make_extractor("kmeans", k=2, patches=10, pool=1), 5, "--image-size is 5", "6 px")
     assert "--pool" not in msg                        # at pool 1 lowering --pool cannot help
     assert "lower --pool" in refused(make_extractor("kmeans", k=2, patches=10, pool=3), 7, "8 px")

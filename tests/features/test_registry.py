@@ -54,5 +54,5 @@ def test_registry_errors():
         make_extractor("kmeans", k=3).transform(images(1, 16))
 
 
-def test_b_a_concatenation_asks_every_part():
+def test_a_concatenation_asks_every_part():
     refused(make_extractor("colorhist,hog", image_size=4), 4, "hog")

@@ -1,5 +1,5 @@
-"""lintorch.features.store: feature folders written, read and streamed; malformed, inconsistent or hostile folders
-refused in one line."""
+"""lintorch.features.store: feature folders written, read and streamed; malformed or inconsistent folders, and
+files that are not regular files (FIFOs, links to devices), refused in one line."""
 import json
 import os
 import warnings
@@ -44,7 +44,7 @@ def test_a_well_formed_folder_opens(tmp_path):
     assert (train.n, train.d, test.n, test.d, train.classes) == (30, 4, 10, 4, ["a", "b", "c"])
 
 
-# --------------------------------------------------------------------------- A: D is checked
+# --------------------------------------------------------------------------- D is checked
 
 def test_a_test_split_of_another_dimension_is_refused(tmp_path):
     root = folder(tmp_path / "f", test=False)
@@ -53,7 +53,7 @@ def test_a_test_split_of_another_dimension_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", store.FORMATS)
-def test_a_zero_features_are_refused(tmp_path, fmt):
+def test_zero_features_are_refused(tmp_path, fmt):
     root = tmp_path / "f"
     root.mkdir()
     store.write_classes(root, ["a", "b"])
@@ -61,11 +61,11 @@ def test_a_zero_features_are_refused(tmp_path, fmt):
     refused(root, "D = 0")
 
 
-# --------------------------------------------------------------------------- D: only regular files are opened
+# --------------------------------------------------------------------------- only regular files are opened
 
 @pytest.mark.parametrize("name", ["classes.json", "train_labels.npy", "train.npy", "test.npy", "test_labels.npy",
                                   "extractor.json"])
-def test_d_a_fifo_anywhere_is_refused_not_waited_on(tmp_path, deadline, name):
+def test_a_fifo_anywhere_is_refused_not_waited_on(tmp_path, deadline, name):
     root = folder(tmp_path / "f")
     (root / name).unlink(missing_ok=True)
     os.mkfifo(root / name)
@@ -73,34 +73,34 @@ def test_d_a_fifo_anywhere_is_refused_not_waited_on(tmp_path, deadline, name):
 
 
 @pytest.mark.parametrize("name", ["classes.json", "train_labels.npy", "extractor.json", "train.npy"])
-def test_d_a_link_to_dev_zero_is_refused_not_read(tmp_path, deadline, name):
+def test_a_link_to_dev_zero_is_refused_not_read(tmp_path, deadline, name):
     root = folder(tmp_path / "f")
     (root / name).unlink(missing_ok=True)
     os.symlink("/dev/zero", root / name)
     refused(root, name, "character device")
 
 
-def test_d_a_directory_named_like_a_split_is_named_as_one(tmp_path):
+def test_a_directory_named_like_a_split_is_named_as_one(tmp_path):
     root = folder(tmp_path / "f", test=False)
     (root / "train.npy").unlink()
     (root / "train.npy").mkdir()
     refused(root, "train.npy is a directory")
 
 
-def test_d_a_huge_classes_json_is_refused_before_it_is_read(tmp_path):
+def test_a_huge_classes_json_is_refused_before_it_is_read(tmp_path):
     root = folder(tmp_path / "f")
     with open(root / "classes.json", "r+b") as f:
         f.truncate(store.MAX_JSON_BYTES + 1)              # sparse: no disk used
     refused(root, "classes.json", "bytes")
 
 
-def test_d_truncated_labels_are_refused(tmp_path):
+def test_truncated_labels_are_refused(tmp_path):
     root = folder(tmp_path / "f", n=300, test=False)
     os.truncate(root / "train_labels.npy", 200)
     refused(root, "train_labels.npy is truncated")
 
 
-def test_d_tensors_saved_with_requires_grad_are_read_as_values(tmp_path):
+def test_tensors_saved_with_requires_grad_are_read_as_values(tmp_path):
     root = tmp_path / "f"
     root.mkdir()
     store.write_classes(root, ["a", "b"])
@@ -111,36 +111,36 @@ def test_d_tensors_saved_with_requires_grad_are_read_as_values(tmp_path):
     assert not xb.requires_grad and not train.x.requires_grad
 
 
-# --------------------------------------------------------------------------- E: complete, unambiguous, one format
+# --------------------------------------------------------------------------- complete, unambiguous, one format
 
 @pytest.mark.parametrize("classes, words", [(["a", "a", "b"], ["'a'", "more than once"]),
                                             (["a", " ", "b"], ["empty name"]),
                                             (["a", "", "b"], ["empty name"])])
-def test_e_ambiguous_class_names_are_refused(tmp_path, classes, words):
+def test_ambiguous_class_names_are_refused(tmp_path, classes, words):
     root = folder(tmp_path / "f", classes=("x", "y", "z"))
     (root / "classes.json").write_text(json.dumps(classes))
     refused(root, *words)
 
 
-def test_e_a_class_no_training_row_uses_is_refused(tmp_path):
+def test_a_class_no_training_row_uses_is_refused(tmp_path):
     root = folder(tmp_path / "f", classes=("a", "b"))
     (root / "classes.json").write_text(json.dumps(["a", "b", "never"]))
     refused(root, "'never'", "unused")
 
 
-def test_e_two_formats_of_one_split_are_refused(tmp_path):
+def test_two_formats_of_one_split_are_refused(tmp_path):
     root = folder(tmp_path / "f")                         # npy, then a stale .pt beside it
     store.save_split(root, "train", torch.randn(30, 4), torch.arange(30) % 3, fmt="pt")
     refused(root, "both train.npy and train.pt")
 
 
-def test_e_splits_of_two_formats_are_refused(tmp_path):
+def test_splits_of_two_formats_are_refused(tmp_path):
     root = folder(tmp_path / "f", test=False)
     store.save_split(root, "test", torch.randn(6, 4), torch.arange(6) % 3, fmt="pt")
     refused(root, "train.npy and test.pt")
 
 
-def test_e_a_partly_written_file_is_refused(tmp_path):
+def test_a_partly_written_file_is_refused(tmp_path):
     root = folder(tmp_path / "f")
     (root / "test.npy.tmp12345").write_bytes(b"\0" * 64)
     refused(root, "partly written", "test.npy.tmp12345")
@@ -149,7 +149,7 @@ def test_e_a_partly_written_file_is_refused(tmp_path):
 @pytest.mark.parametrize("change, words", [({"n_test": 99}, ["test rows 99", "10"]),
                                            ({"n_train": 7}, ["training rows 7"]),
                                            ({"dim": 8}, ["D 8"]), ({"format": "pt"}, ["format pt"])])
-def test_e_files_that_differ_from_extractor_json_are_refused(tmp_path, change, words):
+def test_files_that_differ_from_extractor_json_are_refused(tmp_path, change, words):
     root = folder(tmp_path / "f")
     info = {"format": "npy", "dim": 4, "data": {"n_train": 30, "n_test": 10}}
     for k, v in change.items():
@@ -158,14 +158,14 @@ def test_e_files_that_differ_from_extractor_json_are_refused(tmp_path, change, w
     refused(root, "extractor.json", *words)
 
 
-def test_e_a_test_split_extractor_json_promises_but_is_missing_is_refused(tmp_path):
+def test_a_test_split_extractor_json_promises_but_is_missing_is_refused(tmp_path):
     root = folder(tmp_path / "f", test=False)
     (root / "extractor.json").write_text(json.dumps({"format": "npy", "dim": 4, "data": {"n_train": 30, "n_test": 10}}))
     refused(root, "test rows 10", "None")
 
 
 @pytest.mark.parametrize("n", [0, 1])
-def test_e_too_few_rows_name_the_file_not_val_size(tmp_path, n):
+def test_too_few_rows_name_the_file_not_val_size(tmp_path, n):
     from lintorch.errors import DataError
     root = tmp_path / "f"
     root.mkdir()
@@ -176,14 +176,14 @@ def test_e_too_few_rows_name_the_file_not_val_size(tmp_path, n):
     assert "--val-size" not in str(e.value) and "train.npy" in str(e.value)
 
 
-def test_a_train_and_test_of_two_widths_fail_before_training(tmp_path, capsys):
+def test_train_and_test_of_two_widths_fail_before_training(tmp_path, capsys):
     data, logdir = features_of_width(tmp_path / "f", d=8, test_d=5), tmp_path / "run"
     code = train(*FEATURES_ARGS, "--data-dir", data, "--logdir", logdir)
     assert_one_line_error(code, capsys.readouterr().err, "D = 5", "D = 8")
     assert not logdir.exists()
 
 
-def test_d_a_fifo_label_file_through_train_is_one_line_and_no_husk(tmp_path, capsys, deadline):
+def test_a_fifo_label_file_through_train_is_one_line_and_no_husk(tmp_path, capsys, deadline):
     import os
     data, logdir = features_of_width(tmp_path / "f"), tmp_path / "run"
     (data / "train_labels.npy").unlink()
@@ -193,7 +193,7 @@ def test_d_a_fifo_label_file_through_train_is_one_line_and_no_husk(tmp_path, cap
     assert not logdir.exists()
 
 
-def test_d_a_pt_file_holding_tensors_that_require_grad_trains(tmp_path):
+def test_a_pt_file_holding_tensors_that_require_grad_trains(tmp_path):
     data = tmp_path / "f"
     data.mkdir()
     store.write_classes(data, ["a", "b", "c"])

@@ -292,7 +292,7 @@ def test_the_lbfgs_two_loop_recursion_makes_no_host_sync(emulated):
         torch.testing.assert_close(d.cpu(), expected)
 
 
-def test_c_cholesky_of_a_nan_gram_is_an_error_not_a_hang(deadline):
+def test_cholesky_of_a_nan_gram_is_an_error_not_a_hang(deadline):
     from lintorch.optim.lbfgs import _cholesky
     G = torch.eye(3, dtype=torch.float64)
     G[1, 2] = float("nan")
@@ -307,7 +307,7 @@ def test_c_cholesky_of_a_nan_gram_is_an_error_not_a_hang(deadline):
     assert torch.allclose(L @ L.T, 1e-8 * torch.eye(3, dtype=torch.float64))
 
 
-def test_c_gram_preconditioner_on_non_finite_inputs_is_an_error():
+def test_gram_preconditioner_on_non_finite_inputs_is_an_error():
     from lintorch.optim.lbfgs import gram_preconditioners
 
     class Loader:

@@ -152,7 +152,7 @@ def test_text_and_random_bytes_are_refused_without_unsafe_advice(content, tmp_pa
     assert "weights_only=False" not in err and len(err.splitlines()) == 2 and str(bad) in err
 
 
-# --------------------------------------------------------------------------- 12.10 a full disk
+# --------------------------------------------------------------------------- a full disk
 
 @pytest.mark.parametrize("name", ["last.pt", "checkpoint.pt"])
 def test_disk_full_while_saving_is_one_line_and_keeps_the_old_file(name, tmp_path, monkeypatch, capsys):

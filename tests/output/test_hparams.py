@@ -69,7 +69,7 @@ def test_trial_ids_sort_run_first_then_by_the_members_zero_padded_place():
 
 
 def test_every_extractor_setting_that_can_differ_is_a_column():
-    """Issue 25.4: two k-means runs that differ only by power, encoding or flip_eval differ in HPARAMS."""
+    """Two k-means runs that differ only by power, encoding or flip_eval differ in HPARAMS."""
     from lintorch.features import make_extractor
     a = member_hparams({**SGD, "features": "kmeans", "flip": True, "flip_eval": True},
                        extractor=make_extractor("kmeans", k=16, power=0.5))

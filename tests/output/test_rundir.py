@@ -9,7 +9,7 @@ from tests.conftest import BASE, stop_after, train_auto_threads
 from tests.helpers import one_error_line
 
 
-# --------------------------------------------------------------------------- 12.1 run folders
+# --------------------------------------------------------------------------- run folders
 
 def test_default_folders_in_the_same_second_differ(tmp_path, monkeypatch):
     from lintorch.output import rundir
@@ -45,7 +45,7 @@ def test_an_empty_logdir_given_stays_but_holds_nothing(tmp_path, capsys):
     assert run.is_dir() and list(run.iterdir()) == []
 
 
-# --------------------------------------------------------------------------- 12.14 existing folders
+# --------------------------------------------------------------------------- existing folders
 
 def test_refusal_suggests_resume_only_for_an_interrupted_run(constant_run, tmp_path, monkeypatch, capsys):
     capsys.readouterr()

@@ -130,7 +130,7 @@ def test_centroids_picture_says_how_many_filters_it_shows(K, says):
 
 
 def test_a_sweep_shows_the_centroids_once_and_members_sorted_in_hparams(image_folder, tmp_path):
-    """TensorBoard with a K-member sweep (issue 29.5): the centroid picture once, at the run folder,
+    """TensorBoard with a K-member sweep: the centroid picture once, at the run folder,
     not once per member; each member's trial ID is '<run>/mNN-<its values>'."""
     import os
 

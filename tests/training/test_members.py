@@ -106,7 +106,7 @@ def test_duration_reads_as_people_write_it():
                                                                    "1 h 2 min"]
 
 
-# --------------------------------------------------------------------------- 12.4 sweeps
+# --------------------------------------------------------------------------- sweeps
 
 def test_sweep_values_that_differ_get_distinct_folders(tmp_path):
     run = tmp_path / "sweep"

@@ -14,7 +14,7 @@ from tests.helpers import one_error_line, read_json, train
 from tests.training.conftest import CUDA_RUN
 
 
-# --------------------------------------------------------------------------- 12.2 resume rules
+# --------------------------------------------------------------------------- resume rules
 
 def test_resume_after_a_class_folder_was_renamed_is_refused(image_folder, tmp_path, capsys):
     data = copy_tree(image_folder, tmp_path / "data")
@@ -53,7 +53,7 @@ def test_resume_empty_path_is_a_usage_error(capsys):
     usage_error(parse_args, ["--resume", ""], capsys)
 
 
-# --------------------------------------------------------------------------- 12.3 nothing to resume
+# --------------------------------------------------------------------------- nothing to resume
 
 def test_resuming_a_finished_run_changes_nothing(constant_run, capsys):
     files = {p.name: p.read_bytes() for p in constant_run.iterdir() if p.is_file()}
@@ -70,7 +70,7 @@ def test_huge_margin_prints_no_forty_digit_numbers(tmp_path, capsys):
     assert "epoch 1/1" in out and not LONG_NUMBER.search(out + err), out + err
 
 
-# --------------------------------------------------------------------------- 12.13 / 8.3 divergence
+# --------------------------------------------------------------------------- divergence
 
 def test_diverging_in_epoch_one_promises_no_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
@@ -90,7 +90,7 @@ def test_a_sweep_where_every_member_diverges_exits_1(tmp_path, capsys):
     assert read_json(run / "metrics.json")["status"] == "diverged"
 
 
-# --------------------------------------------------------------------------- issue 8
+# --------------------------------------------------------------------------- interrupted sweeps, growing losses, finished runs
 
 def test_interrupted_sweep_summary_is_the_sweeps(tmp_path, monkeypatch):
     run = tmp_path / "sweep"

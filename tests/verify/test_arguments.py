@@ -6,7 +6,7 @@ import lintorch
 from tests.verify.conftest import scaled_rand
 
 
-# --------------------------------------------------------------------------- 5. arguments
+# --------------------------------------------------------------------------- arguments
 
 X = scaled_rand(3)
 

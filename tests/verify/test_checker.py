@@ -290,11 +290,11 @@ def square_sum(scale=1.0):
     return counted_function(lambda x: (x * x).sum(), lambda g, x: g * 2 * x * scale)
 
 
-# --------------------------------------------------------------------------- 1. NaN and inf
+# --------------------------------------------------------------------------- NaN and inf
 
 @pytest.mark.parametrize("bad", ["nan gradient", "inf gradient", "nan value", "one nan entry"])
 def test_a_non_finite_value_or_gradient_fails(bad):
-    x = scaled_rand(500 if bad == "one nan entry" else 2000)          # the hostile round's: all NaN at 2,000 entries
+    x = scaled_rand(500 if bad == "one nan entry" else 2000)          # all NaN at 2,000 entries, one NaN among 500
     fn = {"nan gradient": counted_function(lambda x: (x * x).sum(), lambda g, x: torch.full_like(x, float("nan"))),
           "inf gradient": counted_function(lambda x: (x * x).sum(), lambda g, x: torch.full_like(x, float("inf"))),
           "nan value": counted_function(lambda x: (x * x).sum() * float("nan"), lambda g, x: g * 2 * x),
@@ -308,7 +308,7 @@ def test_a_non_finite_value_or_gradient_fails(bad):
                                                                                                              False]
 
 
-# --------------------------------------------------------------------------- 2. kinks, principled
+# --------------------------------------------------------------------------- kinks, principled
 
 def steep(scale):
     """exp(1e5 x) summed: smooth, its one-sided differences at h = 1e-6 10% apart; backward * scale."""
@@ -355,7 +355,7 @@ def test_true_kinks_are_still_found_at_any_step():
         assert row.passed and row.kinks == 2, (eps, row)
 
 
-# --------------------------------------------------------------------------- 3. rounding at the function's scale
+# --------------------------------------------------------------------------- rounding at the function's scale
 
 def test_correct_gradients_of_large_sums_pass():
     report = lintorch.check_function(square_sum(), scaled_rand(2000), reference=lambda x: (x * x).sum())
@@ -376,7 +376,7 @@ def test_lintorchs_losses_summed_over_5000_examples_pass(loss):
     assert report.ok, report
 
 
-# --------------------------------------------------------------------------- 4. cost bounded by the Jacobian
+# --------------------------------------------------------------------------- cost bounded by the Jacobian
 
 def test_an_outer_product_is_checked_on_samples_not_its_whole_jacobian():
     """u v^T at n = 100: 200 inputs but 10,000 outputs, a 2e6-entry Jacobian: sampled numeric

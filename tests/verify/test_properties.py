@@ -1,4 +1,4 @@
-"""check_function beyond first order (issue 27, lintorch.verify.properties): second order, forward
+"""check_function beyond first order (lintorch.verify.properties): second order, forward
 mode, vmap, torch.compile and devices, each opt-in and a row of the same table. A correct complete
 Function passes each; a Function broken in exactly that property fails exactly that row."""
 import pytest
