@@ -1,4 +1,7 @@
-"""The architecture's rules, measured from the source with ast, and the repository's layout."""
+"""The architecture's rules, measured from the source with ast: no import cycle, no upward import
+(each module imports only its own layer and the layers below), the library core reaches no command,
+the checkpoint's keys are named in one module, the loss registry is asked where a name becomes a loss;
+and the repository's layout."""
 import ast
 import functools
 import os
@@ -12,13 +15,43 @@ from lintorch.objective import LOSSES
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "lintorch")
 
-MAX_TOP_MODULES, MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_CLASS_LINES, MAX_LOSS_MODULES = 16, 400, 70, 150, 4
-LONG_MODULES = {"lintorch/functional.py"}             # the math: every forward/backward pair in one file
-PARSERS = set()                                       # argparse builders: a flag list, however long
-# settings declared as dataclass fields (default, bounds, help each), however many: the flag list that
-# was config.get_args_parser's now sits here (the parser is generated from it), and its field lines
-# count towards no class's or module's length
-DECLARATIONS = {("lintorch/config.py", "TrainConfig")}
+# The layers, lowest first: a module imports only from its own layer and the layers below it. A name
+# stands for the module and, for a package, everything in it; the most specific name decides.
+LAYERS = [
+    ("names and errors", ["lintorch.names", "lintorch.errors", "lintorch.training.devices"]),
+    ("the maths", ["lintorch.functional", "lintorch.objective", "lintorch.model", "lintorch.optim"]),
+    ("what the maths is checked and written with", ["lintorch.verify", "lintorch.cli", "lintorch.output"]),
+    ("the settings", ["lintorch.config"]),
+    ("data and features", ["lintorch.data", "lintorch.features"]),
+    ("the library core", ["lintorch.training"]),
+    ("the Python API", ["lintorch.api", "lintorch.probe"]),
+    ("the commands", ["lintorch", "lintorch.__main__", "lintorch.train", "lintorch.evaluate", "lintorch.predict",
+                      "lintorch.extract", "lintorch.doctor", "lintorch.gradcheck", "lintorch.bench"]),
+]
+CORE = "lintorch.training.fit"                   # fit(config, data): what LinearProbe and train.py share
+
+CHECKPOINT = "lintorch/output/checkpoint.py"     # builds and reads the checkpoint's dict, and only it
+# Checkpoint keys that are also ordinary keys of other dicts: a run's config and metrics.json (config,
+# epoch, best_epoch, history, loss, features, classes, image_size), an extractor's settings and state
+# (image_size, model, state), an optimizer's parameters (weight, bias, momentum), a feature folder's
+# and a cache's header (format, version), a data-parallel rank's partial sums (partial).
+WORDS_OF_OTHER_DICTS = {"config", "epoch", "best_epoch", "history", "loss", "features", "classes", "image_size",
+                        "model", "state", "weight", "bias", "momentum", "format", "version", "partial"}
+
+# Where a loss name becomes a loss: the modules that import the registry, each for its reason.
+REGISTRY = "lintorch/objective.py"
+REGISTRY_READERS = {
+    "lintorch/__init__.py": "exports each loss's function",
+    "lintorch/config.py": "the --loss choices and each loss's tuned lr and reg",
+    "lintorch/api/keywords.py": "which keywords belong to which loss",
+    "lintorch/api/predictor.py": "predict_proba for the probabilistic losses",
+    "lintorch/output/checkpoint.py": "a saved loss name is one the registry knows",
+    "lintorch/output/hparams.py": "the loss's own settings as HPARAMS columns",
+    "lintorch/probe.py": "the loss's own settings among get_params",
+    "lintorch/predict.py": "probabilities for the probabilistic losses, scores for the others",
+    "lintorch/doctor.py": "every registered loss learns",
+    "lintorch/bench/contenders.py": "a contender trains with its loss's tuned lr and reg",
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -38,10 +71,6 @@ def modules():
                     src = fh.read()
                 out[".".join(parts)] = (rel, src, ast.parse(src, rel))
     return out
-
-
-def _length(node):
-    return node.end_lineno - node.lineno + 1
 
 
 def _imports(name):
@@ -79,54 +108,6 @@ def _graph():
     return graph
 
 
-def test_at_most_16_modules_directly_in_the_package():
-    top = sorted(rel for rel, _, _ in modules().values() if rel.count("/") == 1)
-    assert len(top) <= MAX_TOP_MODULES, f"{len(top)} modules directly in lintorch/: {top}"
-
-
-def _declared(rel, tree):
-    """The lines of the DECLARATIONS' field declarations in a module's tree."""
-    return sum(_length(f) for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
-               and (rel, node.name) in DECLARATIONS for f in node.body if isinstance(f, ast.AnnAssign))
-
-
-def test_no_module_over_400_lines():
-    long = {rel: src.count("\n") - _declared(rel, tree) for rel, src, tree in modules().values()
-            if src.count("\n") - _declared(rel, tree) > MAX_MODULE_LINES and rel not in LONG_MODULES}
-    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
-
-
-def test_no_function_over_70_lines_but_the_parsers():
-    long = [(rel, node.name, _length(node)) for rel, _, tree in modules().values() for node in ast.walk(tree)
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _length(node) > MAX_FUNCTION_LINES
-            and (rel, node.name) not in PARSERS]
-    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
-
-
-def test_no_class_over_150_lines():
-    long = [(rel, node.name, _length(node)) for rel, _, tree in modules().values() for node in ast.walk(tree)
-            if isinstance(node, ast.ClassDef) and _length(node) - _declared(rel, node) > MAX_CLASS_LINES]
-    assert not long, f"classes over {MAX_CLASS_LINES} lines: {long}"
-
-
-def _loss_comparisons(tree):
-    """Comparisons (==, !=, in, not in, ...) with a loss name as a string constant, alone or in a
-    tuple, list or set."""
-    hits = 0
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Compare):
-            for side in [node.left, *node.comparators]:
-                elements = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
-                if any(isinstance(e, ast.Constant) and e.value in LOSSES for e in elements):
-                    hits += 1
-    return hits
-
-
-def test_the_loss_name_is_compared_in_at_most_4_modules():
-    where = {rel: n for rel, _, tree in modules().values() if (n := _loss_comparisons(tree))}
-    assert len(where) <= MAX_LOSS_MODULES, f"the loss name compared as a string in {len(where)} modules: {where}"
-
-
 def test_no_import_cycle():
     graph, state, cycles = _graph(), {}, []
 
@@ -150,6 +131,123 @@ def test_no_leaf_imports_its_own_package_init():
     own = [(name, target) for name, (rel, _, _) in modules().items() if not rel.endswith("__init__.py")
            for target in _imports(name) if target == name.rsplit(".", 1)[0] != "lintorch"]
     assert not own, f"modules importing their own package's __init__: {own}"
+
+
+def _layer(name):
+    """The index in LAYERS of module `name`: the most specific listed name that is it or a package above
+    it ("lintorch" itself stands for the package's __init__ alone), None where none is."""
+    found = [(len(listed), i) for i, (_, names) in enumerate(LAYERS) for listed in names
+             if name == listed or (listed != "lintorch" and name.startswith(listed + "."))]
+    return max(found)[1] if found else None
+
+
+def test_every_module_has_a_layer():
+    unplaced = sorted(name for name in modules() if _layer(name) is None)
+    assert not unplaced, f"modules in no layer of LAYERS (place each where its imports put it): {unplaced}"
+
+
+def test_no_upward_import():
+    upward = [f"{name} ({LAYERS[_layer(name)][0]}) imports {target} ({LAYERS[_layer(target)][0]})"
+              for name in sorted(modules()) for target in sorted(_imports(name))
+              if None not in (_layer(name), _layer(target)) and _layer(target) > _layer(name)]
+    assert not upward, "imports of a higher layer:\n" + "\n".join(upward)
+
+
+def _reached(name):
+    """Every module that importing `name` imports, directly or through others."""
+    graph, seen, todo = _graph(), set(), [name]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_the_library_core_reaches_no_api_and_no_command():
+    above = sorted(m for m in _reached(CORE) if _layer(m) is not None and _layer(m) > _layer(CORE))
+    assert not above, f"{CORE} imports, directly or through others, modules above the core: {above}"
+
+
+def _module_tree(rel):
+    return next(tree for path, _, tree in modules().values() if path == rel)
+
+
+def _keys_named(tree):
+    """String constants used as a dict's keys: d["k"], d.get("k"), d.pop("k"), d.setdefault("k"), {"k": v}."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            yield node.slice.value
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args
+              and node.func.attr in ("get", "pop", "setdefault") and isinstance(node.args[0], ast.Constant)):
+            yield node.args[0].value
+        elif isinstance(node, ast.Dict):
+            yield from (k.value for k in node.keys if isinstance(k, ast.Constant))
+
+
+def _checkpoint_keys():
+    """The keys of the dicts output/checkpoint.py writes: its dict literals' and d["key"] = ... stores."""
+    keys = set()
+    for node in ast.walk(_module_tree(CHECKPOINT)):
+        if isinstance(node, ast.Dict):
+            keys.update(k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str))
+        elif (isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store)
+              and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)):
+            keys.add(node.slice.value)
+    return keys
+
+
+def test_only_the_checkpoint_module_names_the_checkpoints_keys():
+    own = _checkpoint_keys() - WORDS_OF_OTHER_DICTS
+    assert {"kind", "best_val_acc", "in_features"} <= own, own          # the rule has keys to watch
+    named = {rel: sorted(own & set(_keys_named(tree))) for rel, _, tree in modules().values() if rel != CHECKPOINT}
+    named = {rel: keys for rel, keys in named.items() if keys}
+    assert not named, f"modules naming the checkpoint's keys, which only {CHECKPOINT} may: {named}"
+
+
+def test_the_checkpoint_format_is_named_in_one_module():
+    from lintorch.output.checkpoint import FORMAT
+    where = sorted({rel for rel, _, tree in modules().values() for node in ast.walk(tree)
+                    if isinstance(node, ast.Constant) and node.value == FORMAT})
+    assert where == [CHECKPOINT], f"the checkpoint's format {FORMAT!r} named in {where}"
+
+
+def _reads_registry(tree):
+    return any((isinstance(node, ast.ImportFrom) and any(a.name == "LOSSES" for a in node.names))
+               or (isinstance(node, ast.Attribute) and node.attr == "LOSSES") for node in ast.walk(tree))
+
+
+def test_the_loss_registry_is_read_where_a_name_becomes_a_loss():
+    readers = {rel for rel, _, tree in modules().values() if rel != REGISTRY and _reads_registry(tree)}
+    assert readers == set(REGISTRY_READERS), (
+        f"modules reading objective.LOSSES: {sorted(readers)}; REGISTRY_READERS says why each may "
+        f"(new: {sorted(readers - set(REGISTRY_READERS))}, gone: {sorted(set(REGISTRY_READERS) - readers)})")
+
+
+def _loss_branches(tree):
+    """A loss's behaviour asked by its name instead of its registry entry: a comparison == / != with
+    a loss name, `in` a literal collection holding one, or LOSSES["name"]."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            left = node.left
+            for op, right in zip(node.ops, node.comparators):
+                if isinstance(op, (ast.Eq, ast.NotEq)):
+                    sides = [left, right]
+                elif isinstance(op, (ast.In, ast.NotIn)) and isinstance(right, (ast.Tuple, ast.List, ast.Set)):
+                    sides = right.elts
+                else:
+                    sides = []
+                if any(isinstance(e, ast.Constant) and e.value in LOSSES for e in sides):
+                    yield node.lineno
+                left = right
+        elif (isinstance(node, ast.Subscript) and ast.unparse(node.value).split(".")[-1] == "LOSSES"
+              and isinstance(node.slice, ast.Constant)):
+            yield node.lineno
+
+
+def test_no_module_branches_on_a_loss_name():
+    where = {rel: lines for rel, _, tree in modules().values() if rel != REGISTRY
+             and (lines := list(_loss_branches(tree)))}
+    assert not where, f"a loss name compared outside {REGISTRY} (ask LOSSES[name] instead): {where}"
 
 
 def test_one_folder_named_bench():
