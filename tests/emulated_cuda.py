@@ -59,8 +59,13 @@ def on_cuda(t):
     if isinstance(t, CudaTensor) or not isinstance(t, torch.Tensor):
         return t
     with torch._C.DisableTorchFunction():
-        out = torch.Tensor.as_subclass(t, CudaTensor)
-    if isinstance(t, torch.nn.Parameter):
+        return _as_cuda(t)
+
+
+def _as_cuda(t):
+    """A plain tensor as a CudaTensor, where no torch function mode is active (inside the mode's handler)."""
+    out = torch.Tensor.as_subclass(t, CudaTensor)
+    if issubclass(type(t), torch.nn.Parameter) or getattr(t, "_is_param", False):     # isinstance(t, Parameter)
         out._is_param = True
     return out
 
@@ -100,6 +105,8 @@ def _tensors(obj, out):
 
 
 def _map(fn, obj):
+    if type(obj) is torch.Tensor:
+        return fn(obj)
     if isinstance(obj, torch.Tensor):
         return fn(obj)
     if isinstance(obj, tuple) and type(obj).__module__ == "torch.return_types":      # (values, indices)
@@ -136,21 +143,50 @@ MIXED_OK = {"copy_", "__getitem__", "__setitem__", "index_put_", "index_put", "_
 
 
 _NAMES = {}
+# what the mode does with a call, decided once per function (_names): one of the special cases, or the
+# device rules for ordinary ops (INDEXING: only the indexed tensor's device counts; MIXED: the first tensor's)
+(AUTOGRAD, TO, TO_CUDA, TO_CPU, NUMPY, PIN, IS_PINNED, SYNC_METHOD, INDEXING, MIXED, OP) = range(11)
 
 
 def _names(func):
-    """func -> ("torch.Tensor.add", "add"): torch's resolve_name is slow, and every call asks."""
+    """func -> ("torch.Tensor.add", "add", kind, a sync op?): torch's resolve_name is slow, and every call asks."""
     try:
         return _NAMES[func]
     except (KeyError, TypeError):
         pass
     name = resolve_name(func) or f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', func)}"
     short = name.split(".", 2)[-1] if name.startswith("torch.Tensor.") else name.rsplit(".", 1)[-1]
+    kind = {"torch.autograd.grad": AUTOGRAD, "torch.autograd.backward": AUTOGRAD, "torch.Tensor.backward": AUTOGRAD,
+            "torch.Tensor.to": TO, "torch.Tensor.cuda": TO_CUDA, "torch.Tensor.cpu": TO_CPU,
+            "torch.Tensor.numpy": NUMPY, "torch.Tensor.pin_memory": PIN, "torch.Tensor.is_pinned": IS_PINNED}.get(name)
+    if kind is None:
+        if name.startswith("torch.Tensor.") and short in SYNC_METHODS:
+            kind = SYNC_METHOD
+        elif short in ("__getitem__", "index_put_", "index_put", "__setitem__"):
+            kind = INDEXING
+        elif short in MIXED_OK or "_has_compatible_shallow_copy_type" in name or "swap_tensors" in name:
+            kind = MIXED
+        else:
+            kind = OP
+    names = name, short, kind, short.rsplit(".", 1)[-1] in SYNC_OPS
     try:
-        _NAMES[func] = name, short
+        _NAMES[func] = names
     except TypeError:          # an unhashable callable: named every time
         pass
-    return name, short
+    return names
+
+
+def _flat_tensors(args, kwargs):
+    """The tensors among args and kwargs' values, one level of lists, tuples and dicts inlined (_tensors
+    below that): the common calls' arguments without a call per argument."""
+    ts = []
+    for group in (args, kwargs.values() if kwargs else ()):
+        for a in group:
+            if isinstance(a, torch.Tensor):
+                ts.append(a)
+            elif isinstance(a, (list, tuple, dict)):
+                _tensors(a, ts)
+    return ts
 
 
 class EmulatedCuda(TorchFunctionMode):
@@ -268,30 +304,30 @@ class EmulatedCuda(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        name, short = _names(func)
-        if name in ("torch.autograd.grad", "torch.autograd.backward", "torch.Tensor.backward"):
-            return self._autograd(name, func, args, kwargs)
-        if name == "torch.Tensor.to":
-            return self._to(args, kwargs)
-        if name == "torch.Tensor.cuda":
-            return self._move(args[0], CUDA, non_blocking=kwargs.get("non_blocking", False))
-        if name == "torch.Tensor.cpu":
-            return self._move(args[0], CPU)
-        if name == "torch.Tensor.numpy":
-            if isinstance(args[0], CudaTensor):
-                raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the "
-                                f"tensor to host memory first. (emulated cuda at {caller()})")
-            return func(*args, **kwargs)
-        if name == "torch.Tensor.pin_memory":
-            return self.pin(args[0])
-        if name == "torch.Tensor.is_pinned":
-            return id(args[0]) in self.pinned
-        if name.startswith("torch.Tensor.") and short in SYNC_METHODS:
-            if isinstance(args[0], CudaTensor):
+        name, short, kind, sync_op = _names(func)
+        if kind < INDEXING:                                                 # the special cases
+            if kind == AUTOGRAD:
+                return self._autograd(name, func, args, kwargs)
+            if kind == TO:
+                return self._to(args, kwargs)
+            if kind == TO_CUDA:
+                return self._move(args[0], CUDA, non_blocking=kwargs.get("non_blocking", False))
+            if kind == TO_CPU:
+                return self._move(args[0], CPU)
+            if kind == NUMPY:
+                if isinstance(args[0], CudaTensor):
+                    raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the "
+                                    f"tensor to host memory first. (emulated cuda at {caller()})")
+                return func(*args, **kwargs)
+            if kind == PIN:
+                return self.pin(args[0])
+            if kind == IS_PINNED:
+                return id(args[0]) in self.pinned
+            if isinstance(args[0], CudaTensor):                             # SYNC_METHOD
                 self.sync(short)
             return func(*args, **kwargs)
 
-        if _is_cuda(kwargs.get("device")):                                 # a factory on cuda
+        if "device" in kwargs and _is_cuda(kwargs["device"]):              # a factory on cuda
             kwargs = dict(kwargs, device="cpu")
             gen = kwargs.get("generator")
             if gen is not None and id(gen) not in self.cuda_generators:
@@ -304,25 +340,34 @@ class EmulatedCuda(TorchFunctionMode):
             args = tuple(on_cpu(a) if isinstance(a, torch.Tensor) else a for a in args)
             return _map(on_cuda, func(*args, **kwargs))
 
-        ts = _tensors(args, []) + _tensors(kwargs, [])
-        if short in ("__getitem__", "index_put_", "index_put", "__setitem__"):
-            devices = {device_of(ts[0])} if ts else set()
-            if short == "__setitem__" and len(args) > 2 and isinstance(args[2], torch.Tensor) and args[2].dim() > 0:
-                devices.add(device_of(args[2]))
-            if CUDA in devices and any(i.dtype == torch.bool for i in _tensors(args[1:2], [])):
-                self.sync("boolean-mask indexing (nonzero)")
-        elif short in MIXED_OK or "_has_compatible_shallow_copy_type" in name or "swap_tensors" in name:
-            devices = {device_of(ts[0])} if ts else set()
+        ts = _flat_tensors(args, kwargs)
+        if kind == OP:
+            # CUDA's rule: a cuda tensor meets only cuda tensors and 0-dim CPU ones; with no cuda tensor in
+            # the call there is nothing to check or move (torch itself refuses other device mixes)
+            on = [isinstance(t, CudaTensor) for t in ts]
+            if not any(on):
+                return func(*args, **kwargs)
+            devices = {CUDA}
+            for t, c in zip(ts, on):
+                if not c and (t.dim() > 0 or device_of(t).type != "cpu"):
+                    devices.add(device_of(t))
         else:
-            devices = {device_of(t) for t in ts if not (device_of(t).type == "cpu" and t.dim() == 0)}
-            if not devices and ts:
-                devices = {device_of(ts[0])}
+            devices = {device_of(ts[0])} if ts else set()
+            if kind == INDEXING:
+                if short == "__setitem__" and len(args) > 2 and isinstance(args[2], torch.Tensor) and args[2].dim() > 0:
+                    devices.add(device_of(args[2]))
+                if CUDA in devices and any(i.dtype == torch.bool for i in _tensors(args[1:2], [])):
+                    self.sync("boolean-mask indexing (nonzero)")
         if len(devices) > 1:
             self.mismatch(name, devices)
-        if CUDA in devices and short.rsplit(".", 1)[-1] in SYNC_OPS:
+        if CUDA not in devices:
+            return func(*args, **kwargs)
+        if sync_op:
             self.sync(short)
         out = func(*args, **kwargs)
-        return _map(on_cuda, out) if CUDA in devices else out
+        if type(out) is torch.Tensor:
+            return _as_cuda(out)
+        return out if type(out) is CudaTensor else _map(on_cuda, out)
 
     def pin(self, t):
         if isinstance(t, CudaTensor):
