@@ -224,6 +224,18 @@ def cifar10_jpg(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def cifar10_jpg_10k(cifar10_jpg, tmp_path_factory):
+    """The first 1,000 shared JPEGs of each class (10,000, linked, not copied) -> the folder holding
+    train/<class>/: real data for a test whose cost grows with the images (k-means encoding)."""
+    root = tmp_path_factory.mktemp("cifar10-jpg-10k")
+    for cls in sorted(p.name for p in (cifar10_jpg / "train").iterdir()):
+        (root / "train" / cls).mkdir(parents=True)
+        for f in sorted((cifar10_jpg / "train" / cls).iterdir())[:1000]:
+            (root / "train" / cls / f.name).symlink_to(f)
+    return root
+
+
 @pytest.fixture
 def deadline():
     """SIGALRM after 20 s raises TimeoutError in the test: code that blocks or spins (a FIFO opened,
