@@ -8,6 +8,9 @@ from lintorch.config import parse_args
 from tests.conftest import COMMON
 from tests.helpers import events, train
 
+# 8 px synthetic images (D 192): an L-BFGS evaluation 16x cheaper than at 32 px, the same assertions
+SMALL = ["--image-size", "8"]
+
 
 def metrics(folder):
     return json.loads((folder / "metrics.json").read_text())
@@ -16,13 +19,13 @@ def metrics(folder):
 def test_lbfgs_path_members_equal_single_runs(tmp_path):
     """A 3-value path trained as one batched run ends where each value trained alone ends."""
     path = tmp_path / "path"
-    assert train(*COMMON, "--optimizer", "lbfgs", "--max-iter", "40", "--logdir", str(path),
+    assert train(*COMMON, *SMALL, "--optimizer", "lbfgs", "--max-iter", "40", "--logdir", str(path),
                  "--sweep", "reg=1e-3,1e-2,1e-1") == 0
     summary = metrics(path)
     assert summary["status"] == "completed" and len(summary["configs"]) == 3
     for reg in ("0.01", "0.1"):
         alone = tmp_path / f"alone-{reg}"
-        assert train(*COMMON, "--optimizer", "lbfgs", "--max-iter", "40", "--reg", reg,
+        assert train(*COMMON, *SMALL, "--optimizer", "lbfgs", "--max-iter", "40", "--reg", reg,
                      "--logdir", str(alone)) == 0
         a = torch.load(alone / "checkpoint.pt", weights_only=True)["model"]
         m = torch.load(path / f"reg={reg}" / "checkpoint.pt", weights_only=True)["model"]
@@ -47,6 +50,7 @@ def test_lbfgs_refuses_nonsmooth_objectives(capsys):
     assert "smooth" in capsys.readouterr().err
 
 
+@pytest.mark.slow                       # 32 px L-BFGS to convergence (at 8 or 16 px the synthetic set is not learnable enough)
 def test_lbfgs_converges_on_squared_hinge(tmp_path):
     assert train(*COMMON, "--optimizer", "lbfgs", "--loss", "svm", "--squared-hinge", "--reg", "0.01",
                  "--logdir", str(tmp_path / "run")) == 0
@@ -63,6 +67,7 @@ def test_lbfgs_converges_on_squared_hinge(tmp_path):
     assert acc.Scalars("lbfgs/val_acc")[-1].value == pytest.approx(m["val_acc"])
 
 
+@pytest.mark.slow                       # 32 px L-BFGS to convergence (at 8 or 16 px the synthetic set is not learnable enough)
 def test_precondition_gram_and_none_reach_the_same_optimum(tmp_path, capsys):
     """--precondition gram (default) and none end at the same objective (on these near-isotropic
     synthetic inputs in about as many iterations; fewer on correlated ones: tests/optim/test_lbfgs.py).
@@ -174,7 +179,7 @@ def test_lbfgs_bar_promises_no_total(tmp_path, monkeypatch):
             pass
     monkeypatch.setattr(solvers, "tqdm", Bar)
     argv = [a for a in COMMON if a != "--quiet"]
-    assert train(*argv, "--optimizer", "lbfgs", "--reg", "0.01", "--max-iter", "500",
+    assert train(*argv, *SMALL, "--optimizer", "lbfgs", "--reg", "0.01", "--max-iter", "500",
                  "--logdir", str(tmp_path / "run")) == 0
     (bar,) = bars
     m = metrics(tmp_path / "run")
@@ -185,8 +190,8 @@ def test_lbfgs_bar_promises_no_total(tmp_path, monkeypatch):
 def test_exact_path_equals_lbfgs_on_the_squared_loss_and_draws_the_path(tmp_path):
     """--optimizer exact: each member of a reg path is the squared loss's minimizer, which a tightly
     converged L-BFGS run of the same objective reaches too; path.png marks the val-chosen reg."""
-    path, small = tmp_path / "exact", ["--image-size", "8"]          # D = 192 < N: a well-posed comparison
-    assert train(*COMMON, *small, "--loss", "squared", "--optimizer", "exact", "--logdir", str(path),
+    path = tmp_path / "exact"                                         # D = 192 < N: a well-posed comparison
+    assert train(*COMMON, *SMALL, "--loss", "squared", "--optimizer", "exact", "--logdir", str(path),
                  "--sweep", "reg=1e-3,1e-2,1e-1") == 0
     summary = metrics(path)
     assert summary["status"] == "completed" and len(summary["configs"]) == 3
@@ -195,7 +200,7 @@ def test_exact_path_equals_lbfgs_on_the_squared_loss_and_draws_the_path(tmp_path
     assert best["best_val_acc"] == max(c["val_acc"] for c in summary["configs"])
     assert (path / "path.png").is_file() and "path" in events(path).Tags()["images"]
     alone = tmp_path / "lbfgs"
-    assert train(*COMMON, *small, "--loss", "squared", "--optimizer", "lbfgs", "--reg", "0.01", "--tol", "1e-7",
+    assert train(*COMMON, *SMALL, "--loss", "squared", "--optimizer", "lbfgs", "--reg", "0.01", "--tol", "1e-7",
                  "--max-iter", "2000", "--logdir", str(alone)) == 0
     a = torch.load(alone / "checkpoint.pt", weights_only=True)["model"]
     m = torch.load(path / "reg=0.01" / "checkpoint.pt", weights_only=True)["model"]
