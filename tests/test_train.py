@@ -155,26 +155,33 @@ def test_bad_flags_are_usage_errors(argv, capsys):
 
 
 def _bad_runs(tmp_path):
-    empty = tmp_path / "empty"
+    empty, no_train, no_images = tmp_path / "empty", tmp_path / "no-train", tmp_path / "no-images"
     (empty / "train").mkdir(parents=True)
+    no_train.mkdir()
+    (no_images / "train" / "cat").mkdir(parents=True)
     return {
         "missing data dir": (["--dataset", "imagefolder", "--data-dir", tmp_path / "nowhere"], "does not exist"),
-        "no class folders": (["--dataset", "imagefolder", "--data-dir", empty], "no class folders"),
+        "no train folder": (["--dataset", "imagefolder", "--data-dir", no_train], "found no train folder"),
+        "no class folders": (["--dataset", "imagefolder", "--data-dir", empty], "has no class folders"),
+        "no images": (["--dataset", "imagefolder", "--data-dir", no_images], "no image files"),
         "val size too big": (["--dataset", "synthetic", "--val-size", 100000], "--val-size"),
         "cuda without cuda": (["--dataset", "synthetic", "--device", "cuda"], "CUDA"),
         "not a device": (["--dataset", "synthetic", "--device", "tpu"], "--device"),
     }
 
 
-@pytest.mark.parametrize("case", ["missing data dir", "no class folders", "val size too big", "cuda without cuda",
-                                  "not a device"])
+@pytest.mark.parametrize("case", ["missing data dir", "no train folder", "no class folders", "no images",
+                                  "val size too big", "cuda without cuda", "not a device"])
 def test_bad_runs_exit_2_with_one_line(case, tmp_path, capsys, train_main):
+    """Also without --quiet for the data folders (the real process: tests/cli/test_train.py)."""
     if case == "cuda without cuda" and torch.cuda.is_available():
         pytest.skip("CUDA is available here, so --device cuda is not an error")
     argv, words = _bad_runs(tmp_path)[case]
-    assert train_main(*argv, "--quiet", "--logdir", tmp_path / "run") == 2
+    quiet = [] if argv[1] == "imagefolder" else ["--quiet"]
+    assert train_main(*argv, *quiet, "--logdir", tmp_path / "run") == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and words in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "gd", "lbfgs", "exact"])

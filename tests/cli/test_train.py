@@ -153,22 +153,13 @@ def test_unreadable_image_is_named_by_train(tmp_path):
     assert r.returncode == 2 and "broken.png" in r.stderr and "--skip-bad-images" in r.stderr
 
 
-@pytest.mark.parametrize("layout, message", [
-    ("missing", "does not exist"),
-    ("empty", "found no train folder"),
-    ("no-classes", "has no class folders"),
-    ("no-images", "no image files"),
-])
-def test_bad_data_dir_is_one_line_exit_2(tmp_path, layout, message):
+def test_bad_data_dir_is_one_line_exit_2(tmp_path):
+    """The real process's stderr is the one line; each layout's message in this process:
+    tests/test_train.py::test_bad_runs_exit_2_with_one_line."""
     root = tmp_path / "data"
-    if layout != "missing":
-        root.mkdir()
-    if layout in ("no-classes", "no-images"):
-        (root / "train").mkdir()
-    if layout == "no-images":
-        (root / "train" / "cat").mkdir()
+    (root / "train" / "cat").mkdir(parents=True)                       # a class folder with no images
     r = python("train.py", "--dataset", "imagefolder", "--data-dir", root, "--logdir", tmp_path / "run", timeout=300)
-    assert r.returncode == 2 and message in r.stderr
+    assert r.returncode == 2 and "no image files" in r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
