@@ -21,7 +21,8 @@ import torch
 
 from lintorch import functional as LF
 from lintorch.data import Preprocess, load_dataset
-from lintorch.optim.lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
+from lintorch.optim.lbfgs import full_batch_evaluator, lbfgs
+from lintorch.optim.precondition import gram_preconditioners
 from lintorch.objective import Objective, objective_and_grad
 
 

@@ -1,11 +1,13 @@
-"""L-BFGS's preconditioner where N < D: lbfgs.gram_preconditioners' M_k = X^T X / N + 2 reg_k I
+"""L-BFGS's preconditioner where N < D: precondition.gram_preconditioners' M_k = X^T X / N + 2 reg_k I
 from a low-rank eigendecomposition shared by every member, instead of a D x D factor each.
 
 Shapes: N examples, D features, C classes, K members; v (m, P) rows of P = C * D + C parameters.
 """
 import torch
 
-__all__ = ["kernel_preconditioners"]
+from .precondition import Preconditioner
+
+__all__ = ["kernel_preconditioners", "KernelPreconditioner"]
 
 
 def kernel_preconditioners(loader, regs, num_classes, *, memory=None, rank=256, seed=0):
@@ -17,7 +19,7 @@ def kernel_preconditioners(loader, regs, num_classes, *, memory=None, rank=256, 
     Exact where rank >= min(N, D) (the whole row space). One factorization serves every member.
     CIFAR-10 pixels (N 2,667, D 3,072, rank 256): 2.7 s where an N x N eigh took 30 s (1 thread,
     load 11). Costs: the rows gathered (N D floats) and about 8 N D rank flops.
-    -> (list of K callables, None), or (None, the reason) when it would need more than `memory` bytes."""
+    -> (a Preconditioner of the K members, None), or (None, the reason) when it would need more than `memory` bytes."""
     regs = torch.as_tensor(regs, dtype=torch.float64).reshape(-1)
     X = torch.cat([xb for xb, _ in loader.batches(0)])                       # (N, D)
     N, D = X.shape
@@ -35,18 +37,28 @@ def kernel_preconditioners(loader, regs, num_classes, *, memory=None, rank=256, 
     V = Q @ U.to(Q.dtype)                                                     # (D, k) orthonormal
     lam = lam.clamp_min(0)
     floor = 1e-8 * max(float(lam.max()), 1e-30)                               # reg 0 leaves M singular
-    C = num_classes
+    shift = (2 * regs).clamp_min(floor).to(lam.device)                     # (K,)
+    # the unkept directions at lam_min (none left where rank covers the row space)
+    tail = 1 / ((lam[0] if k < min(N, D) else 0.0) + shift)                   # (K,)
+    inside = 1 / (lam + shift[:, None]) - tail[:, None]                       # (K, k)
+    return KernelPreconditioner(V, tail.to(V.dtype), inside.to(V.dtype), num_classes), None
 
-    def make(r):
-        shift = max(2 * float(r), floor)
-        tail = 1 / (float(lam[0]) + shift) if k < min(N, D) else 1 / shift   # the unkept directions
-        inside = (1 / (lam + shift) - tail).to(V.dtype)                       # (k,)
 
-        def apply(v):                                    # v (m, P) -> M^-1 v row by row
-            out = v.clone()
-            W = v[:, :C * D].reshape(-1, D).to(V.device, V.dtype)              # (m C, D)
-            W = W * tail + ((W @ V) * inside) @ V.T
-            out[:, :C * D] = W.reshape(len(v), -1).to(v.device, v.dtype)
-            return out
-        return apply
-    return [make(r) for r in regs], None
+class KernelPreconditioner(Preconditioner):
+    """M_k^-1 W = W tail_k + ((W V) inside_k) V^T for every member at once: V (D, k) shared, tail (K,),
+    inside (K, k)."""
+
+    def __init__(self, V, tail, inside, num_classes):
+        super().__init__(num_classes, V.shape[0], len(tail))
+        self.V, self.tail, self.inside = V, tail, inside
+
+    def __getitem__(self, members):
+        members = list(members)
+        return KernelPreconditioner(self.V, self.tail[members], self.inside[members], self.C)
+
+    def solve(self, W, members):                                              # W (A, n, D)
+        V = self.V
+        rows = torch.tensor(members).to(V.device, non_blocking=True)
+        tail, inside = self.tail.index_select(0, rows), self.inside.index_select(0, rows)
+        W = W.to(V.device, V.dtype)
+        return W * tail[:, None, None] + ((W @ V) * inside[:, None, :]) @ V.T

@@ -1,15 +1,16 @@
 """Full-batch L-BFGS for K linear classifiers at once (a regularization path, or one model as K = 1).
 
 Shapes: K members, N examples, D features, C classes; each member's parameters theta = (W, b),
-W (C, D), b (C,), flattened to P = C * D + C entries.
+W (C, D), b (C,), flattened to P = C * D + C entries; m = history, the (s, y) pairs kept.
 
-Each member runs its own L-BFGS: its own (s, y) history, line search, convergence test and
-status; only the evaluation is shared. A member is a Python generator that yields the point it
-needs evaluated and receives (f, gradient); every round the driver stacks the pending points of
-all live members, whatever line-search state each is in, into ONE call
-evaluate(W (A, C, D), b (A, C), active (A,) member indices) -> (f (A,), dW (A, C, D), db (A, C)),
-and sends each member its row. Converged, stopped and non-finite members leave the stack, so
-they cost nothing. The solver state is float64 whatever dtype evaluate computes in.
+Each member runs its own L-BFGS (its own (s, y) history, line search, convergence test, status);
+the device work is done for all at once. A round stacks the trial points of all live members into
+ONE evaluate(W (A, C, D), b (A, C), active (A,) member indices) -> (f (A,), dW (A, C, D), db (A, C)),
+reads back in one host sync each member's f, slope g.d and max |g| there (with the numbers of the
+directions set up the round before), lets the line searches decide on the host, and computes the
+next directions of those that accepted a step as one batched two-loop recursion: one evaluate, a
+fixed number of kernels and one sync per round, whatever K and N. Converged, stopped and non-finite
+members leave the stack. The solver state is float64 whatever dtype evaluate computes in.
 
 Convergence is scikit-learn's (scipy L-BFGS-B with gtol=tol): a member stops "converged" when
 max_j |dL/dtheta_j| <= tol over all of W and b, where L = (1/N) sum_i w_{y_i} L_i + reg R(W)
@@ -21,12 +22,11 @@ this convergence too) or when the line search finds no acceptable step; "max_ite
 iterations; "nonfinite" when f or the gradient at the start is NaN/inf, or every trial point of a
 line search is; "stopped" when should_stop() said so.
 
-Resume: there is none. A generator's state (history, line-search bracket) is not saved;
+Resume: there is none. The histories and line-search brackets are not saved;
 LBFGSResult.state_dict() keeps each member's last accepted W, b, which warm-start a new run (its
 history rebuilt, so the iterates differ from an uninterrupted run).
 """
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from typing import List
 
@@ -34,19 +34,19 @@ import torch
 
 
 LINE_SEARCHES = ("strong_wolfe", "armijo")
-__all__ = ["lbfgs", "LBFGSResult", "full_batch_evaluator", "gram_preconditioners", "LINE_SEARCHES"]
+__all__ = ["lbfgs", "LBFGSResult", "full_batch_evaluator", "LINE_SEARCHES"]
 
 
 @dataclass
 class _Member:
-    """One member's running record; the generator updates it at each accepted iterate."""
-    theta: torch.Tensor
+    """One member's running record (host numbers), updated at each accepted iterate."""
     f: float = math.nan
     grad_max: float = math.nan
     iterations: int = 0
     evaluations: int = 0
     status: str = "running"
     trace: List[float] = field(default_factory=list)      # f after each accepted iteration
+    reached: bool = False                                 # a finite f in the current line search
 
 
 @dataclass
@@ -69,7 +69,9 @@ class LBFGSResult:
                                               "status", "calls")}
 
 
-# --------------------------------------------------------------------------- line searches
+# --------------------------------------------------------------------------- line searches (host numbers)
+# A search is a generator over one member's step t along d: it yields a trial t, receives (f_t, g_t . d,
+# kept: what the driver needs back of the trial) and returns (t, f_t, kept) of the accepted one, or None.
 
 def _cubic_min(t1, f1, g1, t2, f2, g2, lo, hi):
     """Minimizer of the cubic through (t1, f1, g1), (t2, f2, g2), clipped to [lo, hi]; the
@@ -86,25 +88,25 @@ def _cubic_min(t1, f1, g1, t2, f2, g2, lo, hi):
     return min(max(t, lo), hi)
 
 
-def _strong_wolfe(f, gtd, d, t, c1=1e-4, c2=0.9, max_ls=25, xtol=1e-9):
-    """Strong Wolfe search along d from t (a generator: yields t, receives (f_t, g_t)), after
+def _strong_wolfe(f, gtd, t, d_max, c1=1e-4, c2=0.9, max_ls=25, xtol=1e-9):
+    """Strong Wolfe search from t (f, gtd: the value and slope at t = 0; d_max: max |d|), after
     torch.optim.lbfgs._strong_wolfe: extrapolate until a bracket, then zoom by cubic interpolation.
-    A non-finite trial counts as too long a step. -> (t, f_t, g_t) or None when nothing satisfied
-    sufficient decrease within max_ls evaluations."""
+    A non-finite trial counts as too long a step. None when nothing satisfied sufficient decrease
+    within max_ls evaluations."""
     t_prev, f_prev, gtd_prev = 0.0, f, gtd
     best = None                                      # lowest sufficient-decrease point seen
     bracket = None
     for _ in range(max_ls):
-        f_t, g_t = yield t
-        gtd_t = float(g_t @ d) if math.isfinite(f_t) else math.inf
+        f_t, gtd_t, kept = yield t
+        gtd_t = gtd_t if math.isfinite(f_t) else math.inf
         ok = math.isfinite(f_t) and f_t <= f + c1 * t * gtd
         if ok and (best is None or f_t < best[1]):
-            best = (t, f_t, g_t)
+            best = (t, f_t, kept)
         if not ok or (bracket is not None and f_t >= f_prev):
             bracket = [(t_prev, f_prev, gtd_prev), (t, f_t, gtd_t)]
             break
         if abs(gtd_t) <= -c2 * gtd:
-            return t, f_t, g_t
+            return t, f_t, kept
         if gtd_t >= 0:
             bracket = [(t, f_t, gtd_t), (t_prev, f_prev, gtd_prev)]
             break
@@ -114,107 +116,131 @@ def _strong_wolfe(f, gtd, d, t, c1=1e-4, c2=0.9, max_ls=25, xtol=1e-9):
     else:
         return best
     lo, hi = bracket                                 # lo: lower f (sufficient decrease), hi: the other end
-    d_max = float(d.abs().max())
     for _ in range(max_ls):
         if abs(hi[0] - lo[0]) * d_max < xtol:
             break
         a, b = sorted((lo[0], hi[0]))
         t = _cubic_min(*lo, *hi, a + 0.1 * (b - a), b - 0.1 * (b - a))
-        f_t, g_t = yield t
-        gtd_t = float(g_t @ d) if math.isfinite(f_t) else math.inf
+        f_t, gtd_t, kept = yield t
+        gtd_t = gtd_t if math.isfinite(f_t) else math.inf
         if not math.isfinite(f_t) or f_t > f + c1 * t * gtd or f_t >= lo[1]:
             hi = (t, f_t, gtd_t)
             continue
-        best = (t, f_t, g_t) if best is None or f_t < best[1] else best
+        best = (t, f_t, kept) if best is None or f_t < best[1] else best
         if abs(gtd_t) <= -c2 * gtd:
-            return t, f_t, g_t
+            return t, f_t, kept
         if gtd_t * (hi[0] - lo[0]) >= 0:
             hi = lo
         lo = (t, f_t, gtd_t)
     return best
 
 
-def _armijo(f, gtd, d, t, c1=1e-4, max_ls=25):
+def _armijo(f, gtd, t, d_max, c1=1e-4, max_ls=25):
     """Backtracking: accept the first t with f_t <= f + c1 t g.d, else shrink t by the minimizer
-    of the quadratic through f, g.d and f_t, kept within [0.1 t, 0.5 t]. -> (t, f_t, g_t) or None."""
+    of the quadratic through f, g.d and f_t, kept within [0.1 t, 0.5 t]. None when max_ls failed."""
     for _ in range(max_ls):
-        f_t, g_t = yield t
+        f_t, _, kept = yield t
         if math.isfinite(f_t) and f_t <= f + c1 * t * gtd:
-            return t, f_t, g_t
+            return t, f_t, kept
         q = -gtd * t * t / (2 * (f_t - f - gtd * t)) if math.isfinite(f_t) else 0.1 * t
         t = min(max(q, 0.1 * t), 0.5 * t)
     return None
 
 
-# --------------------------------------------------------------------------- one member
+# --------------------------------------------------------------------------- all members' device state
 
-def _direction(g, S, Y, rho, precondition=None):
-    """The two-loop recursion: -H g with H the L-BFGS inverse Hessian of the (s, y) history,
-    starting from H0 = gamma I, gamma = s.y / y.y of the newest pair (Nocedal & Wright, Algorithm
-    7.4), or from H0 = gamma M^-1, gamma = s.y / y.M^-1 y, with precondition(v) = M^-1 v.
-    The coefficients stay 0-dim tensors where g is: no host sync on a GPU (2 per pair as floats)."""
-    q, alphas = g.clone(), []
-    for s, y, r in zip(reversed(S), reversed(Y), reversed(rho)):
-        a = r * (s @ q)
-        q.sub_(a * y)
-        alphas.append(a)
+_dot = torch.linalg.vecdot               # row-wise dot products: a, b (A, P) -> (A,)
+
+
+def two_loop(g, pair, rho, precondition=None, members=None):
+    """The two-loop recursion for A members at once: -H g with H each member's L-BFGS inverse Hessian
+    (Nocedal & Wright, Algorithm 7.4), from H0 = gamma I, gamma = s.y / y.y of its newest pair, or from
+    H0 = gamma M^-1, gamma = s.y / y.M^-1 y, with precondition(v (A, r, P), members) = M^-1 v.
+    g (A, P); pair(j) -> (s, y) (A, P) each, every member's j-th oldest pair of m; rho (A, m) 1 / s.y in
+    the same order, 0 in an empty slot (a member with fewer than m pairs has its empty slots first; a zero
+    rho makes a slot add nothing, and gamma is 1 where the newest slot is empty). -> (A, P). A fixed
+    number of kernels whatever A (about 8 per pair), none reading back to the host."""
+    q, m = g.clone(), rho.shape[1]
+    alpha = torch.empty_like(rho)
+    for j in reversed(range(m)):
+        s, y = pair(j)
+        alpha[:, j] = rho[:, j] * _dot(s, q)
+        q -= alpha[:, j, None] * y
+    s, y = pair(m - 1)                               # the newest
+    My = y                                           # M^-1 y
     if precondition is not None:
-        if S:                                            # one solve for both: q and the newest y
-            q, My = precondition(torch.stack([q, Y[-1]])).unbind(0)
-            q.mul_((S[-1] @ Y[-1]) / (Y[-1] @ My))
-        else:
-            q = precondition(q[None])[0]
-    elif S:
-        q.mul_((S[-1] @ Y[-1]) / (Y[-1] @ Y[-1]))
-    for s, y, r, a in zip(S, Y, rho, reversed(alphas)):
-        q.add_((a - r * (y @ q)) * s)
+        q, My = precondition(torch.stack([q, y], 1), members).unbind(1)
+    q *= torch.where(rho[:, -1] > 0, _dot(s, y) / _dot(y, My), 1.0)[:, None]
+    for j in range(m):
+        s, y = pair(j)
+        q += (alpha[:, j] - rho[:, j] * _dot(y, q))[:, None] * s
     return q.neg_()
 
 
-def _solve(rec, max_iter, tol, ftol, history, line_search, precondition=None):
-    """One member's L-BFGS (a generator: yields points theta (P,), receives (f, g)) -> status."""
-    theta = rec.theta
-    f, g = yield theta
-    rec.f, rec.grad_max = f, float(g.abs().max())
-    if not (math.isfinite(f) and math.isfinite(rec.grad_max)):
-        return "nonfinite"
-    S, Y, rho = deque(maxlen=history), deque(maxlen=history), deque(maxlen=history)
-    search = _strong_wolfe if line_search == "strong_wolfe" else _armijo
-    while True:
-        if rec.grad_max <= tol:
-            return "converged"
-        if rec.iterations >= max_iter:
-            return "max_iter"
-        d = _direction(g, S, Y, rho, precondition)
-        gtd = float(g @ d)
-        if not gtd < 0:                                  # not a descent direction: restart from -g
-            S.clear(), Y.clear(), rho.clear()
-            d, gtd = -g, -float(g @ g)
-        t0 = min(1.0, 1.0 / float(g.abs().sum())) if not S and precondition is None else 1.0
-        gen, any_finite = search(f, gtd, d, t0), False
-        try:
-            t = next(gen)
-            while True:
-                f_t, g_t = yield theta + t * d
-                any_finite |= math.isfinite(f_t)
-                t = gen.send((f_t, g_t))
-        except StopIteration as stop:
-            found = stop.value
-        if found is None:
-            return "stalled" if any_finite else "nonfinite"
-        t, f_new, g_new = found
-        s, y = t * d, g_new - g
-        sy = float(s @ y)
-        if sy > 1e-10 * float(y @ y):                    # curvature condition: keeps H positive definite
-            S.append(s), Y.append(y), rho.append(1.0 / sy)
-        theta = theta + s
-        stalled = f - f_new <= ftol * max(abs(f), abs(f_new), 1.0)
-        f, g = f_new, g_new
-        rec.theta, rec.f, rec.grad_max = theta, f, float(g.abs().max())
-        rec.iterations += 1
-        rec.trace.append(f)
-        if stalled and rec.grad_max > tol:
-            return "stalled"
+class _DeviceState:
+    """The K members' device state, all float64: theta, grad (K, P) at each member's last accepted
+    point; d (K, P) its direction and step (K,) its trial step along it; news (K, 3) the slope g.d,
+    first step and max |d| of its newest direction; its history in ring buffers S, Y (K, m, P), rho
+    (K, m) (1 / s.y, 0 in an empty slot), pushed (K,) int64 the pairs it ever kept: the next pair goes
+    to slot pushed % m, over the oldest, so a new pair writes P numbers, not m P. rows: (A,) indices."""
+
+    def __init__(self, theta, history, precondition):
+        K, P = theta.shape
+        self.theta, self.grad, self.d = theta, torch.zeros_like(theta), torch.zeros_like(theta)
+        self.step, self.news = theta.new_zeros(K), theta.new_zeros(K, 3)
+        self.S, self.Y = theta.new_zeros(K, history, P), theta.new_zeros(K, history, P)
+        self.rho = theta.new_zeros(K, history)
+        self.pushed = torch.zeros(K, dtype=torch.int64, device=theta.device)
+        self.precondition = precondition
+
+    def put(self, values, dtype=torch.float64):
+        """Host numbers as a tensor on the state's device, by a copy that does not wait for the device."""
+        return torch.tensor(values, dtype=dtype).to(self.theta.device, non_blocking=True)
+
+    def points(self, rows):
+        """The trial points theta + step d of `rows` -> (A, P)."""
+        return self.theta[rows] + self.step[rows, None] * self.d[rows]
+
+    def accept(self, rows, t, g_new):
+        """Members `rows` move by t (A,) along d to where the gradient is g_new (A, P); their (s, y)
+        pair joins the history where s.y > 1e-10 y.y (the curvature condition, which keeps H positive
+        definite; the start, a step of 0, never passes it)."""
+        s = t[:, None] * self.d[rows]
+        y = g_new - self.grad[rows]
+        sy = _dot(s, y)
+        ok = sy > 1e-10 * _dot(y, y)
+        slot = self.pushed[rows] % self.S.shape[1]
+        self.S[rows, slot] = torch.where(ok[:, None], s, self.S[rows, slot])
+        self.Y[rows, slot] = torch.where(ok[:, None], y, self.Y[rows, slot])
+        self.rho[rows, slot] = torch.where(ok, 1 / sy, self.rho[rows, slot])
+        self.pushed[rows] += ok
+        self.theta[rows] += s
+        self.grad[rows] = g_new
+
+    def direct(self, rows, members):
+        """New directions for `members` (rows: their rows): the two-loop recursion's, or -g where that is
+        not a descent direction (the history then cleared); its first step: 1, or min(1, 1 / |g|_1)
+        without history and preconditioner (scipy's first step)."""
+        m = self.S.shape[1]
+        age = (self.pushed[rows, None] + torch.arange(m, device=rows.device)) % m      # (A, m) oldest first
+        flat = rows[:, None] * m + age                                                 # rows of S, Y (K m, P)
+        S, Y = self.S.flatten(0, 1), self.Y.flatten(0, 1)
+
+        def pair(j):      # gathered one age at a time: each (A, P) is used while it is in cache
+            return S.index_select(0, flat[:, j]), Y.index_select(0, flat[:, j])
+        g, rho = self.grad[rows], self.rho.flatten()[flat]
+        d = two_loop(g, pair, rho, self.precondition, members)
+        gtd = _dot(g, d)
+        descent = gtd < 0
+        d = torch.where(descent[:, None], d, -g)
+        gtd = torch.where(descent, gtd, -_dot(g, g))
+        self.rho[rows] = torch.where(descent[:, None], self.rho[rows], 0.0)
+        first = torch.ones_like(gtd)
+        if self.precondition is None:
+            held = (rho > 0).any(1) & descent
+            first = torch.where(held, first, (1 / g.abs().sum(1)).clamp(max=1.0))
+        self.d[rows], self.step[rows] = d, first
+        self.news[rows] = torch.stack([gtd, first, d.abs().amax(1)], 1)
 
 
 # --------------------------------------------------------------------------- the driver
@@ -229,8 +255,8 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
     a member has converged (scikit-learn's tol). history: (s, y) pairs kept per member.
     line_search "strong_wolfe" or "armijo" (backtracking; the curvature check guards the history).
     on_iter(calls, records) is called after every evaluate call; should_stop() polled then too.
-    precondition: None, or a list of K callables, member k's v (m, P) -> M_k^-1 v row by row for an
-    SPD M_k approximating its Hessian (gram_preconditioners builds them).
+    precondition: None, or a Preconditioner of the K members (optim.precondition): M_k^-1 for an SPD
+    M_k approximating member k's Hessian (gram_preconditioners, kernel_preconditioners build them).
     -> LBFGSResult (see the module docstring for the statuses).
     """
     if line_search not in LINE_SEARCHES:
@@ -238,38 +264,99 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
     if W0.dim() != 3 or b0.shape != W0.shape[:2]:
         raise ValueError(f"W0 must be (K, C, D) and b0 (K, C), got {tuple(W0.shape)} and {tuple(b0.shape)}")
     K, C, D = W0.shape
-    theta0 = torch.cat([W0.reshape(K, -1), b0.reshape(K, -1)], 1).to(torch.float64)   # (K, P)
-    recs = [_Member(theta0[k].clone()) for k in range(K)]
-    pre = precondition or [None] * K
-    gens = [_solve(r, max_iter, tol, ftol, history, line_search, pre[k]) for k, r in enumerate(recs)]
-    pending = {k: next(gen) for k, gen in enumerate(gens)}
-    calls = 0
+    if precondition is not None and len(precondition) != K:
+        raise ValueError(f"precondition has {len(precondition)} members, W0 {K}")
+    state = _DeviceState(torch.cat([W0.reshape(K, -1), b0.reshape(K, -1)], 1).to(torch.float64), history, precondition)
+    search = _strong_wolfe if line_search == "strong_wolfe" else _armijo
+    recs = [_Member() for _ in range(K)]
+    searches = {}                  # k -> its line search (None: to start at the next read)
+    pending, calls = list(range(K)), 0               # the first round evaluates the start points (step 0)
     while pending:
-        active = sorted(pending)
-        points = torch.stack([pending[k] for k in active])                              # (A, P)
-        f, dW, db = evaluate(points[:, :C * D].view(-1, C, D), points[:, C * D:], torch.tensor(active))
+        rows = state.put(pending, torch.int64)
+        points = state.points(rows)                                                       # (A, P)
+        f, dW, db = evaluate(points[:, :C * D].view(-1, C, D), points[:, C * D:], torch.tensor(pending))
         calls += 1
-        grads = torch.cat([dW.reshape(len(active), -1), db.reshape(len(active), -1)], 1).to(torch.float64)
-        values = f.tolist()                                                               # one host sync for all
-        for j, k in enumerate(active):
-            recs[k].evaluations += 1
-            try:
-                pending[k] = gens[k].send((values[j], grads[j]))
-            except StopIteration as stop:
-                recs[k].status = stop.value
-                del pending[k]
+        grads = torch.cat([dW.reshape(len(pending), -1), db.reshape(len(pending), -1)], 1).to(torch.float64)
+        # the one host sync of the round: f, g.d and max |g| at each trial, and each new direction's numbers
+        numbers = torch.cat([torch.stack([f.to(grads), _dot(grads, state.d[rows]), grads.abs().amax(1)], 1),
+                             state.news[rows]], 1).tolist()
+        accepted, going = _search(pending, numbers, grads, recs, searches, search)
+        if going:                                    # the searches' next trial steps
+            state.step[state.put([k for k, _ in going], torch.int64)] = state.put([t for _, t in going])
+        if accepted:
+            state.accept(state.put([a[0] for a in accepted], torch.int64), state.put([a[1] for a in accepted]),
+                         torch.stack([a[3][1] for a in accepted]))
+            fresh = [k for k, _, f_new, (gmax, _), moved in accepted
+                     if _advance(recs[k], moved, f_new, gmax, max_iter, tol, ftol)]
+            if fresh:
+                state.direct(state.put(fresh, torch.int64), fresh)
+                searches.update(dict.fromkeys(fresh))
+                going += [(k, None) for k in fresh]
+        pending = sorted(k for k, _ in going)
         if on_iter is not None:
             on_iter(calls, recs)
         if pending and should_stop is not None and should_stop():
             for k in pending:
                 recs[k].status = "stopped"
             break
-    theta = torch.stack([r.theta for r in recs])
+    theta = state.theta
     return LBFGSResult(theta[:, :C * D].reshape(K, C, D), theta[:, C * D:].reshape(K, C),
                        torch.tensor([r.f for r in recs], dtype=torch.float64),
                        torch.tensor([r.grad_max for r in recs], dtype=torch.float64),
                        torch.tensor([r.iterations for r in recs]), torch.tensor([r.evaluations for r in recs]),
                        [r.status for r in recs], calls, [r.trace for r in recs])
+
+
+def _search(pending, numbers, grads, recs, searches, search):
+    """The host's part of a round: each pending member's line search takes its trial's numbers (a row of
+    numbers: f, g.d, max |g| there, and its direction's slope, first step and max |d|); grads (A, P) the
+    trials' gradients. -> accepted [(k, t, f, (max |g|, gradient row), moved)] (the start points as steps
+    of 0), going [(k, the next trial step)]; a search that failed sets its member's status."""
+    accepted, going = [], []
+    for j, k in enumerate(pending):
+        f_t, gtd_t, gmax_t, gtd, first, d_max = numbers[j]
+        rec, kept = recs[k], (gmax_t, grads[j])
+        rec.evaluations += 1
+        if k not in searches:                        # the start point
+            accepted.append((k, 0.0, f_t, kept, False))
+            continue
+        if searches[k] is None:
+            searches[k] = search(rec.f, gtd, first, d_max)
+            next(searches[k])                        # its first trial: `first`, evaluated already
+            rec.reached = False
+        rec.reached |= math.isfinite(f_t)
+        try:
+            going.append((k, searches[k].send((f_t, gtd_t, kept))))
+        except StopIteration as stop:
+            del searches[k]
+            if stop.value is not None:
+                accepted.append((k, *stop.value, True))
+            else:
+                rec.status = "stalled" if rec.reached else "nonfinite"
+    return accepted, going
+
+
+def _advance(rec, moved, f_new, grad_max, max_iter, tol, ftol):
+    """Member rec accepted a point (moved: a line search's step, else its start point) with value f_new
+    and max |g| grad_max: its record updated, its status set if it ends here. -> whether it goes on."""
+    if not moved:
+        rec.f, rec.grad_max = f_new, grad_max
+        if not (math.isfinite(f_new) and math.isfinite(grad_max)):
+            rec.status = "nonfinite"
+            return False
+    else:
+        stalled = rec.f - f_new <= ftol * max(abs(rec.f), abs(f_new), 1.0)
+        rec.f, rec.grad_max = f_new, grad_max
+        rec.iterations += 1
+        rec.trace.append(f_new)
+        if stalled and grad_max > tol:
+            rec.status = "stalled"
+            return False
+    if grad_max <= tol:
+        rec.status = "converged"
+    elif rec.iterations >= max_iter:
+        rec.status = "max_iter"
+    return rec.status == "running"
 
 
 def full_batch_evaluator(loader, objective, *, dtype=None):
@@ -280,10 +367,9 @@ def full_batch_evaluator(loader, objective, *, dtype=None):
 
     objective: an Objective whose reg is a number or a (K,) tensor (sliced by `active`). The GEMMs
     run in dtype (default: the batches' dtype). The objective must be smooth (Objective.smooth):
-    the softmax loss or the squared hinge with the l2 penalty. The hinge and l1/elastic-net are refused (ValueError):
-    L-BFGS assumes a gradient that varies continuously. Measured (lintorch/bench/lbfgs_compare.py --nonsmooth,
-    2,000 CIFAR-10 images, reg 1e-3, tol 1e-4): both the hinge + l2 and softmax + l1 ran into
-    max_iter=200 with the max-abs subgradient still at 7e-3 and 2e-3, never near tol.
+    the softmax loss or the squared hinge with the l2 penalty. The hinge and l1/elastic-net are refused
+    (ValueError): L-BFGS assumes a gradient that varies continuously (lintorch.bench.lbfgs_compare
+    --nonsmooth shows them ending at max_iter far from tol).
     """
     nonsmooth = objective.nonsmooth()
     if nonsmooth:
@@ -310,79 +396,3 @@ def full_batch_evaluator(loader, objective, *, dtype=None):
         f = f.to(W64.device) / n + r * W64.square().sum((-2, -1))
         return f, dW.div_(n).add_(2 * r.view(-1, 1, 1) * W64), db.div_(n)
     return evaluate
-
-
-def _cholesky(G, shift, tries=40):
-    """The lower Cholesky factor of G + shift I, the shift raised tenfold until it exists (at most
-    `tries` times). FloatingPointError when G holds NaN/inf, which no shift can repair (the loop
-    used to spin forever on one, deaf to SIGTERM)."""
-    if not bool(torch.isfinite(G).all()):
-        raise FloatingPointError("the training inputs' Gram matrix X^T X / N holds NaN/inf")
-    eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
-    for _ in range(tries):
-        L, info = torch.linalg.cholesky_ex(G + shift * eye)
-        if int(info) == 0:
-            return L
-        shift *= 10
-    raise FloatingPointError(f"X^T X / N + {shift:.3g} I has no Cholesky factor")
-
-
-def _add_lower_gram(G, xb, block):
-    """G += xb^T xb on and below the diagonal (blocks of `block` columns; the blocks above are left
-    alone): about half the flops for large D (8,192 x 6,400, 2 threads: 1.74 s against 3.02 s for
-    the full xb^T xb with blocks of 1,024; 1.97 s with 2,048)."""
-    D = xb.shape[1]
-    for i in range(0, D, block):
-        xi = xb[:, i:i + block]
-        G[i:i + block, :i + block].addmm_(xi.T, xb[:, :i + block])
-
-
-def gram_preconditioners(loader, regs, num_classes, *, memory=None, block=1024):
-    """One preconditioner per member for lbfgs: M_k = X^T X / N + 2 reg_k I on each class's weight
-    row (the bias left as it is), applied as M_k^-1 v by two triangular solves with its Cholesky
-    factor. The data part of the softmax or squared-hinge Hessian is X^T Diag X / N with
-    per-example curvatures, so M_k captures the input's correlations, which make plain L-BFGS crawl
-    on correlated features (k-means features, 40,000 x 6,400, squared hinge, reg 3e-3: converged in
-    65 iterations, where 300 plain iterations ended unconverged at max |gradient| 2e-3).
-
-    One streamed pass builds the Gram (N D^2 flops, summed in float64), each factor costs D^3 / 3
-    and is kept in the data's dtype (K D^2 floats for float32 inputs); applying one reads it twice,
-    once per iteration for the direction and the newest curvature pair together. The Gram is summed
-    block-row by block-row on and below the diagonal (block columns), then mirrored.
-    -> (list of K callables, None), or (None, the reason) when the factors would need more than
-    `memory` bytes.
-    """
-    regs = torch.as_tensor(regs, dtype=torch.float64).reshape(-1)
-    G, part, n, rows, dtype = None, None, 0, 0, torch.float64
-    for xb, _ in loader.batches(0):          # in the batches' dtype, flushed to float64 every 16k rows
-        if part is None:
-            D = xb.shape[1]
-            need = (len(regs) * xb.element_size() + 16) * D * D
-            if memory is not None and need > memory:        # before the pass, not after it
-                return None, f"{len(regs)} preconditioners of {D} x {D} need {need / 2**30:.1f} GiB"
-            part = torch.zeros(D, D, dtype=xb.dtype, device=xb.device)
-            dtype = xb.dtype                 # factors in the data's precision: half the memory traffic
-            G = torch.zeros(xb.shape[1], xb.shape[1], dtype=torch.float64, device=xb.device)
-        _add_lower_gram(part, xb, block)
-        n, rows = n + xb.shape[0], rows + xb.shape[0]
-        if rows >= 16384:
-            G.add_(part), part.zero_()
-            rows = 0
-    G.add_(part)
-    del part
-    G = G.tril_().add_(G.tril(-1).mT)                  # the lower blocks' (and diagonal's) mirror
-    G.div_(n)
-    floor = 1e-8 * max(float(G.diagonal().mean()), 1e-30)     # reg 0 and D > N leave G singular
-    factors = [_cholesky(G, max(2 * float(r), floor)).to(dtype) for r in regs]
-    del G
-    C = num_classes
-
-    def make(L):
-        def apply(v):                                    # v (m, P) -> M^-1 v row by row
-            out = v.clone()
-            W = v[:, :C * D].reshape(-1, D).to(L.device, L.dtype)                  # (m C, D)
-            out[:, :C * D] = torch.cholesky_solve(W.T, L).T.reshape(len(v), -1).to(v.device, v.dtype)
-            return out
-        return apply
-    return [make(L) for L in factors], None
-

@@ -18,7 +18,8 @@ from ..data import Split, available_memory
 from ..errors import DataError, UserError
 from ..model import LinearClassifier
 from ..optim.kernel import kernel_preconditioners
-from ..optim.lbfgs import full_batch_evaluator, gram_preconditioners, lbfgs
+from ..optim.lbfgs import full_batch_evaluator, lbfgs
+from ..optim.precondition import gram_preconditioners
 from .epoch import evaluate
 from .members import pct
 from .recipe import eval_loader, full_batch_loader, mirrors_on_the_fly

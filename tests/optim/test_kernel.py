@@ -18,7 +18,7 @@ def test_kernel_preconditioner_applies_the_regularized_gram_inverse(rank):
     v = torch.randn(5, 3 * 90 + 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for k, r in enumerate(regs.tolist()):
         M = x.T @ x / len(y) + 2 * r * torch.eye(90, dtype=torch.float64)
-        u = pre[k](v)
+        u = pre(v[:, None], [k] * len(v))[:, 0]
         assert torch.equal(u[:, 270:], v[:, 270:])                         # the bias is left as it is
         Wv, Wu = v[:, :270].reshape(-1, 90), u[:, :270].reshape(-1, 90)
         if rank >= len(y):
@@ -26,7 +26,7 @@ def test_kernel_preconditioner_applies_the_regularized_gram_inverse(rank):
         else:
             E = torch.zeros(90, 273, dtype=torch.float64)
             E[:, :90] = torch.eye(90, dtype=torch.float64)                # unit vectors in class 0's row
-            A = pre[k](E)[:, :90]                                         # the operator on one class's row
+            A = pre(E[:, None], [k] * 90)[:, 0, :90]                                      # the operator on one class's row
             torch.testing.assert_close(A, A.T, rtol=1e-8, atol=1e-10)
             assert torch.linalg.eigvalsh(A).min() > 0
     assert kernel_preconditioners(ListLoader(x, y, 16), regs, 3, memory=1000)[0] is None    # too big: refused

@@ -8,6 +8,7 @@ import torch
 from lintorch import functional as LF
 from lintorch.objective import Objective
 from lintorch.optim.lbfgs import full_batch_evaluator, lbfgs
+from lintorch.optim.precondition import Preconditioner
 from lintorch.verify.references import reference_total, softmax_objective
 from tests.optim.conftest import ListLoader, wide_problem
 
@@ -163,6 +164,59 @@ def test_squared_hinge_converges():
     assert res.status == ["converged"]
 
 
+def textbook_direction(g, pairs, Minv=None):
+    """Nocedal & Wright's Algorithm 7.4 for one member, pairs [(s, y)] oldest first, H0 = gamma M^-1
+    (M^-1 dense, the identity when None), gamma = s.y / y.M^-1 y of the newest pair, 1 without pairs."""
+    Minv = torch.eye(len(g), dtype=g.dtype) if Minv is None else Minv
+    q, alphas = g.clone(), []
+    for s, y in reversed(pairs):
+        alphas.append((s @ q) / (s @ y))
+        q = q - alphas[-1] * y
+    gamma = (pairs[-1][0] @ pairs[-1][1]) / (pairs[-1][1] @ Minv @ pairs[-1][1]) if pairs else 1.0
+    r = gamma * (Minv @ q)
+    for (s, y), a in zip(pairs, reversed(alphas)):
+        r = r + (a - (y @ r) / (s @ y)) * s
+    return -r
+
+
+class DensePreconditioner(Preconditioner):
+    """M_k^-1 given as dense (K, D, D) matrices, on each class's weight row; the bias copied."""
+
+    def __init__(self, Minv, C):
+        super().__init__(C, Minv.shape[-1], len(Minv))
+        self.Minv = Minv
+
+    def solve(self, W, members):
+        return W @ self.Minv[members]
+
+    def full(self, k):                                                # the (P, P) operator of member k
+        return torch.block_diag(*[self.Minv[k]] * self.C, torch.eye(self.C, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("preconditioned", [False, True])
+def test_the_batched_two_loop_recursion_is_each_members_own(preconditioned):
+    """Members with 4, 2 and 0 pairs in one (K, m, P) history (empty slots first, rho 0) get the direction
+    each would get alone, from the textbook recursion."""
+    from lintorch.optim.lbfgs import two_loop
+    g = torch.Generator().manual_seed(0)
+    K, m, C, D = 3, 4, 2, 5
+    P = C * D + C
+    S = torch.randn(K, m, P, generator=g, dtype=torch.float64)
+    Y = S + 0.2 * torch.randn(K, m, P, generator=g, dtype=torch.float64)
+    rho = 1 / torch.linalg.vecdot(S, Y)
+    held = [4, 2, 0]
+    for k, n in enumerate(held):
+        rho[k, :m - n] = 0
+    grad = torch.randn(K, P, generator=g, dtype=torch.float64)
+    A = torch.randn(K, D, D, generator=g, dtype=torch.float64)
+    pre = DensePreconditioner(torch.linalg.inv(A @ A.mT + torch.eye(D, dtype=torch.float64)), C)
+    d = two_loop(grad, lambda j: (S[:, j], Y[:, j]), rho, pre if preconditioned else None, list(range(K)))
+    for k, n in enumerate(held):
+        pairs = list(zip(S[k, m - n:], Y[k, m - n:]))
+        expected = textbook_direction(grad[k], pairs, pre.full(k) if preconditioned else None)
+        torch.testing.assert_close(d[k], expected, rtol=1e-10, atol=1e-12)
+
+
 # --------------------------------------------------------------------------- --precondition gram
 
 def correlated_problem(N=300, D=12, C=3, seed=5):
@@ -174,7 +228,7 @@ def correlated_problem(N=300, D=12, C=3, seed=5):
 
 
 def test_gram_preconditioner_solves_the_regularized_gram_system():
-    from lintorch.optim.lbfgs import gram_preconditioners
+    from lintorch.optim.precondition import gram_preconditioners
     x, y = correlated_problem()
     regs = torch.tensor([1e-4, 1e-1], dtype=torch.float64)
     pre, why = gram_preconditioners(ListLoader(x, y, 70), regs, 3, block=5)    # 12 columns: blocks 5, 5, 2
@@ -182,15 +236,33 @@ def test_gram_preconditioner_solves_the_regularized_gram_system():
     v = torch.randn(3 * 12 + 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for k, r in enumerate(regs.tolist()):
         M = x.T @ x / len(y) + 2 * r * torch.eye(12, dtype=torch.float64)
-        u = pre[k](v[None])[0]
+        u = pre(v[None, None], [k])[0, 0]
         torch.testing.assert_close(u[:36].view(3, 12), torch.linalg.solve(M, v[:36].view(3, 12).T).T)
         assert torch.equal(u[36:], v[36:])                              # the bias is left as it is
     assert gram_preconditioners(ListLoader(x, y, 70), regs, 3, memory=1000)[0] is None   # too big: refused
 
 
+def test_gram_preconditioners_apply_to_any_members_together():
+    """Every member, most of them (the others' factors idle) or a few (theirs gathered): each row gets its own
+    member's M^-1."""
+    from lintorch.optim.precondition import gram_preconditioners
+    x, y = correlated_problem()
+    regs = torch.logspace(-4, -1, 5, dtype=torch.float64)
+    pre, _ = gram_preconditioners(ListLoader(x, y, 70), regs, 3)
+    v = torch.randn(5, 2, 3 * 12 + 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for members in ([0, 1, 2, 3, 4], [0, 2, 3, 4], [1, 3], [4]):
+        u = pre(v[members], members)
+        for j, k in enumerate(members):
+            M = x.T @ x / len(y) + 2 * float(regs[k]) * torch.eye(12, dtype=torch.float64)
+            Wv = v[k, :, :36].reshape(-1, 12)
+            torch.testing.assert_close(u[j, :, :36].reshape(-1, 12), torch.linalg.solve(M, Wv.T).T)
+            assert torch.equal(u[j, :, 36:], v[k, :, 36:])
+        torch.testing.assert_close(pre[members](v[members], list(range(len(members)))), u)
+
+
 @pytest.mark.parametrize("loss", ["softmax", "squared_hinge"])
 def test_preconditioning_reaches_the_same_optimum_in_far_fewer_iterations(loss):
-    from lintorch.optim.lbfgs import gram_preconditioners
+    from lintorch.optim.precondition import gram_preconditioners
     x, y = correlated_problem()
     kw = dict(loss="svm", squared=True) if loss == "squared_hinge" else {}
     regs = torch.tensor([1e-5, 1e-3], dtype=torch.float64)
@@ -206,13 +278,13 @@ def test_preconditioning_reaches_the_same_optimum_in_far_fewer_iterations(loss):
     assert (fast.iterations * 3 <= plain.iterations).all(), (fast.iterations, plain.iterations)
     for k in range(2):                                    # batched == single, preconditioned too
         single = lbfgs(full_batch_evaluator(loader, Objective(reg=float(regs[k]), **kw)), *zeros(1, 3, 12), tol=1e-7,
-                       ftol=0.0, max_iter=5000, precondition=[pre[k]])
+                       ftol=0.0, max_iter=5000, precondition=pre[[k]])
         assert int(single.iterations[0]) == int(fast.iterations[k])
         torch.testing.assert_close(single.W[0], fast.W[k], rtol=1e-9, atol=1e-12)
 
 
 def test_preconditioned_lbfgs_reaches_newtons_optimum():
-    from lintorch.optim.lbfgs import gram_preconditioners
+    from lintorch.optim.precondition import gram_preconditioners
     x, y = problem(seed=1)
     W_n, b_n, f_n = newton(x, y, 1e-2, 4)
     loader = ListLoader(x, y, 40)
@@ -276,24 +348,49 @@ def test_lbfgs_reads_each_evaluations_values_once(emulated):
 
 
 def test_the_lbfgs_two_loop_recursion_makes_no_host_sync(emulated):
-    """optim.lbfgs._direction: -H g from the (s, y) history; its dot products stay on the device."""
-    from lintorch.optim.lbfgs import _direction
+    """optim.lbfgs.two_loop: -H g for all members at once from their histories; nothing read back."""
+    from lintorch.optim.lbfgs import two_loop
     g = torch.Generator().manual_seed(0)
-    S, Y = [torch.randn(20, generator=g, dtype=torch.float64) for _ in range(5)], []
-    Y = [s + 0.1 * torch.randn(20, generator=g, dtype=torch.float64) for s in S]
-    rho = [1.0 / float(s @ y) for s, y in zip(S, Y)]
-    grad = torch.randn(20, generator=g, dtype=torch.float64)
-    expected = _direction(grad, S, Y, rho)
+    S = torch.randn(3, 5, 20, generator=g, dtype=torch.float64)
+    Y = S + 0.1 * torch.randn(3, 5, 20, generator=g, dtype=torch.float64)
+    rho = 1 / torch.linalg.vecdot(S, Y)
+    rho[1, :2] = 0                                       # member 1 holds 3 pairs
+    grad = torch.randn(3, 20, generator=g, dtype=torch.float64)
+    expected = two_loop(grad, lambda j: (S[:, j], Y[:, j]), rho)
     with emulated() as mode:
-        Sc, Yc, gc = [s.to("cuda") for s in S], [y.to("cuda") for y in Y], grad.to("cuda")
+        Sc, Yc, rc, gc = (t.to("cuda") for t in (S, Y, rho, grad))
         with mode.counting() as inside:
-            d = _direction(gc, Sc, Yc, rho)
+            d = two_loop(gc, lambda j: (Sc[:, j], Yc[:, j]), rc)
         assert sum(inside.values()) == 0, mode.table()
         torch.testing.assert_close(d.cpu(), expected)
 
 
+def test_an_lbfgs_round_makes_one_host_sync_whatever_k_and_n(emulated):
+    """A round (one evaluate call of all live members, their line searches' decisions, the new directions of
+    those that accepted a step) reads its numbers back once, whatever K and N (reading the line searches' and
+    curvature tests' floats member by member made 5 to 37 per round at K 1 to 16)."""
+    from lintorch.data import Preprocess
+    from lintorch.data.loaders import TensorLoader
+    from lintorch.data.split import Split
+    from lintorch.objective import Objective
+    from lintorch.optim.lbfgs import full_batch_evaluator, lbfgs
+    for N, K in ((1000, 1), (1000, 6), (3000, 6)):
+        g = torch.Generator().manual_seed(0)
+        y = torch.randint(0, 3, (N,), generator=g)
+        x = (torch.randint(0, 200, (N, 3, 4, 4), dtype=torch.uint8, generator=g) + 20 * y.view(-1, 1, 1, 1)).to(torch.uint8)
+        regs = torch.logspace(-4, -1, K, dtype=torch.float64)
+        with emulated() as mode:
+            loader = TensorLoader(Split(x, y), Preprocess.fit(x), 512, "cuda", shuffle=False)
+            evaluate = full_batch_evaluator(loader, Objective("softmax", reg=regs))
+            W0, b0 = torch.zeros(K, 3, 48, device="cuda", dtype=torch.float64), torch.zeros(K, 3, device="cuda")
+            with mode.counting() as inside:
+                result = lbfgs(evaluate, W0, b0, tol=1e-5)
+        assert int(result.iterations.sum()) >= 5 * K and result.calls >= 15, (N, K, result.iterations)
+        assert sum(inside.values()) == result.calls, f"N {N} K {K}, {result.calls} rounds:\n{mode.table()}"
+
+
 def test_cholesky_of_a_nan_gram_is_an_error_not_a_hang(deadline):
-    from lintorch.optim.lbfgs import _cholesky
+    from lintorch.optim.precondition import _cholesky
     G = torch.eye(3, dtype=torch.float64)
     G[1, 2] = float("nan")
     with pytest.raises(FloatingPointError, match="NaN/inf"):
@@ -308,7 +405,7 @@ def test_cholesky_of_a_nan_gram_is_an_error_not_a_hang(deadline):
 
 
 def test_gram_preconditioner_on_non_finite_inputs_is_an_error():
-    from lintorch.optim.lbfgs import gram_preconditioners
+    from lintorch.optim.precondition import gram_preconditioners
 
     class Loader:
         def batches(self, epoch=0):

@@ -133,7 +133,7 @@ def test_patience_stops_a_member_and_the_others_go_on(tmp_path):
 
 def test_precondition_auto_uses_the_gram_factor_when_n_is_at_least_d_and_the_kernel_form_below():
     """auto and gram: (X^T X / N + 2 reg I)^-1 by a D x D factor per member when N >= D, in kernel
-    form when N < D (optim.lbfgs.kernel_preconditioners: 2,667 CIFAR-10 rows, 18 iterations for
+    form when N < D (optim.kernel.kernel_preconditioners: 2,667 CIFAR-10 rows, 18 iterations for
     158); none: plain L-BFGS."""
     from lintorch.config import TrainConfig
     from lintorch.training.solvers import _preconditioners
@@ -152,8 +152,8 @@ def test_precondition_auto_uses_the_gram_factor_when_n_is_at_least_d_and_the_ker
         try:
             pre = _preconditioners(TrainConfig(precondition=mode), Full(), 1e-3, 2, 3, N, D)
         finally:
-            from lintorch.optim import kernel, lbfgs
-            solvers.gram_preconditioners, solvers.kernel_preconditioners = (lbfgs.gram_preconditioners,
+            from lintorch.optim import kernel, precondition
+            solvers.gram_preconditioners, solvers.kernel_preconditioners = (precondition.gram_preconditioners,
                                                                            kernel.kernel_preconditioners)
         assert (pre is not None and len(pre) == 2) == built, (mode, N, D)
         assert used == ([] if not built else ["kernel_preconditioners" if N < D else "gram_preconditioners"])

@@ -1,0 +1,118 @@
+"""L-BFGS's preconditioners: each member's M_k = X^T X / N + 2 reg_k I on every class's weight row (the
+bias left as it is), applied as M_k^-1 to all the members that ask at once.
+
+Shapes: N examples, D features, C classes, K members; v (A, r, P): r rows of P = C * D + C parameters
+for each of A members.
+
+- Preconditioner: the batched application lbfgs calls (a fixed number of kernels whatever A).
+- gram_preconditioners: a D x D Cholesky factor per member (N >= D); optim.kernel's low-rank form
+  shares one factorization where N < D.
+"""
+import torch
+
+__all__ = ["Preconditioner", "gram_preconditioners"]
+
+
+class Preconditioner:
+    """K members' M_k^-1, applied together. pre(v (A, r, P), members [A] indices into the K) -> M^-1 v
+    row by row, M the member's own (its weight part; the bias part is copied). len(pre) is K; pre[ks]
+    (a list) is the preconditioner of those members alone. Subclasses give solve(W (A, n, D), members)."""
+
+    def __init__(self, num_classes, D, K):
+        self.C, self.D, self.K = num_classes, D, K
+
+    def __len__(self):
+        return self.K
+
+    def __call__(self, v, members):
+        A, r, _ = v.shape
+        CD = self.C * self.D
+        out = v.clone()
+        out[..., :CD] = self.solve(v[..., :CD].reshape(A, r * self.C, self.D), list(members)).reshape(A, r, CD).to(v)
+        return out
+
+
+class GramPreconditioner(Preconditioner):
+    """M_k^-1 by two triangular solves with M_k's lower Cholesky factor L_k, all K stacked (K, D, D)."""
+
+    def __init__(self, L, num_classes):
+        super().__init__(num_classes, L.shape[-1], len(L))
+        self.L = L
+
+    def __getitem__(self, members):
+        return GramPreconditioner(self.L[list(members)], self.C)
+
+    def solve(self, W, members):
+        L = self.L
+        if members != list(range(self.K)):     # a copy of each factor asked for: cheaper than solving with all
+            L = L.index_select(0, torch.tensor(members).to(L.device, non_blocking=True))
+        return torch.cholesky_solve(W.mT.to(L.device, L.dtype), L).mT          # (A, n, D)
+
+
+def _cholesky(G, shift, tries=40):
+    """The lower Cholesky factor of G + shift I, the shift raised tenfold until it exists (at most
+    `tries` times). FloatingPointError when G holds NaN/inf, which no shift can repair (the loop
+    used to spin forever on one, deaf to SIGTERM)."""
+    if not bool(torch.isfinite(G).all()):
+        raise FloatingPointError("the training inputs' Gram matrix X^T X / N holds NaN/inf")
+    eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+    for _ in range(tries):
+        L, info = torch.linalg.cholesky_ex(G + shift * eye)
+        if int(info) == 0:
+            return L
+        shift *= 10
+    raise FloatingPointError(f"X^T X / N + {shift:.3g} I has no Cholesky factor")
+
+
+def _add_lower_gram(G, xb, block):
+    """G += xb^T xb on and below the diagonal (blocks of `block` columns; the blocks above are left
+    alone): about half the flops for large D (8,192 x 6,400, 2 threads: 1.74 s against 3.02 s for
+    the full xb^T xb with blocks of 1,024; 1.97 s with 2,048)."""
+    D = xb.shape[1]
+    for i in range(0, D, block):
+        xi = xb[:, i:i + block]
+        G[i:i + block, :i + block].addmm_(xi.T, xb[:, :i + block])
+
+
+def gram_preconditioners(loader, regs, num_classes, *, memory=None, block=1024):
+    """One preconditioner per member for lbfgs: M_k = X^T X / N + 2 reg_k I on each class's weight
+    row (the bias left as it is), applied as M_k^-1 v by two triangular solves with its Cholesky
+    factor. The data part of the softmax or squared-hinge Hessian is X^T Diag X / N with
+    per-example curvatures, so M_k captures the input's correlations, which make plain L-BFGS crawl
+    on correlated features (k-means features, 40,000 x 6,400, squared hinge, reg 3e-3: converged in
+    65 iterations, where 300 plain iterations ended unconverged at max |gradient| 2e-3).
+
+    One streamed pass builds the Gram (N D^2 flops, summed in float64), each factor costs D^3 / 3
+    and is kept in the data's dtype (K D^2 floats for float32 inputs); applying one reads it twice,
+    once per iteration for the direction and the newest curvature pair together. The Gram is summed
+    block-row by block-row on and below the diagonal (block columns), then mirrored.
+    memory: bytes free where the batches are (training.devices.free_memory), None for no limit.
+    -> (a Preconditioner of the K members, None), or (None, the reason) when the factors would need
+    more than `memory` bytes.
+    """
+    regs = torch.as_tensor(regs, dtype=torch.float64).reshape(-1)
+    G, part, n, rows, dtype = None, None, 0, 0, torch.float64
+    for xb, _ in loader.batches(0):          # in the batches' dtype, flushed to float64 every 16k rows
+        if part is None:
+            D = xb.shape[1]
+            need = (len(regs) * xb.element_size() + 16) * D * D
+            if memory is not None and need > memory:        # before the pass, not after it
+                return None, f"{len(regs)} preconditioners of {D} x {D} need {need / 2**30:.1f} GiB"
+            part = torch.zeros(D, D, dtype=xb.dtype, device=xb.device)
+            dtype = xb.dtype                 # factors in the data's precision: half the memory traffic
+            G = torch.zeros(xb.shape[1], xb.shape[1], dtype=torch.float64, device=xb.device)
+        _add_lower_gram(part, xb, block)
+        n, rows = n + xb.shape[0], rows + xb.shape[0]
+        if rows >= 16384:
+            G.add_(part), part.zero_()
+            rows = 0
+    G.add_(part)
+    del part
+    G = G.tril_().add_(G.tril(-1).mT)                  # the lower blocks' (and diagonal's) mirror
+    G.div_(n)
+    floor = 1e-8 * max(float(G.diagonal().mean()), 1e-30)     # reg 0 and D > N leave G singular
+    L = torch.empty(len(regs), D, D, dtype=dtype, device=G.device)
+    for k, r in enumerate(regs.tolist()):
+        L[k] = _cholesky(G, max(2 * r, floor))
+    del G
+    return GramPreconditioner(L, num_classes), None
