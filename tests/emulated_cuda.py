@@ -13,7 +13,7 @@ A tensor "on cuda" is a real CPU tensor of the subclass `CudaTensor`, whose `.de
     from pageable memory is noted, not counted: it is an ordinary copy, not a wait on the GPU's queue),
     torch.tensor(data, device="cuda"), nonzero, boolean-mask indexing, bincount/unique/masked_select,
     equal/allclose and linalg's error checks (cholesky, eigh, solve, inv).
-`torch.cuda.is_available()` and friends say one GPU while it is active.
+`torch.cuda.is_available()` and friends say one GPU while it is active (mem_get_info: an 80 GiB card, all free).
 
 What it cannot see (say so wherever a result rests on it): CUDA kernels and their numerics (cuBLAS/cuDNN
 algorithms, TF32 rounding, split-K, atomics' order: values are the CPU's), memory (no limit, no
@@ -474,6 +474,7 @@ def emulated_cuda():
                         "set_sync_debug_mode": lambda m: setattr(mode, "warn_on_sync", m not in (0, "default")),
                         "get_sync_debug_mode": lambda: int(mode.warn_on_sync),
                         "max_memory_allocated": lambda device=None: 0, "reset_peak_memory_stats": lambda d=None: None,
+                        "mem_get_info": lambda device=None: (_Card.total_memory, _Card.total_memory),
                         "get_device_properties": lambda device=None: _Card(),
                         "get_device_name": lambda device=None: _Card.name,
                         "is_bf16_supported": lambda *a, **k: True, "manual_seed": lambda s: None,

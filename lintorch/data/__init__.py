@@ -15,8 +15,8 @@ Problems a user can cause raise errors.DataError with a one-line message.
 from ..errors import DataError  # noqa: F401  (also importable from here, where it used to live)
 from .folders import IMG_EXTENSIONS, image_transform, load_image
 from .preprocess import Preprocess
-from .sources import available_memory, decoded_bytes, load_dataset, open_cifar10
+from .sources import available_memory, decoded_bytes, free_memory, load_dataset, open_cifar10
 from .split import DataSet, Split, carve_val, error_reason
 
 __all__ = ["DataSet", "Split", "carve_val", "error_reason", "IMG_EXTENSIONS", "image_transform", "load_image",
-           "Preprocess", "available_memory", "decoded_bytes", "load_dataset", "open_cifar10"]
+           "Preprocess", "available_memory", "decoded_bytes", "free_memory", "load_dataset", "open_cifar10"]

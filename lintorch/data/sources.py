@@ -47,6 +47,16 @@ def available_memory():
     return min(avail) if avail else None
 
 
+
+def free_memory(device):
+    """Bytes free for new tensors on `device`: torch.cuda.mem_get_info's free bytes on a GPU (its own memory,
+    not the host's), available_memory() (host RAM) on the CPU; None if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return available_memory()
+
+
 def memory_needed(n_images, image_size, work_bytes=0):
     """The decoded set plus its train/val copy (2x), Preprocess.fit's float32 + float64 chunk, work_bytes."""
     D = 3 * image_size * image_size

@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from ..cli import loss_text
-from ..data import Split, available_memory
+from ..data import Split, free_memory
 from ..errors import DataError, UserError
 from ..model import LinearClassifier
 from ..optim.kernel import kernel_preconditioners
@@ -41,16 +41,17 @@ class Chained:
             yield from lo.batches(epoch)
 
 
-def _preconditioners(cfg, full, reg, K, C, N, D):
+def _preconditioners(cfg, full, reg, K, C, N, D, device):
     """--precondition gram or auto: each member's (X^T X / N + 2 reg I)^-1, by a D x D Cholesky
     factor each where N >= D, in low-rank kernel form (optim.kernel, one factorization shared by
-    all) where N < D; or None (none, or not enough memory)."""
+    all) where N < D; or None (none, or not enough memory: half of what is free on `device`, where
+    full's batches and so the factors are)."""
     mode = cfg.precondition
     if mode == "none":
         return None
     t = time.perf_counter()
     regs = torch.as_tensor(reg, dtype=torch.float64).reshape(-1).expand(K)
-    free = available_memory()
+    free = free_memory(device)
     build = kernel_preconditioners if N < D else gram_preconditioners      # the same M, the cheaper form
     try:
         pre, why = build(full, regs, C, memory=None if free is None else free // 2)
@@ -94,7 +95,7 @@ def train_lbfgs(run):
     W0, b0 = r.model.weight.detach(), r.model.bias.detach()
     t0 = time.perf_counter()
     N = len(r.data.train) * (2 if mirrors_on_the_fly(cfg) else 1)
-    pre = _preconditioners(cfg, full, obj.reg, K, W0.shape[1], N, W0.shape[2])
+    pre = _preconditioners(cfg, full, obj.reg, K, W0.shape[1], N, W0.shape[2], run.device)
     res = lbfgs(evaluate_fn, W0, b0, max_iter=cfg.max_iter, tol=cfg.tol, history=cfg.history,
                 on_iter=on_iter, should_stop=run.stop, precondition=pre)
     run.stop.saving = True  # the solver's answer is in hand: a second Ctrl-C now would lose it for seconds saved

@@ -150,13 +150,40 @@ def test_precondition_auto_uses_the_gram_factor_when_n_is_at_least_d_and_the_ker
             real = getattr(solvers, name)
             setattr(solvers, name, lambda *a, real=real, name=name, **k: used.append(name) or real(*a, **k))
         try:
-            pre = _preconditioners(TrainConfig(precondition=mode), Full(), 1e-3, 2, 3, N, D)
+            pre = _preconditioners(TrainConfig(precondition=mode), Full(), 1e-3, 2, 3, N, D, torch.device("cpu"))
         finally:
             from lintorch.optim import kernel, precondition
             solvers.gram_preconditioners, solvers.kernel_preconditioners = (precondition.gram_preconditioners,
                                                                            kernel.kernel_preconditioners)
         assert (pre is not None and len(pre) == 2) == built, (mode, N, D)
         assert used == ([] if not built else ["kernel_preconditioners" if N < D else "gram_preconditioners"])
+
+
+def test_preconditioners_are_sized_against_the_memory_of_the_device_they_live_on(emulated, monkeypatch):
+    """The factors are built where the batches are: on a GPU its own free memory (torch.cuda.mem_get_info)
+    decides whether they fit, on the CPU the host's RAM; half of it is the limit (D 6, 2 members: two float32
+    factors and the float64 Gram, 864 bytes)."""
+    import lintorch.data.sources as sources
+    from lintorch.config import TrainConfig
+    from lintorch.training.solvers import _preconditioners
+
+    class Full:
+        def __init__(self, device):
+            self.device = device
+
+        def batches(self, epoch=0):
+            g = torch.Generator().manual_seed(0)
+            yield torch.randn(20, 6, generator=g).to(self.device), torch.zeros(20, dtype=torch.long).to(self.device)
+
+    def built(device, host, gpu):
+        with monkeypatch.context() as m:
+            m.setattr(sources, "available_memory", lambda: host)
+            m.setattr(torch.cuda, "mem_get_info", lambda device=None: (gpu, 2**40))
+            return _preconditioners(TrainConfig(precondition="gram"), Full(device), 1e-3, 2, 3, 20, 6,
+                                    torch.device(device)) is not None
+    with emulated():
+        assert built("cuda", host=1000, gpu=2**30) and not built("cuda", host=2**30, gpu=1000)
+    assert built("cpu", host=2**30, gpu=1000) and not built("cpu", host=1000, gpu=2**30)
 
 
 def test_lbfgs_bar_promises_no_total(tmp_path, monkeypatch):
