@@ -19,18 +19,12 @@ if not REAL_CUDA:
     install_autograd_hooks()          # before the test modules bind Function.apply
 
 
-# [cuda] variants that take minutes under emulation (every Python-level torch call is seen): slow there
-SLOW_EMULATED = {"test_every_check_passes_for_another_seed"}       # 201 gradient checks, ~4x the CPU's 45 s
-
-
 @pytest.hookimpl(tryfirst=True)          # before -m selects on the markers
 def pytest_collection_modifyitems(items):
     """Every test under tests/cli is `cli` and `slow`: `pytest -m "not slow"` leaves out the subprocesses."""
     for item in items:
         if CLI_TESTS in item.path.resolve().parents:
             item.add_marker(pytest.mark.cli)
-            item.add_marker(pytest.mark.slow)
-        if not REAL_CUDA and _device(item) == "cuda" and item.originalname in SLOW_EMULATED:
             item.add_marker(pytest.mark.slow)
 
 

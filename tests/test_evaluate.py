@@ -18,6 +18,7 @@ from tests.helpers import FOLDER_COLOURS as COLOURS, assert_consistent, assert_o
 
 # ----------------------------------------------------------------------------- evaluate
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_training_metrics(synthetic_run, read_json, capsys):
     m = read_json(synthetic_run / "metrics.json")
     val = evaluate_json(capsys, synthetic_run)                      # default: the split it was validated on
@@ -51,6 +52,7 @@ def test_evaluate_cifar10_run(cifar10_root, tmp_path, train_main, read_json, cap
     assert val["classes"][0] == "airplane"
 
 
+@pytest.mark.slow
 def test_evaluate_errors(folder_run, image_folder, tmp_path, capsys):
     train_only = tmp_path / "train-only"
     shutil.copytree(image_folder / "train", train_only / "train")

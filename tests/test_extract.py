@@ -227,6 +227,7 @@ def test_extract_chooses_threads_as_train_does(image_folder, tmp_path, monkeypat
 
 # --------------------------------------------------------------------------- the extract command
 
+@pytest.mark.slow
 def test_extract_end_to_end(image_folder, tmp_path):
     from lintorch.extract import main
     out = tmp_path / "hc"

@@ -41,9 +41,10 @@ def test_hinge_kinks_marks_margins_within_tol_of_zero():
     assert G.hinge_kinks(s, y, form="crammer-singer", tol=1e-6).tolist() == [True, False, True]
 
 
+@pytest.mark.slow
 def test_every_check_passes_for_another_seed(device):
-    """Its [cuda] variant is the one run of every check on emulated CUDA (slow there); the emulated gradcheck
-    command and doctor check one case of each kind (test_cuda_commands.py)."""
+    """Its [cuda] variant is the one run of every check on emulated CUDA; the emulated gradcheck command
+    (below) and doctor (tests/test_doctor.py) check one case of each kind (conftest.one_case_of_each_kind)."""
     rows = G.run_checks(device, seed=1)
     failed = [r for r in rows if not r.passed]
     assert not failed, G.format_table(failed)
@@ -150,6 +151,7 @@ def logistic_sign_flipped(scores, target, reduction="mean", class_weight=None):
     ("linear", linear_transposed_dW, ("linear", "total[")),
     ("logistic_loss", logistic_sign_flipped, ("logistic_loss", "total[logistic_loss")),
 ])
+@pytest.mark.slow
 def test_checker_catches_a_wrong_backward(name, broken, hit):
     """Every check of every case that goes through the broken Function FAILs (autograd, numeric
     and gradcheck alike); cases that do not use it (a sample of them) still pass."""

@@ -90,6 +90,7 @@ def test_scikit_learn_clone_and_cross_val_score_work_without_lintorch_importing_
     assert sklearn.base.is_classifier(p)
 
 
+@pytest.mark.slow
 def test_lintorch_does_not_import_scikit_learn():
     import subprocess
     import sys

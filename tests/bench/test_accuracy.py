@@ -1,10 +1,12 @@
 """lintorch.bench.accuracy: time to a target accuracy, reached on a learnable set, reported when not."""
+import pytest
 import torch
 
 from lintorch.bench import accuracy, contenders
 from lintorch.data import load_dataset
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_on_a_learnable_set():
     data = load_dataset("synthetic", val_size=200, seed=0)
     cpu = torch.device("cpu")

@@ -260,6 +260,7 @@ def test_gram_preconditioners_apply_to_any_members_together():
         torch.testing.assert_close(pre[members](v[members], list(range(len(members)))), u)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["softmax", "squared_hinge"])
 def test_preconditioning_reaches_the_same_optimum_in_far_fewer_iterations(loss):
     from lintorch.optim.precondition import gram_preconditioners

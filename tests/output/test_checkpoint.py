@@ -100,6 +100,7 @@ def test_code_running_pickle_is_refused(tmp_path, monkeypatch):
     assert not marker.exists()               # evaluate on the command line: tests/cli/test_train.py
 
 
+@pytest.mark.slow
 def test_truncated_and_foreign_checkpoints(synthetic_run, tmp_path):
     from lintorch.output.checkpoint import load_model
     from lintorch.errors import CheckpointError

@@ -89,6 +89,7 @@ def test_confusion_matrix_tells_282_from_202():
     assert right > 0.95 and wrong < right - 0.1, (right, wrong)
 
 
+@pytest.mark.slow
 def test_templates_fit_the_card_with_every_full_name():
     w = torch.randn(10, 3 * 32 * 32, generator=torch.Generator().manual_seed(1))
     img = template_grid(w, CIFAR, (3, 32, 32))
