@@ -141,7 +141,7 @@ def train_run(cfg, device, data, sync_debug=False):
     from .training.run import Run
     from .training.trainer import Trainer
     r = build(cfg, device, data=data)
-    trainer = Trainer(Run(cfg, device, None, r, _NoStop()))
+    trainer = Trainer(Run(cfg, device, r, _NoStop()))
     steps = len(r.train_loader)
     epochs, syncs = [], 0
     for epoch in range(cfg.epochs):

@@ -1,7 +1,7 @@
 """lintorch.LinearProbe: a linear classifier on the caller's own features, with scikit-learn's
 habits (keyword arguments stored as given, fit -> self, predict, score, coef_), trained by the very
 core train.py runs: the same config rules and defaults, recipe, members, solvers and checkpoint
-owner (training.run.execute), on tensors instead of files.
+owner (training.fit.fit), on tensors instead of files.
 
 Shapes: N examples, D features, C classes, K members (a sequence of reg or lr values is a path of
 K members trained at once, as `train.py --sweep` trains them).
@@ -272,8 +272,8 @@ def train_core(cfg, device, data, preprocess, batches, logdir):
     from .config import Resolved
     from .errors import LintorchError
     from .output.rundir import claim_new, release
-    from .training.fit import fit, path_result
-    from .training.run import execute
+    from .training.fit import fit
+    from .training.report import run_folder
     names = member_names(cfg.sweep)
     folder = lock = None
     try:
@@ -282,9 +282,8 @@ def train_core(cfg, device, data, preprocess, batches, logdir):
         else:
             folder = os.fspath(logdir)
             lock, _ = claim_new(folder)
-            status, run = execute(cfg, device, folder, data=data, preprocess=preprocess, train_loader=batches,
-                                  names=names, resolved=Resolved(logdir=folder))
-            result = path_result(run, status)
+            result = fit(cfg, data, device=device, report=run_folder(folder), resolved=Resolved(logdir=folder),
+                         preprocess=preprocess, train_loader=batches, names=names)
     except LintorchError as e:
         raise ValueError(api_message(str(e))) from None
     finally:

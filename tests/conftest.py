@@ -338,7 +338,7 @@ def usage_error(parse, argv, capsys):
 
 def stop_after(monkeypatch, polls):
     """Make the run's stop flag fire (as SIGINT would) at its `polls`-th poll, in this process."""
-    from lintorch.training import run
+    from lintorch import train as command
     count = {"n": 0}
 
     def fake(self):
@@ -346,7 +346,7 @@ def stop_after(monkeypatch, polls):
         if count["n"] >= polls and self.signum is None:
             self.signum = signal.SIGINT
         return self.signum is not None
-    monkeypatch.setattr(run.StopFlag, "__call__", fake)
+    monkeypatch.setattr(command.StopFlag, "__call__", fake)
 
 
 def copy_tree(src, dst):

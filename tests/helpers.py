@@ -27,11 +27,11 @@ def train(*argv, threads=1):
     is added unless argv names it or threads is None: CPU results are bit-identical for a given
     thread count, and --threads auto measures the machine's load."""
     from lintorch.config import parse_args
-    from lintorch.training.run import main
+    from lintorch.train import train_command
     argv = [str(a) for a in argv]
     if threads is not None and "--threads" not in argv:
         argv += ["--threads", str(threads)]
-    return main(parse_args(argv))
+    return train_command(parse_args(argv))
 
 
 def without(argv, flag):

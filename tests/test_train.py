@@ -56,8 +56,8 @@ def test_event_file_tags(synthetic_run, read_json):
     acc = events(synthetic_run)
     tags = acc.Tags()
     assert set(SCALARS) <= set(tags["scalars"]), set(SCALARS) - set(tags["scalars"])
-    from lintorch.training.run import Run
-    pictured = [e for e in range(4) if e % Run.picture_every == 0 or e == 3]   # and always the last epoch
+    from lintorch.training.report import TensorBoard
+    pictured = [e for e in range(4) if e % TensorBoard.picture_every == 0 or e == 3]   # and always the last epoch
     assert "templates" in tags["images"] and [e.step for e in acc.Images("templates")] == \
         [(e + 1) * acc.Images("templates")[-1].step // 4 for e in pictured]
     assert len(acc.Histograms("weight")) == len(pictured)

@@ -13,15 +13,14 @@ import time
 
 import torch
 
-from ..output.checkpoint import BEST, model_dict
 from ..training.epoch import evaluate
 from ..training.recipe import build
+from ..training.report import Checkpoints, Reporters, TensorBoard
 from ..training.run import Run
 from ..training.trainer import Trainer
 from .contenders import _sync, timed, train_config
 
-TRAIN = ("import sys; from lintorch.config import parse_args; from lintorch.training.run import main; "
-         "sys.exit(main(parse_args()))")      # what train.py runs, from any working directory
+TRAIN = "import sys; from lintorch.train import main; sys.exit(main())"   # train.py's run, from any folder
 
 
 # --------------------------------------------------------------------------- whole processes
@@ -102,13 +101,15 @@ def bookkeeping_contenders(device, folder, data=None, cache_dir=None, data_dir=N
     (on `data`, else the image folder with --val-size's default). "checkpoints" times the writes to
     the end (fsync included); in the "all" rows they run in the Saver's background thread as in
     train.py, and only the foreground counts. The pictures (histograms, templates) are what
-    Run.picture_every spaces out."""
+    TensorBoard.picture_every spaces out."""
     flags = ["--quiet"] + (["--data-dir", data_dir] if data_dir else [])
     cfg = train_config(*flags, cache_dir=cache_dir, logdir=folder)
     recipe = build(cfg, device, data=data)
-    run = Run(cfg, device, folder, recipe, _NoStop())
+    saving, board = Checkpoints(folder), TensorBoard(folder)
+    report = Reporters(saving, board)
+    run = Run(cfg, device, recipe, _NoStop(), report)
+    report.on_start(run)
     trainer = Trainer(run)
-    member = run.members[0]
     stats = trainer.run_epoch(0)[0]
     W, dW = recipe.model.weight.detach()[0], stats.extra["grad"][0]
     state = {"epoch": 1}
@@ -118,31 +119,30 @@ def bookkeeping_contenders(device, folder, data=None, cache_dir=None, data_dir=N
 
     def bookkeeping(pictures):
         def go():      # what Trainer.train does after each epoch's loop; the writes overlap the next epoch
-            run.picture_every = 1 if pictures else 10 ** 9
+            board.picture_every = 1 if pictures else 10 ** 9
             try:       # epoch index 1 (the 2nd of 10) is neither the first nor the last: picture_every decides
                 _sync(device)
                 t0 = time.perf_counter()
                 trainer.end_epoch(1, state.get("stats", stats))
-                trainer.save_last(2, 0, None)
+                report.on_progress(trainer, 2, 0, None)
                 _sync(device)
                 return time.perf_counter() - t0
             finally:
-                run.picture_every = Run.picture_every
-                trainer.saver.flush()
+                board.picture_every = TensorBoard.picture_every
+                report.flush()
         return go
 
     def checkpoints():
-        trainer.save_last(1, 0, None)
-        trainer.saver.save(model_dict(member.model_file(run.header, W, recipe.model.bias.detach()[0], 1)),
-                           os.path.join(member.folder, BEST))
-        trainer.saver.flush()
+        saving.on_progress(trainer, 1, 0, None)
+        saving.on_best(run, 0, W, recipe.model.bias.detach()[0], 1)
+        saving.flush()
 
     parts = {
         "loop epoch": loop,
         f"validation ({len(recipe.data.val):,} images)": lambda: evaluate(recipe.model, recipe.val_loader,
                                                                           recipe.objective),
-        "histograms W and dW": lambda: member.monitor.epoch(1, W, dW),
-        "templates picture": lambda: member.monitor.epoch(1, templates=run.templates(W)),
+        "histograms W and dW": lambda: board.monitors[0].epoch(1, W, dW),
+        "templates picture": lambda: board.monitors[0].epoch(1, templates=board.templates(run, W)),
         "checkpoints (last + best)": checkpoints,
     }
     contenders = {name: timed(device, fn) for name, fn in parts.items()}

@@ -201,7 +201,7 @@ def process_section(args, device, say):
     target's, the wall time between consecutive epochs' validation events in each --epochs 4 run
     (the first swings by seconds with the start-up's import and data-loading time on a loaded
     machine). Each period holds one loop epoch; a run's bookkeeping is the mean of (period - that
-    loop epoch) over its 3 periods (1 of them with the pictures, as Run.picture_every = 3 makes it)."""
+    loop epoch) over its 3 periods (1 of them with the pictures, as TensorBoard.picture_every = 3 makes it)."""
     R, threads = args.process_rounds, args.process_threads
     say(f"{PROCESS}: train.py --epochs 1 and --epochs 4, alternating, x {R} rounds (--threads {threads})")
     runs = process_epochs(args.data_dir, device, R, 1, 4, args.cache_dir, threads)

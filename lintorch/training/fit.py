@@ -4,14 +4,22 @@ Shapes: N examples, D features, C classes, K members (a single run is a sweep of
 
 fit touches no file, draws no picture, builds no hparams, installs no signal handler and leaves
 the loggers' levels, torch's global RNG and the thread count as it found them (the recipe seeds
-its own initialization under torch.random.fork_rng). LinearProbe.fit calls it; the train command
-runs the same core (training.run.execute) with a run folder, which adds TensorBoard, checkpoints,
-pictures and metrics.json, and its StopFlag for Ctrl-C and SIGTERM.
+its own initialization under torch.random.fork_rng). What a caller wants written it installs as
+a reporter (training.report): the train command's RunFolder writes TensorBoard, checkpoints,
+pictures and metrics.json; its StopFlag ends a run on Ctrl-C and SIGTERM. LinearProbe.fit calls
+it with neither.
 """
+import logging
+import time
 from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
+
+from . import distributed
+from ..names import SEARCHES
+
+log = logging.getLogger("lintorch")
 
 
 @dataclass
@@ -21,9 +29,11 @@ class PathResult:
     accuracy, objective (the full-batch solvers'), status, iterations (L-BFGS iterations or SGD
     steps), history and note (how it ended, in words); best, the index of the member kept by members.ranking (None: every member
     diverged); config, each member's TrainConfig and saved (its checkpoint config dict: the config and
-    what the run resolved); preprocess, the standardization the weights apply to."""
-    W: torch.Tensor
-    b: torch.Tensor
+    what the run resolved); preprocess, the standardization the weights apply to; exit_status, the
+    train command's (0 a model kept, 1 every member diverged, 128 + signal interrupted). W and b are
+    None on a torchrun rank that does not hold the members' weights."""
+    W: Optional[torch.Tensor]
+    b: Optional[torch.Tensor]
     names: List[str]
     values: List[dict]
     val_acc: List[Optional[float]]
@@ -39,25 +49,81 @@ class PathResult:
     exit_status: int
 
 
-def fit(cfg, data=None, *, device, preprocess=None, train_loader=None, names=None, stop=None):
-    """cfg: a checked TrainConfig; data: a DataSet (else loaded from cfg); device: a torch.device;
-    preprocess: a fixed Preprocess (else fitted on data.train); train_loader: the caller's own SGD
-    batches; names: the members' names; stop: polled between steps (default: never) -> PathResult.
+class Never:
+    """A stop flag that never fires: a fit without the command's signal handling."""
+    signum = None
+    saving = False
+
+    def __call__(self):
+        return False
+
+
+def fit(cfg, data=None, *, device, report=None, resume=None, stop=None, dist=None, resolved=None,
+        preprocess=None, train_loader=None, names=None):
+    """Build the recipe and train its K members with cfg's optimizer -> PathResult.
+    cfg: a checked TrainConfig; data: a DataSet (else loaded from cfg); device: a torch.device;
+    report: a training.report.Reporter told of every event (default: one that writes nothing);
+    resume: (Header, TrainState) of a saved run to continue; stop: polled between steps, true to
+    end the run (default: never); dist: this process's torchrun place (None outside torchrun);
+    resolved: what the caller found out already (threads, run folder); preprocess: a fixed
+    Preprocess (else a resumed run's, else fitted on data.train); train_loader: the caller's own SGD
+    batches; names: the members' names (default: config.member_name of each member's values).
     A user error (bad data, a setting the data cannot honour) raises lintorch's UserError/DataError."""
-    from .run import execute
-    status, run = execute(cfg, device, None, data=data, preprocess=preprocess, tensorboard=False,
-                          train_loader=train_loader, names=names, stop=stop)
+    from ..data import Preprocess
+    from ..output.checkpoint import check_compatible
+    from .recipe import build
+    from .report import Reporter
+    from .run import Run
+    from .solvers import train_exact, train_lbfgs, train_search
+    from .trainer import Trainer
+    started = time.perf_counter()
+    header, state = resume or (None, None)
+    report = report or Reporter()
+    local = cfg
+    if dist is not None and dist.mode == "config":   # distributed hook: this rank's share of the sweep
+        lo, hi = distributed.member_share(dist, len(cfg.sweep or [{}]))
+        local = cfg.replace(sweep=cfg.sweep[lo:hi])
+        state = None if state is None else distributed.local_state(state, lo, hi)
+    if header is not None:
+        preprocess = Preprocess.from_state_dict(header.preprocess)
+    if cfg.preset and header is None:
+        log.info(f"--features {cfg.features}: preset {cfg.preset} applied, the best measured classifier, "
+                 f"{cfg.preset_text()} (reg chosen on validation; any classifier flag replaces it)")
+    recipe = build(local, device, preprocess, data)
+    if train_loader is not None:
+        recipe.train_loader = train_loader
+    folder = None if resolved is None else resolved.logdir
+    if header is not None:
+        check_compatible(header, folder, recipe.classes, cfg.image_size, recipe.in_features)
+    run = Run(cfg, device, recipe, stop or Never(), report, None if state is None else state.members, resolved, names)
+    report.on_start(run, state)
+    run.started = started
+    # distributed hook: sharded batches, the step's all-reduce, agreed stopping (Local: none of it)
+    run.group = distributed.strategy(dist, recipe, run.stop, 1 if device.type == "cpu" else cfg.log_every)
+    data = recipe.data
+    threads = run.resolved.threads
+    log.info(f"{cfg.dataset}: {len(data.train)} train / {len(data.val)} val"
+             f"{'' if data.test is None else f' / {len(data.test)} test'} images, {len(recipe.classes)} classes, "
+             f"D = {recipe.in_features}, {len(run.members)} member(s); device {device}"
+             f"{'' if threads is None else f' ({threads} thread(s))'}; run folder {folder}")
+    drivers = {"lbfgs": train_lbfgs, "exact": train_exact, **{name: train_search for name in SEARCHES}}
+    try:
+        status = drivers[cfg.optimizer](run) if cfg.optimizer in drivers else Trainer(run, state).train()
+    except Exception as e:    # what was trained stays (checkpoints written), metrics.json says why it stopped
+        report.on_failed(run, e)
+        raise
     return path_result(run, status)
 
 
 def path_result(run, status):
     """A finished Run (training.run.Run) and its exit status -> PathResult."""
     steps = len(run.recipe.train_loader)
-    W = torch.stack([w.detach() for w, _ in run.kept])                 # (K, C, D)
-    b = torch.stack([b.detach() for _, b in run.kept])                 # (K, C)
+    W = None if run.kept is None else torch.stack([w.detach() for w, _ in run.kept])         # (K, C, D)
+    b = None if run.kept is None else torch.stack([b.detach() for _, b in run.kept])         # (K, C)
     ms = run.members
-    return PathResult(W, b, [m.name for m in ms], [dict(m.overrides) for m in ms], [m.metrics["val_acc"] for m in ms],
-                      [m.metrics.get("objective") for m in ms], [m.metrics["status"] for m in ms],
-                      [m.metrics.get("iterations", len(m.history) * steps) for m in ms], [m.history for m in ms],
+    got = [m.metrics or {"val_acc": m.best_val, "status": m.status} for m in ms]   # none on a writing-free rank
+    return PathResult(W, b, [m.name for m in ms], [dict(m.overrides) for m in ms], [g["val_acc"] for g in got],
+                      [g.get("objective") for g in got], [g["status"] for g in got],
+                      [g.get("iterations", len(m.history) * steps) for m, g in zip(ms, got)], [m.history for m in ms],
                       [m.note for m in ms], None if run.best is None else run.best[0], [m.config for m in ms],
                       [m.saved_config() for m in ms], run.recipe.preprocess, status)

@@ -1,19 +1,13 @@
-"""A member: one configuration being trained (a single run is a sweep of one). It owns its
-TensorBoard run, its folder, its best validation accuracy and epoch, its history, its status
-and its final report (test accuracy, pictures, hparams, metrics.json, checkpoint.pt).
+"""A member: one configuration being trained (a single run is a sweep of one): its best
+validation accuracy and epoch, its history, its status and its outcome; and the members' one
+ranking (the kept member: best_index).
 
 Shapes: D features, C classes; a member's weights are one slice (C, D) of the run's (K, C, D).
 """
 import logging
-import os
 import time
 
 from ..model import LinearClassifier
-from ..output.checkpoint import BEST, ModelFile, model_dict, save
-from ..output.hparams import member_hparams, summaries, trial_id
-from ..output.monitor import Monitor, NullMonitor
-from ..output.rundir import write_json, write_png
-from ..output.visualize import confusion_image, template_grid
 from .epoch import evaluate
 
 log = logging.getLogger("lintorch")
@@ -46,20 +40,14 @@ def best_index(val_accs):
 
 
 class Member:
-    """name: 'run' for a single run, else the configuration ('lr=0.03,reg=0'); folder: the run
-    folder (single run) or its sub-folder (sweep), or None: a run in memory, which writes nothing."""
+    """One configuration's bookkeeping: name ('run' for a single run, else the configuration,
+    'lr=0.03,reg=0'), overrides of the run's config, best validation accuracy and epoch, patience,
+    history, status and note. It writes nothing: the run's Reporter does (training.report)."""
 
-    def __init__(self, name, overrides, folder, run_config, resolved, purge_step=None, saved=None, writes=True,
-                 tensorboard=True):
-        self.name, self.overrides, self.folder = name, dict(overrides), folder
+    def __init__(self, name, overrides, run_config, resolved, saved=None):
+        self.name, self.overrides = name, dict(overrides)
         self.config = run_config.replace(**self.overrides)       # TrainConfig
         self.resolved = resolved.replace(lr=self.overrides.get("lr", resolved.lr))
-        writes = writes and folder is not None
-        self.reports = writes        # pictures, hparams and metrics.json: only where they are written
-        if writes:
-            os.makedirs(folder, exist_ok=True)
-        # distributed hook: a data-parallel rank > 0 writes no TensorBoard (writes=False)
-        self.monitor = Monitor(folder, purge_step=purge_step) if writes and tensorboard else NullMonitor()
         saved = saved or {}
         self.best_val = saved.get("best_val")
         self.best_epoch = saved.get("best_epoch")
@@ -69,8 +57,6 @@ class Member:
         self.note = saved.get("note")
         self.metrics = None
         self.started = time.time()
-        if purge_step is None:
-            self.monitor.config(self.saved_config())
 
     def saved_config(self):
         """This member's settings and what its run resolved, as plain types (config.json's form)."""
@@ -103,30 +89,9 @@ class Member:
                 self.note = f"no better validation accuracy for {patience} epochs (patience)"
         return improved
 
-    def model_file(self, header, weight, bias, epoch):
-        h = type(header)(**{**vars(header), "config": self.saved_config()})
-        return ModelFile(h, weight, bias, epoch, self.best_val, self.best_epoch, self.history)
-
-    def save_best(self, header, weight, bias, epoch, save=save, path=None):
-        """This member's kept model as checkpoint.pt in its folder (or at path), through save
-        (checkpoint.save, or a background Saver's); nothing for a run in memory."""
-        if self.folder is not None:
-            save(model_dict(self.model_file(header, weight, bias, epoch)), path or os.path.join(self.folder, BEST))
-
-    def hparam_summaries(self, recipe, status):
-        """The HPARAMS tab's row: this member's distinguishing settings under its own trial ID."""
-        single = not self.config.sweep
-        resolved = {"lr": self.resolved.lr, "val_size": self.resolved.val_size}     # what it trained with
-        values = member_hparams({**self.config.saved(), **resolved}, tuple(self.overrides), recipe.extractor,
-                                recipe.in_features)
-        folder = self.folder or "."          # a run in memory (LinearProbe without a logdir) writes no events anyway
-        trial = trial_id(self.name, folder if single else os.path.dirname(folder), single,
-                         getattr(self, "index", None), getattr(self, "count", None))
-        return summaries(values, tuple(self.overrides), trial, self.started, status)
-
-    def finish(self, recipe, weight, bias, end_status, step, seconds, images, device, extra=None):
-        """The member's report: its kept model on the test split (else val), the confusion matrix
-        and templates, hparams, metrics.json. weight (C, D), bias (C,): its best weights."""
+    def finish(self, recipe, weight, bias, end_status, seconds, images, device, extra=None):
+        """The member's outcome: its kept model, weight (C, D) and bias (C,), on the test split
+        -> (metrics, the test evaluation or None)."""
         status = end_status if self.status == "training" else self.status
         if status == "training":
             status = "completed"
@@ -135,26 +100,13 @@ class Member:
                    "best_epoch": self.best_epoch, "epochs": len(self.history), "test_acc": None,
                    "seconds": seconds, "images_per_second": images / max(seconds, 1e-9), "device": str(device),
                    "history": self.history, "config": self.overrides or None, "note": self.note, **(extra or {})}
-        if self.best_val is not None:
+        test = None
+        if self.best_val is not None and recipe.test_loader:
             model = LinearClassifier.from_weights(weight, bias)
-            C = len(recipe.classes)
-            test = evaluate(model, recipe.test_loader, num_classes=C) if recipe.test_loader else None
-            metrics["test_acc"] = None if test is None else float(test["acc"])
-        if self.best_val is not None and self.reports:
-            shown = test or evaluate(model, recipe.val_loader, num_classes=C)
-            split = "test" if test else "val"
-            self.monitor.image(f"confusion_matrix/{split}", confusion_image(shown["confusion"], recipe.classes), step)
-            if recipe.image_shape is not None:   # weights are pictures over raw pixels
-                write_png(template_grid(weight, recipe.classes, recipe.image_shape),
-                          os.path.join(self.folder, "templates.png"))
-            final = {f"hparam/{k}": metrics[k] for k in ("val_acc", "train_acc", "test_acc", "best_epoch")
-                     if metrics[k] is not None}
-            self.monitor.hparams(self.hparam_summaries(recipe, status), final, step)
-        if self.folder is not None:
-            write_json(os.path.join(self.folder, "metrics.json"), metrics)
-        self.monitor.close()
+            test = evaluate(model, recipe.test_loader, num_classes=len(recipe.classes))
+            metrics["test_acc"] = float(test["acc"])
         self.metrics = metrics
-        return metrics
+        return metrics, test
 
 
 def number_members(members, cfg, recipe):
@@ -163,21 +115,3 @@ def number_members(members, cfg, recipe):
     first = sweep.index(recipe.configs[0]) if recipe.configs and recipe.configs[0] in sweep else 0
     for k, m in enumerate(members):
         m.index, m.count = first + k, len(sweep)
-
-
-def show_centroids(extractor, folder, members):
-    """Each k-means part's centroids in folder/centroids.png and TensorBoard, once per run (a
-    sweep's at the run folder, not once per member)."""
-    for part in getattr(extractor, "parts", [extractor]):
-        if getattr(part, "NAME", "") == "kmeans" and "centroids" in getattr(part, "state", {}):
-            from ..features.kmeans import centroid_picture
-            from ..output.monitor import Monitor
-            from ..output.rundir import write_png
-            grid = centroid_picture(part.state, part.settings.get("rf", 6))
-            write_png(grid, os.path.join(folder, "centroids.png"))
-            if len(members) == 1:              # a single run's events are at the run folder
-                members[0].monitor.image("centroids", grid, 0)
-                continue
-            mon = Monitor(folder)
-            mon.image("centroids", grid, 0)
-            mon.close()

@@ -1,7 +1,7 @@
 """The one-shot drivers around a Run: full-batch L-BFGS for its K members (a whole regularization
 path in one pass per evaluation; lbfgs.py is the solver), the exact least-squares path (exact.py)
-and the lecture's random search. Each ends
-the run the Trainer's way: every Member.finish, then Run.finish.
+and the lecture's random search. Each ends the run the Trainer's way: every Run.member_done, then
+Run.finish.
 
 Shapes: N training images, D features, C classes, K members (weights (K, C, D)).
 The objective is the mean one, (1/N) sum_i w_{y_i} L_i + reg * sum W^2 (bias unpenalized), which is
@@ -84,9 +84,10 @@ def train_lbfgs(run):
     logged = [0] * K
 
     def on_iter(calls, recs):      # each accepted iterate once, the last (converged) one included
-        for k, (m, rec) in enumerate(zip(run.members, recs)):
+        for k, rec in enumerate(recs):
             if rec.iterations > logged[k]:
-                m.monitor.scalars({"lbfgs/objective": rec.trace[-1], "lbfgs/grad_max": rec.grad_max}, rec.iterations)
+                run.report.on_scalars(run, k, {"lbfgs/objective": rec.trace[-1], "lbfgs/grad_max": rec.grad_max},
+                                      rec.iterations)
                 logged[k] = rec.iterations
         if bar is not None:
             bar.update(1)
@@ -113,8 +114,8 @@ def train_lbfgs(run):
 
 
 def _finish(run, full, W, b, f, statuses, steps, notes, extras, seconds, images):
-    """The full-batch solvers' ending: every member's accuracies, best.pt and Member.finish, then
-    Run.finish. W (K, C, D), b (K, C) on the run's device; f (K,) objectives -> exit status."""
+    """The full-batch solvers' ending: every member's accuracies, kept model and outcome
+    (Run.member_done), then Run.finish. W (K, C, D), b (K, C) on the run's device; f (K,) objectives -> exit status."""
     r, K = run.recipe, len(run.members)
     model = LinearClassifier(W.shape[2], W.shape[1], num_models=K, weight_scale=0).to(run.device)
     with torch.no_grad():
@@ -127,15 +128,16 @@ def _finish(run, full, W, b, f, statuses, steps, notes, extras, seconds, images)
         m.history.append({"epoch": 1, "train_loss": float(f[k]), "train_acc": float(train_acc[k]),
                           "val_acc": float(val[k]), "seconds": seconds})
         solver = run.cfg.optimizer
-        m.monitor.scalars({f"{solver}/train_acc": train_acc[k], f"{solver}/val_acc": val[k]}, step)
+        run.report.on_scalars(run, k, {f"{solver}/train_acc": train_acc[k], f"{solver}/val_acc": val[k]}, step)
         if status == "nonfinite":
             m.diverged(1, step, 0.0)
         else:
             m.end_epoch(1, float(val[k]), None)
-            m.save_best(run.header, W[k], b[k], 1)
+            run.report.on_best(run, k, W[k], b[k], 1)
+            run.report.flush()
         m.note = notes[k]
         end = "interrupted" if status == "stopped" else "completed"
-        results.append(m.finish(r, W[k], b[k], end, step, seconds, images, run.device, extras[k]))
+        results.append(run.member_done(k, W[k], b[k], end, step, seconds, images, extras[k]))
     for m in run.members:           # before the ending, which ends on the answer
         log.info(f"{m.name}: {m.note}; val acc {pct(m.best_val)}")
     return run.finish(results, "interrupted" if run.stop() else "completed", list(zip(W, b)))
@@ -196,7 +198,7 @@ def train_search(run):
     bar = None if cfg.quiet else tqdm(total=cfg.trials, desc=cfg.optimizer, unit="trial", leave=False)
 
     def on_trial(done, best):
-        member.monitor.scalars({"loss/total": best}, done)
+        run.report.on_scalars(run, 0, {"loss/total": best}, done)
         if bar is not None:
             bar.n = done
             bar.set_postfix(best=loss_text(best))
@@ -213,15 +215,15 @@ def train_search(run):
     W, b = W.to(run.device), b.to(run.device)
     model = LinearClassifier.from_weights(W, b)
     train_acc, val_acc = float(evaluate(model, full)["acc"]), float(evaluate(model, r.val_loader)["acc"])
-    member.monitor.scalars({"acc/train": train_acc, "acc/val": val_acc}, done)
+    run.report.on_scalars(run, 0, {"acc/train": train_acc, "acc/val": val_acc}, done)
     member.history.append({"epoch": 1, "train_loss": best, "train_acc": train_acc, "val_acc": val_acc,
                            "seconds": seconds})
     member.end_epoch(1, val_acc, None)
     status = "interrupted" if run.stop() else "completed"
     member.note = f"best training loss {loss_text(best)} after {done} of {cfg.trials} trials"
-    member.save_best(run.header, W, b, 1)
-    m = member.finish(r, W, b, status, done, seconds, done * len(r.data.train), run.device,
-                      {"best_loss": best, "trials": done})
+    run.report.on_best(run, 0, W, b, 1)
+    run.report.flush()
+    m = run.member_done(0, W, b, status, done, seconds, done * len(r.data.train), {"best_loss": best, "trials": done})
     log.info(f"{cfg.optimizer}: best training loss {loss_text(best)} after {done} trials; train acc {pct(train_acc)}, "
              f"val acc {pct(val_acc)}, test acc {pct(m['test_acc'])}")
     return run.finish([m], status, [(W, b)])

@@ -6,7 +6,6 @@ Shapes: N images, D features, C classes, K members; weights (K, C, D), per-membe
 """
 import logging
 import math
-import os
 
 import torch
 from tqdm import tqdm
@@ -14,7 +13,6 @@ from tqdm import tqdm
 from ..cli import loss_text
 from ..objective import Objective
 from ..optim.sgd import SGD, lr_factor
-from ..output.checkpoint import BEST, LAST, NullSaver, Saver, TrainState, resume_dict
 from ..output.monitor import update_ratio
 from .devices import moved
 from .epoch import EpochStats, train_one_epoch
@@ -73,20 +71,21 @@ def log_epoch(cfg, members, epoch, data_loss, reg_loss, train_acc, val_acc, seco
                        f"{ips:,.0f} img/s")
 
 
-def sanity_check(recipe, group, members, loss):
+def sanity_check(run, loss):
     """The lecture's check: tiny weights give loss ~ log C (softmax), ~ (C - 1) * margin (SVM), ~ C
     (squared); a warning when far off, and each member's step-0 loss to TensorBoard -> the first
     member's initial loss."""
+    recipe = run.recipe
     expected = recipe.objective.expected_initial_loss(len(recipe.classes))
-    first = group.evaluate(recipe.model, recipe.val_loader, recipe.objective)["loss"]       # (K,)
+    first = run.group.evaluate(recipe.model, recipe.val_loader, recipe.objective)["loss"]       # (K,)
     initial = float(first[0])
     log.info(f"step 0: data loss {loss_text(initial)} (expected about {expected:.4g} for {loss} with small W)")
     if not math.isfinite(initial) or abs(initial - expected) > 0.1 * expected + 0.05:
         flag = "--margin" if recipe.objective.huge_margin else "the data"
         log.warning(f"warning: the initial loss {initial:.4g} is far from {expected:.4g}: check "
                     f"{flag} and the initialization")
-    for k, m in enumerate(members):
-        m.monitor.scalars({"loss/data": float(first[k])}, 0)
+    for k in range(len(run.members)):
+        run.report.on_scalars(run, k, {"loss/data": float(first[k])}, 0)
     return initial
 
 
@@ -99,7 +98,6 @@ class Trainer:
         self.opt = SGD(model.weight.data, model.bias.data, self.r.lr, self.cfg.momentum)
         self.steps_per_epoch = len(self.r.train_loader)
         self.total_steps = self.cfg.epochs * self.steps_per_epoch
-        self.saver = Saver() if self.group.writes_run and run.folder is not None else NullSaver()
         self.seconds, self.images, self.initial_loss = 0.0, 0, None
         if resume is None:
             self.best_w, self.best_b = model.weight.detach().clone(), model.bias.detach().clone()
@@ -124,26 +122,24 @@ class Trainer:
         try:
             return self._train()
         except BaseException:
-            self.saver.drain()
+            self.run.report.drain()
             raise
 
     def _train(self):
         if (self.epoch, self.step) == (0, 0):
-            self.initial_loss = sanity_check(self.r, self.group, self.members, self.cfg.loss)
+            self.initial_loss = sanity_check(self.run, self.cfg.loss)
         status = "completed"
         for epoch in range(self.epoch, self.cfg.epochs):
             stats, next_step = self.group.end_epoch(*self.run_epoch(epoch), self)
             self.seconds, self.images = self.seconds + stats.seconds, self.images + stats.seen
             mark_diverged(self.members, stats, self.r.lr)
             if next_step is not None:
-                self.save_last(epoch, next_step, stats)
+                self.run.report.on_progress(self, epoch, next_step, stats, interrupted=True)
                 status = "interrupted"
-                log.info(f"interrupted at epoch {epoch + 1}, step {next_step}: saved last.pt "
-                         f"(continue with --resume {self.run.folder})")
                 break
             if any(m.active for m in self.members):
                 self.end_epoch(epoch, stats)
-            self.save_last(epoch + 1, 0, None)
+            self.run.report.on_progress(self, epoch + 1, 0, None)
             if not self.group.any_active(any(m.active for m in self.members)):
                 break
         return self.finish(status)
@@ -174,19 +170,20 @@ class Trainer:
             torch.linalg.vector_norm(extra["grad"], dim=(-2, -1)), extra["data"], extra["reg"])]).cpu()
         for k, m in enumerate(self.members):
             if m.active:
-                m.monitor.scalars({"loss/data": data[k], "loss/reg": reg[k], "loss/total": data[k] + reg[k],
-                                   "lr": float(self.r.lr[k]) * extra["factor"], "norm/weight": wn[k],
-                                   "norm/grad": gn[k], "update_ratio": ratio[k]}, step)
+                self.run.report.on_scalars(self.run, k, {
+                    "loss/data": data[k], "loss/reg": reg[k], "loss/total": data[k] + reg[k],
+                    "lr": float(self.r.lr[k]) * extra["factor"], "norm/weight": wn[k], "norm/grad": gn[k],
+                    "update_ratio": ratio[k]}, step)
 
     def end_epoch(self, epoch, stats):
-        """Validate, update each member's best, log, write checkpoints (in the background)."""
+        """Validate, update each member's best, log; the reporter hears each member's numbers and new best."""
         gstep = (epoch + 1) * self.steps_per_epoch
         data_loss, reg_loss, train_acc = stats.means()                           # (K,) each
         val = self.group.evaluate(self.r.model, self.r.val_loader, self.r.objective)
         W, b = self.r.model.weight.detach(), self.r.model.bias.detach()
         ips = stats.seen / max(stats.seconds, 1e-9)
-        images = epoch % self.run.picture_every == 0 or epoch + 1 == self.cfg.epochs
-        grad = stats.extra.get("grad") if images else None
+        grad = stats.extra.get("grad")
+        report = self.run.report
         for k, m in enumerate(self.members):
             if not m.active:
                 continue
@@ -194,44 +191,32 @@ class Trainer:
             m.history.append({"epoch": epoch + 1, "train_loss": loss, "train_acc": float(train_acc[k]),
                               "val_acc": float(val["acc"][k]), "seconds": stats.seconds})
             improved = m.end_epoch(epoch + 1, float(val["acc"][k]), self.cfg.patience)
-            m.monitor.scalars({"acc/train": train_acc[k], "acc/val": val["acc"][k], "acc/val_best": m.best_val,
-                               "loss/val": val["loss"][k], "time/epoch_seconds": stats.seconds,
-                               "time/images_per_second": ips}, gstep)
+            report.on_scalars(self.run, k, {"acc/train": train_acc[k], "acc/val": val["acc"][k],
+                                            "acc/val_best": m.best_val, "loss/val": val["loss"][k],
+                                            "time/epoch_seconds": stats.seconds, "time/images_per_second": ips}, gstep)
             # the same on an epoch axis: E points a user reads against the epoch the log line names
-            m.monitor.scalars({"epoch/train_acc": train_acc[k], "epoch/val_acc": val["acc"][k],
-                               "epoch/val_best": m.best_val, "epoch/train_loss": loss}, epoch + 1)
-            m.monitor.epoch(gstep, W[k] if images else None, None if grad is None else grad[k],
-                            self.run.templates(W[k]) if images else None)
+            report.on_scalars(self.run, k, {"epoch/train_acc": train_acc[k], "epoch/val_acc": val["acc"][k],
+                                            "epoch/val_best": m.best_val, "epoch/train_loss": loss}, epoch + 1)
+            report.on_epoch(self.run, k, epoch, gstep, W[k], None if grad is None else grad[k])
             if improved:
                 self.best_w[k], self.best_b[k] = W[k], b[k]
-                m.save_best(self.run.header, W[k], b[k], epoch + 1, self.saver.save)
+                report.on_best(self.run, k, W[k], b[k], epoch + 1)
             if not m.active:
                 self.opt.freeze(torch.arange(len(self.members)) == k)
             warn_growth(self.members, m, self.initial_loss, loss)
         k = best_index([m.best_val for m in self.members])      # a sweep's checkpoint.pt as it goes
         if len(self.members) > 1 and self.group.sweep_checkpoint and k is not None \
-                and self.members[k].best_epoch == epoch + 1 and self.run.folder is not None:
-            self.members[k].save_best(self.run.header, self.best_w[k], self.best_b[k], epoch + 1, self.saver.save,
-                                      os.path.join(self.run.folder, BEST))
+                and self.members[k].best_epoch == epoch + 1:
+            report.on_best(self.run, k, self.best_w[k], self.best_b[k], epoch + 1, sweep=True)
         log_epoch(self.cfg, self.members, epoch, data_loss, reg_loss, train_acc, val["acc"], stats.seconds, ips)
 
-    def save_last(self, epoch, step, stats):
-        if self.run.folder is None:
-            return
-        state = TrainState(self.r.model.weight, self.r.model.bias, self.opt.state_dict(), self.best_w, self.best_b,
-                           epoch, step, [m.state() for m in self.members],
-                           None if stats is None else stats.state_dict())
-        state = self.group.gather_state(state)     # config-parallel: all members on rank 0, None elsewhere
-        if state is not None:
-            self.saver.save(resume_dict(self.run.header, state), os.path.join(self.run.folder, LAST))
-
     def finish(self, status):
-        """Each member's report, then the run's one ending (Run.finish, via the group); -> exit status."""
-        self.saver.flush()
+        """Each member's outcome, then the run's one ending (Run.finish, via the group); -> exit status."""
+        self.run.report.flush()
         step = max(max((len(m.history) for m in self.members), default=0), 1) * self.steps_per_epoch
         results = None
-        if self.group.writes_run:     # data-parallel ranks > 0 write nothing
-            results = [m.finish(self.r, self.best_w[k], self.best_b[k], status, step, self.seconds, self.images,
-                                self.run.device) for k, m in enumerate(self.members)]
-            self.saver.flush()
+        if self.group.writes_run:     # data-parallel ranks > 0 report nothing
+            results = [self.run.member_done(k, self.best_w[k], self.best_b[k], status, step, self.seconds, self.images)
+                       for k in range(len(self.members))]
+            self.run.report.flush()
         return self.group.finish(self.run, results, status, list(zip(self.best_w, self.best_b)))

@@ -130,7 +130,7 @@ DRIVERS = {"sgd": ["--epochs", "2", "--sweep", "lr=0.01,0.03"],
 
 @pytest.mark.parametrize("driver", DRIVERS)
 def test_in_memory_run_writes_nothing_and_keeps_the_same_model(driver, tmp_path, monkeypatch):
-    from lintorch.training.run import execute
+    from lintorch.training.fit import fit
     argv = SMALL + DRIVERS[driver]
     assert train(*argv, "--logdir", tmp_path / "run", threads=None) == 0
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
@@ -139,14 +139,14 @@ def test_in_memory_run_writes_nothing_and_keeps_the_same_model(driver, tmp_path,
     monkeypatch.chdir(tmp_path / "empty")            # a run in memory writes nowhere, runs/ included
     cfg = parse_args(argv)
     torch.set_num_threads(1)
-    code, run = execute(cfg, torch.device("cpu"), None)
-    assert code == 0 and os.listdir(tmp_path / "empty") == []
-    k, W, b = run.best
-    names = [m.name for m in run.members]
+    result = fit(cfg, device=torch.device("cpu"))
+    assert result.exit_status == 0 and os.listdir(tmp_path / "empty") == []
+    k, W, b = result.best, result.W[result.best], result.b[result.best]
+    names = result.names
     vals = [c["val_acc"] for c in metrics["configs"]] if "configs" in metrics else [metrics["val_acc"]]
     assert k == best_index(vals)
     if len(names) > 1:
-        assert metrics["best"]["config"] == run.members[k].overrides
+        assert metrics["best"]["config"] == result.values[k]
     torch.testing.assert_close(W.cpu(), saved["model"]["weight"], rtol=0, atol=0)
     torch.testing.assert_close(b.cpu(), saved["model"]["bias"], rtol=0, atol=0)
 
@@ -211,7 +211,7 @@ def test_resuming_a_run_that_keeps_no_resumable_state_names_the_optimizer(tmp_pa
 def test_a_second_ctrl_c_while_a_solvers_answer_is_saved_waits_for_the_save():
     import os
     import signal
-    from lintorch.training.run import StopFlag
+    from lintorch.train import StopFlag
     stop = StopFlag()
     try:
         os.kill(os.getpid(), signal.SIGINT)
