@@ -208,7 +208,7 @@ def user_errors():
     return (LintorchError, OSError)
 
 
-def run_command(main, args):
+def exit_status(main, args):
     """main(args) -> exit status, with every user error as one line on stderr and exit 2,
     Ctrl-C as exit 130, and a closed stdout pipe as a quiet exit; --debug shows tracebacks."""
     speaks = os.environ.get("RANK", "0") == "0"      # under torchrun rank 0 speaks for the job

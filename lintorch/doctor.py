@@ -112,7 +112,7 @@ def load_data(args):
     return data, "synthetic"
 
 
-def train_config(data_name, loss, epochs, image_size):
+def doctor_config(data_name, loss, epochs, image_size):
     from .config import TrainConfig
     cfg = TrainConfig(dataset=data_name, loss=loss, epochs=epochs, image_size=image_size, quiet=True).filled()
     cfg.check()
@@ -132,7 +132,7 @@ class _NoStop:
         return False
 
 
-def train_run(cfg, device, data, sync_debug=False):
+def timed_epochs(cfg, device, data, sync_debug=False):
     """train.py's recipe and its Trainer's epochs, as a run in memory (no run folder, nothing
     written): -> (per-epoch records, model)."""
     import torch
@@ -152,7 +152,7 @@ def train_run(cfg, device, data, sync_debug=False):
                 torch.cuda.set_sync_debug_mode("warn")
             t0 = time.perf_counter()
             try:
-                stats, _ = trainer.run_epoch(epoch)
+                stats, _ = trainer.one_epoch(epoch)
                 _sync(device)
             finally:
                 if sync_debug and device.type == "cuda":
@@ -180,7 +180,7 @@ def training(args, device, data, data_name):
     size = data.train.x.shape[-1]
     out = {}
     for loss in LOSSES:                         # every registered loss learns, with no host sync
-        rec, _ = train_run(train_config(data_name, loss, args.epochs, size), device, data, sync_debug=True)
+        rec, _ = timed_epochs(doctor_config(data_name, loss, args.epochs, size), device, data, sync_debug=True)
         e = rec["epochs"]     # learning: finite losses that went down
         rec["passed"] = all(math.isfinite(x["loss"]) for x in e) and e[-1]["loss"] <= e[0]["loss"]
         out[loss] = rec
@@ -189,8 +189,8 @@ def training(args, device, data, data_name):
 
 def determinism(args, device, data, data_name):
     import torch
-    cfg = train_config(data_name, "softmax", 1, data.train.x.shape[-1])
-    (_, a), (_, b) = train_run(cfg, device, data), train_run(cfg, device, data)
+    cfg = doctor_config(data_name, "softmax", 1, data.train.x.shape[-1])
+    (_, a), (_, b) = timed_epochs(cfg, device, data), timed_epochs(cfg, device, data)
     diff = float((a.weight - b.weight).detach().abs().max())
     return {"equal": bool(torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)), "max_abs_diff": diff,
             "passed": True, "note": "informational: CPU runs are bit-identical for a given thread count; CUDA "

@@ -1,7 +1,7 @@
 """Every error lintorch raises for a problem the user can fix, under one base (torch-free).
 
 A LintorchError (or an OSError) reaching a command becomes one line on stderr and exit 2
-(cli.run_command); anything else is a lintorch bug and keeps its traceback.
+(cli.exit_status); anything else is a lintorch bug and keeps its traceback.
 """
 
 

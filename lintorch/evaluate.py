@@ -11,7 +11,7 @@ during training, and the preprocessing is the checkpoint's (never refitted).
 import json
 import sys
 
-from .cli import ArgumentParser, add_common, cache_folder, loss_text, number, run_command
+from .cli import ArgumentParser, add_common, cache_folder, exit_status, loss_text, number
 from .names import DATASETS
 
 SPLITS = ("val", "test", "train")
@@ -140,7 +140,7 @@ def _main(args):
 
 def main(argv=None):
     """The command line; -> exit status (0 ok, 2 bad input: one line on stderr)."""
-    return run_command(_main, get_args_parser().parse_args(argv))
+    return exit_status(_main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

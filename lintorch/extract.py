@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from .cli import ArgumentParser, cache_folder, number, run_command, setup_logging, threads_arg, unused_extractor_flags
+from .cli import ArgumentParser, cache_folder, exit_status, number, setup_logging, threads_arg, unused_extractor_flags
 from .names import EXTRACTOR_FLAGS, IMAGE_DATASETS
 
 DATASETS = IMAGE_DATASETS   # extraction reads images
@@ -236,7 +236,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     """The command line; -> exit status (0 ok, 2 bad input: one line on stderr)."""
-    return run_command(_main, parse_args(argv))
+    return exit_status(_main, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -46,8 +46,8 @@ def _main(args):
 
 def main(argv=None):
     """The command line; -> exit status (0 all checks pass, 1 some fail, 2 bad input: one line)."""
-    from .cli import run_command
-    return run_command(_main, get_args_parser().parse_args(argv))
+    from .cli import exit_status
+    return exit_status(_main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

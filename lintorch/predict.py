@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from .cli import ArgumentParser, add_common, number, run_command
+from .cli import ArgumentParser, add_common, exit_status, number
 from .objective import LOSSES
 
 CHUNK = 512       # images decoded, encoded and classified at once (a multiple of the eval and extraction batches)
@@ -58,8 +58,8 @@ def load_classifier(path, device="cpu"):
         return model.eval(), preprocess, saved
     if "extractor" not in features:
         return model.eval(), None, saved
-    from .data.featurize import make
-    extractor = make(None, state=features["extractor"])
+    from .features import from_state_dict
+    extractor = from_state_dict(features["extractor"])
     from .config import TrainConfig
     flip_eval = TrainConfig.from_saved(saved.header.config)[0].flip_eval
     return model.eval(), FeaturePipeline(extractor, preprocess, flip_eval), saved
@@ -181,7 +181,7 @@ def _main(args):
 
 def main(argv=None):
     """The command line; -> exit status (0 ok, 2 bad input: one line on stderr)."""
-    return run_command(_main, get_args_parser().parse_args(argv))
+    return exit_status(_main, get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ K members trained at once, as `train.py --sweep` trains them).
 
 The class holds fit; its predict side, scikit-learn's protocol, its keywords' rules and its files
 are api's (predictor, estimator, keywords, files). Below it: the arguments as train.py's config
-(train_config, choose_solver, member_names) and one run of the core in memory or into a logdir
-(train_core). The input forms are data.arrays' (fit_data), checked by data.inputs.
+(probe_config, choose_solver, member_names) and one fit of the core in memory or into a logdir
+(fit_probe). The input forms are data.arrays' (fit_data), checked by data.inputs.
 """
 import itertools
 import logging
@@ -114,24 +114,24 @@ class LinearProbe(Predictor, Classifier):
         if loader and refit:
             raise ValueError("refit=True needs X in memory, not a DataLoader")
         device = choose_device(self.device, X)
-        cfg = train_config(params, solver, len(inputs.dataset.val))
+        cfg = probe_config(params, solver, len(inputs.dataset.val))
         shape = inputs.dataset.source["sample_shape"]
         batches = None if not loader else DataLoaderBatches(X, inputs.preprocess, inputs.classes, device, shape)
         with torch.random.fork_rng(devices=[]):     # scikit-learn's contract: fit leaves global state alone
-            run = train_core(cfg, device, inputs.dataset, inputs.preprocess, batches, self.logdir)
-            kept = run
-            if refit and len(run.members) > 1:
-                kept = train_core(run.settings.replace(sweep=None), device, merged(inputs.dataset),
+            fitted = fit_probe(cfg, device, inputs.dataset, inputs.preprocess, batches, self.logdir)
+            kept = fitted
+            if refit and len(fitted.members) > 1:
+                kept = fit_probe(fitted.settings.replace(sweep=None), device, merged(inputs.dataset),
                                   inputs.preprocess, None,
                                   None if self.logdir is None else os.path.join(self.logdir, "refit"))
-        self.classes_, self.path_ = inputs.classes, run.members
+        self.classes_, self.path_ = inputs.classes, fitted.members
         if X_val is None and not carved:             # nothing held out: no validation accuracy to report
-            self.path_ = [{**m, "val_acc": None} for m in run.members]
-        chosen = {"reg": run.settings.reg, "lr": run.config["resolved"]["lr"]}      # the lr it trained with
+            self.path_ = [{**m, "val_acc": None} for m in fitted.members]
+        chosen = {"reg": fitted.settings.reg, "lr": fitted.config["resolved"]["lr"]}      # the lr it trained with
         self.best_params_ = {k: v for k, v in chosen.items() if k == "reg" or solver not in ("lbfgs", "exact")}
         set_model(self, kept.weight, kept.bias, kept.preprocess, kept.config, inputs.dataset.source)
-        self.n_iter_ = run.members[run.index]["iterations"]
-        self.refit_ = kept is not run
+        self.n_iter_ = fitted.members[fitted.index]["iterations"]
+        self.refit_ = kept is not fitted
         return self
 
 
@@ -194,7 +194,7 @@ def keyword(field):
     return KEYWORDS.get(field, field)
 
 
-def train_config(params, solver, n_val):
+def probe_config(params, solver, n_val):
     """LinearProbe's arguments -> the TrainConfig they stand for (dataset "tensor": the caller's own
     arrays), with the train command's defaults and rules: a rule it breaks is a ValueError naming
     the keyword. A sequence of reg or lr values is the sweep's grid (reg first), exact to the last digit."""
@@ -249,10 +249,10 @@ def member_names(sweep):
     return names if len(set(names)) == len(names) else None
 
 
-# --------------------------------------------------------------------------- one run of the core
+# --------------------------------------------------------------------------- one fit of the core
 
-class Trained(NamedTuple):
-    """One run of the core, as fit keeps it: the kept member's weight (C, D) and bias (C,) on the
+class ProbeFit(NamedTuple):
+    """One fit of the core, as LinearProbe.fit keeps it: the kept member's weight (C, D) and bias (C,) on the
     run's device, the Preprocess, its saved config (the checkpoint header's dict, with what the
     run resolved) and TrainConfig, its index in members, and one dict per member (LinearProbe.path_)."""
     weight: object
@@ -264,8 +264,8 @@ class Trained(NamedTuple):
     members: List[dict]
 
 
-def train_core(cfg, device, data, preprocess, batches, logdir):
-    """cfg (a TrainConfig) trained on data (a DataSet) -> Trained. logdir None: training.fit.fit in
+def fit_probe(cfg, device, data, preprocess, batches, logdir):
+    """cfg (a TrainConfig) trained on data (a DataSet) -> ProbeFit. logdir None: training.fit.fit in
     memory (nothing written, no signal handler, the loggers and torch's RNG left as they were);
     else a new train.py run folder claimed there (TensorBoard, checkpoints, metrics.json).
     ValueError for what train.py reports as a user error, or when every member diverged."""
@@ -297,4 +297,4 @@ def train_core(cfg, device, data, preprocess, batches, logdir):
     if r.best is None:
         raise ValueError(f"training diverged for every configuration ({r.notes[0]}): lower lr or reg")
     k = r.best
-    return Trained(r.W[k].clone(), r.b[k].clone(), r.preprocess, r.saved[k], r.configs[k], k, members)
+    return ProbeFit(r.W[k].clone(), r.b[k].clone(), r.preprocess, r.saved[k], r.configs[k], k, members)

@@ -2,7 +2,7 @@
 here. Its flags are lintorch.config's (TrainConfig); the work is training.fit's, with the reporting
 this command installs (training.report.run_folder: TensorBoard, checkpoints, pictures,
 metrics.json) and its signal handling (StopFlag). This module claims the run folder, applies the
-resume rules and chooses the threads. Every user error becomes one line and exit 2 (cli.run_command).
+resume rules and chooses the threads. Every user error becomes one line and exit 2 (cli.exit_status).
 
 Arguments are parsed before torch is imported (usage errors and --help answer at once); the
 imports training needs then happen with Ctrl-C held back, since an interrupt that lands inside
@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 
-from .cli import choose_threads, resolve_device, run_command, setup_logging
+from .cli import choose_threads, exit_status, resolve_device, setup_logging
 from .config import Resolved, TrainConfig, flag, parse_args
 from .errors import UserError
 from .names import RESUMABLE_CHANGES, SEARCHES
@@ -54,7 +54,7 @@ def main(argv=None):
 def train_command(args):
     """The train command on parsed arguments (the command line's TrainConfig) -> exit status, every
     user error as one line and exit 2."""
-    return run_command(_train, args)
+    return exit_status(_train, args)
 
 
 def _train(args):

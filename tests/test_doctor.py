@@ -108,10 +108,10 @@ def test_doctors_expected_host_syncs_are_the_syncs_made(emulated):
     """doctor's training section reports the syncs torch's sync-debug mode warns about against the count the
     loop should make: checks every --log-every steps and one read of the logged scalars."""
     from lintorch.data import load_dataset
-    from lintorch.doctor import train_config, train_run
+    from lintorch.doctor import doctor_config, timed_epochs
     data = load_dataset("synthetic", None, image_size=8, val_size=500, seed=0)
     import dataclasses
-    cfg = dataclasses.replace(train_config("synthetic", "softmax", 2, 8), log_every=4)   # 14 steps an epoch: 3 logs
+    cfg = dataclasses.replace(doctor_config("synthetic", "softmax", 2, 8), log_every=4)   # 14 steps an epoch: 3 logs
     with emulated():
-        record, _ = train_run(cfg, torch.device("cuda"), data, sync_debug=True)
+        record, _ = timed_epochs(cfg, torch.device("cuda"), data, sync_debug=True)
     assert record["host_syncs"] == record["expected_syncs"] > 0, record

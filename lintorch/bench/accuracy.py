@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..optim.sgd import SGD, lr_factor
-from ..training.epoch import evaluate, train_one_epoch
+from ..training.epoch import check_interval, evaluate, train_one_epoch
 from ..training.recipe import build
-from .contenders import CIFAR_MEAN, CIFAR_STD, _sync, train_config
+from .contenders import CIFAR_MEAN, CIFAR_STD, _sync, bench_config
 
 def time_to_accuracy_lintorch(data, device, target=0.40, check_every=20, limit_s=30.0):
     """From the decoded uint8 data in memory to `target` validation accuracy with lintorch's
@@ -21,7 +21,7 @@ def time_to_accuracy_lintorch(data, device, target=0.40, check_every=20, limit_s
     loaders, model and training; it is paused while the validation accuracy is checked every
     `check_every` steps. Built by recipe.build from train.py's default flags, as train.py builds.
     -> dict(seconds, wall_seconds (evals included), steps, acc, reached)."""
-    cfg = train_config()
+    cfg = bench_config()
     _sync(device)
     t0 = time.perf_counter()
     r = build(cfg, device, data=data)
@@ -31,7 +31,7 @@ def time_to_accuracy_lintorch(data, device, target=0.40, check_every=20, limit_s
     clock.mark_setup()
     for epoch in range(cfg.epochs):
         train_one_epoch(r.model, r.train_loader, optimizer, r.objective, epoch, should_stop=clock,
-                        check_every=1 if device.type == "cpu" else 50,
+                        check_every=check_interval(device, 50),
                         lr_at=lambda step: lr_factor(cfg.schedule, step / total))
         if clock.done:
             break

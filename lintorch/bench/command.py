@@ -18,7 +18,7 @@ slows all contenders alike. Without --data-dir the images are random uint8 of CI
 """
 import time
 
-from ..cli import ArgumentParser, nonempty, number, run_command, threads_arg
+from ..cli import ArgumentParser, exit_status, nonempty, number, threads_arg
 
 QUICK = {"repeats": (7, 2), "n": (None, 2048), "subset": (3000, 512), "loss_seconds": (0.05, 0.005),
          "process_rounds": (5, 1)}      # flag: (default, default with --quick)
@@ -87,4 +87,4 @@ def benchmark(args):
 
 def main(argv=None):
     """`python -m lintorch.bench`: parse (no torch yet), then run; a user's error is one line, exit 2."""
-    return run_command(benchmark, parse_args(argv))
+    return exit_status(benchmark, parse_args(argv))

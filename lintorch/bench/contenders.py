@@ -18,7 +18,7 @@ from .. import functional as LF
 from ..data import DataSet, Split, load_dataset
 from .. import objective
 from ..optim.sgd import SGD, lr_factor
-from ..training.epoch import train_one_epoch
+from ..training.epoch import check_interval, train_one_epoch
 from ..training.recipe import build
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # what tutorials Normalize with
@@ -119,7 +119,7 @@ def _lr_reg(loss):
     return tuned["lr"], tuned["reg"]
 
 
-def train_config(*flags, **overrides):
+def bench_config(*flags, **overrides):
     """train.py's config for its default flags plus `flags` (from `train.py --help`), then `overrides`
     (a sweep as a grid of {name: value})."""
     from ..config import parse_args
@@ -134,7 +134,7 @@ def recipe_epoch(recipe, cfg, device):
     Objective + lintorch's SGD, cfg's schedule over cfg's epochs); each call trains the next epoch."""
     optimizer = SGD(recipe.model.weight.data, recipe.model.bias.data, recipe.lr, cfg.momentum)
     total = cfg.epochs * len(recipe.train_loader)
-    check_every = 1 if device.type == "cpu" else cfg.log_every  # as Trainer: a host sync per step only on CPU
+    check_every = check_interval(device, cfg.log_every)      # as Trainer
     epoch = [0]
 
     def run():
@@ -146,7 +146,7 @@ def recipe_epoch(recipe, cfg, device):
 
 def lintorch_epoch(data, preprocess, loss, batch_size, device):
     """lintorch's epoch of a single run (K = 1) at train.py's defaults for the loss."""
-    cfg = train_config("--loss", loss, "--batch-size", str(batch_size))
+    cfg = bench_config("--loss", loss, "--batch-size", str(batch_size))
     return recipe_epoch(build(cfg, device, preprocess, data), cfg, device)
 
 
@@ -156,7 +156,7 @@ def sweep_epoch(data, preprocess, K, batch_size, device):
     lr, reg = _lr_reg("softmax")
     grid = [{"lr": float(a), "reg": float(b)}
             for a, b in zip(torch.linspace(lr / 4, 2 * lr, K), torch.linspace(0, 2 * reg, K))]
-    cfg = train_config("--batch-size", str(batch_size), sweep=grid)
+    cfg = bench_config("--batch-size", str(batch_size), sweep=grid)
     return recipe_epoch(build(cfg, device, preprocess, data), cfg, device)
 
 

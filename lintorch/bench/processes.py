@@ -18,14 +18,14 @@ from ..training.recipe import build
 from ..training.report import Checkpoints, Reporters, TensorBoard
 from ..training.run import Run
 from ..training.trainer import Trainer
-from .contenders import _sync, timed, train_config
+from .contenders import _sync, timed, bench_config
 
 TRAIN = "import sys; from lintorch.train import main; sys.exit(main())"   # train.py's run, from any folder
 
 
 # --------------------------------------------------------------------------- whole processes
 
-def train_command(data_dir, device, logdir, epochs=1, cache_dir=None, threads=None, quiet=True):
+def train_argv(data_dir, device, logdir, epochs=1, cache_dir=None, threads=None, quiet=True):
     """train.py on the image folder at its defaults (python -c runs what train.py runs)."""
     cmd = [sys.executable, "-c", TRAIN, "--dataset", "imagefolder", "--data-dir", data_dir, "--epochs", str(epochs),
            "--device", str(device), "--logdir", logdir]
@@ -51,7 +51,7 @@ def timed_train(data_dir, device, epochs, cache_dir=None, threads=None, timeout=
     the start-up's noise], threads: the count it ran with)."""
     with tempfile.TemporaryDirectory(prefix="lintorch-bench-") as root:
         folder = os.path.join(root, "run")
-        cmd = train_command(data_dir, device, folder, epochs, cache_dir, threads, quiet=False)
+        cmd = train_argv(data_dir, device, folder, epochs, cache_dir, threads, quiet=False)
         t0 = time.perf_counter()
         out = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=timeout)
         seconds = time.perf_counter() - t0
@@ -103,19 +103,19 @@ def bookkeeping_contenders(device, folder, data=None, cache_dir=None, data_dir=N
     train.py, and only the foreground counts. The pictures (histograms, templates) are what
     TensorBoard.picture_every spaces out."""
     flags = ["--quiet"] + (["--data-dir", data_dir] if data_dir else [])
-    cfg = train_config(*flags, cache_dir=cache_dir, logdir=folder)
+    cfg = bench_config(*flags, cache_dir=cache_dir, logdir=folder)
     recipe = build(cfg, device, data=data)
     saving, board = Checkpoints(folder), TensorBoard(folder)
     report = Reporters(saving, board)
     run = Run(cfg, device, recipe, _NoStop(), report)
     report.on_start(run)
     trainer = Trainer(run)
-    stats = trainer.run_epoch(0)[0]
+    stats = trainer.one_epoch(0)[0]
     W, dW = recipe.model.weight.detach()[0], stats.extra["grad"][0]
     state = {"epoch": 1}
 
     def loop():
-        state["stats"] = trainer.run_epoch(state["epoch"] % cfg.epochs)[0]
+        state["stats"] = trainer.one_epoch(state["epoch"] % cfg.epochs)[0]
 
     def bookkeeping(pictures):
         def go():      # what Trainer.train does after each epoch's loop; the writes overlap the next epoch

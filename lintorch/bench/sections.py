@@ -20,7 +20,7 @@ from .accuracy import time_to_accuracy_lintorch, time_to_accuracy_plain
 from .contenders import (alternate, bench_dataset, dataloader_epoch, fastest_gemm_layout, float_gather_only, gemm_epoch, lintorch_epoch,
     loader_only, loss_contenders, per_image_dataset, plain_epoch, sweep_epoch)
 from .report import BOOKKEEPING, PROCESS, THREADS, check_targets
-from .processes import bookkeeping_contenders, peak_rss, process_epochs, thread_rounds, train_command
+from .processes import bookkeeping_contenders, peak_rss, process_epochs, thread_rounds, train_argv
 
 
 def machine(device):
@@ -189,7 +189,7 @@ def memory_section(args, device, say):
     say("peak RSS of train.py --epochs 1")
     with tempfile.TemporaryDirectory(prefix="lintorch-bench-") as folder:
         t0 = time.perf_counter()
-        rss, rc = peak_rss(train_command(args.data_dir, device, os.path.join(folder, "run"), 1, args.cache_dir))
+        rss, rc = peak_rss(train_argv(args.data_dir, device, os.path.join(folder, "run"), 1, args.cache_dir))
     return [{"section": "memory", "name": "train.py --epochs 1 peak RSS", "bytes": rss,
              "seconds": time.perf_counter() - t0, "per_second": None,
              "note": f"exit {rc}; ru_maxrss of a fresh process (imports + data + 1 epoch + test)"}]

@@ -32,7 +32,7 @@ def extractor_settings(cfg):
             "encoding": cfg.encoding, "alpha": cfg.alpha, "power": cfg.power, "zca_eps": cfg.zca_eps}
 
 
-def make(cfg, state=None):
+def extractor_for(cfg, state=None):
     """cfg's --features as an extractor (unfitted; its settings checked against --image-size), or
     the one saved in a checkpoint (state)."""
     from ..features import from_state_dict, make_extractor
@@ -138,7 +138,7 @@ def featurize(data, cfg, device, state=None, batch_size=None, extractor=None):
     -> (DataSet of float features, extractor)."""
     from ..features import BATCH
     batch_size = batch_size or BATCH
-    extractor = make(cfg, state) if extractor is None else extractor
+    extractor = extractor_for(cfg, state) if extractor is None else extractor
     on_disk = SOURCES[cfg.dataset].on_disk
     cache_dir = cfg.cache_dir or (default_dir(cfg.data_dir) if on_disk else None)
     splits = {"train": data.train, "val": data.val, "test": data.test}

@@ -34,6 +34,12 @@ class EpochStats:
                 torch.as_tensor(self.correct).cpu().double() / max(self.seen, 1))
 
 
+def check_interval(device, log_every):
+    """Steps between the loop's divergence checks, each a host sync: every step on the CPU, where a
+    sync costs nothing; every log_every on CUDA, so the GPU runs ahead in between."""
+    return 1 if device.type == "cpu" else log_every
+
+
 def train_one_epoch(model, loader, optimizer, objective, epoch, *, lr_at, start=0, check_every=1,
                     log_every=50, on_log=None, should_stop=None, progress=None, stats=None):
     """Train the K members of model one epoch from batch `start`; -> (EpochStats, next batch

@@ -71,10 +71,11 @@ def fit(cfg, data=None, *, device, report=None, resume=None, stop=None, dist=Non
     A user error (bad data, a setting the data cannot honour) raises lintorch's UserError/DataError."""
     from ..data import Preprocess
     from ..output.checkpoint import check_compatible
+    from .epoch import check_interval
     from .recipe import build
     from .report import Reporter
     from .run import Run
-    from .solvers import train_exact, train_lbfgs, train_search
+    from .solvers import fit_exact, fit_lbfgs, fit_search
     from .trainer import Trainer
     started = time.perf_counter()
     header, state = resume or (None, None)
@@ -99,14 +100,14 @@ def fit(cfg, data=None, *, device, report=None, resume=None, stop=None, dist=Non
     report.on_start(run, state)
     run.started = started
     # distributed hook: sharded batches, the step's all-reduce, agreed stopping (Local: none of it)
-    run.group = distributed.strategy(dist, recipe, run.stop, 1 if device.type == "cpu" else cfg.log_every)
+    run.group = distributed.strategy(dist, recipe, run.stop, check_interval(device, cfg.log_every))
     data = recipe.data
     threads = run.resolved.threads
     log.info(f"{cfg.dataset}: {len(data.train)} train / {len(data.val)} val"
              f"{'' if data.test is None else f' / {len(data.test)} test'} images, {len(recipe.classes)} classes, "
              f"D = {recipe.in_features}, {len(run.members)} member(s); device {device}"
              f"{'' if threads is None else f' ({threads} thread(s))'}; run folder {folder}")
-    drivers = {"lbfgs": train_lbfgs, "exact": train_exact, **{name: train_search for name in SEARCHES}}
+    drivers = {"lbfgs": fit_lbfgs, "exact": fit_exact, **{name: fit_search for name in SEARCHES}}
     try:
         status = drivers[cfg.optimizer](run) if cfg.optimizer in drivers else Trainer(run, state).train()
     except Exception as e:    # what was trained stays (checkpoints written), metrics.json says why it stopped

@@ -11,7 +11,7 @@ from typing import List, Optional
 import torch
 
 from ..data import DataSet, Preprocess, load_dataset
-from ..data.featurize import feature_folder, featurize, make as make_extractor
+from ..data.featurize import extractor_for, feature_folder, featurize
 from ..data.loaders import TensorLoader, make_loader
 from ..features.store import FeatureLoader
 from ..model import LinearClassifier
@@ -111,7 +111,7 @@ def load_inputs(cfg, device, features_state=None, splits=("train", "test")):
     if cfg.dataset == "features":
         return feature_folder(cfg), None
     pixels = cfg.features == "pixels"
-    extractor = None if pixels else make_extractor(cfg, features_state)     # its settings asked before any work
+    extractor = None if pixels else extractor_for(cfg, features_state)     # its settings asked before any work
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.image_size, cfg.val_size, cfg.seed,
                         cfg.cache_dir, cfg.skip_bad_images, cfg.cache_check, splits, progress=not cfg.quiet)
     if pixels:

@@ -39,7 +39,7 @@ class Run:
         return metrics
 
     def finish(self, results, status, weights=None, names=None):
-        """The one ending of every driver (Trainer, solvers.train_lbfgs, solvers.train_search) once
+        """The one ending of every driver (Trainer, solvers.fit_lbfgs, solvers.fit_search) once
         each member has finished: the best member (members.best_index), told to the reporter;
         -> exit status. results: the members' metrics; weights: each member's kept (weight, bias),
         or None (config-parallel: on other ranks); names: all members' names where this process

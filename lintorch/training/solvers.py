@@ -65,7 +65,7 @@ def _preconditioners(cfg, full, reg, K, C, N, D, device):
     return pre
 
 
-def train_lbfgs(run):
+def fit_lbfgs(run):
     """--optimizer lbfgs: every member to convergence (or --max-iter), then each reports like a
     trained model. SIGINT/SIGTERM stop all members at their last accepted point (no resume: the
     solver's curvature history is not saved). -> exit status."""
@@ -156,7 +156,7 @@ class SingularInputs(UserError, ValueError):
                          f"least-squares fit has no unique answer: use --reg > 0 (e.g. 1e-6)")
 
 
-def train_exact(run):
+def fit_exact(run):
     """--optimizer exact: the squared loss's minimizer for every member's reg in closed form
     (lintorch.optim.exact): one streamed pass builds the float64 Gram, then each reg is solved exactly
     (the dual, from the kernel, when D > N). Members differ by reg only. -> exit status."""
@@ -189,7 +189,7 @@ def train_exact(run):
     return _finish(run, full, W, b, f, ["exact"] * K, [1] * K, notes, extras, seconds, N)
 
 
-def train_search(run):
+def fit_search(run):
     """--optimizer random-search / random-local-search: keep the W with the lowest training loss.
     Honours SIGINT/SIGTERM: stops after the current chunk of trials, keeps the best so far."""
     from ..optim.search import random_search

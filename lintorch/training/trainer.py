@@ -15,7 +15,7 @@ from ..objective import Objective
 from ..optim.sgd import SGD, lr_factor
 from ..output.monitor import update_ratio
 from .devices import moved
-from .epoch import EpochStats, train_one_epoch
+from .epoch import EpochStats, check_interval, train_one_epoch
 from .members import best_index, pct
 
 log = logging.getLogger("lintorch")
@@ -130,7 +130,7 @@ class Trainer:
             self.initial_loss = sanity_check(self.run, self.cfg.loss)
         status = "completed"
         for epoch in range(self.epoch, self.cfg.epochs):
-            stats, next_step = self.group.end_epoch(*self.run_epoch(epoch), self)
+            stats, next_step = self.group.end_epoch(*self.one_epoch(epoch), self)
             self.seconds, self.images = self.seconds + stats.seconds, self.images + stats.seen
             mark_diverged(self.members, stats, self.r.lr)
             if next_step is not None:
@@ -144,18 +144,18 @@ class Trainer:
                 break
         return self.finish(status)
 
-    def run_epoch(self, epoch):
+    def one_epoch(self, epoch):
         first = self.step if epoch == self.epoch else 0
         partial, self.partial = self.partial, None
         n = len(self.r.data.train)  # the bar counts images, so its rate is the throughput
         bar = None if self.cfg.quiet else tqdm(
             total=n, initial=min(first * self.cfg.batch_size, n), leave=False, unit="img", unit_scale=True,
             desc=f"epoch {epoch + 1}/{self.cfg.epochs}")
-        check_every = 1 if self.run.device.type == "cpu" else self.cfg.log_every
         partial, should_stop = self.group.begin_epoch(partial, self.run.stop, first)   # stop where all agree
         try:
             return train_one_epoch(self.r.model, self.r.train_loader, self.opt, self.r.objective, epoch,
-                                   lr_at=self.lr_at, start=first, check_every=check_every,
+                                   lr_at=self.lr_at, start=first,
+                                   check_every=check_interval(self.run.device, self.cfg.log_every),
                                    log_every=self.cfg.log_every, on_log=self.on_log,
                                    should_stop=should_stop, progress=bar,
                                    stats=EpochStats(**partial) if partial else None)

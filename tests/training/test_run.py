@@ -216,7 +216,7 @@ def test_a_second_ctrl_c_while_a_solvers_answer_is_saved_waits_for_the_save():
     try:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop() and stop.signum == signal.SIGINT
-        stop.saving = True                          # train_lbfgs: the solver returned, its result is being written
+        stop.saving = True                          # fit_lbfgs: the solver returned, its result is being written
         os.kill(os.getpid(), signal.SIGINT)         # no KeyboardInterrupt: nothing is lost
         assert stop.signum == signal.SIGINT
         stop.saving = False
