@@ -14,7 +14,8 @@ import sys
 import time
 
 from .errors import LintorchError, UserError
-from .names import EXTRACTOR_FLAGS, SWEEPABLE
+from .features.settings import by_flag
+from .names import SWEEPABLE
 
 FLOAT32_MAX = 3.4028234663852886e38
 PROG = None   # the command's name as typed, when the `lintorch` console script runs it ("lintorch train")
@@ -108,16 +109,24 @@ def add_common(parser, device_default="auto"):
 
 # --------------------------------------------------------------------------- extractor flags
 
+def extractor_argument(name):
+    """An extractor flag's argparse keywords (type with its bounds, choices, metavar, help), from
+    its one declaration (features.settings); its default is None: the extractor's own."""
+    owner, s = by_flag()[name]
+    kind = None if s.choices else nonempty if s.kind is str else number(s.kind, s.low, s.low_open, s.high)
+    return {"type": kind, "choices": s.choices, "metavar": s.metavar, "help": s.help_text(owner.rstrip(":"))}
+
+
 def unused_extractor_flags(args, features):
     """The extractor flags args sets that no part of `features` ("pixels", "hog,kmeans", ...; "" for
     none) would read -> a usage error's text ("--centroids configures --features kmeans"), or None:
     a flag silently ignored reads as if it had worked."""
     parts = [p.strip() for p in features.split(",")]
-    unused = [k for k, owner in EXTRACTOR_FLAGS.items() if getattr(args, k, None) is not None
-              and not any(p.startswith(owner) for p in parts)]
+    owner = {k: part for k, (part, _) in by_flag().items()}
+    unused = [k for k in owner if getattr(args, k, None) is not None and not any(p.startswith(owner[k]) for p in parts)]
     if not unused:
         return None
-    owners = sorted({EXTRACTOR_FLAGS[k].replace(":", ":<model>") for k in unused})
+    owners = sorted({owner[k].replace(":", ":<model>") for k in unused})
     return (f"{', '.join('--' + k.replace('_', '-') for k in unused)} configure{'s' if len(unused) == 1 else ''} "
             f"--features {' or '.join(owners)}")
 

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .cli import ArgumentParser, add_common, nonempty, number, parse_sweep_item, threads_arg, unused_extractor_flags
+from .cli import ArgumentParser, add_common, extractor_argument, nonempty, number, parse_sweep_item, threads_arg, unused_extractor_flags
 from .names import (CACHE_CHECKS, CLASS_WEIGHTS, DATASETS, GD_EPOCHS, GD_LR_SCALE, LOADERS, MEANS, OPTIMIZERS,
     PENALTIES, PRECONDITIONS, RESUMABLE_CHANGES, SCHEDULES, SEARCHES, SGD_EPOCHS, SVM_FORMS, SWEEPABLE,
     features_lr_scale, repeated_parts)
@@ -65,6 +65,12 @@ def _opt(default, help, group, *, type=None, choices=None, action=None, metavar=
                                                 metavar=metavar, nargs=nargs, cli=cli))
 
 
+def _extractor_opt(name):
+    """A TrainConfig field for an extractor flag: cli.extractor_argument's type, choices and help."""
+    arg = extractor_argument(name)
+    return _opt(None, arg["help"], "features", type=arg["type"], choices=arg["choices"], metavar=arg["metavar"])
+
+
 _pos_int, _nonneg = number(int, 1), number(float, 0.0)
 _BOOL = "store_true"
 _SWITCH = argparse.BooleanOptionalAction
@@ -111,26 +117,17 @@ class TrainConfig:
                          f"best measured classifier for it, which overrides the defaults marked 'with --features "
                          f"NAME alone' below (a flag given keeps its value; the run prints the preset it applied)",
                          "features", type=nonempty)
-    centroids: Optional[int] = _opt(None, "kmeans: centroids K (default 1600; D = POOL^2 K)", "features",
-                                    type=number(int, 1, high=100_000))
-    patches: Optional[int] = _opt(None, "kmeans: random 6x6 training patches to learn from (default 400000)",
-                                  "features", type=number(int, 1, high=100_000_000))
-    pool: Optional[int] = _opt(None, "kmeans: sum-pool the activations over a POOL x POOL grid of regions (default "
-                               "2: the paper's quadrants; D = POOL^2 K)", "features", type=number(int, 1, high=27))
-    encoding: Optional[str] = _opt(None, "kmeans: triangle (default: max(0, mean z - z_k), Coates et al. 2011) or "
-                                   "soft (the soft threshold with polarity split, Coates & Ng 2011: 2 K codes, "
-                                   "D = 2 POOL^2 K)", "features", choices=("triangle", "soft"))
-    alpha: Optional[float] = _opt(None, "kmeans --encoding soft: the threshold (default 0.25)", "features",
-                                  type=_nonneg)
-    power: Optional[float] = _opt(None, "kmeans: raise each pooled feature to this power (0.5: the signed square "
-                                  "root; default 1)", "features", type=number(float, 0.0, low_open=True, high=1.0))
-    zca_eps: Optional[float] = _opt(None, "kmeans: added to the patch covariance's eigenvalues before whitening "
-                                    "(default 0.1)", "features", type=number(float, 0.0, low_open=True))
-    backbone_weights: Optional[str] = _opt(None, "torchvision: a state_dict file, or named weights such as DEFAULT "
-                                           "(needs the network once); default: random weights", "features",
-                                           type=nonempty, metavar="FILE_OR_NAME")
-    input_size: Optional[int] = _opt(None, "torchvision without named weights: images are resized to this "
-                                     "(default 224)", "features", type=number(int, 16, high=1024))
+    # each extractor flag from its one declaration (features.settings); None: the extractor's default
+    centroids: Optional[int] = _extractor_opt("centroids")
+    patches: Optional[int] = _extractor_opt("patches")
+    pool: Optional[int] = _extractor_opt("pool")
+    iterations: Optional[int] = _extractor_opt("iterations")
+    encoding: Optional[str] = _extractor_opt("encoding")
+    alpha: Optional[float] = _extractor_opt("alpha")
+    power: Optional[float] = _extractor_opt("power")
+    zca_eps: Optional[float] = _extractor_opt("zca_eps")
+    backbone_weights: Optional[str] = _extractor_opt("backbone_weights")
+    input_size: Optional[int] = _extractor_opt("input_size")
     # loss and regularization
     loss: str = _opt("softmax", "data loss", "loss and regularization", choices=tuple(LOSSES))
     margin: float = _opt(LOSS_DEFAULTS["margin"], "SVM margin (delta)", "loss and regularization", type=_nonneg)

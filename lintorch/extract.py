@@ -14,8 +14,9 @@ import os
 import sys
 import time
 
-from .cli import ArgumentParser, cache_folder, exit_status, number, setup_logging, threads_arg, unused_extractor_flags
-from .names import EXTRACTOR_FLAGS, IMAGE_DATASETS
+from .cli import ArgumentParser, cache_folder, exit_status, extractor_argument, number, setup_logging, threads_arg, unused_extractor_flags
+from .features.settings import by_flag
+from .names import IMAGE_DATASETS
 
 DATASETS = IMAGE_DATASETS   # extraction reads images
 
@@ -41,7 +42,7 @@ def get_args_parser():
     p.add_argument("--format", choices=("npy", "pt"), default="npy",
                    help="npy: memory-mapped by the reader (large sets); pt: one torch file per split")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="stored feature precision")
-    _add_extractor_flags(p, pos)
+    _add_extractor_flags(p)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=pos, default=256, help="images per extraction batch")
     p.add_argument("--threads", type=threads_arg, default="auto", help="CPU threads: N, or auto (measured at "
@@ -52,19 +53,14 @@ def get_args_parser():
     return p
 
 
-def _add_extractor_flags(p, pos):
-    """Every extractor flag train.py has, built from TrainConfig's own fields (one home for each
-    flag's help, type, bounds and choices), so extract can write any features a run trains on (the
-    --features kmeans recipe's --power 0.5 included); plus --iterations, which train.py lacks."""
-    from .config import TrainConfig, flag
-    fields = {f.name: f for f in TrainConfig.fields()}
-    for name in EXTRACTOR_FLAGS:
-        if name not in fields:
-            continue
-        meta = fields[name].metadata
-        kwargs = {k: meta[k] for k in ("type", "choices", "metavar") if meta[k] is not None}
-        p.add_argument(flag(name), default=None, help=meta["help"].replace("%", "%%"), **kwargs)
-    p.add_argument("--iterations", type=pos, default=None, help="kmeans: k-means iterations (default 10)")
+def _add_extractor_flags(p):
+    """Every extractor flag, as train.py has them (each from its one declaration, features.settings),
+    so extract can write any features a run trains on (the --features kmeans recipe's --power 0.5
+    included)."""
+    from .config import flag
+    for name in by_flag():
+        kwargs = {k: v for k, v in extractor_argument(name).items() if v is not None}
+        p.add_argument(flag(name), default=None, **{**kwargs, "help": kwargs["help"].replace("%", "%%")})
 
 
 def _full_train(ds):
@@ -137,7 +133,7 @@ def write_folder(args):
             setting = process_group.threads_per_process()
         threads = choose_threads(setting)
     from .data.featurize import extractor_settings
-    ex = make_extractor(args.features, **extractor_settings(args), iterations=args.iterations)
+    ex = make_extractor(args.features, **extractor_settings(args))
     ex.check_settings(args.image_size)     # before any work: a setting that cannot work is one line
     with contextlib.ExitStack() as stack:
         def claim():

@@ -38,13 +38,6 @@ def features_lr_scale(D):
     return min(1.0, PIXEL_SQNORM / D)
 
 
-# the flags that configure one kind of extractor (argparse dest -> the --features part it configures):
-# given with --features that has no such part they would be ignored, so they are usage errors
-EXTRACTOR_FLAGS = {"centroids": "kmeans", "patches": "kmeans", "iterations": "kmeans", "pool": "kmeans",
-                   "encoding": "kmeans", "alpha": "kmeans", "power": "kmeans", "zca_eps": "kmeans",
-                   "backbone_weights": "torchvision:", "input_size": "torchvision:"}
-
-
 def feature_parts(features):
     """--features text ("hog,colorhist") -> its parts, stripped, in order (torch-free)."""
     return [p.strip() for p in features.split(",") if p.strip()]

@@ -18,7 +18,8 @@ PACKAGE = os.path.join(ROOT, "lintorch")
 # The layers, lowest first: a module imports only from its own layer and the layers below it. A name
 # stands for the module and, for a package, everything in it; the most specific name decides.
 LAYERS = [
-    ("names and errors", ["lintorch.names", "lintorch.errors", "lintorch.training.devices"]),
+    ("names and errors", ["lintorch.names", "lintorch.errors", "lintorch.training.devices",
+                          "lintorch.features.settings"]),       # the extractors' settings, declared torch-free
     ("the maths", ["lintorch.functional", "lintorch.objective", "lintorch.model", "lintorch.optim"]),
     ("what the maths is checked and written with", ["lintorch.verify", "lintorch.cli", "lintorch.output"]),
     ("the settings", ["lintorch.config"]),

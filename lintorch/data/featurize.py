@@ -26,10 +26,11 @@ log = logging.getLogger("lintorch")
 
 
 def extractor_settings(cfg):
-    """The TrainConfig fields that configure an extractor (None: the extractor's own default)."""
-    return {"k": cfg.centroids, "patches": cfg.patches, "pool": cfg.pool, "weights": cfg.backbone_weights,
-            "input_size": cfg.input_size, "image_size": cfg.image_size, "seed": cfg.seed,
-            "encoding": cfg.encoding, "alpha": cfg.alpha, "power": cfg.power, "zca_eps": cfg.zca_eps}
+    """A TrainConfig's (or extract's arguments') extractor settings, by each declared setting's key
+    (features.settings; None: the extractor's own default), and the image size and seed."""
+    from ..features.settings import by_flag
+    return {**{s.key: getattr(cfg, name) for name, (_, s) in by_flag().items()},
+            "image_size": cfg.image_size, "seed": cfg.seed}
 
 
 def extractor_for(cfg, state=None):
@@ -207,9 +208,9 @@ def check_informative(x, extractor, cfg):
     if n * 2 < len(constant):
         return
     from ..config import flag
-    from ..names import EXTRACTOR_FLAGS
+    from ..features.settings import by_flag
     preset = (cfg.preset_text() or "").split()
-    values = {k: getattr(cfg, k, None) for k in EXTRACTOR_FLAGS if getattr(cfg, k, None) is not None}
+    values = {k: getattr(cfg, k, None) for k in by_flag() if getattr(cfg, k, None) is not None}
     named = ", ".join((f"{flag(k)} {v:g}" if isinstance(v, float) else f"{flag(k)} {v}") +
                       (f" (set by the --features {cfg.features} preset)" if flag(k) in preset else "")
                       for k, v in values.items()) or "its defaults"

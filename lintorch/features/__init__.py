@@ -1,4 +1,5 @@
-"""Fixed feature extractors for linear classifiers: a registry and batched extraction.
+"""Fixed feature extractors for linear classifiers: their settings (declared once, in settings), a
+registry and batched extraction.
 
 Shapes: N images (N, 3, S, S) uint8, D features. Names:
   pixels                 raw pixels (3 S S)
@@ -12,7 +13,16 @@ Shapes: N images (N, 3, S, S) uint8, D features. Names:
     feats = extract(ex, x, 256, device)    # (N, D) float32 on the CPU
 """
 from ..errors import BackboneError, FeatureError
-from .registry import BATCH, COMMON, NAMES, batches_of_features, extract, from_state_dict, make_extractor
+from .settings import SETTINGS, Setting
 
-__all__ = ["BackboneError", "FeatureError", "BATCH", "COMMON", "NAMES", "batches_of_features", "extract", "from_state_dict",
-           "make_extractor"]
+_REGISTRY = ("BATCH", "COMMON", "NAMES", "batches_of_features", "extract", "from_state_dict", "make_extractor")
+__all__ = ["BackboneError", "FeatureError", "SETTINGS", "Setting", *_REGISTRY]
+
+
+def __getattr__(name):
+    """The registry's names, imported on first use: the extractors import torch, and the commands'
+    parsers read the torch-free settings (features.settings) before torch loads."""
+    if name in _REGISTRY:
+        from . import registry
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

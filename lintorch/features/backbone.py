@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import BackboneError
 from .base import Extractor
+from .settings import TORCHVISION, defaults
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,8 @@ class TorchvisionBackbone(Extractor):
     """features "torchvision:<model>": the pooled penultimate layer of a frozen classifier."""
 
     NAME = "torchvision"
-    DEFAULTS = {"model": "resnet18", "weights": None, "input_size": 224, "seed": 0}
+    SETTINGS = TORCHVISION
+    DEFAULTS = {"model": "resnet18", **defaults(TORCHVISION), "seed": 0}
 
     def __init__(self, **settings):
         super().__init__(**settings)

@@ -14,9 +14,11 @@ from ..errors import FeatureError
 
 
 class Extractor:
-    """Base class: subclasses set NAME and DEFAULTS and define transform (and fit, learned, dim)."""
+    """Base class: subclasses set NAME and DEFAULTS and define transform (and fit, learned, dim);
+    SETTINGS, the settings a command line sets (features.settings), are part of DEFAULTS."""
 
     NAME = ""
+    SETTINGS = ()
     DEFAULTS = {}
     RUNTIME = ()          # settings that change speed, not the features: left out of the fingerprint
     LEARNS = False        # fit learns state from the training images (worth caching)

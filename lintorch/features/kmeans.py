@@ -31,11 +31,12 @@ import torch.nn.functional as F
 
 from ..errors import FeatureError
 from .base import Extractor
+from .settings import KMEANS, defaults
 
 log = logging.getLogger(__name__)
 
 NORM_EPS = 10.0      # added to the patch variance (0..255 pixel units), Coates' code
-ZCA_EPS = 0.1        # added to the covariance eigenvalues, Coates' code
+ZCA_EPS = defaults(KMEANS)["zca_eps"]       # added to the covariance eigenvalues, Coates' code
 METHODS = ("gemm", "conv")
 ENCODINGS = ("triangle", "soft")
 
@@ -265,8 +266,8 @@ class KMeansFeatures(Extractor):
     """features "kmeans": fit learns centroids/whitening from training images, transform encodes (N, pool^2 K)."""
 
     NAME = "kmeans"
-    DEFAULTS = {"k": 1600, "patches": 400_000, "rf": 6, "iterations": 10, "seed": 0, "method": "gemm",
-                "chunk": None, "pool": 2, "encoding": "triangle", "alpha": 0.25, "power": 1.0, "zca_eps": ZCA_EPS}
+    SETTINGS = KMEANS
+    DEFAULTS = {**defaults(KMEANS), "rf": 6, "seed": 0, "method": "gemm", "chunk": None}   # the rest: no flag
     RUNTIME = ("method", "chunk")
     LEARNS = True
 

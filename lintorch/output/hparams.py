@@ -11,14 +11,14 @@ toPrecision(5) (256 reads "256.00") and has no integer type: integer settings ar
 """
 import os
 
+from ..features.settings import by_flag
 from ..objective import LOSSES
 
 # name -> type, in the order the table lists them after the swept ones: what sets a run's accuracy first
 HPARAMS = {
     "features": str, "loss": str, "svm_form": str, "optimizer": str, "reg": float, "lr": float,
     "squared_hinge": bool, "margin": float, "penalty": str, "beta": float, "class_weight": str,
-    "dim": int, "centroids": int, "pool": int, "patches": int, "iterations": int, "encoding": str, "alpha": float,
-    "power": float, "zca_eps": float, "flip_eval": bool, "backbone_weights": str, "input_size": int,
+    "dim": int, **{s.flag: s.kind for _, s in by_flag().values()}, "flip_eval": bool,
     "batch_size": int, "epochs": int, "momentum": float, "schedule": str, "patience": int,
     "max_iter": int, "tol": float, "history": int, "precondition": str, "trials": int,
     "flip": bool, "mean": str, "standardize": bool, "image_size": int, "val_size": int, "seed": int,
@@ -34,9 +34,6 @@ SOLVER = {    # each optimizer's own settings; the others' are not logged for it
     "random-search": ("trials",),
     "random-local-search": ("trials",),
 }
-_EXTRACTOR = {"k": "centroids", "pool": "pool", "patches": "patches", "iterations": "iterations",
-              "encoding": "encoding", "alpha": "alpha", "power": "power", "zca_eps": "zca_eps",
-              "weights": "backbone_weights", "input_size": "input_size"}     # extractor setting -> train.py flag
 
 
 def member_hparams(config, swept=(), extractor=None, dim=None):
@@ -58,8 +55,9 @@ def member_hparams(config, swept=(), extractor=None, dim=None):
     else:                           # each evaluated image averaged with its mirror image
         v["flip_eval"] = c.get("flip_eval", False)
     v.update({k: c.get(k) for k in SOLVER.get(c["optimizer"], ())})
+    flags = {s.key: name for name, (_, s) in by_flag().items()}      # an extractor's setting -> its flag
     for part in getattr(extractor, "parts", [extractor] if extractor is not None else []):
-        v.update({_EXTRACTOR[k]: x for k, x in part.settings.items() if k in _EXTRACTOR})
+        v.update({flags[k]: x for k, x in part.settings.items() if k in flags})
     order = [k for k in swept if k in v] + [k for k in HPARAMS if k not in swept]
     return {k: _typed(k, v[k]) for k in order if v.get(k) is not None}
 
