@@ -34,6 +34,7 @@ SOLVER = {    # each optimizer's own settings; the others' are not logged for it
     "random-search": ("trials",),
     "random-local-search": ("trials",),
 }
+_FLAG = {s.key: name for name, (_, s) in by_flag().items()}      # an extractor's setting -> its flag (column)
 
 
 def member_hparams(config, swept=(), extractor=None, dim=None):
@@ -55,9 +56,8 @@ def member_hparams(config, swept=(), extractor=None, dim=None):
     else:                           # each evaluated image averaged with its mirror image
         v["flip_eval"] = c.get("flip_eval", False)
     v.update({k: c.get(k) for k in SOLVER.get(c["optimizer"], ())})
-    flags = {s.key: name for name, (_, s) in by_flag().items()}      # an extractor's setting -> its flag
     for part in getattr(extractor, "parts", [extractor] if extractor is not None else []):
-        v.update({flags[k]: x for k, x in part.settings.items() if k in flags})
+        v.update({_FLAG[k]: x for k, x in part.settings.items() if k in _FLAG})
     order = [k for k in swept if k in v] + [k for k in HPARAMS if k not in swept]
     return {k: _typed(k, v[k]) for k in order if v.get(k) is not None}
 
