@@ -96,7 +96,8 @@ def _carve(n, fraction, seed):
 
 class ArraySplit:
     """A NumPy array's rows (a memory-mapped file larger than memory included) with the interface
-    of a feature folder's split (features.store.FeatureSplit): n, d, y, rows(idx), release()."""
+    of a feature folder's split (data.split.Streamed): n, d, y, rows(idx), release()."""
+    streamed = True
 
     def __init__(self, x, y):
         self.x, self.y = x, y
@@ -111,14 +112,14 @@ class ArraySplit:
 
 
 def width(split):
-    """A split's D: a streamed split's d, else its tensor's width."""
-    return split.d if hasattr(split, "d") else split.x.shape[1]
+    """A split's D (Split.d or a streamed split's)."""
+    return split.d
 
 
 def merged(data):
     """train + validation as one training split (refit), validation kept for the run's bookkeeping."""
     tr, va = data.train, data.val
-    if not hasattr(tr, "x"):
+    if tr.streamed:
         raise ValueError("refit=True needs X in memory (not a memory-mapped array)")
     x = torch.cat([tr.x, va.x.to(tr.x.device)])
     return DataSet(Split(x, torch.cat([tr.y, va.y])), va, None, data.classes, data.image_size, data.source)
@@ -192,6 +193,7 @@ class LoaderSplit:
     """The training split of a DataLoader, as the recipe sees it: n, d, y (mapped labels), chunks()
     (the flattened batches, for the standardization's one streamed pass). Batches come from
     DataLoaderBatches, never by row."""
+    streamed = True
 
     def __init__(self, loader, n, shape, y):
         self.loader, self.n, self.shape, self.y = loader, n, shape, y

@@ -225,8 +225,9 @@ def check_informative(x, extractor, cfg):
 # --------------------------------------------------------------------------- precomputed feature folders
 
 class Rows:
-    """A subset of a feature file's rows (sorted indices), with FeatureSplit's interface:
+    """A subset of a feature file's rows (sorted indices), a data.split.Streamed split:
     n, d, y, rows(sorted idx), chunks(), release()."""
+    streamed = True
 
     def __init__(self, split, indices):
         self.split, self.idx = split, indices

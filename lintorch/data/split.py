@@ -1,11 +1,12 @@
-"""The data a run holds: a split (uint8 images or features and their labels), the data set of
-splits, the seeded validation carve, and the file-system helpers every data module shares.
+"""The data a run holds: a split (uint8 images or features and their labels, in memory: Split; or
+rows read on demand: the Streamed protocol), the data set of splits, the seeded validation carve,
+and the file-system helpers every data module shares.
 
 Shapes: N examples, images (N, 3, S, S) uint8 (S = image_size), labels (N,) int64.
 """
 import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Iterator, List, Optional, Protocol
 
 import torch
 
@@ -17,13 +18,46 @@ DEFAULT_VAL_SIZE = 5000
 
 @dataclass
 class Split:
-    """x (N, 3, S, S) uint8, y (N,) int64; files (N,) source paths where there are any."""
+    """A split in memory: x (N, 3, S, S) uint8 images or (N, D) features, y (N,) int64; files (N,)
+    source paths where there are any. streamed False: a run batches x itself (data.loaders)."""
     x: torch.Tensor
     y: torch.Tensor
     files: Optional[List[str]] = None
+    streamed = False
 
     def __len__(self):
         return len(self.y)
+
+    @property
+    def n(self):
+        return len(self.y)
+
+    @property
+    def d(self):
+        """D: one example's values (3 S S for images)."""
+        return self.x[0].numel()
+
+
+class Streamed(Protocol):
+    """A split whose (N, D) feature rows are read on demand, never held whole: a feature folder's
+    split (features.store.FeatureSplit), a subset of its rows (data.featurize.Rows), a NumPy array
+    (data.arrays.ArraySplit), a DataLoader's training split (data.arrays.LoaderSplit, read in its
+    own batches). A run tells the two kinds apart by streamed, never by the attributes present."""
+    streamed: bool          # True
+    n: int
+    d: int
+    y: torch.Tensor         # (N,) int64, in memory
+
+    def __len__(self) -> int: ...
+
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B,) sorted row indices -> (B, D) float rows on the CPU."""
+
+    def chunks(self) -> Iterator[torch.Tensor]:
+        """Every row once, in order, in (B, D) float chunks (the standardization's one pass)."""
+
+    def release(self) -> None:
+        """Let go of the pages read so far (memory-mapped files)."""
 
 
 @dataclass

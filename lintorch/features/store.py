@@ -131,6 +131,7 @@ def map_npy(path, ndim, dtypes, expected):
 class FeatureSplit:
     """One split of a feature folder, validated: x (N, D) rows on demand, y (N,) int64 in memory.
     `checksum` (what extract wrote in extractor.json): the files' bytes must match it."""
+    streamed = True               # a data.split.Streamed split
 
     def __init__(self, folder, split="train", check_finite=True, chunk_bytes=16 << 20, classes=None,
                  checksum=None):

@@ -69,13 +69,9 @@ def member_configs(cfg):
     return list(cfg.sweep or [{}])
 
 
-def _streamed(split):
-    return hasattr(split, "rows")        # featurize.Rows: a memory-mapped feature file's rows
-
-
 def input_dim(split):
     """D: the feature count of a split's examples (a feature file's width, or one image's numel)."""
-    return split.d if _streamed(split) else split.x[0].numel()
+    return split.d
 
 
 def mirrors_on_the_fly(cfg):
@@ -94,13 +90,13 @@ SMALL_SPLIT = 2 ** 17
 def full_batch_loader(split, preprocess, device):
     """The training split for a full-batch solver's passes: eval_loader's batches, or the whole
     split as one batch when it holds at most SMALL_SPLIT values."""
-    if not _streamed(split) and len(split) * input_dim(split) <= SMALL_SPLIT:
+    if not split.streamed and len(split) * input_dim(split) <= SMALL_SPLIT:
         return TensorLoader(split, preprocess, len(split), device, shuffle=False)
     return eval_loader(split, preprocess, device)
 
 
 def eval_loader(split, preprocess, device):
-    if _streamed(split):
+    if split.streamed:
         return FeatureLoader(split, EVAL_BATCH, device, shuffle=False, standardizer=preprocess)
     return TensorLoader(split, preprocess, EVAL_BATCH, device, shuffle=False)
 
@@ -120,7 +116,7 @@ def load_inputs(cfg, device, features_state=None, splits=("train", "test")):
 
 
 def _fit_preprocess(cfg, train):
-    if _streamed(train):
+    if train.streamed:
         return Preprocess.fit_features(train.chunks())
     if train.x.dim() == 2:               # extracted features: standardized per dimension
         return Preprocess.fit_features(train.x[i:i + 8192] for i in range(0, len(train), 8192))
@@ -156,7 +152,7 @@ def build(cfg, device, preprocess=None, data=None, features_state=None):
     lr = torch.tensor([c.get("lr", base_lr) for c in configs], dtype=torch.float64)
     objective = Objective.from_config(cfg, reg=reg, train_labels=data.train.y, num_classes=C, device=device)
     batch = len(data.train) if cfg.optimizer in FULL_BATCH else cfg.batch_size
-    if _streamed(data.train):
+    if data.train.streamed:
         train_loader = FeatureLoader(data.train, batch, device, cfg.seed, shuffle=True, standardizer=preprocess)
     else:
         train_loader = make_loader(cfg.loader, data, "train", preprocess, batch, device,
