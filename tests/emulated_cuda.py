@@ -12,7 +12,9 @@ A tensor "on cuda" is a real CPU tensor of the subclass `CudaTensor`, whose `.de
     item/bool/float/int/tolist/format, D2H copies (.cpu(), .to("cpu")), blocking H2D copies (non_blocking
     from pageable memory is noted, not counted: it is an ordinary copy, not a wait on the GPU's queue),
     torch.tensor(data, device="cuda"), nonzero, boolean-mask indexing, bincount/unique/masked_select,
-    equal/allclose and linalg's error checks (cholesky, eigh, solve, inv).
+    equal/allclose and linalg's error checks (cholesky, eigh, solve, inv);
+  * ops that add with atomics on CUDA, so in an order (a float rounding) that changes from run to run
+    (index_add_, scatter_add_, index_put_ with accumulate=True, ...), recorded in mode.atomics.
 `torch.cuda.is_available()` and friends say one GPU while it is active (mem_get_info: an 80 GiB card, all free).
 
 What it cannot see (say so wherever a result rests on it): CUDA kernels and their numerics (cuBLAS/cuDNN
@@ -137,6 +139,9 @@ def caller():
 SYNC_METHODS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "__complex__", "__format__"}
 SYNC_OPS = {"nonzero", "bincount", "unique", "masked_select", "equal", "allclose", "histc", "repeat_interleave",
             "cov", "cholesky", "eigh", "solve", "inv", "cholesky_solve"}
+# ops whose CUDA kernels add with atomics (torch.use_deterministic_algorithms' list): nondeterministic sums
+ATOMIC_OPS = {"index_add", "index_add_", "scatter_add", "scatter_add_", "scatter_reduce", "scatter_reduce_",
+              "index_reduce", "index_reduce_", "put", "put_", "histc", "bincount"}
 # calls that may mix a cuda tensor with CPU tensors on CUDA (CPU index tensors, copies between devices)
 MIXED_OK = {"copy_", "__getitem__", "__setitem__", "index_put_", "index_put", "__reduce_ex__", "__deepcopy__",
             "__setstate__", "grad.__set__", "data.__set__", "set_"}
@@ -202,6 +207,7 @@ class EmulatedCuda(TorchFunctionMode):
         self.pinned = {}
         self.warn_on_sync = False
         self.collectives = collections.Counter()     # {(device type, file:line): n} of torch.distributed's
+        self.atomics = collections.Counter()         # {(op, file:line): n}: sums whose order varies on CUDA
 
     # ------------------------------------------------------------------ what was counted
     def sync(self, kind):
@@ -364,6 +370,9 @@ class EmulatedCuda(TorchFunctionMode):
             return func(*args, **kwargs)
         if sync_op:
             self.sync(short)
+        if short.rsplit(".", 1)[-1] in ATOMIC_OPS or kind == INDEXING and short.startswith("index_put") and (
+                kwargs.get("accumulate") or (len(args) > 2 and args[-1] is True)):
+            self.atomics[(short, caller())] += 1
         out = func(*args, **kwargs)
         if type(out) is torch.Tensor:
             return _as_cuda(out)

@@ -52,3 +52,15 @@ def test_host_syncs_are_counted_where_asked(emulated):
     assert kinds == ["D2H copy", "H2D copy, blocking", "__bool__", "boolean-mask indexing (nonzero)", "item"]
     assert all(where.startswith("test_emulated_cuda.py:") for _, where in mode.syncs)
     assert not torch.cuda.is_available()                                     # the patches undone after the block
+
+
+def test_sums_by_atomics_are_recorded_on_cuda_only(emulated):
+    """CUDA's index_add_ / scatter_add_ / index_put_(accumulate=True) add in an order that varies run to run."""
+    with emulated() as mode:
+        for device in ("cpu", "cuda"):
+            x, i = torch.zeros(3, device=device), torch.tensor([0, 2, 0], device=device)
+            x.index_add_(0, i, torch.ones(3, device=device))
+            x.scatter_add_(0, i, torch.ones(3, device=device))
+            x.index_put_((i,), torch.ones(3, device=device), accumulate=True)
+            x.index_put_((i,), torch.ones(3, device=device))                       # a plain write
+    assert sorted(op for op, _ in mode.atomics) == ["index_add_", "index_put_", "scatter_add_"], mode.atomics

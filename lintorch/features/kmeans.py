@@ -73,8 +73,27 @@ def fit_zca(p, eps=ZCA_EPS):
     return m.float(), Z.float()
 
 
+def cluster_sums(x, labels, k):
+    """x (B, P), labels (B,) in 0..k-1 -> (sums (k, P), counts (k,)), float64: each cluster's rows summed,
+    the same on every run. On the CPU by index_add_ in x's dtype, which adds the rows in order. On CUDA
+    index_add_ adds with atomics, in an order (so a float rounding) that changes from run to run: there
+    the rows are sorted by cluster (a stable sort), summed as float64 prefix sums and differenced at the
+    clusters' edges (bincount would read its size back from the GPU). The prefix sums cost about 6x
+    index_add_ on the CPU, which is why the CPU keeps index_add_."""
+    if x.device.type == "cpu":
+        sums = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, labels, x)
+        counts = torch.zeros(k, dtype=x.dtype).index_add_(0, labels, torch.ones(len(x), dtype=x.dtype))
+        return sums.double(), counts.double()
+    sorted_labels, order = labels.sort(stable=True)
+    prefix = x.new_zeros(len(x) + 1, x.shape[1], dtype=torch.float64)               # row 0 stays 0
+    torch.cumsum(x.index_select(0, order), 0, dtype=torch.float64, out=prefix[1:])
+    edges = torch.searchsorted(sorted_labels, torch.arange(k + 1, device=labels.device))   # (k + 1,)
+    return prefix[edges[1:]] - prefix[edges[:-1]], (edges[1:] - edges[:-1]).to(torch.float64)
+
+
 def kmeans(X, k, iterations=10, batch_size=8192, seed=0):
-    """X (n, P) -> centroids (k, P): Lloyd's k-means, assignments by argmax of c.x - ||c||^2 / 2 in batches.
+    """X (n, P) -> centroids (k, P): Lloyd's k-means, assignments by argmax of c.x - ||c||^2 / 2 in batches,
+    centroid sums by cluster_sums (reproducible on CUDA).
 
     Starts from k distinct random rows; an empty cluster is re-seeded with a random row (Coates'
     code zeroes it instead, which wastes the centroid).
@@ -84,17 +103,18 @@ def kmeans(X, k, iterations=10, batch_size=8192, seed=0):
     C = X[torch.randperm(n, generator=g)[:k].to(X.device)].clone()
     for it in range(iterations):
         half_c2 = 0.5 * C.square().sum(1)                      # (k,)
-        sums = torch.zeros_like(C)
-        counts = torch.zeros(k, device=X.device, dtype=X.dtype)
+        sums = torch.zeros(C.shape, dtype=torch.float64, device=X.device)
+        counts = torch.zeros(k, dtype=torch.float64, device=X.device)
         loss = torch.zeros((), dtype=torch.float64, device=X.device)     # summed on the device: no sync per batch
         for i in range(0, n, batch_size):
             xb = X[i:i + batch_size]
             val, lab = torch.addmm(-half_c2, xb, C.T).max(1)   # (B,)
             loss += (0.5 * xb.square().sum(1) - val).sum()
-            sums.index_add_(0, lab, xb)
-            counts.index_add_(0, lab, torch.ones_like(val))     # bincount would read its size back from the GPU
+            batch_sums, batch_counts = cluster_sums(xb, lab, k)
+            sums += batch_sums
+            counts += batch_counts
         empty = counts == 0
-        C = sums / counts.clamp_min(1).unsqueeze(1)
+        C = (sums / counts.clamp_min(1).unsqueeze(1)).to(X.dtype)
         if empty.any():
             ne = int(empty.sum())
             C[empty] = X[torch.randint(0, n, (ne,), generator=g).to(X.device)]

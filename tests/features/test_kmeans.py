@@ -133,6 +133,34 @@ def test_zca_whitens_and_kmeans_recovers_clusters_and_reseeds_empty_ones():
     assert torch.isfinite(C).all()
 
 
+def test_cluster_sums_are_each_clusters_rows_summed(emulated):
+    """cluster_sums on the CPU (index_add_) and on CUDA (sorted prefix sums): per-cluster float64 sums and
+    counts, an empty cluster 0, as a masked sum gives them; no atomics on CUDA."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 4, generator=g)
+    labels = torch.randint(0, 5, (50,), generator=g)
+    labels[labels == 3] = 4                                            # cluster 3 empty
+    expected = torch.stack([x[labels == c].double().sum(0) for c in range(6)])
+    with emulated() as mode:
+        for device in ("cpu", "cuda"):
+            sums, counts = km.cluster_sums(x.to(device), labels.to(device), 6)
+            assert sums.dtype == counts.dtype == torch.float64 and sums.device.type == device
+            torch.testing.assert_close(sums.cpu(), expected, rtol=1e-6, atol=1e-6)     # the CPU adds in float32
+            assert counts.tolist() == [float((labels == c).sum()) for c in range(6)]
+    assert not mode.atomics, mode.atomics
+
+
+def test_kmeans_sums_without_atomics_on_cuda(emulated):
+    """The centroid sums are reproducible run to run on CUDA: no index_add_/scatter_add_ (atomics), and the
+    centroids the CPU's."""
+    X = torch.randn(300, 6, generator=torch.Generator().manual_seed(0))
+    expected = km.kmeans(X, 5, iterations=3, batch_size=128)
+    with emulated() as mode:
+        C = km.kmeans(X.to("cuda"), 5, iterations=3, batch_size=128).cpu()
+    assert not mode.atomics, mode.atomics
+    torch.testing.assert_close(C, expected)
+
+
 def test_centroid_grid_is_an_image(kstate):
     for dewhiten in (False, True):
         g = km.centroid_grid(kstate, dewhiten=dewhiten, scale=2)
