@@ -313,7 +313,9 @@ FOLDER = ["--dataset", "imagefolder", "--image-size", "16", "--val-size", "12", 
 KMEANS = ["--features", "kmeans", "--centroids", "8", "--patches", "2000"]
 
 
-@pytest.fixture(scope="module")
+# The run folders below are built once per session: tests only read them (or are refused by them); a test
+# that changes one copies it first (copy_tree).
+@pytest.fixture(scope="session")
 def kmeans_run(image_folder, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("features") / "kmeans"
     assert train(*FOLDER, "--data-dir", str(image_folder), *KMEANS, "--logdir", str(logdir)) == 0
@@ -355,7 +357,7 @@ def copy_tree(src, dst):
     return dst
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def constant_run(tmp_path_factory):
     """A finished 1-epoch run with a constant schedule (it can be extended)."""
     run = tmp_path_factory.mktemp("constant") / "run"
@@ -365,7 +367,7 @@ def constant_run(tmp_path_factory):
 
 # --------------------------------------------------------------------------- damaged checkpoints
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def good_checkpoint(tmp_path_factory):
     run = tmp_path_factory.mktemp("good") / "run"
     assert train_auto_threads(*BASE, "--val-size", 500, "--logdir", run) == 0
@@ -384,7 +386,7 @@ SHORT_FOLDER = ["--dataset", "imagefolder", "--image-size", "16", "--val-size", 
                 "--quiet", "--threads", "1", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def short_kmeans_run(image_folder, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("streaming") / "kmeans"
     assert train(*SHORT_FOLDER, "--data-dir", str(image_folder), "--features", "kmeans", "--centroids", "8",
