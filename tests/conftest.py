@@ -359,9 +359,9 @@ def copy_tree(src, dst):
 
 @pytest.fixture(scope="session")
 def constant_run(tmp_path_factory):
-    """A finished 1-epoch run with a constant schedule (it can be extended)."""
+    """A finished 1-epoch run with a constant schedule (it can be extended), on 8 px synthetic images."""
     run = tmp_path_factory.mktemp("constant") / "run"
-    assert train_auto_threads(*BASE, "--schedule", "constant", "--val-size", 500, "--logdir", run) == 0
+    assert train_auto_threads(*BASE, "--image-size", 8, "--schedule", "constant", "--val-size", 500, "--logdir", run) == 0
     return run
 
 
@@ -370,7 +370,7 @@ def constant_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def good_checkpoint(tmp_path_factory):
     run = tmp_path_factory.mktemp("good") / "run"
-    assert train_auto_threads(*BASE, "--val-size", 500, "--logdir", run) == 0
+    assert train_auto_threads(*BASE, "--image-size", 8, "--val-size", 500, "--logdir", run) == 0
     return run / "checkpoint.pt"
 
 

@@ -27,7 +27,8 @@ def test_torchvision_backbone_random_weights_end_to_end(tmp_path, model, size, d
     assert len(exf.state["weights"]["sha256"]) == 64 and exf.fingerprint() != ex.fingerprint()
 
 
-@pytest.mark.parametrize("model,size", [("vit_b_16", 224), ("convnext_tiny", 64), ("efficientnet_b0", 64),
+# vit_b_16 takes only 224 px (about 2 s idle for 2 images): slow
+@pytest.mark.parametrize("model,size", [pytest.param("vit_b_16", 224, marks=pytest.mark.slow), ("convnext_tiny", 64), ("efficientnet_b0", 64),
                                         ("densenet121", 64), ("regnet_y_400mf", 64), ("mobilenet_v3_small", 64)])
 def test_torchvision_head_removal_across_families(model, size):
     """Each family's head (fc, classifier Linear or Sequential, heads.head) is removed: the features
