@@ -226,7 +226,7 @@ def test_flip_eval_averages_each_evaluated_image_with_its_mirror_everywhere(imag
 def test_evaluate_names_the_sweep_configuration(tmp_path, capsys):
     from lintorch import evaluate
     run = tmp_path / "sweep"
-    assert train_auto_threads(*BASE, "--val-size", 500, "--sweep", "lr=0.003,0.03", "--logdir", run) == 0
+    assert train_auto_threads(*BASE, "--image-size", 8, "--val-size", 500, "--sweep", "lr=0.003,0.03", "--logdir", run) == 0
     capsys.readouterr()
     assert evaluate.main([str(run), "--device", "cpu", "--threads", "1"]) == 0
     assert re.search(r"sweep configuration lr=0\.0?03", capsys.readouterr().out)

@@ -49,7 +49,8 @@ def test_image_keeps_every_pixel(tmp_path):
 
 def test_sweep_grad_histogram_is_the_gradient_not_the_step(tmp_path):
     run = tmp_path / "sweep"
-    assert train_auto_threads(*BASE, "--val-size", 500, "--log-every", 2, "--sweep", "lr=0.0003,0.03", "--logdir", run) == 0
+    assert train_auto_threads(*BASE, "--image-size", 8, "--val-size", 500, "--log-every", 2, "--sweep", "lr=0.0003,0.03",
+                              "--logdir", run) == 0
     slow, fast = events(run / "lr=0.0003"), events(run / "lr=0.03")
     g_slow, g_fast = slow.Scalars("norm/grad")[0].value, fast.Scalars("norm/grad")[0].value
     assert 0.3 < g_slow / g_fast < 3, (g_slow, g_fast)           # lr * dW would be 100x apart

@@ -64,7 +64,7 @@ def test_resuming_a_finished_run_changes_nothing(constant_run, capsys):
 
 
 def test_huge_margin_prints_no_forty_digit_numbers(tmp_path, capsys):
-    assert train_auto_threads("--dataset", "synthetic", "--epochs", 1, "--device", "cpu", "--threads", 1, "--val-size", 500, "--loss", "svm",
+    assert train_auto_threads("--dataset", "synthetic", "--image-size", 8, "--epochs", 1, "--device", "cpu", "--threads", 1, "--val-size", 500, "--loss", "svm",
                  "--margin", "1e30", "--logdir", tmp_path / "run") == 0
     out, err = capsys.readouterr()
     assert "epoch 1/1" in out and not LONG_NUMBER.search(out + err), out + err
@@ -72,9 +72,12 @@ def test_huge_margin_prints_no_forty_digit_numbers(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- divergence
 
+PX8 = ["--image-size", 8]      # what diverges or grows, and the messages about it, do not need 32 px
+
+
 def test_diverging_in_epoch_one_promises_no_checkpoint(tmp_path, capsys):
     run = tmp_path / "run"
-    assert train_auto_threads(*BASE, "--val-size", 500, "--lr", "1e30", "--logdir", run) == 1
+    assert train_auto_threads(*BASE, *PX8, "--val-size", 500, "--lr", "1e30", "--logdir", run) == 1
     out, err = capsys.readouterr()
     assert "no model was kept" in out + err
     assert "checkpoint.pt keeps" not in out + err and not (run / "checkpoint.pt").exists()
@@ -83,7 +86,7 @@ def test_diverging_in_epoch_one_promises_no_checkpoint(tmp_path, capsys):
 
 def test_a_sweep_where_every_member_diverges_exits_1(tmp_path, capsys):
     run = tmp_path / "run"
-    assert train_auto_threads(*BASE, "--val-size", 500, "--sweep", "lr=1e30,1e31", "--logdir", run) == 1
+    assert train_auto_threads(*BASE, *PX8, "--val-size", 500, "--sweep", "lr=1e30,1e31", "--logdir", run) == 1
     out, err = capsys.readouterr()
     assert "every configuration diverged" in out + err
     assert "best configuration" not in out + err and not (run / "checkpoint.pt").exists()
@@ -95,7 +98,7 @@ def test_a_sweep_where_every_member_diverges_exits_1(tmp_path, capsys):
 def test_interrupted_sweep_summary_is_the_sweeps(tmp_path, monkeypatch):
     run = tmp_path / "sweep"
     stop_after(monkeypatch, 6)               # member 0 has diverged by then, member 1 is training
-    assert train_auto_threads(*BASE, "--val-size", 500, "--sweep", "lr=1e30,0.01", "--logdir", run) == 130
+    assert train_auto_threads(*BASE, *PX8, "--val-size", 500, "--sweep", "lr=1e30,0.01", "--logdir", run) == 130
     summary = read_json(run / "metrics.json")
     assert summary["status"] == "interrupted"
     assert [c["status"] for c in summary["configs"]] == ["diverged", "interrupted"]
@@ -103,7 +106,7 @@ def test_interrupted_sweep_summary_is_the_sweeps(tmp_path, monkeypatch):
 
 def test_a_growing_loss_is_warned_and_noted(tmp_path, capsys):
     run = tmp_path / "run"
-    code = train_auto_threads(*BASE, "--val-size", 500, "--lr", "1e3", "--logdir", run)
+    code = train_auto_threads(*BASE, *PX8, "--val-size", 500, "--lr", "1e3", "--logdir", run)
     out, err = capsys.readouterr()
     if code == 1:
         assert "non-finite" in out + err
