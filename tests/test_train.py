@@ -3,6 +3,7 @@ device."""
 import json
 import math
 import os
+import shutil
 
 import pytest
 import torch
@@ -173,7 +174,7 @@ def _bad_runs(tmp_path):
 @pytest.mark.parametrize("case", ["missing data dir", "no train folder", "no class folders", "no images",
                                   "val size too big", "cuda without cuda", "not a device"])
 def test_bad_runs_exit_2_with_one_line(case, tmp_path, capsys, train_main):
-    """Also without --quiet for the data folders (the real process: tests/cli/test_train.py)."""
+    """Also without --quiet for the data folders (a real process's one line: tests/cli/test_train.py)."""
     if case == "cuda without cuda" and torch.cuda.is_available():
         pytest.skip("CUDA is available here, so --device cuda is not an error")
     argv, words = _bad_runs(tmp_path)[case]
@@ -182,6 +183,37 @@ def test_bad_runs_exit_2_with_one_line(case, tmp_path, capsys, train_main):
     err = capsys.readouterr().err
     assert err.startswith("error:") and words in err and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 garbage"])
+def test_bad_checkpoint_files_are_one_line(content, tmp_path, capsys, train_main):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    assert train_main("--resume", path, threads=None) == 2
+    err = capsys.readouterr().err
+    assert "truncated or not a torch checkpoint" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_resume_with_other_image_size_is_refused(synthetic_run, tmp_path, capsys, train_main):
+    shutil.copy(synthetic_run / "last.pt", tmp_path / "last.pt")
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    ckpt["config"]["image_size"] = 16
+    ckpt["state"]["epoch"] = 1                           # unfinished, so there is something to resume
+    torch.save(ckpt, tmp_path / "last.pt")
+    assert train_main("--resume", tmp_path, threads=None) == 2
+    assert "trained on 32px images, the data is 16px" in capsys.readouterr().err
+
+
+def test_an_existing_run_is_never_overwritten(synthetic_run, tmp_path, capsys, train_main):
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    before = (run / "checkpoint.pt").read_bytes()
+    assert train_main("--dataset", "synthetic", "--quiet", "--epochs", 1, "--logdir", run) == 2
+    err = capsys.readouterr().err
+    # a completed run cannot be resumed, so the refusal does not suggest --resume
+    assert "already holds a run (completed)" in err and "--resume" not in err
+    assert (run / "checkpoint.pt").read_bytes() == before
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "gd", "lbfgs", "exact"])
