@@ -216,6 +216,24 @@ def test_an_existing_run_is_never_overwritten(synthetic_run, tmp_path, capsys, t
     assert (run / "checkpoint.pt").read_bytes() == before
 
 
+def test_lr_far_too_large_is_a_clean_error(tmp_path, capsys, train_main):
+    assert train_main("--dataset", "synthetic", "--quiet", "--seed", 3, "--val-size", 1000, "--epochs", 2,
+                      "--lr", 1e30, "--logdir", tmp_path) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "lower --lr" in out + err
+
+
+def test_unreadable_image_is_named_by_train(tmp_path, capsys, train_main):
+    helpers.image_tree(tmp_path)
+    bad = tmp_path / "train" / "c1" / "broken.png"
+    good = (tmp_path / "train" / "c1" / "0.png").read_bytes()
+    bad.write_bytes(good[: len(good) // 2])                          # a truncated PNG
+    assert train_main("--dataset", "imagefolder", "--data-dir", tmp_path, "--image-size", 8, "--val-size", 2,
+                      "--epochs", 1, "--logdir", tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "--skip-bad-images" in err
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "gd", "lbfgs", "exact"])
 def test_train_with_each_optimizer_on_cuda(emulated, tmp_path, optimizer):
     extra = {"exact": ["--loss", "squared"], "lbfgs": ["--max-iter", 5]}.get(optimizer, [])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import BASE, train_auto_threads
-from tests.helpers import image_tree, one_error_line, popen, python, read_json, scalar_steps, signal_after
+from tests.helpers import one_error_line, popen, python, read_json, scalar_steps, signal_after
 
 
 # a fixed thread count: CPU results are bit-identical for a given count (--threads auto measures the load)
@@ -97,12 +97,6 @@ def test_sigkill_never_leaves_a_corrupt_checkpoint(tmp_path):
     assert loaded == 8
 
 
-def test_lr_far_too_large_is_a_clean_error(tmp_path):
-    r = python(*train_cmd(tmp_path, "--epochs", 2, "--lr", 1e30), timeout=300)
-    assert r.returncode == 1
-    assert "Traceback" not in r.stderr and "lower --lr" in r.stdout + r.stderr
-
-
 @pytest.mark.parametrize("argv, message", [
     (["--sweep", "lr=abc"], "is not a float"),
     (["--sweep", "momentum=0.1"], "must be NAME=V1,V2"),
@@ -118,16 +112,6 @@ def test_nonsense_hyperparameters_are_usage_errors(argv, message):
     r = python("train.py", "--dataset", "synthetic", *argv, timeout=300)
     assert r.returncode == 2 and "error:" in r.stderr and message in r.stderr and "usage:" not in r.stderr
     assert "Traceback" not in r.stderr
-
-
-def test_unreadable_image_is_named_by_train(tmp_path):
-    image_tree(tmp_path)
-    bad = tmp_path / "train" / "c1" / "broken.png"
-    good = (tmp_path / "train" / "c1" / "0.png").read_bytes()
-    bad.write_bytes(good[: len(good) // 2])                          # a truncated PNG
-    r = python("train.py", "--dataset", "imagefolder", "--data-dir", tmp_path, "--image-size", "8", "--val-size", "2",
-               "--epochs", "1", "--logdir", tmp_path / "run", timeout=300)
-    assert r.returncode == 2 and "broken.png" in r.stderr and "--skip-bad-images" in r.stderr
 
 
 def test_bad_data_dir_is_one_line_exit_2(tmp_path):
