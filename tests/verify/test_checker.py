@@ -300,7 +300,8 @@ def test_a_non_finite_value_or_gradient_fails(bad):
           "nan value": counted_function(lambda x: (x * x).sum() * float("nan"), lambda g, x: g * 2 * x),
           "one nan entry": counted_function(lambda x: (x * x).sum(),
                                     lambda g, x: (g * 2 * x).index_fill(0, torch.tensor([123]), float("nan")))}[bad]
-    report = lintorch.check_function(fn, x, reference=lambda x: (x * x).sum())
+    # the two checks asserted on (torch's gradcheck over 2,000 inputs, 1.7 s, is asserted nothing here)
+    report = lintorch.check_function(fn, x, reference=lambda x: (x * x).sum(), checks=("autograd", "numeric"))
     assert not report.ok, report
     failed = {r.method for r in report.rows if not r.passed}
     assert {"autograd", "numeric"} <= failed, report
