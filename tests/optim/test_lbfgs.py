@@ -300,7 +300,7 @@ def test_kernel_preconditioning_reaches_the_same_optimum_in_fewer_iterations_whe
     from lintorch.optim.kernel import kernel_preconditioners
     x, y = wide_problem()
     regs = torch.tensor([1e-2, 1e-1], dtype=torch.float64)
-    loader = ListLoader(x, y, 16)
+    loader = ListLoader(x, y, len(y))        # one batch: the iterations cost Python time per batch (4 batches of 16: 1.6x as long)
     pre, _ = kernel_preconditioners(loader, regs, 3, rank=rank)
     plain = lbfgs(full_batch_evaluator(loader, Objective(reg=regs)), *zeros(2, 3, 90), tol=1e-7, ftol=0.0, max_iter=5000)
     fast = lbfgs(full_batch_evaluator(loader, Objective(reg=regs)), *zeros(2, 3, 90), tol=1e-7, ftol=0.0,
