@@ -13,8 +13,8 @@ soft threshold with polarity splitting [max(0, d.w - alpha), max(0, -d.w - alpha
 centroids d (2 K codes), sum-pooled over a g x g grid of regions, then raised to `power` (0.5: the
 signed square root, the codes being >= 0) when power != 1: g = 2 is
 the paper's four quadrants (the first ceil(L/2) rows/columns form the top/left halves, as MATLAB's
-round(27/2) = 14); region edges are round(L i / g), halves rounded up. Measured here (K = 400, 40,000
-training images, exact ridge classifier, 10,000 validation): g = 2 68.6%, g = 3 71.5%, g = 4 70.8%.
+round(27/2) = 14); region edges are round(L i / g), halves rounded up (other grids: bench/RESULTS.md,
+"Features: extractors compared").
 
 Two equal formulations, tested against a per-patch reference:
   "gemm": unfold the patches (B L^2, P), normalise, whiten, then one GEMM with augmented operands

@@ -20,9 +20,8 @@ from ..objective import Objective
 
 log = logging.getLogger("lintorch")
 
-# validation, test and evaluate use it: their numbers agree to the bit. 512, not 4096: a 4096-image
-# float batch (50 MB) leaves the cache, and validating 5,000 CIFAR-10 images took 87 ms against 36 ms
-# (1 CPU thread; python -m lintorch.bench, section "bookkeeping")
+# validation, test and evaluate use it: their numbers agree to the bit. 512, not 4096: a batch that stays
+# in the cache (bench/README.md, "Per-epoch bookkeeping")
 EVAL_BATCH = 512
 
 

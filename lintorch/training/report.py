@@ -170,11 +170,8 @@ class TensorBoard(_InFolder):
     """Each member's TensorBoard run (scalars, histograms, pictures, config, hparams) and the
     pictures beside them: templates.png, centroids.png, path.png."""
 
-    # Epochs between weight/grad histograms and template pictures (the first and last epochs always
-    # have them). Every 3rd: with them each epoch, train.py's per-epoch bookkeeping (validation,
-    # pictures, checkpoints) was 93 ms, 21% of its 0.41 s loop epoch on CIFAR-10; every 3rd epoch
-    # 69 ms, 12% (1 thread, a loaded 2-core machine, with Monitor's fast histograms and pictures and
-    # eval batches of 512; 149 ms, 34% before those; bench/README.md, "Per-epoch bookkeeping").
+    # Epochs between weight/grad histograms and template pictures (the first and last always have them):
+    # every 3rd keeps the per-epoch bookkeeping near a tenth of a loop epoch (bench/README.md, "Per-epoch bookkeeping")
     picture_every = 3
 
     def __init__(self, folder, dist=None):
