@@ -51,7 +51,8 @@ def silence_others(dist):
 def init(dist, device_name, timeout_s, sweep_parallel):
     """Join the process group -> this rank's device name ("cpu" or "cuda:LOCAL_RANK", for
     cli.resolve_device). gloo on CPU; on CUDA collectives of CUDA tensors go through nccl (backend
-    "cpu:gloo,cuda:nccl"). timeout_s bounds every collective, so a dead rank ends the others with a message."""
+    "cpu:gloo,cuda:nccl"). timeout_s bounds every collective (NCCL's too), so a dead rank ends the others with
+    a message; a TORCH_NCCL_ASYNC_ERROR_HANDLING the user set is kept."""
     import torch.distributed as td
     dist.timeout, dist.mode = float(timeout_s), "config" if sweep_parallel else "data"
     gpu_here = torch.cuda.is_available() and dist.local_rank < torch.cuda.device_count()
@@ -59,6 +60,10 @@ def init(dist, device_name, timeout_s, sweep_parallel):
     if want_cuda:
         torch.cuda.set_device(dist.local_rank)
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and device_name != "cpu" else "gloo"
+    if "nccl" in backend:
+        # NCCL's watchdog ends the process on a timeout or a dead peer by default (3: no Python error, no one
+        # line); 2 aborts the communicator only, so the next collective raises and collective() says so
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
     td.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     # agree on the device: CUDA only when every rank has one
     every = collective(lambda t: td.all_reduce(t, op=td.ReduceOp.MIN), torch.tensor([float(want_cuda)]))
