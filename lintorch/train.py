@@ -15,12 +15,7 @@ import signal
 import sys
 import threading
 
-from .cli import choose_threads, exit_status, resolve_device, setup_logging
-from .config import Resolved, TrainConfig, flag, parse_args
-from .errors import UserError
-from .names import RESUMABLE_CHANGES, SEARCHES
-from .output.rundir import abandon, claim_default, claim_existing, claim_new, release
-
+# lintorch's own modules are imported inside the functions: a Ctrl-C while they load lands in main's guard
 log = logging.getLogger("lintorch")
 
 
@@ -43,6 +38,7 @@ def _import_quietly():
 def main(argv=None):
     """The command line; -> exit status (0 ok, 1 diverged, 2 bad input, 130/143 interrupted)."""
     try:
+        from .config import parse_args
         args = parse_args(argv)              # no torch yet: usage errors answer at once
         _import_quietly()
         return train_command(args)
@@ -54,11 +50,13 @@ def main(argv=None):
 def train_command(args):
     """The train command on parsed arguments (the command line's TrainConfig) -> exit status, every
     user error as one line and exit 2."""
+    from .cli import exit_status
     return exit_status(_train, args)
 
 
 def _train(args):
     import torch
+    from .cli import setup_logging
     from .training import process_group
     setup_logging(args.quiet)
     torch.set_flush_denormal(True)  # denormal probabilities (confident softmax) slow CPU GEMMs ~10x
@@ -99,6 +97,9 @@ def _resume(args):
     """args: the command line's config -> (config to continue with, its Resolved, Header, TrainState,
     folder). Refuses what cannot be honoured: a changed flag other than RESUMABLE_CHANGES, other
     epochs under a decaying schedule, a run that diverged; a finished run has nothing to do."""
+    from .config import TrainConfig, flag
+    from .errors import UserError
+    from .names import RESUMABLE_CHANGES
     from .output.checkpoint import last_path, load_resume
     path = last_path(args.resume)
     header, state = load_resume(path)
@@ -126,6 +127,7 @@ def _resume(args):
 
 def _claim(args, cfg):
     """-> (folder, lock fd, whether the folder was created for this run)."""
+    from .output.rundir import claim_default, claim_new
     if args.logdir is not None:
         return (args.logdir, *claim_new(args.logdir))
     return claim_default(cfg.dataset, cfg.loss)      # runs/<timestamp>-<dataset>-<loss>, a sweep's too
@@ -133,6 +135,9 @@ def _claim(args, cfg):
 
 def _claim_and_fit(args, dist):
     """Resume or claim the run folder, choose the threads, fit into the folder -> exit status."""
+    from .cli import choose_threads, resolve_device
+    from .config import Resolved
+    from .output.rundir import abandon, claim_existing, release
     from .training import process_group
     header = state = None
     created = False
@@ -186,6 +191,8 @@ def _claim_and_fit(args, dist):
 
 def _fit_in_folder(cfg, device, folder, resolved, resume, dist=None):
     """fit with the command's reporting into folder and its signal handling -> exit status."""
+    from .errors import UserError
+    from .names import SEARCHES
     from .training.fit import fit
     from .training.report import run_folder
     if dist is not None and cfg.optimizer in (*SEARCHES, "lbfgs", "exact"):
