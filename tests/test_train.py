@@ -100,8 +100,8 @@ def test_event_file_tags(synthetic_run, read_json):
 ])
 def test_other_optimizers_run(optimizer, extra, tmp_path, train_main, read_json):
     logdir = tmp_path / optimizer
-    assert train_main("--dataset", "synthetic", "--optimizer", optimizer, *extra, "--quiet", "--device", "cpu",
-                      "--logdir", logdir) == 0
+    assert train_main("--dataset", "synthetic", "--image-size", 8, "--optimizer", optimizer, *extra, "--quiet",
+                      "--device", "cpu", "--logdir", logdir) == 0
     m = read_json(logdir / "metrics.json")
     assert m["status"] == "completed" and 0 <= m["val_acc"] <= 1 and 0 <= m["test_acc"] <= 1
     assert (logdir / "checkpoint.pt").is_file() and (logdir / "templates.png").is_file()
