@@ -172,7 +172,7 @@ def test_out_of_range_numbers_are_usage_errors_creating_nothing(argv, flag, tmp_
                                         (["--loss", "svm", "--squared-hinge", "--margin", "1e30"], "--margin"),
                                         (["--penalty", "l1", "--reg", "1e30"], "--reg")])
 def test_oversized_hyperparameters_name_their_flag(argv, flag, tmp_path, capsys):
-    assert train_auto_threads(*BASE, "--val-size", 500, *argv, "--logdir", tmp_path / "run") == 1
+    assert train_auto_threads(*BASE, "--image-size", 8, "--val-size", 500, *argv, "--logdir", tmp_path / "run") == 1
     out, err = capsys.readouterr()
     error = next(l for l in (out + err).splitlines() if l.startswith("error:"))
     assert flag in error and "lower --lr" not in error, error
