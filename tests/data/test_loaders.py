@@ -28,7 +28,7 @@ def test_loaders_give_the_same_batches_cifar10(cifar10_root):
 
 
 def test_loader_kind_is_checked():
-    data = load_dataset("synthetic", val_size=100)
+    data = load_dataset("synthetic", image_size=8, val_size=100)
     with pytest.raises(DataError, match="unknown loader"):
         make_loader("fast", data, "train", Preprocess.fit(data.train.x), 8, "cpu")
 
