@@ -152,28 +152,27 @@ def _armijo(f, gtd, t, d_max, c1=1e-4, max_ls=25):
 _dot = torch.linalg.vecdot               # row-wise dot products: a, b (A, P) -> (A,)
 
 
-def two_loop(g, pair, rho, precondition=None, members=None):
+def two_loop(g, S, Y, rho, precondition=None, members=None):
     """The two-loop recursion for A members at once: -H g with H each member's L-BFGS inverse Hessian
     (Nocedal & Wright, Algorithm 7.4), from H0 = gamma I, gamma = s.y / y.y of its newest pair, or from
     H0 = gamma M^-1, gamma = s.y / y.M^-1 y, with precondition(v (A, r, P), members) = M^-1 v.
-    g (A, P); pair(j) -> (s, y) (A, P) each, every member's j-th oldest pair of m; rho (A, m) 1 / s.y in
-    the same order, 0 in an empty slot (a member with fewer than m pairs has its empty slots first; a zero
-    rho makes a slot add nothing, and gamma is 1 where the newest slot is empty). -> (A, P). A fixed
-    number of kernels whatever A (about 8 per pair), none reading back to the host."""
-    q, m = g.clone(), rho.shape[1]
-    alpha = torch.empty_like(rho)
-    for j in reversed(range(m)):
-        s, y = pair(j)
-        alpha[:, j] = rho[:, j] * _dot(s, q)
-        q -= alpha[:, j, None] * y
-    s, y = pair(m - 1)                               # the newest
+    g (A, P); S, Y (A, n, P) every member's n pairs, oldest first; rho (A, n) 1 / s.y, 0 in an empty slot
+    (a member with fewer than n pairs has its empty slots first; a zero rho makes a slot add nothing, and
+    gamma is 1 where the newest slot is empty). -> (A, P). About 8 kernels per pair whatever A, none
+    reading back to the host."""
+    q, n = g.clone(), rho.shape[1]
+    rhos, Ss, Ys = rho.unbind(1), S.unbind(1), Y.unbind(1)
+    alphas = [None] * n
+    for j in reversed(range(n)):
+        alphas[j] = rhos[j] * _dot(Ss[j], q)
+        q -= alphas[j][:, None] * Ys[j]
+    s, y = Ss[-1], Ys[-1]                            # the newest
     My = y                                           # M^-1 y
     if precondition is not None:
         q, My = precondition(torch.stack([q, y], 1), members).unbind(1)
-    q *= torch.where(rho[:, -1] > 0, _dot(s, y) / _dot(y, My), 1.0)[:, None]
-    for j in range(m):
-        s, y = pair(j)
-        q += (alpha[:, j] - rho[:, j] * _dot(y, q))[:, None] * s
+    q *= torch.where(rhos[-1] > 0, _dot(s, y) / _dot(y, My), 1.0)[:, None]
+    for j in range(n):
+        q += (alphas[j] - rhos[j] * _dot(Ys[j], q))[:, None] * Ss[j]
     return q.neg_()
 
 
@@ -217,19 +216,20 @@ class _DeviceState:
         self.theta[rows] += s
         self.grad[rows] = g_new
 
-    def direct(self, rows, members):
+    def direct(self, rows, members, held):
         """New directions for `members` (rows: their rows): the two-loop recursion's, or -g where that is
         not a descent direction (the history then cleared); its first step: 1, or min(1, 1 / |g|_1)
-        without history and preconditioner (scipy's first step)."""
+        without history and preconditioner (scipy's first step). held: a host-known bound on the pairs
+        any of them holds (their iterations): the recursion runs over the newest max(1, held) slots only,
+        as the older ones are empty (rho 0: they would add nothing)."""
         m = self.S.shape[1]
-        age = (self.pushed[rows, None] + torch.arange(m, device=rows.device)) % m      # (A, m) oldest first
-        flat = rows[:, None] * m + age                                                 # rows of S, Y (K m, P)
-        S, Y = self.S.flatten(0, 1), self.Y.flatten(0, 1)
-
-        def pair(j):      # gathered one age at a time: each (A, P) is used while it is in cache
-            return S.index_select(0, flat[:, j]), Y.index_select(0, flat[:, j])
-        g, rho = self.grad[rows], self.rho.flatten()[flat]
-        d = two_loop(g, pair, rho, self.precondition, members)
+        used = max(1, min(m, held))
+        age = (self.pushed[rows, None] + torch.arange(m - used, m, device=rows.device)) % m   # (A, used), oldest 1st
+        flat = (rows[:, None] * m + age).reshape(-1)                                   # rows of S, Y (K m, P)
+        shape = (len(age), used, self.S.shape[2])
+        S, Y = (H.flatten(0, 1).index_select(0, flat).view(shape) for H in (self.S, self.Y))   # (A, used, P)
+        g, rho = self.grad[rows], self.rho.flatten()[flat].view(shape[:2])
+        d = two_loop(g, S, Y, rho, self.precondition, members)
         gtd = _dot(g, d)
         descent = gtd < 0
         d = torch.where(descent[:, None], d, -g)
@@ -289,7 +289,7 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
             fresh = [k for k, _, f_new, (gmax, _), moved in accepted
                      if _advance(recs[k], moved, f_new, gmax, max_iter, tol, ftol)]
             if fresh:
-                state.direct(state.put(fresh, torch.int64), fresh)
+                state.direct(state.put(fresh, torch.int64), fresh, max(recs[k].iterations for k in fresh))
                 searches.update(dict.fromkeys(fresh))
                 going += [(k, None) for k in fresh]
         pending = sorted(k for k, _ in going)

@@ -210,7 +210,7 @@ def test_the_batched_two_loop_recursion_is_each_members_own(preconditioned):
     grad = torch.randn(K, P, generator=g, dtype=torch.float64)
     A = torch.randn(K, D, D, generator=g, dtype=torch.float64)
     pre = DensePreconditioner(torch.linalg.inv(A @ A.mT + torch.eye(D, dtype=torch.float64)), C)
-    d = two_loop(grad, lambda j: (S[:, j], Y[:, j]), rho, pre if preconditioned else None, list(range(K)))
+    d = two_loop(grad, S, Y, rho, pre if preconditioned else None, list(range(K)))
     for k, n in enumerate(held):
         pairs = list(zip(S[k, m - n:], Y[k, m - n:]))
         expected = textbook_direction(grad[k], pairs, pre.full(k) if preconditioned else None)
@@ -357,11 +357,11 @@ def test_the_lbfgs_two_loop_recursion_makes_no_host_sync(emulated):
     rho = 1 / torch.linalg.vecdot(S, Y)
     rho[1, :2] = 0                                       # member 1 holds 3 pairs
     grad = torch.randn(3, 20, generator=g, dtype=torch.float64)
-    expected = two_loop(grad, lambda j: (S[:, j], Y[:, j]), rho)
+    expected = two_loop(grad, S, Y, rho)
     with emulated() as mode:
         Sc, Yc, rc, gc = (t.to("cuda") for t in (S, Y, rho, grad))
         with mode.counting() as inside:
-            d = two_loop(gc, lambda j: (Sc[:, j], Yc[:, j]), rc)
+            d = two_loop(gc, Sc, Yc, rc)
         assert sum(inside.values()) == 0, mode.table()
         torch.testing.assert_close(d.cpu(), expected)
 
