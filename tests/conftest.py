@@ -70,8 +70,11 @@ def pytest_runtest_call(item):
 # --------------------------------------------------------------------------- training, data, evaluate, predict
 # Tiny data sets made here (a CIFAR-10-format folder, an ImageFolder tree), the trained runs the
 # integration and CLI tests share, and the shared CIFAR-10 JPEGs.
+import fnmatch
 import hashlib
 import pickle
+import shutil
+import subprocess
 import tarfile
 
 from tests.helpers import FOLDER_COLOURS, SHARED_DATA, python, read_json as _read_json, train as _train
@@ -202,31 +205,44 @@ def folder_run_cli(tmp_path_factory, image_folder):
     return logdir
 
 
-@pytest.fixture(scope="session")
-def cifar10_jpg(tmp_path_factory):
-    """The shared CIFAR-10 training JPEGs extracted once -> the folder holding train/<class>/."""
+def _extract_cifar10_jpg(dest, pattern=None):
+    """The shared archive (only the members matching the shell pattern, when one is given) extracted under dest
+    -> dest/cifar10-jpg. The system tar when there is one (C: 50,000 small files in ~5 s here, against ~16-35 s
+    for Python's tarfile), tarfile otherwise."""
     if not SHARED_ARCHIVE.is_file():
         pytest.skip(f"the real-data test needs {SHARED_ARCHIVE} (shared/data beside the checkout), absent here")
-    dest = tmp_path_factory.mktemp("cifar10-jpg")
-    with tarfile.open(SHARED_ARCHIVE) as tar:
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(dest, filter="data")
-        else:  # Python without extraction filters (< 3.11.4): the archive is our own shared data
-            tar.extractall(dest)
+    tar = shutil.which("tar")
+    if tar:
+        members = ["--wildcards", pattern] if pattern else []
+        p = subprocess.run([tar, "-xzf", SHARED_ARCHIVE, "-C", dest, "--no-same-owner", *members],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, f"tar could not extract {SHARED_ARCHIVE}: {p.stderr}"
+    else:
+        with tarfile.open(SHARED_ARCHIVE) as archive:
+            chosen = [m for m in archive if pattern is None or fnmatch.fnmatchcase(m.name, pattern)]
+            if hasattr(tarfile, "data_filter"):
+                archive.extractall(dest, members=chosen, filter="data")
+            else:  # Python without extraction filters (< 3.11.4): the archive is our own shared data
+                archive.extractall(dest, members=chosen)
     root = dest / "cifar10-jpg"
     assert (root / "train").is_dir(), f"{SHARED_ARCHIVE} holds no cifar10-jpg/train/"
     return root
 
 
 @pytest.fixture(scope="session")
-def cifar10_jpg_10k(cifar10_jpg, tmp_path_factory):
-    """The first 1,000 shared JPEGs of each class (10,000, linked, not copied) -> the folder holding
-    train/<class>/: real data for a test whose cost grows with the images (k-means encoding)."""
-    root = tmp_path_factory.mktemp("cifar10-jpg-10k")
-    for cls in sorted(p.name for p in (cifar10_jpg / "train").iterdir()):
-        (root / "train" / cls).mkdir(parents=True)
-        for f in sorted((cifar10_jpg / "train" / cls).iterdir())[:1000]:
-            (root / "train" / cls / f.name).symlink_to(f)
+def cifar10_jpg(tmp_path_factory):
+    """The shared CIFAR-10 training JPEGs extracted once -> the folder holding train/<class>/."""
+    return _extract_cifar10_jpg(tmp_path_factory.mktemp("cifar10-jpg"))
+
+
+@pytest.fixture(scope="session")
+def cifar10_jpg_10k(tmp_path_factory):
+    """The first 1,000 shared JPEGs of each class (10,000; the archive names them <NNNN>.jpg from 0000, so
+    0???.jpg, extracted alone) -> the folder holding train/<class>/: real data for a test whose cost grows
+    with the images (k-means encoding)."""
+    root = _extract_cifar10_jpg(tmp_path_factory.mktemp("cifar10-jpg-10k"), pattern="cifar10-jpg/train/*/0???.jpg")
+    counts = {d.name: sum(1 for _ in d.iterdir()) for d in (root / "train").iterdir()}
+    assert sorted(counts) == CIFAR_CLASSES and set(counts.values()) == {1000}, counts
     return root
 
 
