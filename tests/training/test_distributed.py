@@ -2,19 +2,13 @@
 import math
 
 from tests.conftest import train_auto_threads
-from tests.training.conftest import CUDA_RUN
+from tests.training.conftest import CUDA_RUN, one_rank
 
 
 def test_sweep_parallel_rank_whose_members_all_diverge_reduces_on_the_runs_device(emulated, tmp_path, monkeypatch):
     """A rank whose members all diverged keeps answering the others' per-step collective (drain): its tensor
     must be on the device the live ranks use, or gloo and NCCL split the job and it hangs."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
-        monkeypatch.setenv(k, v)
+    one_rank(monkeypatch)
     with emulated() as mode:
         code = train_auto_threads(*CUDA_RUN, "--sweep", "lr=1e30,1e31", "--sweep-parallel", "--log-every", 4,
                      "--logdir", tmp_path / "run")

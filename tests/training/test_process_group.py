@@ -2,25 +2,15 @@
 handling) and a dead or silent peer answered in one line."""
 import datetime
 import os
-import socket
 
 import pytest
 import torch
 
 from lintorch.errors import PeerLost
 from lintorch.training import process_group
+from tests.training.conftest import one_rank
 
 NCCL_HANDLING = "TORCH_NCCL_ASYNC_ERROR_HANDLING"
-
-
-def one_rank(monkeypatch):
-    """torchrun's variables for a job of one process on a free local port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
-        monkeypatch.setenv(k, v)
 
 
 def test_a_cuda_group_waits_dist_timeout_and_nccl_aborts_instead_of_ending_the_process(emulated, monkeypatch):

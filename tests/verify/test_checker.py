@@ -24,9 +24,9 @@ def rand(*shape, seed=0, device="cpu"):
     return torch.randn(*shape, generator=g, dtype=torch.float64).to(device).requires_grad_()
 
 
-def function(forward, backward):
+def function(forward, backward, counter=None):
     """A custom autograd Function: forward(*inputs) computes, backward(grad, *inputs) returns one
-    gradient per input (inputs saved as given)."""
+    gradient per input (inputs saved as given); counter: a list appended to per backward call."""
     class Custom(Function):
         @staticmethod
         def forward(*inputs):
@@ -38,6 +38,8 @@ def function(forward, backward):
 
         @staticmethod
         def backward(ctx, grad):
+            if counter is not None:
+                counter.append(1)
             return backward(grad, *ctx.saved_tensors)
     return Custom.apply
 
@@ -267,27 +269,8 @@ def test_tolerances_and_the_step_are_the_callers():
     assert fine.max_abs < 1e-8 < coarse.max_abs                          # centered differences: O(h^2)
 
 
-def counted_function(forward, backward, counter=None):
-    """A custom Function: forward(x), backward(grad, x) -> dx (counter: a list appended to per backward)."""
-    class Custom(Function):
-        @staticmethod
-        def forward(*inputs):
-            return forward(*inputs)
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            ctx.save_for_backward(*inputs)
-
-        @staticmethod
-        def backward(ctx, grad):
-            if counter is not None:
-                counter.append(1)
-            return backward(grad, *ctx.saved_tensors)
-    return Custom.apply
-
-
 def square_sum(scale=1.0):
-    return counted_function(lambda x: (x * x).sum(), lambda g, x: g * 2 * x * scale)
+    return function(lambda x: (x * x).sum(), lambda g, x: g * 2 * x * scale)
 
 
 # --------------------------------------------------------------------------- NaN and inf
@@ -295,10 +278,10 @@ def square_sum(scale=1.0):
 @pytest.mark.parametrize("bad", ["nan gradient", "inf gradient", "nan value", "one nan entry"])
 def test_a_non_finite_value_or_gradient_fails(bad):
     x = scaled_rand(500 if bad == "one nan entry" else 2000)          # all NaN at 2,000 entries, one NaN among 500
-    fn = {"nan gradient": counted_function(lambda x: (x * x).sum(), lambda g, x: torch.full_like(x, float("nan"))),
-          "inf gradient": counted_function(lambda x: (x * x).sum(), lambda g, x: torch.full_like(x, float("inf"))),
-          "nan value": counted_function(lambda x: (x * x).sum() * float("nan"), lambda g, x: g * 2 * x),
-          "one nan entry": counted_function(lambda x: (x * x).sum(),
+    fn = {"nan gradient": function(lambda x: (x * x).sum(), lambda g, x: torch.full_like(x, float("nan"))),
+          "inf gradient": function(lambda x: (x * x).sum(), lambda g, x: torch.full_like(x, float("inf"))),
+          "nan value": function(lambda x: (x * x).sum() * float("nan"), lambda g, x: g * 2 * x),
+          "one nan entry": function(lambda x: (x * x).sum(),
                                     lambda g, x: (g * 2 * x).index_fill(0, torch.tensor([123]), float("nan")))}[bad]
     # the two checks asserted on (torch's gradcheck over 2,000 inputs, 1.7 s, is asserted nothing here)
     report = lintorch.check_function(fn, x, reference=lambda x: (x * x).sum(), checks=("autograd", "numeric"))
@@ -313,7 +296,7 @@ def test_a_non_finite_value_or_gradient_fails(bad):
 
 def steep(scale):
     """exp(1e5 x) summed: smooth, its one-sided differences at h = 1e-6 10% apart; backward * scale."""
-    return counted_function(lambda x: torch.exp(1e5 * x).sum(), lambda g, x: g * 1e5 * torch.exp(1e5 * x) * scale)
+    return function(lambda x: torch.exp(1e5 * x).sum(), lambda g, x: g * 1e5 * torch.exp(1e5 * x) * scale)
 
 
 def test_a_steep_smooth_function_has_no_kinks_and_a_wrong_backward_fails():
@@ -327,7 +310,7 @@ def test_a_steep_smooth_function_has_no_kinks_and_a_wrong_backward_fails():
 def test_a_large_step_excuses_nothing():
     """eps = 0.5 puts exp's one-sided slopes 50% apart: a backward 20% off lies between them."""
     x = scaled_rand(30)
-    exp_sum = lambda scale: counted_function(lambda x: x.exp().sum(), lambda g, x: g * x.exp() * scale)  # noqa: E731
+    exp_sum = lambda scale: function(lambda x: x.exp().sum(), lambda g, x: g * x.exp() * scale)  # noqa: E731
     wrong = lintorch.check_function(exp_sum(1.2), x, checks=("numeric",), eps=0.5).rows[0]
     assert not wrong.passed and wrong.kinks == 0, wrong
     right = lintorch.check_function(exp_sum(1.0), x, checks=("numeric",), eps=0.1).rows[0]
@@ -335,7 +318,7 @@ def test_a_large_step_excuses_nothing():
 
 
 def test_a_function_whose_value_changes_between_calls_fails():
-    noisy = counted_function(lambda x: x.sum() + 1e-3 * torch.rand(()), lambda g, x: g * torch.ones_like(x))
+    noisy = function(lambda x: x.sum() + 1e-3 * torch.rand(()), lambda g, x: g * torch.ones_like(x))
     report = lintorch.check_function(noisy, scaled_rand(20), checks=("numeric",))
     assert not report.ok and report.rows[0].kinks is None, report
     assert "changes between two calls" in report.rows[0].note
@@ -344,7 +327,7 @@ def test_a_function_whose_value_changes_between_calls_fails():
 def test_noise_that_grows_as_h_shrinks_is_no_kink():
     """A deterministic function with a rounding-like wobble: its one-sided gap grows 10x at h / 10,
     which no kink does; the gradient of the smooth part is compared, and fails."""
-    wobble = counted_function(lambda x: x.sum() + 1e-9 * torch.sin(1e12 * x).sum(), lambda g, x: g * torch.ones_like(x) * 1.1)
+    wobble = function(lambda x: x.sum() + 1e-9 * torch.sin(1e12 * x).sum(), lambda g, x: g * torch.ones_like(x) * 1.1)
     row = lintorch.check_function(wobble, scaled_rand(20), checks=("numeric",)).rows[0]
     assert not row.passed and row.kinks == 0, row
 
