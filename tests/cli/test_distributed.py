@@ -1,15 +1,16 @@
 """torchrun on the CPU (gloo, 2 processes): training, sweeps, resumes, signals and feature extraction across ranks
-equal one process."""
+equal one process. The real launcher (`torchrun train.py`) where it is the point: a run's files and lines, SIGTERM
+forwarded, a failed child's report. Elsewhere the two ranks alone (helpers.Ranks: torchrun's variables, each rank
+forked from a server that imported torch once), and the one-process references in this process."""
 import os
 import signal
-import socket
 import time
 
 import pytest
 import torch
 
 from lintorch.features import store
-from tests.helpers import popen, python, read_json, torchrun, train, wait_for
+from tests.helpers import Ranks, popen, ranks, read_json, torchrun, train, wait_for
 
 
 # 3200 training images: B 63 leaves shards of 32 and 31 rows and a last global batch of 50
@@ -64,7 +65,7 @@ def test_data_parallel_equals_one_process(tmp_path):
 def test_full_batch_gd_data_parallel(tmp_path):
     args = [*COMMON, "--optimizer", "gd", "--epochs", "5"]
     one_process(*args, "--logdir", tmp_path / "one")
-    p = torchrun(*args, "--logdir", tmp_path / "two")
+    p = ranks(*args, "--logdir", tmp_path / "two")
     assert p.returncode == 0, p.stdout + p.stderr
     assert_close_runs(tmp_path / "one", tmp_path / "two")
 
@@ -76,7 +77,7 @@ def test_config_parallel_equals_the_sweep(tmp_path):
     K members into one GEMM and a process's share is a smaller GEMM (other blocking in MKL)."""
     args = [*COMMON, "--epochs", "2", "--sweep", "lr=0.003,0.03,0.1", "reg=0,0.01"]
     one_process(*args, "--logdir", tmp_path / "one")
-    p = torchrun(*args, "--sweep-parallel", "--logdir", tmp_path / "two")
+    p = ranks(*args, "--sweep-parallel", "--logdir", tmp_path / "two")
     assert p.returncode == 0, p.stdout + p.stderr
     assert_close_runs(tmp_path / "one", tmp_path / "two", atol=1e-7)
     sa, sb = state(tmp_path / "one"), state(tmp_path / "two")
@@ -95,12 +96,12 @@ def test_config_parallel_equals_the_sweep(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_under_torchrun(tmp_path):
+def test_resume_across_ranks(tmp_path):
     args = [*COMMON, "--schedule", "constant"]
     one_process(*args, "--epochs", "3", "--logdir", tmp_path / "one")
-    p = torchrun(*args, "--epochs", "1", "--logdir", tmp_path / "two")
+    p = ranks(*args, "--epochs", "1", "--logdir", tmp_path / "two")
     assert p.returncode == 0, p.stdout + p.stderr
-    p = torchrun("--resume", tmp_path / "two", "--epochs", "3")
+    p = ranks("--resume", tmp_path / "two", "--epochs", "3")
     assert p.returncode == 0, p.stdout + p.stderr
     assert_close_runs(tmp_path / "one", tmp_path / "two")
 
@@ -119,36 +120,26 @@ def test_sigterm_under_torchrun_saves_once_and_resumes(tmp_path):
     s = state(folder)
     assert 1 <= s["epoch"] < 400 and s["members"][0]["status"] == "training"
     assert not [n for n in os.listdir(folder) if ".tmp" in n]
-    p = torchrun("--resume", folder, "--epochs", str(s["epoch"] + 2))   # a constant schedule can be extended
+    p = ranks("--resume", folder, "--epochs", str(s["epoch"] + 2))   # a constant schedule can be extended
     assert p.returncode == 0, p.stdout + p.stderr
     assert state(folder)["epoch"] == s["epoch"] + 2
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_a_killed_rank_ends_the_other_with_a_message(tmp_path):
-    """Two ranks started by hand (no torchrun to tear the job down): rank 1 is SIGKILLed, rank 0's
-    next collective fails, and it exits with one line instead of hanging."""
-    port = _free_port()
+    """The two ranks without torchrun to tear the job down: rank 1 is SIGKILLed, rank 0's next
+    collective fails, and it exits with one line instead of hanging."""
     args = [*COMMON, "--epochs", "400", "--dist-timeout", "20", "--logdir", str(tmp_path / "run")]
-    procs = []
-    for rank in (0, 1):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(popen("train.py", *args, env=env))
-    wait_for(tmp_path / "run" / "last.pt", procs[0])
-    procs[1].kill()
+    job = Ranks(*args)
+    wait_for(tmp_path / "run" / "last.pt", job)
+    job.procs[1].kill()
     t0 = time.time()
-    out, err = procs[0].communicate(timeout=60)
+    job.procs[0].join(60)
     assert time.time() - t0 < 25
-    assert procs[0].returncode == 2 and "lost contact with another training process" in err, out + err
+    out, err = job.output(0)
+    assert job.procs[0].exitcode == 2 and "lost contact with another training process" in err, out + err
     assert "Traceback" not in err
-    procs[1].communicate()
+    job.result()
 
 
 FEATURES_COMMON = ["--dataset", "features", "--batch-size", "63", "--seed", "3", "--val-size", "200", "--device", "cpu",
@@ -168,7 +159,7 @@ def folder(root, n=1000, d=12):
 def test_data_parallel_on_a_feature_folder_equals_one_process(tmp_path):
     data = folder(tmp_path / "f")
     one_process(*FEATURES_COMMON, "--quiet", "--data-dir", data, "--logdir", tmp_path / "one")
-    p = torchrun(*FEATURES_COMMON, "--data-dir", data, "--logdir", tmp_path / "two")
+    p = ranks(*FEATURES_COMMON, "--data-dir", data, "--logdir", tmp_path / "two")
     assert p.returncode == 0, p.stdout + p.stderr
     assert_close_runs(tmp_path / "one", tmp_path / "two")
     assert metrics(tmp_path / "one")["test_acc"] == pytest.approx(metrics(tmp_path / "two")["test_acc"], abs=2e-3)
@@ -187,18 +178,16 @@ def test_a_refused_folder_under_torchrun_is_one_line_and_no_husk(tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
-def test_extraction_sharded_under_torchrun_equals_one_process(image_folder, tmp_path):
-    """torchrun --nproc_per_node 2 python -m lintorch.extract: rank 0 learns the k-means state, each
-    rank encodes its shard, rank 0 writes one feature set, equal to the one-process extraction."""
+def test_extraction_sharded_across_ranks_equals_one_process(image_folder, tmp_path):
+    """python -m lintorch.extract on two ranks: rank 0 learns the k-means state, each rank encodes its
+    shard, rank 0 writes one feature set, equal to the one-process extraction (run in this process)."""
     import numpy as np
-    args = ["-m", "lintorch.extract", "--features", "kmeans", "--centroids", "4", "--patches", "500", "--dataset",
-            "imagefolder", "--data-dir", str(image_folder), "--image-size", "16", "--quiet", "--threads", "1",
-            "--device", "cpu"]
-    one = python(*args, "--out", str(tmp_path / "one"))
-    assert one.returncode == 0, one.stderr
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", 2, *args,
-                 "--out", str(tmp_path / "two"), timeout=300, env=env)
+
+    from lintorch import extract
+    args = ["--features", "kmeans", "--centroids", "4", "--patches", "500", "--dataset", "imagefolder",
+            "--data-dir", str(image_folder), "--image-size", "16", "--quiet", "--threads", "1", "--device", "cpu"]
+    assert extract.main([*args, "--out", str(tmp_path / "one")]) == 0
+    two = ranks(*args, "--out", tmp_path / "two", module="lintorch.extract")
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("wrote kmeans features") == 1                     # rank 0 reports, once
     for name in ("train", "test", "train_labels", "test_labels"):
