@@ -33,6 +33,16 @@ def _device(item):
     return None if callspec is None else callspec.params.get("device")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """torch on one CPU thread from the first test on, whatever the order: the tests' tensors are tiny, and
+    handing each op to a pool costs more than the op (Tensor.max(dim) on a (5, 4) tensor: 4 us on one
+    thread, 0.1-1.9 ms on two on this loaded 2-core machine; the every-check gradient test 14.0 -> 7.3 s
+    of CPU). helpers.train's --threads 1 left it so after the first run anyway; a test that wants other
+    threads sets them and puts them back."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def lintorch_log_reaches_caplog():
     """A command run in this process (cli.setup_logging) stops the "lintorch" logger propagating, so
