@@ -9,8 +9,9 @@ import time
 import pytest
 import torch
 
+from tests import forked
 from tests.conftest import BASE, train_auto_threads
-from tests.helpers import one_error_line, popen, python, read_json, scalar_steps, signal_after
+from tests.helpers import one_error_line, popen, python, read_json, scalar_steps, signal_after, train
 
 
 # a fixed thread count: CPU results are bit-identical for a given count (--threads auto measures the load)
@@ -31,26 +32,36 @@ def start_and_signal(cmd, sig, delay):
     return signal_after(popen(*cmd), "step 0", sig, delay, timeout=300)
 
 
+def start_train(*argv):
+    """train.py's main(argv) in a child forked with torch imported (tests/forked.py): a real process for
+    signals, exit statuses and stderr, without a fresh interpreter's ~4 s of imports. Where the start
+    itself is tested (Ctrl-C while importing, usage errors, the script) a fresh `python train.py` runs."""
+    return forked.start("lintorch.train", *argv)
+
+
+# 3 epochs at batch 8 (1125 steps, ~1 s of training idle): long enough for a signal 0.2 s after step 0
+RUN = ["--epochs", 3, "--batch-size", 8]
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
-    """An uninterrupted run: 4 epochs at batch 4 (3000 steps), the baseline for resume."""
-    logdir = tmp_path_factory.mktemp("reference")
-    r = python(*train_cmd(logdir, "--epochs", 4, "--batch-size", 4), timeout=300)
-    assert r.returncode == 0, r.stderr
+    """An uninterrupted run, trained in this process (same seed and thread count as the subprocesses):
+    the baseline for resume and for a second process with the same seed."""
+    logdir = tmp_path_factory.mktemp("reference") / "run"
+    assert train(*SMALL, *RUN, "--logdir", logdir) == 0
     return logdir
 
 
 def test_sigint_then_resume_equals_uninterrupted(reference_run, tmp_path):
-    cmd = train_cmd(tmp_path, "--epochs", 4, "--batch-size", 4)
+    cmd = train_cmd(tmp_path, *RUN)
     code, out, err = start_and_signal(cmd, signal.SIGINT, 0.2)
     assert code == 130, err
     assert "interrupted at epoch" in out and "Traceback" not in err
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert (ckpt["state"]["epoch"], ckpt["state"]["step"]) != (4, 0), "the signal came too late to interrupt anything"
+    assert (ckpt["state"]["epoch"], ckpt["state"]["step"]) != (3, 0), "the signal came too late to interrupt anything"
 
-    r = python("train.py", "--resume", tmp_path, "--quiet", timeout=300)
-    assert r.returncode == 0, r.stderr
+    assert train_auto_threads("--resume", tmp_path, "--quiet") == 0      # in this process: the signal was the point
     resumed, reference = weights(tmp_path / "last.pt"), weights(reference_run / "last.pt")
     assert torch.equal(resumed["weight"], reference["weight"])      # exactly, not approximately
     assert torch.equal(resumed["bias"], reference["bias"])
@@ -65,7 +76,8 @@ def test_sigint_then_resume_equals_uninterrupted(reference_run, tmp_path):
 
 
 def test_same_seed_gives_identical_metrics(reference_run, tmp_path):
-    r = python(*train_cmd(tmp_path, "--epochs", 4, "--batch-size", 4), timeout=300)
+    """A second process (its own hash seed, a fresh interpreter) reproduces the run trained in this one."""
+    r = python(*train_cmd(tmp_path, *RUN), timeout=300)
     assert r.returncode == 0, r.stderr
     a = json.loads((tmp_path / "metrics.json").read_text())
     b = json.loads((reference_run / "metrics.json").read_text())
@@ -75,21 +87,28 @@ def test_same_seed_gives_identical_metrics(reference_run, tmp_path):
 
 
 def test_sigterm_saves_last_and_exits_143(tmp_path):
-    code, out, err = start_and_signal(train_cmd(tmp_path, "--epochs", 50, "--batch-size", 8), signal.SIGTERM, 0.3)
+    p = start_train(*SMALL, "--logdir", tmp_path, "--epochs", 50, "--batch-size", 8)
+    code, out, err = forked.signal_after(p, "step 0", signal.SIGTERM, 0.3)
     assert code == 143, err
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     assert ckpt["format"] == "lintorch-checkpoint" and ckpt["kind"] == "resume"
 
 
 def test_sigkill_never_leaves_a_corrupt_checkpoint(tmp_path):
-    """Kill -9 at varied moments while checkpoints are being written; what is there always loads."""
+    """Kill -9 at varied moments while checkpoints are being written; what is there always loads.
+    Each run a child forked with torch imported (tests/forked.py): a real process, killed mid-run."""
     from lintorch.output.checkpoint import load_model
     loaded = 0
     for i, delay in enumerate((0.05, 0.4, 0.9, 1.6)):
         logdir = tmp_path / f"kill{i}"
-        p = popen(*train_cmd(logdir, "--epochs", 50, "--batch-size", 512), stderr=subprocess.DEVNULL)
-        # checkpoints exist from the first "epoch" line on; now kill while they are rewritten
-        signal_after(p, "epoch", signal.SIGKILL, delay, timeout=300)
+        p = start_train(*SMALL, "--logdir", logdir, "--epochs", 50, "--batch-size", 512)
+        # checkpoints exist from the end of epoch 1 on (--quiet prints no epoch lines); now kill while they
+        # are rewritten, every epoch (last.pt) and at each new best (checkpoint.pt)
+        for name in ("checkpoint.pt", "last.pt"):
+            p.wait_for_file(logdir / name)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        assert p.wait() == -signal.SIGKILL, "the run had ended before the kill"
         for name in ("checkpoint.pt", "last.pt"):
             saved = load_model(str(logdir / name))          # validated: finite weights, consistent fields
             assert torch.isfinite(saved.weight).all()
@@ -119,21 +138,18 @@ def test_bad_data_dir_is_one_line_exit_2(tmp_path):
     tests/test_train.py::test_bad_runs_exit_2_with_one_line."""
     root = tmp_path / "data"
     (root / "train" / "cat").mkdir(parents=True)                       # a class folder with no images
-    r = python("train.py", "--dataset", "imagefolder", "--data-dir", root, "--logdir", tmp_path / "run", timeout=300)
-    assert r.returncode == 2 and "no image files" in r.stderr
-    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-
-
-def popen_train(*argv):
-    return popen("train.py", *argv)
+    p = start_train("--dataset", "imagefolder", "--data-dir", root, "--logdir", tmp_path / "run")
+    code, (_, err) = p.wait(), p.communicate()
+    assert code == 2 and "no image files" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 # --------------------------------------------------------------------------- run folders
 
 def test_two_runs_racing_for_one_logdir_one_wins(tmp_path):
     logdir = tmp_path / "race"
-    procs = [popen_train(*BASE, "--seed", seed, "--logdir", logdir) for seed in (1, 2)]
-    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    procs = [start_train(*BASE, "--seed", seed, "--logdir", logdir) for seed in (1, 2)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
     codes = sorted(r[0] for r in results)
     assert codes == [0, 2], results
     loser = next(r for r in results if r[0] == 2)
@@ -149,18 +165,19 @@ def test_two_runs_racing_for_one_logdir_one_wins(tmp_path):
 
 # --------------------------------------------------------------------------- sweeps
 
-SWEEP = [*BASE[:2], "--quiet", "--threads", 1, "--device", "cpu", "--seed", 3, "--val-size", 500, "--batch-size", 4,
-         "--epochs", 6, "--sweep", "lr=0.003,0.01"]
+# 4 epochs at batch 8 (1750 steps of both members, ~2 s of training idle)
+SWEEP = [*BASE[:2], "--quiet", "--threads", 1, "--device", "cpu", "--seed", 3, "--val-size", 500, "--batch-size", 8,
+         "--epochs", 4, "--sweep", "lr=0.003,0.01"]
 
 
 def test_sigint_in_a_sweep_then_resume_equals_uninterrupted(tmp_path):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    p = popen_train(*SWEEP, "--logdir", cut)
-    code, out, err = signal_after(p, "step 0", signal.SIGINT, 0.5)
+    p = start_train(*SWEEP, "--logdir", cut)
+    code, out, err = forked.signal_after(p, "step 0", signal.SIGINT, 0.3)
     assert code == 130, err
     assert "Traceback" not in err
     state = torch.load(cut / "last.pt", weights_only=True)["state"]
-    assert (state["epoch"], state["step"]) != (6, 0), "the signal came too late to interrupt anything"
+    assert (state["epoch"], state["step"]) != (4, 0), "the signal came too late to interrupt anything"
     summary = read_json(cut / "metrics.json")                    # the sweep's summary
     assert summary["status"] == "interrupted" and len(summary["configs"]) == 2
 
@@ -183,8 +200,8 @@ def test_sigint_in_a_sweep_then_resume_equals_uninterrupted(tmp_path):
 @pytest.mark.parametrize("optimizer, sig", [("random-search", signal.SIGTERM), ("random-local-search", signal.SIGINT)])
 def test_random_search_honours_signals(optimizer, sig, tmp_path):
     run = tmp_path / "search"
-    p = popen_train(*BASE, "--val-size", 500, "--optimizer", optimizer, "--trials", 1000000, "--logdir", run)
-    code, out, err = signal_after(p, "synthetic:", sig, 1.0)
+    p = start_train(*BASE, "--val-size", 500, "--optimizer", optimizer, "--trials", 1000000, "--logdir", run)
+    code, out, err = forked.signal_after(p, "synthetic:", sig, 1.0)
     assert code == 128 + sig, err
     assert "Traceback" not in err
     metrics = read_json(run / "metrics.json")
@@ -212,8 +229,8 @@ def test_ctrl_c_while_importing_is_quiet(delay, tmp_path):
 def test_folder_of_a_run_killed_in_epoch_one_is_refused(tmp_path, capsys):
     run = tmp_path / "killed"
     # batch 1: epoch 1 takes about 0.5 s on an idle machine (batch 4: 0.17 s, over before a 0.2 s delay)
-    p = popen_train(*BASE, "--epochs", 50, "--batch-size", 1, "--logdir", run)
-    code, _, _ = signal_after(p, "step 0", signal.SIGKILL, 0.1)
+    p = start_train(*BASE, "--epochs", 50, "--batch-size", 1, "--logdir", run)
+    code, _, _ = forked.signal_after(p, "step 0", signal.SIGKILL, 0.1)
     assert code == -signal.SIGKILL
     files = sorted(os.listdir(run))
     assert "last.pt" not in files, "the kill came too late: epoch 1 had ended"
@@ -236,16 +253,18 @@ def test_bad_input_on_the_real_command_line(tmp_path, run_cli):
 # ----------------------------------------------------------------------------- real data
 
 @pytest.mark.slow                                           # slow anyway as a CLI test; real data always is
-def test_real_cifar10_jpgs_reach_35_percent_in_5_epochs(cifar10_jpg, tmp_path, run_cli, read_json):
-    """train.py with its defaults on the 50,000 shared CIFAR-10 training JPEGs (val 5,000 of them)."""
+def test_real_cifar10_jpgs_reach_32_percent_in_5_epochs(cifar10_jpg_10k, tmp_path, run_cli, read_json):
+    """train.py with its defaults on 10,000 of the shared CIFAR-10 training JPEGs (1,000 a class; val 2,000 of
+    them): decoding was the cost (50,000 JPEGs ~35 s of 49 s, training 4 s). Measured: val acc 37.6% after
+    5 epochs (35.0% after 1; chance 10%); the floor leaves 5.6 points, as 35% did on all 50,000 (40.8%)."""
     logdir = tmp_path / "run"
-    p = run_cli("train.py", "--dataset", "imagefolder", "--data-dir", cifar10_jpg, "--epochs", 5, "--quiet",
-                "--logdir", logdir, timeout=1800)
+    p = run_cli("train.py", "--dataset", "imagefolder", "--data-dir", cifar10_jpg_10k, "--val-size", 2000,
+                "--epochs", 5, "--quiet", "--logdir", logdir, timeout=1800)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     m = read_json(logdir / "metrics.json")
-    assert m["val_acc"] >= 0.35, m
+    assert m["val_acc"] >= 0.32, m
     assert m["test_acc"] is None  # the shared copy has no test split
     # evaluate reproduces the validation accuracy from the checkpoint alone (the split is re-carved)
     from lintorch.evaluate import evaluate_checkpoint
     r = evaluate_checkpoint(str(logdir), device="cpu")
-    assert r["split"] == "val" and r["n"] == 5000 and r["accuracy"] == m["val_acc"]
+    assert r["split"] == "val" and r["n"] == 2000 and r["accuracy"] == m["val_acc"]
