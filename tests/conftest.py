@@ -264,14 +264,14 @@ def cifar10_jpg(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def cifar10_jpg_10k(tmp_path_factory):
-    """The first 1,000 shared JPEGs of each class (10,000; the archive names them <NNNN>.jpg from 0000, so
-    0???.jpg, extracted alone) -> the folder holding train/<class>/: real data for a test whose cost grows
+def cifar10_jpg_5k(tmp_path_factory):
+    """The first 500 shared JPEGs of each class (5,000; the archive names them <NNNN>.jpg from 0000, so
+    0[0-4]??.jpg, extracted alone) -> the folder holding train/<class>/: real data for a test whose cost grows
     with the images (k-means encoding)."""
-    for folder in _scratch(tmp_path_factory, "cifar10-jpg-10k"):
-        root = _extract_cifar10_jpg(folder, pattern="cifar10-jpg/train/*/0???.jpg")
+    for folder in _scratch(tmp_path_factory, "cifar10-jpg-5k"):
+        root = _extract_cifar10_jpg(folder, pattern="cifar10-jpg/train/*/0[0-4]??.jpg")
         counts = {d.name: sum(1 for _ in d.iterdir()) for d in (root / "train").iterdir()}
-        assert sorted(counts) == CIFAR_CLASSES and set(counts.values()) == {1000}, counts
+        assert sorted(counts) == CIFAR_CLASSES and set(counts.values()) == {500}, counts
         yield root
 
 

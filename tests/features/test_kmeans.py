@@ -220,11 +220,12 @@ def test_kmeans_syncs_do_not_grow_with_the_batches(emulated):
 
 
 @pytest.mark.slow
-def test_real_cifar10_kmeans_features_beat_pixels(cifar10_jpg_10k, tmp_path):
-    """Small k-means features (K 100, 50,000 patches) on 10,000 of the shared JPEGs (9,000 train, 1,000 val):
-    well above the raw-pixel accuracy (59% here in 1.7 min; 63% on all 50,000, four times as long)."""
+def test_real_cifar10_kmeans_features_beat_pixels(cifar10_jpg_5k, tmp_path):
+    """Small k-means features (K 100, 50,000 patches) on 5,000 of the shared JPEGs (4,000 train, 1,000 val):
+    well above the raw-pixel accuracy. Measured with this recipe: 56% and 57% (--seed 0 and 1) against 36%
+    for raw pixels (--features pixels) on the same images; 59% and 37% on 10,000, twice as long."""
     logdir = tmp_path / "run"
-    assert train("--dataset", "imagefolder", "--data-dir", str(cifar10_jpg_10k), "--val-size", "1000",
+    assert train("--dataset", "imagefolder", "--data-dir", str(cifar10_jpg_5k), "--val-size", "1000",
                  "--features", "kmeans", "--centroids", "100", "--patches", "50000", "--loss", "svm",
                  "--squared-hinge", "--epochs", "5", "--quiet", "--logdir", str(logdir), threads=None) == 0
     assert json.loads((logdir / "metrics.json").read_text())["val_acc"] >= 0.50
