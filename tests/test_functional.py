@@ -682,20 +682,24 @@ def test_the_graph_free_step_is_untouched_by_the_transforms():
 
 
 def _compiled_step(backend, losses):
+    """One graph holds every loss's total (one compile, not one per loss); each value and each loss's
+    gradients are compared with eager's."""
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(3)
     x, W, b = (torch.randn(*s, generator=g) for s in ((16, 8), (4, 8), (4,)))
     y = torch.randint(0, 4, (16,), generator=g)
-    for loss in losses:
-        def objective(x, W, b, y):
-            return loss(LF.linear(x, W, b), y) + 0.1 * LF.penalty(W)
-        Wg, bg = W.clone().requires_grad_(), b.clone().requires_grad_()
-        compiled = torch.compile(objective, fullgraph=True, backend=backend)    # fullgraph: no graph break
-        value = compiled(x, Wg, bg, y)
-        grads = torch.autograd.grad(value, (Wg, bg))
-        eager = objective(x, Wg, bg, y)
-        torch.testing.assert_close(value, eager)
-        torch.testing.assert_close(grads, torch.autograd.grad(eager, (Wg, bg)))
+
+    def objectives(x, W, b, y):
+        scores, reg = LF.linear(x, W, b), 0.1 * LF.penalty(W)
+        return tuple(loss(scores, y) + reg for loss in losses)
+    Wg, bg = W.clone().requires_grad_(), b.clone().requires_grad_()
+    compiled = torch.compile(objectives, fullgraph=True, backend=backend)      # fullgraph: no graph break
+    values, eager = compiled(x, Wg, bg, y), objectives(x, Wg, bg, y)
+    assert len(values) == len(eager) == len(losses)
+    for value, expected in zip(values, eager):
+        torch.testing.assert_close(value, expected)
+        torch.testing.assert_close(torch.autograd.grad(value, (Wg, bg), retain_graph=True),
+                                   torch.autograd.grad(expected, (Wg, bg), retain_graph=True))
     with pytest.raises(ValueError, match="out of range"):                     # eager calls still validate
         LF.softmax_loss(LF.linear(x, W, b), torch.full((16,), 7))
 
