@@ -1,15 +1,15 @@
-"""`python -m lintorch.extract` as a subprocess: help and usage errors, bounded memory, a signal mid-extract leaves
+"""`python -m lintorch.extract` as a process: help and usage errors, bounded memory, a signal mid-extract leaves
 nothing."""
 import os
 import signal
-import subprocess
 import time
 
 import pytest
 import torch
 
 from lintorch.features import store
-from tests.helpers import popen, python, wait_for
+from tests import forked
+from tests.helpers import python
 
 
 def test_extract_command_line(tmp_path, run_cli):
@@ -57,19 +57,15 @@ def test_store_streaming_memory_is_bounded_by_the_batch_pipeline(tmp_path):
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_mid_extract_leaves_nothing(image_folder, tmp_path, sig, code):
     out = tmp_path / "out"
+    # a forked child (tests/forked.py: torch already imported; how extract starts is not the point here);
     # k-means at its defaults (1,600 centroids from 400,000 patches): a build of a minute on one thread, in
-    # steps of a fraction of a second (no torchvision to import, as a backbone would)
-    p = popen("-m", "lintorch.extract", "--features", "kmeans", "--dataset", "imagefolder", "--data-dir", image_folder,
-              "--cache-dir", tmp_path / "cache", "--out", out, "--device", "cpu", "--threads", "1", "--quiet")
-    wait_for(tmp_path / f".out.partial{p.pid}", p)       # claimed and building: the images load, k-means learns
+    # steps of a fraction of a second
+    p = forked.start("lintorch.extract", "--features", "kmeans", "--dataset", "imagefolder", "--data-dir", image_folder,
+                     "--cache-dir", tmp_path / "cache", "--out", out, "--device", "cpu", "--threads", "1", "--quiet")
+    p.wait_for_file(tmp_path / f".out.partial{p.pid}")     # claimed and building: the images load, k-means learns
     time.sleep(0.2)      # inside the build
     p.send_signal(sig)
-    try:
-        _, err = p.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.communicate()
-        pytest.fail(f"{sig!r} did not stop extract within 120 s")
+    _, err = p.communicate(timeout=120)
     assert p.returncode == code, err
     assert "Traceback" not in err
     assert sorted(n for n in os.listdir(tmp_path) if n != "cache") == []
