@@ -208,15 +208,6 @@ def folder_run(tmp_path_factory, image_folder):
     return logdir
 
 
-@pytest.fixture(scope="session")
-def folder_run_cli(tmp_path_factory, image_folder):
-    """The same run by train.py as a subprocess (the real command line) -> its run folder."""
-    logdir = tmp_path_factory.mktemp("runs") / "folder-cli"
-    p = python("train.py", "--dataset", "imagefolder", "--data-dir", image_folder, *FOLDER_ARGS, "--logdir", logdir)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return logdir
-
-
 def _extract_cifar10_jpg(dest, pattern=None):
     """The shared archive (only the members matching the shell pattern, when one is given) extracted under dest
     -> dest/cifar10-jpg. The system tar when there is one (C: 50,000 small files in ~5 s here, against ~16-35 s

@@ -4,6 +4,7 @@ import json
 import torch
 from PIL import Image
 
+from tests import forked
 from tests.helpers import FOLDER_COLOURS as COLOURS, assert_one_line_error
 
 
@@ -26,11 +27,12 @@ def odd_images(folder):
     return {path: label for path, (_, label) in cases.items()}
 
 
-def test_predict_command_line(folder_run_cli, image_folder, tmp_path, run_cli):
+def test_predict_command_line(folder_run, image_folder, tmp_path, run_cli):
+    """The session's image-folder run (trained in the test process) used by a fresh process."""
     expected = odd_images(tmp_path)
     tests = {image_folder / "test" / c / name: c for c in COLOURS for name in ("000.jpg", "001.png")}
     expected.update(tests)
-    p = run_cli("-m", "lintorch.predict", folder_run_cli, *expected, "--top-k", 2, "--json")
+    p = run_cli("-m", "lintorch.predict", folder_run, *expected, "--top-k", 2, "--json")
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     assert r["values"] == "probability" and r["loss"] == "softmax" and r["classes"] == list(COLOURS)
@@ -42,8 +44,9 @@ def test_predict_command_line(folder_run_cli, image_folder, tmp_path, run_cli):
             assert q["label"] == label, q
 
 
-def test_predict_errors_on_the_command_line(folder_run_cli, tmp_path, run_cli):
+def test_predict_errors_on_the_command_line(folder_run, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("this is not a picture")
-    p = run_cli("-m", "lintorch.predict", folder_run_cli, bad)
-    assert_one_line_error(p.returncode, p.stderr, str(bad))
+    p = forked.start("lintorch.predict", folder_run, bad)    # a process of its own (tests/forked.py), torch imported
+    code, (_, err) = p.wait(), p.communicate()
+    assert_one_line_error(code, err, str(bad))
