@@ -248,13 +248,6 @@ def _scratch(tmp_path_factory, name):
 
 
 @pytest.fixture(scope="session")
-def cifar10_jpg(tmp_path_factory):
-    """The shared CIFAR-10 training JPEGs extracted once -> the folder holding train/<class>/."""
-    for folder in _scratch(tmp_path_factory, "cifar10-jpg"):
-        yield _extract_cifar10_jpg(folder)
-
-
-@pytest.fixture(scope="session")
 def cifar10_jpg_5k(tmp_path_factory):
     """The first 500 shared JPEGs of each class (5,000; the archive names them <NNNN>.jpg from 0000, so
     0[0-4]??.jpg, extracted alone) -> the folder holding train/<class>/: real data for a test whose cost grows
