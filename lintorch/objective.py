@@ -183,11 +183,6 @@ class Objective:
         return cls(cfg.loss, cfg.reg if reg is None else reg, get("penalty"), get("beta"), get("margin"),
                    get("squared_hinge"), get("svm_form"), class_weight)
 
-    def unregularized(self, class_weight=None):
-        """The data term alone (reg 0), class weights optionally moved (L-BFGS's float64 pass)."""
-        return dataclasses.replace(self, reg=0.0, class_weight=self.class_weight if class_weight is None
-                                   else class_weight)
-
     # ------------------------------------------------------------------ what the loss says
 
     @property
@@ -247,14 +242,33 @@ class Objective:
         with torch.no_grad():
             scores = LF.linear_forward(x, weight, bias)
             LF.check_inputs(scores, target, reduction, self.class_weight)   # no host sync
+            data, dW, db = self._data_grad(x, weight, scores, target, reduction, self.class_weight, bias is not None)
             dtype = torch.promote_types(weight.dtype, torch.float32)           # half precisions in float32
             ones = torch.ones(weight.shape[:-2], dtype=dtype, device=weight.device)   # dL/dL_k
-            data, dscores = self.data_term.forward_backward(self, scores, target, ones, reduction,
-                                                            self.class_weight)
-            _, dW, db = LF.linear_backward(x, weight, dscores, need_x=False, need_bias=bias is not None)
             reg_term = self.reg * LF.penalty_forward(weight, self.penalty, self.beta)
             dW.add_(LF.penalty_backward(weight, self.reg * ones, self.penalty, self.beta).to(dW.dtype))
             return scores, data, reg_term, dW, db
+
+    def data_and_grad(self, x, weight, bias, target, *, class_weight, reduction="mean"):
+        """The data term alone, as loss_and_grad computes it, with neither the penalty nor the checks
+        of the inputs: for a caller that checked them once and adds the penalty itself (L-BFGS's
+        passes over a data set, optim.lbfgs). class_weight: the objective's class weights (C,) on x's
+        device and in its dtype, or None where it has none. -> data loss ()/(K,), dW, db (None without bias)."""
+        import torch
+        from . import functional as LF
+        with torch.no_grad():
+            scores = LF.linear_forward(x, weight, bias)
+            return self._data_grad(x, weight, scores, target, reduction, class_weight, bias is not None)
+
+    def _data_grad(self, x, weight, scores, target, reduction, class_weight, need_bias):
+        """The chain rule from the scores back to W and b -> (data loss, dW, db)."""
+        import torch
+        from . import functional as LF
+        dtype = torch.promote_types(weight.dtype, torch.float32)           # half precisions in float32
+        ones = torch.ones(weight.shape[:-2], dtype=dtype, device=weight.device)   # dL/dL_k
+        data, dscores = self.data_term.forward_backward(self, scores, target, ones, reduction, class_weight)
+        _, dW, db = LF.linear_backward(x, weight, dscores, need_x=False, need_bias=need_bias)
+        return data, dW, db
 
 
 def objective_and_grad(x, weight, bias, target, *, loss="softmax", reg=0.0, penalty="l2", beta=1.0, margin=1.0,

@@ -59,6 +59,20 @@ def test_loss_and_grad_matches_autograd_through_the_reference(name):
     assert torch.allclose(dW, W.grad, rtol=1e-10, atol=1e-12) and torch.allclose(db, b.grad, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_data_and_grad_is_loss_and_grad_without_the_penalty(name):
+    """L-BFGS's data pass: the same data loss and gradients as the graph-free step at reg 0, class weights given
+    explicitly (the objective's own are not used), K = 2 models, summed."""
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(12, 5, generator=g, dtype=torch.float64), torch.randint(0, 4, (12,), generator=g)
+    W, b = torch.randn(2, 4, 5, generator=g, dtype=torch.float64), torch.randn(2, 4, generator=g, dtype=torch.float64)
+    w = torch.tensor([0.5, 1.0, 2.0, 1.5], dtype=torch.float64)
+    _, data, _, dW, db = Objective(name, reg=0.0, squared=True, class_weight=w).loss_and_grad(x, W, b, y, reduction="sum")
+    got = Objective(name, reg=0.3, squared=True).data_and_grad(x, W, b, y, class_weight=w, reduction="sum")
+    for a, e in zip(got, (data, dW, db), strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-13, atol=1e-13)
+
+
 def test_smoothness_and_exactness_are_asked_of_the_loss():
     assert nonsmooth_parts("svm", False, "l2") == ["the hinge loss (use squared=True)"]
     assert nonsmooth_parts("svm", True, "l1") == ["the l1 penalty (use l2)"]

@@ -67,6 +67,20 @@ class TensorLoader:
             yield self.preprocess(xb), yb
 
 
+class KeptBatches:
+    """Another loader's batches of epoch 0, made once and kept (a small split that a full-batch
+    solver passes over at every evaluation is preprocessed once, not at each pass)."""
+
+    def __init__(self, loader):
+        self.kept = list(loader.batches(0))
+
+    def __len__(self):
+        return len(self.kept)
+
+    def batches(self, epoch=0, start=0):
+        yield from self.kept[start:]
+
+
 class _EpochBatches(torch.utils.data.Sampler):
     """A batch sampler giving DataLoader the same index batches as TensorLoader."""
 

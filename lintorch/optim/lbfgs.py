@@ -361,9 +361,8 @@ def _advance(rec, moved, f_new, grad_max, max_iter, tol, ftol):
 
 def full_batch_evaluator(loader, objective, *, dtype=None):
     """An evaluate(W, b, active) for lbfgs: streams every batch of loader.batches(0) ((x (B, D),
-    y (B,)) pairs), sums the data loss and its gradient (objective's loss_and_grad without its
-    penalty, reduction "sum") in float64 accumulators, divides by N, and adds reg * R(W) and its
-    gradient once, in float64.
+    y (B,)) pairs), sums the data loss and its gradient (Objective.data_and_grad, reduction "sum")
+    in float64, divides by N, and adds reg * R(W) and its gradient once, in float64.
 
     objective: an Objective whose reg is a number or a (K,) tensor (sliced by `active`). The GEMMs
     run in dtype (default: the batches' dtype). The objective must be smooth (Objective.smooth):
@@ -381,15 +380,18 @@ def full_batch_evaluator(loader, objective, *, dtype=None):
     def evaluate(W, b, active):
         r = reg_all[active.to(reg_all.device)] if reg_all.dim() else reg_all
         # f summed where the batches are: no host sync per batch (the driver reads f once per evaluation)
-        f, dW, db, n = 0.0, torch.zeros_like(W), torch.zeros_like(b), 0
+        f = dW = db = None
+        n = 0
         for xb, yb in loader.batches(0):
             cdt = dtype or xb.dtype
-            Wc, bc = W.to(xb.device, cdt), b.to(xb.device, cdt)
             cw = None if class_weight is None else class_weight.to(xb.device, cdt)
-            _, data, _, gW, gb = objective.unregularized(cw).loss_and_grad(xb.to(cdt), Wc, bc, yb, reduction="sum")
-            f = f + data.to(torch.float64)
-            dW += gW.to(W.device, torch.float64)
-            db += gb.to(b.device, torch.float64)
+            data, gW, gb = objective.data_and_grad(xb.to(cdt), W.to(xb.device, cdt), b.to(xb.device, cdt), yb,
+                                                   class_weight=cw, reduction="sum")
+            data, gW, gb = data.to(torch.float64), gW.to(W.device, torch.float64), gb.to(b.device, torch.float64)
+            if f is None:                            # the first batch's own tensors start the sums
+                f, dW, db = data, gW, gb
+            else:
+                f, dW, db = f + data, dW.add_(gW), db.add_(gb)
             n += len(yb)
         W64 = W.to(torch.float64)
         r = r.to(W64.device, non_blocking=True)

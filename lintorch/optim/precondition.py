@@ -27,9 +27,8 @@ class Preconditioner:
     def __call__(self, v, members):
         A, r, _ = v.shape
         CD = self.C * self.D
-        out = v.clone()
-        out[..., :CD] = self.solve(v[..., :CD].reshape(A, r * self.C, self.D), list(members)).reshape(A, r, CD).to(v)
-        return out
+        W = self.solve(v[..., :CD].reshape(A, r * self.C, self.D), list(members))
+        return torch.cat([W.reshape(A, r, CD).to(v), v[..., CD:]], 2)
 
 
 class GramPreconditioner(Preconditioner):

@@ -12,7 +12,7 @@ import torch
 
 from ..data import DataSet, Preprocess, load_dataset
 from ..data.featurize import extractor_for, feature_folder, featurize
-from ..data.loaders import TensorLoader, make_loader
+from ..data.loaders import KeptBatches, TensorLoader, make_loader
 from ..features.store import FeatureLoader
 from ..model import LinearClassifier
 from ..names import FULL_BATCH
@@ -88,9 +88,9 @@ SMALL_SPLIT = 2 ** 17
 
 def full_batch_loader(split, preprocess, device):
     """The training split for a full-batch solver's passes: eval_loader's batches, or the whole
-    split as one batch when it holds at most SMALL_SPLIT values."""
+    split as one batch, preprocessed once and kept, when it holds at most SMALL_SPLIT values."""
     if not split.streamed and len(split) * input_dim(split) <= SMALL_SPLIT:
-        return TensorLoader(split, preprocess, len(split), device, shuffle=False)
+        return KeptBatches(TensorLoader(split, preprocess, len(split), device, shuffle=False))
     return eval_loader(split, preprocess, device)
 
 

@@ -57,3 +57,26 @@ def test_flip_mirrors_a_seeded_half_and_both_loaders_agree(image_folder):
     y = flip_half(x.clone(), 0, 0, 0).view(2, 3, 2, 2)
     for i in range(2):
         assert torch.equal(y[i], x.view(2, 3, 2, 2)[i]) or torch.equal(y[i], x.view(2, 3, 2, 2)[i].flip(-1))
+
+
+def test_kept_batches_are_the_loaders_epoch_0_batches_made_once():
+    """A small split's full-batch passes reread its batches: the loader's epoch-0 batches, made by one pass."""
+    from lintorch.data.loaders import KeptBatches
+    from lintorch.data.split import Split
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 256, (10, 3, 2, 2), dtype=torch.uint8, generator=g), torch.randint(0, 3, (10,), generator=g)
+    loader = TensorLoader(Split(x, y), Preprocess.fit(x), 4, "cpu", shuffle=False)
+
+    class Counting:
+        passes = 0
+
+        def batches(self, epoch=0, start=0):
+            Counting.passes += 1
+            yield from loader.batches(epoch, start)
+    kept = KeptBatches(Counting())
+    assert len(kept) == len(loader) == 3
+    for _ in range(2):
+        for (xk, yk), (xb, yb) in zip(kept.batches(0), loader.batches(0), strict=True):
+            assert torch.equal(xk, xb) and torch.equal(yk, yb)
+    assert Counting.passes == 1
+    assert [len(yb) for _, yb in kept.batches(0, start=1)] == [4, 2]
