@@ -165,7 +165,7 @@ def _bad_runs(tmp_path):
         "no train folder": (["--dataset", "imagefolder", "--data-dir", no_train], "found no train folder"),
         "no class folders": (["--dataset", "imagefolder", "--data-dir", empty], "has no class folders"),
         "no images": (["--dataset", "imagefolder", "--data-dir", no_images], "no image files"),
-        "val size too big": (["--dataset", "synthetic", "--val-size", 100000], "--val-size"),
+        "val size too big": (["--dataset", "synthetic", "--image-size", 8, "--val-size", 100000], "--val-size"),
         "cuda without cuda": (["--dataset", "synthetic", "--device", "cuda"], "CUDA"),
         "not a device": (["--dataset", "synthetic", "--device", "tpu"], "--device"),
     }
@@ -217,8 +217,8 @@ def test_an_existing_run_is_never_overwritten(synthetic_run, tmp_path, capsys, t
 
 
 def test_lr_far_too_large_is_a_clean_error(tmp_path, capsys, train_main):
-    assert train_main("--dataset", "synthetic", "--quiet", "--seed", 3, "--val-size", 1000, "--epochs", 2,
-                      "--lr", 1e30, "--logdir", tmp_path) == 1
+    assert train_main("--dataset", "synthetic", "--image-size", 8, "--quiet", "--seed", 3, "--val-size", 1000,
+                      "--epochs", 2, "--lr", 1e30, "--logdir", tmp_path) == 1
     out, err = capsys.readouterr()
     assert "Traceback" not in err and "lower --lr" in out + err
 
@@ -271,7 +271,7 @@ def test_quiet_keeps_the_summary_and_predict_defaults_to_auto(good_checkpoint, t
     capsys.readouterr()
     assert predict.main([str(good_checkpoint), str(image), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["predictions"][0]["label"]
-    assert train_auto_threads(*BASE, "--val-size", 500, "--epochs", 2, "--logdir", tmp_path / "run") == 0
+    assert train_auto_threads(*BASE, "--image-size", 8, "--val-size", 500, "--epochs", 2, "--logdir", tmp_path / "run") == 0
     out = capsys.readouterr().out
     assert "done (completed)" in out and "epoch 1/2" not in out
 

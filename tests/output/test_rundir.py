@@ -8,6 +8,8 @@ import pytest
 from tests.conftest import BASE, stop_after, train_auto_threads
 from tests.helpers import one_error_line
 
+PX8 = ["--image-size", 8]      # the refusals and the PNG do not need 32 px
+
 
 # --------------------------------------------------------------------------- run folders
 
@@ -49,22 +51,22 @@ def test_an_empty_logdir_given_stays_but_holds_nothing(tmp_path, capsys):
 
 def test_refusal_suggests_resume_only_for_an_interrupted_run(constant_run, tmp_path, monkeypatch, capsys):
     capsys.readouterr()
-    assert train_auto_threads(*BASE, "--logdir", constant_run) == 2
+    assert train_auto_threads(*BASE, *PX8, "--logdir", constant_run) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "--resume" not in line and "--logdir" in line
     cut = tmp_path / "cut"
     stop_after(monkeypatch, 3)
-    assert train_auto_threads(*BASE, "--val-size", 500, "--logdir", cut) == 130
+    assert train_auto_threads(*BASE, *PX8, "--val-size", 500, "--logdir", cut) == 130
     monkeypatch.undo()
     capsys.readouterr()
-    assert train_auto_threads(*BASE, "--logdir", cut) == 2
+    assert train_auto_threads(*BASE, *PX8, "--logdir", cut) == 2
     assert f"--resume {cut}" in one_error_line(capsys.readouterr().err)
 
 
 def test_no_deprecation_warning_from_png_writing(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert train_auto_threads(*BASE, "--val-size", 500, "--logdir", tmp_path / "run") == 0
+        assert train_auto_threads(*BASE, *PX8, "--val-size", 500, "--logdir", tmp_path / "run") == 0
     # torchvision 0.29's write_png/encode_png warn "image decoding and encoding ... are deprecated"
     bad = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)
            and ("torchvision" in str(w.filename) or re.search("png|encod", str(w.message), re.I))]

@@ -111,7 +111,8 @@ def test_duration_reads_as_people_write_it():
 
 def test_sweep_values_that_differ_get_distinct_folders(tmp_path):
     run = tmp_path / "sweep"
-    assert train_auto_threads(*BASE, "--val-size", 500, "--sweep", "lr=0.03,0.0300000001", "--logdir", run) == 0
+    assert train_auto_threads(*BASE, "--image-size", 8, "--val-size", 500, "--sweep", "lr=0.03,0.0300000001",
+                              "--logdir", run) == 0
     members = sorted(p.name for p in run.iterdir() if p.is_dir())
     assert len(members) == 2 and members[0] != members[1], members
     assert len(read_json(run / "metrics.json")["configs"]) == 2

@@ -230,7 +230,7 @@ def test_a_second_ctrl_c_while_a_solvers_answer_is_saved_waits_for_the_save():
 
 
 # a fixed thread count: CPU results are bit-identical for a given count (--threads auto measures the load)
-FAULT_RUN = ["--dataset", "synthetic", "--quiet", "--seed", "3", "--val-size", "1000", "--threads", "1"]
+FAULT_RUN = ["--dataset", "synthetic", "--quiet", "--seed", "3", "--val-size", "1000", "--threads", "1", *PX8]
 
 
 def test_nonfinite_loss_stops_and_keeps_best(tmp_path, monkeypatch, capsys):

@@ -126,7 +126,7 @@ def test_balanced_class_weight_trains_and_weights_the_loss(tmp_path, capsys):
 def test_patience_stops_a_member_and_the_others_go_on(tmp_path):
     """With patience 1 a member that fails to improve for one epoch stops; its best is kept."""
     folder = tmp_path / "sweep"
-    assert train(*COMMON, "--epochs", "8", "--patience", "1", "--schedule", "constant",
+    assert train(*COMMON, *SMALL, "--epochs", "8", "--patience", "1", "--schedule", "constant",
                  "--sweep", "lr=3.0,0.001", "--logdir", str(folder)) == 0
     summary = metrics(folder)
     by_lr = {c["config"]["lr"]: c for c in summary["configs"]}
