@@ -139,12 +139,12 @@ def wait_for(path, proc, timeout=120):
 # --------------------------------------------------------------------------- a torchrun job's ranks, no launcher
 
 # what a rank needs, imported once by the fork server that every rank is forked from
-RANK_PRELOAD = ["tests.helpers", "torch", "torch.distributed", "torch.utils.tensorboard", "PIL.Image", "lintorch.train",
-                "lintorch.extract", "lintorch.config", "lintorch.data", "lintorch.features.kmeans",
-                "lintorch.features.store", "lintorch.optim", "lintorch.output.hparams", "lintorch.output.monitor",
-                "lintorch.output.visualize", "lintorch.training.distributed", "lintorch.training.fit",
-                "lintorch.training.recipe", "lintorch.training.report", "lintorch.training.solvers",
-                "lintorch.training.trainer"]
+RANK_PRELOAD = ["tests.helpers", "torch", "torch.distributed", "torch.utils.tensorboard", "torchvision.transforms",
+                "PIL.Image", "lintorch.train", "lintorch.extract", "lintorch.config", "lintorch.data",
+                "lintorch.features.kmeans", "lintorch.features.store", "lintorch.optim", "lintorch.output.hparams",
+                "lintorch.output.monitor", "lintorch.output.visualize", "lintorch.training.distributed",
+                "lintorch.training.fit", "lintorch.training.recipe", "lintorch.training.report",
+                "lintorch.training.solvers", "lintorch.training.trainer"]
 
 
 def free_port():
