@@ -1,5 +1,7 @@
-"""train.py as a subprocess: bad input exits 2 in one line, signals save and resume exactly, racing runs, real
-CIFAR-10 JPEGs."""
+"""train.py as a process of its own: bad input exits 2 in one line, signals save and resume exactly, racing
+runs, real CIFAR-10 JPEGs. A fresh `python train.py` where its start is the point (usage errors, Ctrl-C while
+importing, the real command line, SIGINT then resume); elsewhere a child forked with torch already imported
+(start_train, tests/forked.py); references and resumes in this process (tests.helpers.train)."""
 import json
 import os
 import signal
@@ -76,9 +78,11 @@ def test_sigint_then_resume_equals_uninterrupted(reference_run, tmp_path):
 
 
 def test_same_seed_gives_identical_metrics(reference_run, tmp_path):
-    """A second process (its own hash seed, a fresh interpreter) reproduces the run trained in this one."""
-    r = python(*train_cmd(tmp_path, *RUN), timeout=300)
-    assert r.returncode == 0, r.stderr
+    """Another process reproduces the run trained in this one: a child of the fork server (tests/forked.py),
+    an interpreter started apart from this one (its own hash seed), not a copy of this process's state."""
+    p = start_train(*SMALL, "--logdir", tmp_path, *RUN)
+    code, (_, err) = p.wait(), p.communicate()
+    assert code == 0, err
     a = json.loads((tmp_path / "metrics.json").read_text())
     b = json.loads((reference_run / "metrics.json").read_text())
     strip = lambda m: {k: v for k, v in m.items() if k not in ("seconds", "images_per_second", "history")}
