@@ -183,8 +183,9 @@ class Ranks:
         return next((p.exitcode for p in self.procs if p.exitcode), 0)
 
     def output(self, rank):
-        """(stdout, stderr) of one rank so far."""
-        return tuple(Path(self.folder, f"{rank}.{kind}").read_text() for kind in ("out", "err"))
+        """(stdout, stderr) of one rank so far ("" before the rank has opened its files)."""
+        paths = [Path(self.folder, f"{rank}.{kind}") for kind in ("out", "err")]
+        return tuple(p.read_text() if p.exists() else "" for p in paths)
 
     def result(self, timeout=300):
         """Wait for every rank (killed past timeout: the test fails) -> CompletedProcess."""
