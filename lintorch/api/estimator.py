@@ -1,6 +1,14 @@
 """scikit-learn's estimator protocol without importing scikit-learn: keyword arguments stored as
 given, get_params / set_params / clone-ability, a repr of what was set, the classifier tags."""
+import functools
 import inspect
+
+
+@functools.lru_cache(maxsize=None)
+def _init_parameters(cls):
+    """cls.__init__'s keyword parameters {name: inspect.Parameter}, read once per class (a fit asks
+    for them several times; inspect.signature costs about 0.1 ms each)."""
+    return {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
 
 
 class Classifier:
@@ -18,11 +26,11 @@ class Classifier:
 
     @classmethod
     def _param_names(cls):
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        return list(_init_parameters(cls))
 
     @classmethod
     def _defaults(cls):
-        return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+        return {k: p.default for k, p in _init_parameters(cls).items()}
 
     def get_params(self, deep=True):
         return {k: getattr(self, k) for k in self._param_names()}
@@ -37,5 +45,5 @@ class Classifier:
 
     def __repr__(self):
         given = {k: v for k, v in self.get_params().items()
-                 if v is not inspect.signature(type(self).__init__).parameters[k].default}
+                 if v is not _init_parameters(type(self))[k].default}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in given.items())})"

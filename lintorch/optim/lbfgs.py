@@ -153,27 +153,35 @@ _dot = torch.linalg.vecdot               # row-wise dot products: a, b (A, P) ->
 
 
 def two_loop(g, S, Y, rho, precondition=None, members=None):
-    """The two-loop recursion for A members at once: -H g with H each member's L-BFGS inverse Hessian
-    (Nocedal & Wright, Algorithm 7.4), from H0 = gamma I, gamma = s.y / y.y of its newest pair, or from
-    H0 = gamma M^-1, gamma = s.y / y.M^-1 y, with precondition(v (A, r, P), members) = M^-1 v.
+    """-H g for A members at once, H each member's L-BFGS inverse Hessian from H0 = gamma I, gamma =
+    s.y / y.y of its newest pair, or from H0 = gamma M^-1, gamma = s.y / y.M^-1 y, with
+    precondition(v (A, r, P), members) = M^-1 v: the two-loop recursion's direction (Nocedal & Wright,
+    Algorithm 7.4), computed in the compact form of Byrd, Nocedal & Schnabel (1994, Theorem 2.2),
+        H g = gamma z + S R^-T (D u - gamma Y^T z),  u = R^-1 S^T g,  z = M^-1 (g - Y u),
+    S, Y (P, n) the pairs as columns, R (n, n) upper triangular with R_ij = s_i.y_j (i <= j), D its
+    diagonal: a fixed number of small batched products and two triangular solves whatever n, where
+    the recursion takes about 11 kernels per pair (on small problems each kernel's dispatch is the
+    cost). The vectors are rows (u^T = a^T R^-T, w^T = r^T R^-1): the products with S and Y are then
+    row-times-matrix, the fast ones.
     g (A, P); S, Y (A, n, P) every member's n pairs, oldest first; rho (A, n) 1 / s.y, 0 in an empty slot
-    (a member with fewer than n pairs has its empty slots first; a zero rho makes a slot add nothing, and
-    gamma is 1 where the newest slot is empty). -> (A, P). About 8 kernels per pair whatever A, none
-    reading back to the host."""
-    q, n = g.clone(), rho.shape[1]
-    rhos, Ss, Ys = rho.unbind(1), S.unbind(1), Y.unbind(1)
-    alphas = [None] * n
-    for j in reversed(range(n)):
-        alphas[j] = rhos[j] * _dot(Ss[j], q)
-        q -= alphas[j][:, None] * Ys[j]
-    s, y = Ss[-1], Ys[-1]                            # the newest
-    My = y                                           # M^-1 y
+    (a member with fewer than n pairs has its empty slots first; an empty slot adds nothing, whatever
+    S and Y hold there, and gamma is 1 where the newest slot is empty). -> (A, P). Nothing read back
+    to the host (a triangular solve checks no error code)."""
+    n = rho.shape[1]
+    SY = S @ Y.mT                                                       # (A, n, n) s_i.y_j
+    live = rho > 0                                                      # (A, n)
+    R = torch.where(live[:, :, None] & live[:, None, :], SY.triu(), torch.eye(n, dtype=g.dtype, device=g.device))
+    live = live.to(g.dtype)[:, None]                                    # (A, 1, n)
+    u = torch.linalg.solve_triangular(R.mT, (g[:, None] @ S.mT).mul_(live), upper=False, left=False)   # (A, 1, n)
+    z = torch.baddbmm(g[:, None], u, Y, alpha=-1)                       # (g - Y u)^T (A, 1, P)
+    y = My = Y[:, -1]                                                   # the newest; M^-1 y
     if precondition is not None:
-        q, My = precondition(torch.stack([q, y], 1), members).unbind(1)
-    q *= torch.where(rhos[-1] > 0, _dot(s, y) / _dot(y, My), 1.0)[:, None]
-    for j in range(n):
-        q += (alphas[j] - rhos[j] * _dot(Ys[j], q))[:, None] * Ss[j]
-    return q.neg_()
+        z, My = precondition(torch.cat([z, y[:, None]], 1), members).split(1, 1)
+        My = My.squeeze(1)
+    gamma = torch.where(live[:, 0, -1] > 0, SY[:, -1, -1] / _dot(y, My), 1.0)[:, None, None]   # (A, 1, 1)
+    rhs = (SY.diagonal(0, 1, 2)[:, None] * u).sub_(gamma * (z @ Y.mT)).mul_(live)
+    w = torch.linalg.solve_triangular(R, rhs, upper=True, left=False)                         # (A, 1, n)
+    return torch.baddbmm(gamma * z, w, S).squeeze(1).neg_()
 
 
 class _DeviceState:
@@ -181,7 +189,8 @@ class _DeviceState:
     point; d (K, P) its direction and step (K,) its trial step along it; news (K, 3) the slope g.d,
     first step and max |d| of its newest direction; its history in ring buffers S, Y (K, m, P), rho
     (K, m) (1 / s.y, 0 in an empty slot), pushed (K,) int64 the pairs it ever kept: the next pair goes
-    to slot pushed % m, over the oldest, so a new pair writes P numbers, not m P. rows: (A,) indices."""
+    to slot pushed % m, over the oldest, so a new pair writes P numbers, not m P. rows: which members,
+    a slice of all K or their (A,) indices (state.rows)."""
 
     def __init__(self, theta, history, precondition):
         K, P = theta.shape
@@ -190,57 +199,58 @@ class _DeviceState:
         self.S, self.Y = theta.new_zeros(K, history, P), theta.new_zeros(K, history, P)
         self.rho = theta.new_zeros(K, history)
         self.pushed = torch.zeros(K, dtype=torch.int64, device=theta.device)
+        self.all, self.ages = torch.arange(K, device=theta.device), torch.arange(history, device=theta.device)
         self.precondition = precondition
 
     def put(self, values, dtype=torch.float64):
         """Host numbers as a tensor on the state's device, by a copy that does not wait for the device."""
         return torch.tensor(values, dtype=dtype).to(self.theta.device, non_blocking=True)
 
+    def rows(self, members):
+        """Members (sorted, distinct) as the state's rows: all K as a slice (views: a single model, or
+        a path with every member running), else their indices."""
+        return slice(None) if len(members) == len(self.theta) else self.put(members, torch.int64)
+
     def points(self, rows):
         """The trial points theta + step d of `rows` -> (A, P)."""
-        return self.theta[rows] + self.step[rows, None] * self.d[rows]
+        return torch.addcmul(self.theta[rows], self.step[rows, None], self.d[rows])
 
-    def accept(self, rows, t, g_new):
-        """Members `rows` move by t (A,) along d to where the gradient is g_new (A, P); their (s, y)
-        pair joins the history where s.y > 1e-10 y.y (the curvature condition, which keeps H positive
-        definite; the start, a step of 0, never passes it)."""
-        s = t[:, None] * self.d[rows]
+    def advance(self, rows, members, t, g_new, held):
+        """Members `rows` (members: their indices) move by t (A,) along d to where the gradient is
+        g_new (A, P), and get their next directions. Their (s, y) pair joins the history where
+        s.y > 1e-10 y.y (the curvature condition, which keeps H positive definite; the start, a step
+        of 0, never passes it). The direction is the two-loop recursion's, or -g where that is not a
+        descent direction (the history then cleared); its first step: 1, or min(1, 1 / |g|_1) without
+        history and preconditioner (scipy's first step). held: a host-known bound on the pairs any of
+        them holds (their iterations): the recursion runs over the newest max(1, held) slots, each
+        member's gathered once, as the older ones are empty (rho 0: they would add nothing)."""
+        m, P = self.S.shape[1:]
+        s = self.d[rows] * t[:, None]
         y = g_new - self.grad[rows]
         sy = _dot(s, y)
         ok = sy > 1e-10 * _dot(y, y)
-        slot = self.pushed[rows] % self.S.shape[1]
-        self.S[rows, slot] = torch.where(ok[:, None], s, self.S[rows, slot])
-        self.Y[rows, slot] = torch.where(ok[:, None], y, self.Y[rows, slot])
-        self.rho[rows, slot] = torch.where(ok, 1 / sy, self.rho[rows, slot])
-        self.pushed[rows] += ok
-        self.theta[rows] += s
-        self.grad[rows] = g_new
-
-    def direct(self, rows, members, held):
-        """New directions for `members` (rows: their rows): the two-loop recursion's, or -g where that is
-        not a descent direction (the history then cleared); its first step: 1, or min(1, 1 / |g|_1)
-        without history and preconditioner (scipy's first step). held: a host-known bound on the pairs
-        any of them holds (their iterations): the recursion runs over the newest max(1, held) slots only,
-        as the older ones are empty (rho 0: they would add nothing)."""
-        m = self.S.shape[1]
+        pushed, base = self.pushed[rows], self.all[rows, None] * m
+        slot = base[:, 0] + pushed % m                                 # rows of S, Y (K m, P)
+        S, Y, rho = self.S.view(-1, P), self.Y.view(-1, P), self.rho.view(-1)
+        S[slot] = torch.where(ok[:, None], s, S[slot])
+        Y[slot] = torch.where(ok[:, None], y, Y[slot])
+        rho[slot] = torch.where(ok, 1 / sy, rho[slot])
+        pushed = pushed + ok
+        self.pushed[rows], self.theta[rows], self.grad[rows] = pushed, self.theta[rows] + s, g_new
         used = max(1, min(m, held))
-        age = (self.pushed[rows, None] + torch.arange(m - used, m, device=rows.device)) % m   # (A, used), oldest 1st
-        flat = (rows[:, None] * m + age).reshape(-1)                                   # rows of S, Y (K m, P)
-        shape = (len(age), used, self.S.shape[2])
-        S, Y = (H.flatten(0, 1).index_select(0, flat).view(shape) for H in (self.S, self.Y))   # (A, used, P)
-        g, rho = self.grad[rows], self.rho.flatten()[flat].view(shape[:2])
-        d = two_loop(g, S, Y, rho, self.precondition, members)
-        gtd = _dot(g, d)
-        descent = gtd < 0
-        d = torch.where(descent[:, None], d, -g)
-        gtd = torch.where(descent, gtd, -_dot(g, g))
-        self.rho[rows] = torch.where(descent[:, None], self.rho[rows], 0.0)
-        first = torch.ones_like(gtd)
+        flat = ((pushed[:, None] + self.ages[m - used:]) % m + base).view(-1)   # the newest used, oldest first
+        shape = (len(sy), used, P)
+        rho_used = rho[flat].view(shape[:2])
+        d = two_loop(g_new, S.index_select(0, flat).view(shape), Y.index_select(0, flat).view(shape), rho_used,
+                     self.precondition, members)
+        descent = _dot(g_new, d) < 0
+        first = torch.ones_like(sy)
         if self.precondition is None:
-            held = (rho > 0).any(1) & descent
-            first = torch.where(held, first, (1 / g.abs().sum(1)).clamp(max=1.0))
-        self.d[rows], self.step[rows] = d, first
-        self.news[rows] = torch.stack([gtd, first, d.abs().amax(1)], 1)
+            first = torch.where((rho_used > 0).any(1) & descent, 1.0, (1 / g_new.abs().sum(1)).clamp(max=1.0))
+        self.d[rows] = d = torch.where(descent[:, None], d, -g_new)
+        self.rho[rows] = torch.where(descent[:, None], self.rho[rows], 0.0)
+        self.step[rows] = first
+        self.news[rows] = torch.stack([_dot(g_new, d), first, d.abs().amax(1)], 1)
 
 
 # --------------------------------------------------------------------------- the driver
@@ -272,7 +282,7 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
     searches = {}                  # k -> its line search (None: to start at the next read)
     pending, calls = list(range(K)), 0               # the first round evaluates the start points (step 0)
     while pending:
-        rows = state.put(pending, torch.int64)
+        rows = state.rows(pending)
         points = state.points(rows)                                                       # (A, P)
         f, dW, db = evaluate(points[:, :C * D].view(-1, C, D), points[:, C * D:], torch.tensor(pending))
         calls += 1
@@ -282,16 +292,15 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
                              state.news[rows]], 1).tolist()
         accepted, going = _search(pending, numbers, grads, recs, searches, search)
         if going:                                    # the searches' next trial steps
-            state.step[state.put([k for k, _ in going], torch.int64)] = state.put([t for _, t in going])
-        if accepted:
-            state.accept(state.put([a[0] for a in accepted], torch.int64), state.put([a[1] for a in accepted]),
-                         torch.stack([a[3][1] for a in accepted]))
+            state.step[state.rows([k for k, _ in going])] = state.put([t for _, t in going])
+        if accepted:                                 # each moves, and gets its next direction if it goes on
+            members = [a[0] for a in accepted]
             fresh = [k for k, _, f_new, (gmax, _), moved in accepted
                      if _advance(recs[k], moved, f_new, gmax, max_iter, tol, ftol)]
-            if fresh:
-                state.direct(state.put(fresh, torch.int64), fresh, max(recs[k].iterations for k in fresh))
-                searches.update(dict.fromkeys(fresh))
-                going += [(k, None) for k in fresh]
+            state.advance(state.rows(members), members, state.put([a[1] for a in accepted]),
+                          torch.stack([a[3][1] for a in accepted]), max(recs[k].iterations for k in members))
+            searches.update(dict.fromkeys(fresh))
+            going += [(k, None) for k in fresh]
         pending = sorted(k for k, _ in going)
         if on_iter is not None:
             on_iter(calls, recs)
