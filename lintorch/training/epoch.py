@@ -74,8 +74,7 @@ def train_one_epoch(model, loader, optimizer, objective, epoch, *, lr_at, start=
         with torch.no_grad():
             stats.data = stats.data + data.detach()
             stats.reg = stats.reg + reg.detach()
-            # argmax along the scores' strided last dim is 3x slower than copying them first
-            stats.correct = stats.correct + (scores.contiguous().argmax(-1) == yb).sum(-1)
+            stats.correct = stats.correct + (_predicted(scores) == yb).sum(-1)
         stats.seen += len(yb)
         stats.steps += 1
         if progress is not None:
@@ -93,6 +92,13 @@ def train_one_epoch(model, loader, optimizer, objective, epoch, *, lr_at, start=
     return stats, None
 
 
+def _predicted(scores):
+    """scores (..., N, C) -> the predicted class (..., N): argmax's answer (the first of the largest, a NaN
+    counted largest) by max(-1), which is about 8x faster than argmax over the scores' transposed layout
+    (linear_forward's (C, N) memory; 2,000 x 10, 1 thread: 0.08 ms against 0.72 ms, 0.19 ms with a copy)."""
+    return scores.max(-1).indices
+
+
 @torch.inference_mode()
 def evaluate(model, loader, objective=None, num_classes=None):
     """Accuracy (and mean data loss, confusion matrix) of model on every batch of loader.
@@ -103,7 +109,7 @@ def evaluate(model, loader, objective=None, num_classes=None):
     correct, loss_sum, n, cm = 0, 0.0, 0, None
     for xb, yb in loader.batches(0):
         scores = model(xb)
-        pred = scores.argmax(-1)
+        pred = _predicted(scores)
         correct = correct + (pred == yb).sum(-1)
         if objective is not None:
             loss_sum = loss_sum + objective.data(scores, yb, reduction="sum")
