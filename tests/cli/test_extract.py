@@ -24,6 +24,7 @@ def test_extract_command_line(tmp_path, run_cli):
 
 RSS_SCRIPT = r"""
 import resource, sys, torch
+torch.set_num_threads(1)          # as the suite runs torch: two threads beside other jobs take 2-9 times as long
 from lintorch.data import Preprocess
 from lintorch.features import store
 s = store.FeatureSplit(sys.argv[1], "train", check_finite=False)
