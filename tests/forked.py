@@ -8,7 +8,9 @@ one) that imports PRELOAD and forks every child from there, before any torch wor
 
 For the tests that start a command many times (kills at varied moments, racing runs, signals); how a
 command starts (usage errors before torch is imported, Ctrl-C while importing, the train.py script
-itself) stays tested with fresh interpreters (tests.helpers.python and popen).
+itself) stays tested with fresh interpreters (tests.helpers.python and popen). A child runs in the
+repository root with the server's environment (this process's when the server started): a variable
+monkeypatched in a test does not reach it.
 
     p = start("lintorch.train", "--dataset", "synthetic", ...)
     code, out, err = signal_after(p, "step 0", signal.SIGINT, 0.2)
