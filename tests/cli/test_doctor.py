@@ -1,9 +1,10 @@
-"""`python -m lintorch.doctor` as a subprocess: one line without CUDA, the CPU's quick report."""
+"""`python -m lintorch.doctor` as a process of its own, forked with torch imported (tests/forked.py: its start,
+parsing before torch, is not what these test): one line without CUDA, the CPU's quick report."""
 import pytest
 import torch
 
 from tests import forked
-from tests.helpers import python, read_json
+from tests.helpers import read_json
 
 
 def test_doctor_without_cuda_is_one_line():
@@ -11,14 +12,14 @@ def test_doctor_without_cuda_is_one_line():
     checks the CPU instead and says so: test_commands_ui)."""
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    p = python("-m", "lintorch.doctor", "--device", "cuda", timeout=120)
-    assert p.returncode == 2 and p.stdout == ""
-    assert len(p.stderr.strip().splitlines()) == 1 and "CUDA" in p.stderr
+    p = forked.start("lintorch.doctor", "--device", "cuda")
+    code, (out, err) = p.wait(), p.communicate()
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "CUDA" in err
 
 
 def test_doctor_cpu_quick_report(tmp_path):
-    """The command in a process of its own forked with torch imported (tests/forked.py; a fresh one starts
-    above), on one thread, as the gradient check runs fastest here."""
+    """On one thread, as the gradient check runs fastest here."""
     out = tmp_path / "report.json"
     # the benchmark's 2x limit is a timing: on this shared machine one --quick round can exceed it, and
     # no test asserts a speed (bench does); the threshold's logic is tested in test_commands_ui

@@ -1,15 +1,14 @@
 """`python -m lintorch.gradcheck`: the command prints its table and exits 0, and answers a missing
-CUDA in one line."""
+CUDA in one line; each in a process of its own forked with torch imported (tests/forked.py: its start,
+parsing before torch, is not what these test)."""
 import pytest
 import torch
 
 from tests import forked
-from tests.helpers import python
 
 
 def test_cli_exits_0_and_prints_its_table():
-    """The command in a process of its own forked with torch imported (tests/forked.py; a fresh one starts
-    below), on one thread: its small tensors spent ~40% more CPU on two threads here."""
+    """On one thread: the checks' small tensors spent ~40% more CPU on two threads here."""
     p = forked.start("lintorch.gradcheck", "--seed", "0", threads=1)
     code, (out, err) = p.wait(), p.communicate()
     assert code == 0, out + err
@@ -24,6 +23,7 @@ def test_cli_exits_0_and_prints_its_table():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
 def test_cli_cuda_without_cuda_is_a_one_line_error():
-    p = python("-m", "lintorch.gradcheck", "--device", "cuda", timeout=120)
-    assert p.returncode == 2 and p.stdout == ""
-    assert len(p.stderr.strip().splitlines()) == 1 and "CUDA" in p.stderr
+    p = forked.start("lintorch.gradcheck", "--device", "cuda")
+    code, (out, err) = p.wait(), p.communicate()
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "CUDA" in err
