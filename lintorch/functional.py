@@ -191,8 +191,14 @@ def _validating(validate):
 def _apply(function, traced, *args):
     """function.apply(*args), or, while torch.compile traces, traced.apply(*args): its twin without
     jvp (_without_jvp), since Dynamo cannot trace a Function with a custom jvp (compiled code
-    differentiates its own graph and needs none)."""
-    return (traced if torch.compiler.is_compiling() else function).apply(*args)
+    differentiates its own graph and needs none). Under torch.inference_mode, where autograd records
+    nothing (no graph, no forward-mode tangent), function.forward(*args) itself: the same outputs
+    without apply's per-call cost (it binds the arguments by inspect.signature, about 0.3 ms a call)."""
+    if torch.compiler.is_compiling():       # first: Dynamo cannot trace is_inference_mode_enabled
+        return traced.apply(*args)
+    if torch.is_inference_mode_enabled():
+        return function.forward(*args)
+    return function.apply(*args)
 
 
 def _without_jvp(function):

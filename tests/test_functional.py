@@ -886,3 +886,21 @@ def test_gradcheck():
     for reduction in ("mean", "sum", "none"):
         assert torch.autograd.gradcheck(lambda t: LF.squared_loss(t, y, reduction, class_weight=w),
                                         (s.clone().requires_grad_(),))
+
+
+def test_under_inference_mode_each_function_gives_its_autograd_outputs():
+    """_apply's shortcut (the forward itself under inference_mode) returns what apply returns under no_grad."""
+    g = torch.Generator().manual_seed(0)
+    x, W, b = torch.randn(7, 5, generator=g), torch.randn(2, 4, 5, generator=g), torch.randn(2, 4, generator=g)
+    y = torch.randint(0, 4, (7,), generator=g)
+    calls = [lambda: LF.linear(x, W, b), lambda: LF.linear(x, W[0], None),
+             lambda: LF.softmax_loss(x @ W[0].t(), y, reduction="none"),
+             lambda: LF.svm_loss(x @ W[0].t(), y, reduction="sum"),
+             lambda: LF.squared_loss(x @ W[0].t(), y), lambda: LF.logistic_loss(x @ W[0].t(), y)]
+    for call in calls:
+        with torch.no_grad():
+            expected = call()
+        with torch.inference_mode():
+            got = call()
+        assert got.is_inference() and not got.requires_grad
+        assert torch.equal(got, expected)

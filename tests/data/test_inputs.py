@@ -108,3 +108,20 @@ def test_examples_are_flattened_only_from_the_training_shape():
     assert flatten(x.reshape(2, 12), (3, 2, 2)).shape == (2, 12)          # already flattened rows
     with pytest.raises(ValueError, match=r"examples of shape \(3, 4\); this probe was trained on .*\(3, 2, 2\)"):
         flatten(x.reshape(2, 3, 4), (3, 2, 2))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_check_finite_names_the_first_row_holding_nan_or_inf(bad):
+    from lintorch.data.inputs import check_finite
+    X = torch.randn(50, 4)
+    X[9, 2], X[30, 0] = bad, bad
+    with pytest.raises(ValueError, match=r"X holds NaN or infinite values \(row 9\)"):
+        check_finite(X, "X")
+
+
+def test_check_finite_accepts_finite_values_whose_sum_overflows():
+    from lintorch.data.inputs import check_finite
+    X = torch.full((10, 3), torch.finfo(torch.float32).max / 2)
+    assert not bool(X.sum().isfinite())       # the sum's shortcut cannot decide: the element test does
+    check_finite(X, "X")
+    check_finite(torch.zeros(0, 3), "X")
