@@ -3,8 +3,9 @@
 Each child is a real process (its own pid, signal handlers, exit status, stdout and stderr) that runs a
 command's main(argv) as `python -m MODULE` would, without the ~3-5 s of CPU that a fresh interpreter
 spends importing torch on this machine. The server is multiprocessing's forkserver: a fresh interpreter
-started on first use (one per test process, so each xdist worker has its own; helpers.Ranks uses the same
-one) that imports PRELOAD and forks every child from there, before any torch work has run in it.
+started on first use (one per test process, so each xdist worker has its own) that imports PRELOAD and
+forks every child from there, before any torch work has run in it. Ranks is a torchrun job's `world`
+ranks, each such a child with torchrun's variables, without the launcher.
 
 For the tests that start a command many times (kills at varied moments, racing runs, signals); how a
 command starts (usage errors before torch is imported, Ctrl-C while importing, the train.py script
@@ -14,23 +15,31 @@ monkeypatched in a test does not reach it.
 
     p = start("lintorch.train", "--dataset", "synthetic", ...)
     code, out, err = signal_after(p, "step 0", signal.SIGINT, 0.2)
+    p = ranks("--dataset", "synthetic", ...)            # a torchrun job's ranks -> CompletedProcess
 """
 import importlib
 import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 
 import pytest
 
-from tests.helpers import RANK_PRELOAD, REPO
+from tests.helpers import REPO
 
-# the session has one fork server (helpers.Ranks forks a torchrun job's ranks from it too): what a rank
-# imports, and the other commands
-PRELOAD = [*RANK_PRELOAD, "lintorch.evaluate", "lintorch.predict", "lintorch.gradcheck", "lintorch.doctor",
+# what the session's one fork server imports before it forks any child: what a rank of train or extract
+# needs, and the other commands
+PRELOAD = ["tests.helpers", "torch", "torch.distributed", "torch.utils.tensorboard", "torchvision.transforms",
+           "PIL.Image", "lintorch.train", "lintorch.extract", "lintorch.config", "lintorch.data",
+           "lintorch.features.kmeans", "lintorch.features.store", "lintorch.optim", "lintorch.output.hparams",
+           "lintorch.output.monitor", "lintorch.output.visualize", "lintorch.training.distributed",
+           "lintorch.training.fit", "lintorch.training.recipe", "lintorch.training.report",
+           "lintorch.training.solvers", "lintorch.training.trainer",
+           "lintorch.evaluate", "lintorch.predict", "lintorch.gradcheck", "lintorch.doctor",
            "lintorch.verify.gradients"]
 
 
@@ -40,10 +49,11 @@ def _context():
     return context
 
 
-def _run(module, argv, out, err, threads):
+def _run(module, argv, out, err, threads, env):
     """In the child: stdout and stderr to the files out and err (a line at a time, as with
     PYTHONUNBUFFERED=1), SIGINT as at a terminal, torch's threads (as OMP_NUM_THREADS would set
-    them) when given, then sys.exit(MODULE.main(argv))."""
+    them) when given, the variables env (if any) added to the environment, then
+    sys.exit(MODULE.main(argv))."""
     os.chdir(REPO)
     for fd, path in ((1, out), (2, err)):
         f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -55,6 +65,7 @@ def _run(module, argv, out, err, threads):
     if threads is not None:
         import torch
         torch.set_num_threads(threads)
+    os.environ.update(env or {})
     sys.argv = [module, *argv]
     sys.exit(importlib.import_module(module).main(argv))
 
@@ -62,11 +73,12 @@ def _run(module, argv, out, err, threads):
 class Forked:
     """A command started in a forked child: send_signal, wait, and its output (stdout(), stderr())."""
 
-    def __init__(self, module, argv, threads=None):
+    def __init__(self, module, argv, threads=None, env=None):
         self._folder = tempfile.mkdtemp(prefix="lintorch-forked-")
         self._files = [os.path.join(self._folder, name) for name in ("stdout", "stderr")]
         self._ended = None                 # (stdout, stderr) once the child has ended
-        self.process = _context().Process(target=_run, args=(module, [str(a) for a in argv], *self._files, threads))
+        argv = [str(a) for a in argv]
+        self.process = _context().Process(target=_run, args=(module, argv, *self._files, threads, env))
         self.process.start()
         self.pid = self.process.pid
         self.returncode = None
@@ -133,10 +145,11 @@ def _read(path):
         return ""
 
 
-def start(module, *argv, threads=None):
+def start(module, *argv, threads=None, env=None):
     """`python -m MODULE *argv` (MODULE.main(argv)) in a child of the forkserver -> Forked.
-    threads: torch's CPU threads in the child (its default: the machine's cores)."""
-    return Forked(module, argv, threads)
+    threads: torch's CPU threads in the child (its default: the machine's cores); env: variables added
+    to the child's environment."""
+    return Forked(module, argv, threads, env)
 
 
 def signal_after(p, prefix, sig, delay, timeout=120):
@@ -147,3 +160,65 @@ def signal_after(p, prefix, sig, delay, timeout=120):
     p.send_signal(sig)
     out, err = p.communicate(timeout)
     return p.returncode, out, err
+
+
+# --------------------------------------------------------------------------- a torchrun job's ranks, no launcher
+
+def free_port():
+    """A local TCP port free a moment ago."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Ranks:
+    """The `world` processes of one torchrun job running `python -m module *argv` on the CPU (gloo), with
+    the variables torchrun gives them (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and a
+    free MASTER_PORT; rank 0 hosts the store) but without its launcher process. Each rank is a Forked
+    child of the session's fork server: a job costs its work, not three torch imports. Each rank's stdout
+    and stderr go to files of their own. Popen-like: poll(), and result(timeout) -> CompletedProcess
+    (returncode: the first failing rank's exit status, else 0; stdout and stderr: every rank's, in rank
+    order); procs: the ranks' multiprocessing processes (kill, join, exitcode)."""
+
+    def __init__(self, *argv, module="lintorch.train", world=2):
+        port = free_port()
+        self.ranks = [Forked(module, argv, env=dict(
+            RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")) for rank in range(world)]
+        self.procs = [r.process for r in self.ranks]
+
+    def poll(self):
+        """None while a rank runs, else the job's exit status."""
+        if any(p.exitcode is None for p in self.procs):
+            return None
+        return next((p.exitcode for p in self.procs if p.exitcode), 0)
+
+    def output(self, rank):
+        """(stdout, stderr) of one rank so far ("" before the rank has opened its files)."""
+        return self.ranks[rank].stdout(), self.ranks[rank].stderr()
+
+    def result(self, timeout=300):
+        """Wait for every rank (killed past timeout: the test fails) -> CompletedProcess."""
+        t0 = time.time()
+        for p in self.procs:
+            p.join(max(0.0, timeout - (time.time() - t0)))
+        stuck = [p for p in self.procs if p.exitcode is None]
+        for p in stuck:
+            p.kill()
+            p.join()
+        outs = [r.communicate() for r in self.ranks]
+        out, err = "".join(o for o, _ in outs), "".join(e for _, e in outs)
+        if stuck:
+            pytest.fail(f"{len(stuck)} rank(s) still running after {timeout} s\n{out}{err}")
+        return subprocess.CompletedProcess(self.procs[0].name, self.poll(), out, err)
+
+    def communicate(self, timeout=300):
+        """As Popen's, for wait_for's report of a job that ended early -> (stdout, stderr)."""
+        p = self.result(timeout)
+        return p.stdout, p.stderr
+
+
+def ranks(*argv, module="lintorch.train", world=2, timeout=300):
+    """One torchrun job's ranks (Ranks), run to the end -> CompletedProcess."""
+    return Ranks(*argv, module=module, world=world).result(timeout)

@@ -1,9 +1,10 @@
 """What the three test groups share, written once: the repository's path, train.py run in this
-process, the subprocess runners (python, torchrun, popen and signal_after for a started process,
-Ranks for a torchrun job's processes without its launcher), the JSON and TensorBoard event-file
-readers, the small data a few tests build, and the assertions on evaluate's reports and one-line
-errors. Imported as `from tests.helpers import ...` (pytest's pythonpath holds the repository
-root); tests/conftest.py hands some of them out as fixtures (run_cli, train_main, read_json)."""
+process, the subprocess runners (python, torchrun, popen and signal_after for a started process;
+tests/forked.py holds the fork server's children, a torchrun job's ranks among them), the JSON and
+TensorBoard event-file readers, the small data a few tests build, and the assertions on evaluate's
+reports and one-line errors. Imported as `from tests.helpers import ...` (pytest's pythonpath holds
+the repository root); tests/conftest.py hands some of them out as fixtures (run_cli, train_main,
+read_json)."""
 import json
 import os
 import subprocess
@@ -134,102 +135,6 @@ def wait_for(path, proc, timeout=120):
         assert proc.poll() is None, proc.communicate()
         assert time.time() - t0 < timeout, f"{path} did not appear"
         time.sleep(0.2)
-
-
-# --------------------------------------------------------------------------- a torchrun job's ranks, no launcher
-
-# what a rank needs, imported once by the fork server that every rank is forked from
-RANK_PRELOAD = ["tests.helpers", "torch", "torch.distributed", "torch.utils.tensorboard", "torchvision.transforms",
-                "PIL.Image", "lintorch.train", "lintorch.extract", "lintorch.config", "lintorch.data",
-                "lintorch.features.kmeans", "lintorch.features.store", "lintorch.optim", "lintorch.output.hparams",
-                "lintorch.output.monitor", "lintorch.output.visualize", "lintorch.training.distributed",
-                "lintorch.training.fit", "lintorch.training.recipe", "lintorch.training.report",
-                "lintorch.training.solvers", "lintorch.training.trainer"]
-
-
-def free_port():
-    """A local TCP port free a moment ago."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Ranks:
-    """The `world` processes of one torchrun job running `python -m module *argv` on the CPU (gloo), with
-    the variables torchrun gives them (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and a
-    free MASTER_PORT; rank 0 hosts the store) but without its launcher process. Each rank is a real
-    process forked from multiprocessing's fork server, which imported torch and lintorch once for the
-    whole session: a job costs its work, not three torch imports. Each rank's stdout and stderr go to
-    files of their own. Popen-like: poll(), and result(timeout) -> CompletedProcess (returncode: the
-    first failing rank's exit status, else 0; stdout and stderr: every rank's, in rank order)."""
-
-    def __init__(self, *argv, module="lintorch.train", world=2):
-        import multiprocessing
-        import tempfile
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(RANK_PRELOAD)
-        self.folder = tempfile.mkdtemp(prefix="lintorch-ranks-")
-        port, argv = free_port(), [str(a) for a in argv]
-        self.procs = [ctx.Process(target=_rank, args=(module, argv, rank, world, port, self.folder))
-                      for rank in range(world)]
-        for p in self.procs:
-            p.start()
-
-    def poll(self):
-        """None while a rank runs, else the job's exit status."""
-        if any(p.exitcode is None for p in self.procs):
-            return None
-        return next((p.exitcode for p in self.procs if p.exitcode), 0)
-
-    def output(self, rank):
-        """(stdout, stderr) of one rank so far ("" before the rank has opened its files)."""
-        paths = [Path(self.folder, f"{rank}.{kind}") for kind in ("out", "err")]
-        return tuple(p.read_text() if p.exists() else "" for p in paths)
-
-    def result(self, timeout=300):
-        """Wait for every rank (killed past timeout: the test fails) -> CompletedProcess."""
-        import shutil
-        t0 = time.time()
-        for p in self.procs:
-            p.join(max(0.0, timeout - (time.time() - t0)))
-        stuck = [p for p in self.procs if p.exitcode is None]
-        for p in stuck:
-            p.kill()
-            p.join()
-        outs = [self.output(rank) for rank in range(len(self.procs))]
-        shutil.rmtree(self.folder, ignore_errors=True)
-        out, err = "".join(o for o, _ in outs), "".join(e for _, e in outs)
-        if stuck:
-            pytest.fail(f"{len(stuck)} rank(s) still running after {timeout} s\n{out}{err}")
-        return subprocess.CompletedProcess(self.procs[0].name, self.poll(), out, err)
-
-    def communicate(self, timeout=300):
-        """As Popen's, for wait_for's report of a job that ended early -> (stdout, stderr)."""
-        p = self.result(timeout)
-        return p.stdout, p.stderr
-
-
-def ranks(*argv, module="lintorch.train", world=2, timeout=300):
-    """One torchrun job's ranks (Ranks), run to the end -> CompletedProcess."""
-    return Ranks(*argv, module=module, world=world).result(timeout)
-
-
-def _rank(module, argv, rank, world, port, folder):
-    """One rank's process: torchrun's variables, stdout and stderr to the job's folder, the exit status of
-    `module`.main(argv)."""
-    import importlib
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    for fd, kind in ((1, "out"), (2, "err")):
-        with open(os.path.join(folder, f"{rank}.{kind}"), "w") as f:
-            os.dup2(f.fileno(), fd)
-    try:
-        code = importlib.import_module(module).main(argv)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    sys.exit(code)
 
 
 # --------------------------------------------------------------------------- assertions

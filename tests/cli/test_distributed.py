@@ -1,6 +1,6 @@
 """torchrun on the CPU (gloo, 2 processes): training, sweeps, resumes, signals and feature extraction across ranks
 equal one process. The real launcher (`torchrun train.py`) where it is the point: a run's files and lines, SIGTERM
-forwarded. Elsewhere the two ranks alone (helpers.Ranks: torchrun's variables, each rank
+forwarded. Elsewhere the two ranks alone (forked.Ranks: torchrun's variables, each rank
 forked from a server that imported torch once), and the one-process references in this process."""
 import os
 import signal
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lintorch.features import store
-from tests.helpers import Ranks, popen, ranks, read_json, torchrun, train, wait_for
+from tests.forked import Ranks, ranks
+from tests.helpers import popen, read_json, torchrun, train, wait_for
 
 
 # 3200 training images: B 63 leaves shards of 32 and 31 rows and a last global batch of 50
