@@ -6,10 +6,11 @@ W (C, D), b (C,), flattened to P = C * D + C entries; m = history, the (s, y) pa
 Each member runs its own L-BFGS (its own (s, y) history, line search, convergence test, status);
 the device work is done for all at once. A round stacks the trial points of all live members into
 ONE evaluate(W (A, C, D), b (A, C), active (A,) member indices) -> (f (A,), dW (A, C, D), db (A, C)),
-reads back in one host sync each member's f, slope g.d and max |g| there (with the numbers of the
-directions set up the round before), lets the line searches decide on the host, and computes the
-next directions of those that accepted a step as one batched two-loop recursion: one evaluate, a
-fixed number of kernels and one sync per round, whatever K and N. Converged, stopped and non-finite
+reads back in one host sync each member's f, slope g.d, max |g| and the dot products the curvature
+test needs there (with the numbers of the directions set up the round before), lets the line
+searches and the curvature tests decide on the host (which history slots hold pairs is a host count),
+and computes the next directions of those that go on as one batched two-loop recursion: one
+evaluate, a fixed number of kernels and one sync per round, whatever K and N. Converged, stopped and non-finite
 members leave the stack. The solver state is float64 whatever dtype evaluate computes in.
 
 Convergence is scikit-learn's (scipy L-BFGS-B with gtol=tol): a member stops "converged" when
@@ -47,6 +48,13 @@ class _Member:
     status: str = "running"
     trace: List[float] = field(default_factory=list)      # f after each accepted iteration
     reached: bool = False                                 # a finite f in the current line search
+    pairs: int = 0                                        # (s, y) pairs kept since its history was cleared
+    gg: float = 0.0                                       # g.g at its last accepted point
+
+
+# The numbers read back each round, per trial point: at the trial, then of its member's direction.
+_TRIAL = ("f", "g.d", "max |g|", "g.g", "g.g_old", "|g|_1")
+_DIRECTION = ("g.d", "first step", "max |d|", "descent")
 
 
 @dataclass
@@ -152,7 +160,7 @@ def _armijo(f, gtd, t, d_max, c1=1e-4, max_ls=25):
 _dot = torch.linalg.vecdot               # row-wise dot products: a, b (A, P) -> (A,)
 
 
-def two_loop(g, S, Y, rho, precondition=None, members=None):
+def two_loop(g, S, Y, live=None, precondition=None, members=None):
     """-H g for A members at once, H each member's L-BFGS inverse Hessian from H0 = gamma I, gamma =
     s.y / y.y of its newest pair, or from H0 = gamma M^-1, gamma = s.y / y.M^-1 y, with
     precondition(v (A, r, P), members) = M^-1 v: the two-loop recursion's direction (Nocedal & Wright,
@@ -163,43 +171,49 @@ def two_loop(g, S, Y, rho, precondition=None, members=None):
     the recursion takes about 11 kernels per pair (on small problems each kernel's dispatch is the
     cost). The vectors are rows (u^T = a^T R^-T, w^T = r^T R^-1): the products with S and Y are then
     row-times-matrix, the fast ones.
-    g (A, P); S, Y (A, n, P) every member's n pairs, oldest first; rho (A, n) 1 / s.y, 0 in an empty slot
-    (a member with fewer than n pairs has its empty slots first; an empty slot adds nothing, whatever
-    S and Y hold there, and gamma is 1 where the newest slot is empty). -> (A, P). Nothing read back
-    to the host (a triangular solve checks no error code)."""
-    n = rho.shape[1]
+    g (A, P); S, Y (A, n, P) every member's n pairs, oldest first; live (A, n) bool: which slots hold a
+    pair, or None when all do (a member with fewer than n pairs has its empty slots first; an empty
+    slot adds nothing, whatever finite numbers S and Y hold there, and gamma is 1 where the newest slot
+    is empty). -> (A, P). Nothing read back to the host (a triangular solve checks no error code)."""
+    n = S.shape[1]
     SY = S @ Y.mT                                                       # (A, n, n) s_i.y_j
-    live = rho > 0                                                      # (A, n)
-    R = torch.where(live[:, :, None] & live[:, None, :], SY.triu(), torch.eye(n, dtype=g.dtype, device=g.device))
-    live = live.to(g.dtype)[:, None]                                    # (A, 1, n)
-    u = torch.linalg.solve_triangular(R.mT, (g[:, None] @ S.mT).mul_(live), upper=False, left=False)   # (A, 1, n)
+    R = SY.triu()
+    u = g[:, None] @ S.mT                                               # (A, 1, n) S^T g, as a row
+    if live is not None:                                                # an empty slot: R's row and column e_i
+        both = live[:, :, None] & live[:, None, :]
+        R = torch.where(both, R, torch.eye(n, dtype=g.dtype, device=g.device))
+        u = u.mul_(live[:, None])
+    u = torch.linalg.solve_triangular(R.mT, u, upper=False, left=False)     # (A, 1, n)
     z = torch.baddbmm(g[:, None], u, Y, alpha=-1)                       # (g - Y u)^T (A, 1, P)
     y = My = Y[:, -1]                                                   # the newest; M^-1 y
     if precondition is not None:
         z, My = precondition(torch.cat([z, y[:, None]], 1), members).split(1, 1)
         My = My.squeeze(1)
-    gamma = torch.where(live[:, 0, -1] > 0, SY[:, -1, -1] / _dot(y, My), 1.0)[:, None, None]   # (A, 1, 1)
-    rhs = (SY.diagonal(0, 1, 2)[:, None] * u).sub_(gamma * (z @ Y.mT)).mul_(live)
-    w = torch.linalg.solve_triangular(R, rhs, upper=True, left=False)                         # (A, 1, n)
+    gamma = SY[:, -1, -1] / _dot(y, My)                                 # (A,)
+    if live is not None:
+        gamma = torch.where(live[:, -1], gamma, 1.0)
+    gamma = gamma[:, None, None]
+    rhs = (SY.diagonal(0, 1, 2)[:, None] * u).sub_(gamma * (z @ Y.mT))   # (A, 1, n) D u - gamma Y^T z
+    if live is not None:
+        rhs = rhs.mul_(live[:, None])
+    w = torch.linalg.solve_triangular(R, rhs, upper=True, left=False)   # (A, 1, n)
     return torch.baddbmm(gamma * z, w, S).squeeze(1).neg_()
 
 
 class _DeviceState:
     """The K members' device state, all float64: theta, grad (K, P) at each member's last accepted
-    point; d (K, P) its direction and step (K,) its trial step along it; news (K, 3) the slope g.d,
-    first step and max |d| of its newest direction; its history in ring buffers S, Y (K, m, P), rho
-    (K, m) (1 / s.y, 0 in an empty slot), pushed (K,) int64 the pairs it ever kept: the next pair goes
-    to slot pushed % m, over the oldest, so a new pair writes P numbers, not m P. rows: which members,
-    a slice of all K or their (A,) indices (state.rows)."""
+    point; d (K, P) its direction and step (K,) its trial step along it; news (K, 4) the slope g.d,
+    first step, max |d| and descent (1, or 0 where d fell back to -g) of its newest direction; its
+    history in ring buffers S, Y (K, m, P): member k's i-th pair since its history was last cleared
+    is in slot i % m, over the oldest, so a new pair writes P numbers, not m P. Which slots hold pairs
+    is the host's count (_Member.pairs), so nothing here is read back to decide it. rows: which
+    members, a slice of all K or their (A,) indices (state.rows)."""
 
     def __init__(self, theta, history, precondition):
         K, P = theta.shape
         self.theta, self.grad, self.d = theta, torch.zeros_like(theta), torch.zeros_like(theta)
-        self.step, self.news = theta.new_zeros(K), theta.new_zeros(K, 3)
+        self.step, self.news = theta.new_zeros(K), theta.new_zeros(K, 4)
         self.S, self.Y = theta.new_zeros(K, history, P), theta.new_zeros(K, history, P)
-        self.rho = theta.new_zeros(K, history)
-        self.pushed = torch.zeros(K, dtype=torch.int64, device=theta.device)
-        self.all, self.ages = torch.arange(K, device=theta.device), torch.arange(history, device=theta.device)
         self.precondition = precondition
 
     def put(self, values, dtype=torch.float64):
@@ -215,42 +229,48 @@ class _DeviceState:
         """The trial points theta + step d of `rows` -> (A, P)."""
         return torch.addcmul(self.theta[rows], self.step[rows, None], self.d[rows])
 
-    def advance(self, rows, members, t, g_new, held):
-        """Members `rows` (members: their indices) move by t (A,) along d to where the gradient is
-        g_new (A, P), and get their next directions. Their (s, y) pair joins the history where
-        s.y > 1e-10 y.y (the curvature condition, which keeps H positive definite; the start, a step
-        of 0, never passes it). The direction is the two-loop recursion's, or -g where that is not a
-        descent direction (the history then cleared); its first step: 1, or min(1, 1 / |g|_1) without
-        history and preconditioner (scipy's first step). held: a host-known bound on the pairs any of
-        them holds (their iterations): the recursion runs over the newest max(1, held) slots, each
-        member's gathered once, as the older ones are empty (rho 0: they would add nothing)."""
-        m, P = self.S.shape[1:]
+    def move(self, rows, t, g_new, slots):
+        """Members `rows` move by t (A,) along d to where the gradient is g_new (A, P); those whose
+        (s, y) pair the host kept write it to their ring slots: slots [(j, flat slot k m + i)], j
+        indexing the A rows."""
         s = self.d[rows] * t[:, None]
-        y = g_new - self.grad[rows]
-        sy = _dot(s, y)
-        ok = sy > 1e-10 * _dot(y, y)
-        pushed, base = self.pushed[rows], self.all[rows, None] * m
-        slot = base[:, 0] + pushed % m                                 # rows of S, Y (K m, P)
-        S, Y, rho = self.S.view(-1, P), self.Y.view(-1, P), self.rho.view(-1)
-        S[slot] = torch.where(ok[:, None], s, S[slot])
-        Y[slot] = torch.where(ok[:, None], y, Y[slot])
-        rho[slot] = torch.where(ok, 1 / sy, rho[slot])
-        pushed = pushed + ok
-        self.pushed[rows], self.theta[rows], self.grad[rows] = pushed, self.theta[rows] + s, g_new
-        used = max(1, min(m, held))
-        flat = ((pushed[:, None] + self.ages[m - used:]) % m + base).view(-1)   # the newest used, oldest first
-        shape = (len(sy), used, P)
-        rho_used = rho[flat].view(shape[:2])
-        d = two_loop(g_new, S.index_select(0, flat).view(shape), Y.index_select(0, flat).view(shape), rho_used,
-                     self.precondition, members)
-        descent = _dot(g_new, d) < 0
-        first = torch.ones_like(sy)
-        if self.precondition is None:
-            first = torch.where((rho_used > 0).any(1) & descent, 1.0, (1 / g_new.abs().sum(1)).clamp(max=1.0))
-        self.d[rows] = d = torch.where(descent[:, None], d, -g_new)
-        self.rho[rows] = torch.where(descent[:, None], self.rho[rows], 0.0)
-        self.step[rows] = first
-        self.news[rows] = torch.stack([_dot(g_new, d), first, d.abs().amax(1)], 1)
+        if slots:
+            P = self.S.shape[2]
+            j = [j for j, _ in slots]
+            at = self.put([i for _, i in slots], torch.int64)
+            y = g_new - self.grad[rows]
+            if len(j) < len(t):
+                keep = self.put(j, torch.int64)
+                s_kept, y = s.index_select(0, keep), y.index_select(0, keep)
+            else:
+                s_kept = s
+            self.S.view(-1, P).index_copy_(0, at, s_kept)
+            self.Y.view(-1, P).index_copy_(0, at, y)
+        if isinstance(rows, slice):
+            self.theta.add_(s)
+            self.grad.copy_(g_new)
+        else:
+            self.theta.index_add_(0, rows, s)
+            self.grad.index_copy_(0, rows, g_new)
+
+    def directions(self, rows, members, g, window, live, first):
+        """The next directions of members `rows` (members: their indices) at their gradients g (A, P):
+        the two-loop recursion's over the ring slots window (A n flat indices, each member's newest n
+        slots oldest first; live (A, n) which hold pairs, or None), or -g where that is not a descent
+        direction (the host clears that member's history when it reads the descent flag). first (2, A):
+        each one's first trial step if the direction descends, and if it fell back to -g."""
+        P = self.S.shape[2]
+        shape = (len(g), len(window) // len(g), P)
+        at = self.put(window, torch.int64)
+        d = two_loop(g, self.S.view(-1, P).index_select(0, at).view(shape),
+                     self.Y.view(-1, P).index_select(0, at).view(shape),
+                     None if live is None else self.put(live, torch.bool), self.precondition, members)
+        descent = _dot(g, d) < 0
+        d = torch.where(descent[:, None], d, -g)
+        first = self.put(first)
+        first = torch.where(descent, first[0], first[1])
+        self.d[rows], self.step[rows] = d, first
+        self.news[rows] = torch.stack([_dot(g, d), first, d.abs().amax(1), descent.to(d.dtype)], 1)
 
 
 # --------------------------------------------------------------------------- the driver
@@ -287,18 +307,16 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
         f, dW, db = evaluate(points[:, :C * D].view(-1, C, D), points[:, C * D:], torch.tensor(pending))
         calls += 1
         grads = torch.cat([dW.reshape(len(pending), -1), db.reshape(len(pending), -1)], 1).to(torch.float64)
-        # the one host sync of the round: f, g.d and max |g| at each trial, and each new direction's numbers
-        numbers = torch.cat([torch.stack([f.to(grads), _dot(grads, state.d[rows]), grads.abs().amax(1)], 1),
+        # the one host sync of the round: each trial's numbers (_TRIAL) and its direction's (_DIRECTION)
+        g_abs = grads.abs()
+        numbers = torch.cat([torch.stack([f.to(grads), _dot(grads, state.d[rows]), g_abs.amax(1), _dot(grads, grads),
+                                          _dot(grads, state.grad[rows]), g_abs.sum(1)], 1),
                              state.news[rows]], 1).tolist()
         accepted, going = _search(pending, numbers, grads, recs, searches, search)
         if going:                                    # the searches' next trial steps
             state.step[state.rows([k for k, _ in going])] = state.put([t for _, t in going])
         if accepted:                                 # each moves, and gets its next direction if it goes on
-            members = [a[0] for a in accepted]
-            fresh = [k for k, _, f_new, (gmax, _), moved in accepted
-                     if _advance(recs[k], moved, f_new, gmax, max_iter, tol, ftol)]
-            state.advance(state.rows(members), members, state.put([a[1] for a in accepted]),
-                          torch.stack([a[3][1] for a in accepted]), max(recs[k].iterations for k in members))
+            fresh = _accept(state, accepted, recs, history, precondition is not None, max_iter, tol, ftol)
             searches.update(dict.fromkeys(fresh))
             going += [(k, None) for k in fresh]
         pending = sorted(k for k, _ in going)
@@ -318,18 +336,22 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
 
 def _search(pending, numbers, grads, recs, searches, search):
     """The host's part of a round: each pending member's line search takes its trial's numbers (a row of
-    numbers: f, g.d, max |g| there, and its direction's slope, first step and max |d|); grads (A, P) the
-    trials' gradients. -> accepted [(k, t, f, (max |g|, gradient row), moved)] (the start points as steps
-    of 0), going [(k, the next trial step)]; a search that failed sets its member's status."""
+    numbers: _TRIAL then _DIRECTION); grads (A, P) the trials' gradients. -> accepted [(k, t, f, (numbers
+    row, gradient row), moved)] (the start points as steps of 0), going [(k, the next trial step)]; a
+    search that failed sets its member's status."""
     accepted, going = [], []
     for j, k in enumerate(pending):
-        f_t, gtd_t, gmax_t, gtd, first, d_max = numbers[j]
-        rec, kept = recs[k], (gmax_t, grads[j])
+        row = numbers[j]
+        f_t, gtd_t = row[:2]
+        gtd, first, d_max, descent = row[len(_TRIAL):]
+        rec, kept = recs[k], (row, grads[j])
         rec.evaluations += 1
         if k not in searches:                        # the start point
             accepted.append((k, 0.0, f_t, kept, False))
             continue
         if searches[k] is None:
+            if not descent:                          # its direction fell back to -g: its pairs are dropped
+                rec.pairs = 0
             searches[k] = search(rec.f, gtd, first, d_max)
             next(searches[k])                        # its first trial: `first`, evaluated already
             rec.reached = False
@@ -343,6 +365,43 @@ def _search(pending, numbers, grads, recs, searches, search):
             else:
                 rec.status = "stalled" if rec.reached else "nonfinite"
     return accepted, going
+
+
+def _accept(state, accepted, recs, m, preconditioned, max_iter, tol, ftol):
+    """The members that accepted a point (_search's accepted) move there; the host keeps the (s, y) pair
+    of each where s.y > 1e-10 y.y (the curvature condition, which keeps H positive definite; a start
+    point, a step of 0, never passes it), from the round's numbers: s.y = t (g.d - g_old.d), y.y =
+    g.g - 2 g.g_old + g_old.g_old. Those that go on get their next directions, from their newest
+    min(m, pairs) pairs; the first step along it is 1, or min(1, 1 / |g|_1) without history and
+    preconditioner (scipy's first step). -> the members that go on."""
+    slots, fresh, rows_fresh = [], [], []
+    for j, (k, t, f_new, (row, _), moved) in enumerate(accepted):
+        rec = recs[k]
+        f_t, gtd_t, gmax, gg, gg_old, _ = row[:len(_TRIAL)]
+        sy, yy = t * (gtd_t - row[len(_TRIAL)]), gg - 2 * gg_old + rec.gg
+        if moved and sy > 1e-10 * yy:
+            slots.append((j, k * m + rec.pairs % m))
+            rec.pairs += 1
+        rec.gg = gg
+        if _advance(rec, moved, f_new, gmax, max_iter, tol, ftol):
+            fresh.append(k)
+            rows_fresh.append(j)
+    members = [a[0] for a in accepted]
+    g_new = torch.stack([a[3][1] for a in accepted])
+    state.move(state.rows(members), state.put([a[1] for a in accepted]), g_new, slots)
+    if fresh:
+        used = max(1, min(m, max(recs[k].pairs for k in fresh)))       # the older slots of all are empty
+        window, live, first = [], [], [[], []]
+        for j, k in zip(rows_fresh, fresh):
+            p, g1 = recs[k].pairs, accepted[j][3][0][len(_TRIAL) - 1]
+            window += [k * m + (p - used + i) % m for i in range(used)]
+            live.append([p - used + i >= 0 for i in range(used)])
+            plain = 1.0 if preconditioned or not g1 > 0 else min(1.0, 1 / g1)
+            first[0].append(1.0 if preconditioned or p > 0 else plain)
+            first[1].append(plain)
+        g = g_new if len(fresh) == len(accepted) else g_new[rows_fresh]
+        state.directions(state.rows(fresh), fresh, g, window, None if all(map(all, live)) else live, first)
+    return fresh
 
 
 def _advance(rec, moved, f_new, grad_max, max_iter, tol, ftol):

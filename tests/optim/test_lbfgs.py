@@ -195,7 +195,7 @@ class DensePreconditioner(Preconditioner):
 
 @pytest.mark.parametrize("preconditioned", [False, True])
 def test_the_batched_two_loop_recursion_is_each_members_own(preconditioned):
-    """Members with 4, 2 and 0 pairs in one (K, m, P) history (empty slots first, rho 0) get the direction
+    """Members with 4, 2 and 0 pairs in one (K, m, P) history (empty slots first, not live) get the direction
     each would get alone, from the textbook recursion."""
     from lintorch.optim.lbfgs import two_loop
     g = torch.Generator().manual_seed(0)
@@ -210,11 +210,13 @@ def test_the_batched_two_loop_recursion_is_each_members_own(preconditioned):
     grad = torch.randn(K, P, generator=g, dtype=torch.float64)
     A = torch.randn(K, D, D, generator=g, dtype=torch.float64)
     pre = DensePreconditioner(torch.linalg.inv(A @ A.mT + torch.eye(D, dtype=torch.float64)), C)
-    d = two_loop(grad, S, Y, rho, pre if preconditioned else None, list(range(K)))
+    d = two_loop(grad, S, Y, rho > 0, pre if preconditioned else None, list(range(K)))
     for k, n in enumerate(held):
         pairs = list(zip(S[k, m - n:], Y[k, m - n:]))
         expected = textbook_direction(grad[k], pairs, pre.full(k) if preconditioned else None)
         torch.testing.assert_close(d[k], expected, rtol=1e-10, atol=1e-12)
+    full = two_loop(grad[:1], S[:1], Y[:1], None, pre if preconditioned else None, [0])   # live=None: all hold pairs
+    torch.testing.assert_close(full[0], d[0], rtol=1e-12, atol=1e-14)
 
 
 # --------------------------------------------------------------------------- --precondition gram
@@ -227,19 +229,22 @@ def correlated_problem(N=300, D=12, C=3, seed=5):
     return (x @ torch.diag(torch.logspace(0, -2.5, D, dtype=torch.float64)) @ A) * 3, y
 
 
-def test_gram_preconditioner_solves_the_regularized_gram_system():
-    from lintorch.optim.precondition import gram_preconditioners
+@pytest.mark.parametrize("factor", [True, False], ids=["cholesky-factor", "inverse"])
+def test_gram_preconditioner_solves_the_regularized_gram_system(factor, monkeypatch):
+    """M_k^-1 v by the Cholesky factor's two triangular solves (large D), or by M_k^-1 itself (small D)."""
+    from lintorch.optim import precondition
+    monkeypatch.setattr(precondition, "INVERSE_MAX_D", 11 if factor else 12)
     x, y = correlated_problem()
     regs = torch.tensor([1e-4, 1e-1], dtype=torch.float64)
-    pre, why = gram_preconditioners(ListLoader(x, y, 70), regs, 3, block=5)    # 12 columns: blocks 5, 5, 2
-    assert why is None and len(pre) == 2
+    pre, why = precondition.gram_preconditioners(ListLoader(x, y, 70), regs, 3, block=5)   # 12 columns: blocks 5, 5, 2
+    assert why is None and len(pre) == 2 and pre.factor == factor
     v = torch.randn(3 * 12 + 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for k, r in enumerate(regs.tolist()):
         M = x.T @ x / len(y) + 2 * r * torch.eye(12, dtype=torch.float64)
         u = pre(v[None, None], [k])[0, 0]
         torch.testing.assert_close(u[:36].view(3, 12), torch.linalg.solve(M, v[:36].view(3, 12).T).T)
         assert torch.equal(u[36:], v[36:])                              # the bias is left as it is
-    assert gram_preconditioners(ListLoader(x, y, 70), regs, 3, memory=1000)[0] is None   # too big: refused
+    assert precondition.gram_preconditioners(ListLoader(x, y, 70), regs, 3, memory=1000)[0] is None   # too big: refused
 
 
 def test_gram_preconditioners_apply_to_any_members_together():
@@ -358,11 +363,11 @@ def test_the_lbfgs_two_loop_recursion_makes_no_host_sync(emulated):
     rho = 1 / torch.linalg.vecdot(S, Y)
     rho[1, :2] = 0                                       # member 1 holds 3 pairs
     grad = torch.randn(3, 20, generator=g, dtype=torch.float64)
-    expected = two_loop(grad, S, Y, rho)
+    expected = two_loop(grad, S, Y, rho > 0)
     with emulated() as mode:
         Sc, Yc, rc, gc = (t.to("cuda") for t in (S, Y, rho, grad))
         with mode.counting() as inside:
-            d = two_loop(gc, Sc, Yc, rc)
+            d = two_loop(gc, Sc, Yc, rc > 0)
         assert sum(inside.values()) == 0, mode.table()
         torch.testing.assert_close(d.cpu(), expected)
 
