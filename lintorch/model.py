@@ -8,6 +8,8 @@ from torch import nn
 
 from . import functional as LF
 
+WEIGHT_SCALE = 1e-3      # the initial weights' std: the first loss is about log C (softmax), C - 1 (SVM)
+
 
 class LinearClassifier(nn.Module):
     """A linear classifier f(x, W, b) = W x + b.
@@ -19,15 +21,21 @@ class LinearClassifier(nn.Module):
     drawing nothing from torch's global RNG (a model about to be overwritten).
     """
 
-    def __init__(self, in_features, num_classes, bias=True, num_models=None, weight_scale=1e-3):
+    def __init__(self, in_features, num_classes, bias=True, num_models=None, weight_scale=WEIGHT_SCALE):
         super().__init__()
         if in_features < 1 or num_classes < 2:
             raise ValueError(f"need in_features >= 1 and num_classes >= 2, got {in_features}, {num_classes}")
         lead = () if num_models is None else (num_models,)
         self.in_features, self.num_classes, self.num_models = in_features, num_classes, num_models
         shape = (*lead, num_classes, in_features)
-        self.weight = nn.Parameter(torch.randn(shape) * weight_scale if weight_scale else torch.zeros(shape))
+        self.weight = nn.Parameter(self.initial_weight(shape, weight_scale))
         self.bias = nn.Parameter(torch.zeros(*lead, num_classes)) if bias else None
+
+    @staticmethod
+    def initial_weight(shape, weight_scale=WEIGHT_SCALE, generator=None):
+        """A starting weight of `shape`: normal draws of std weight_scale from `generator` (None:
+        torch's global RNG), or zeros for weight_scale 0 (nothing drawn)."""
+        return torch.randn(shape, generator=generator) * weight_scale if weight_scale else torch.zeros(shape)
 
     @classmethod
     def from_weights(cls, weight, bias):

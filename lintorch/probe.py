@@ -278,7 +278,8 @@ def fit_probe(cfg, device, data, preprocess, batches, logdir):
     folder = lock = None
     try:
         if logdir is None:
-            result = fit(cfg, data, device=device, preprocess=preprocess, train_loader=batches, names=names)
+            result = fit(cfg, data, device=device, preprocess=preprocess, train_loader=batches, names=names,
+                         train_accuracy=False)        # a probe in memory reports no training accuracy
         else:
             folder = os.fspath(logdir)
             lock, _ = claim_new(folder)

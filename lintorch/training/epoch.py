@@ -101,7 +101,8 @@ def _predicted(scores):
 
 @torch.inference_mode()
 def evaluate(model, loader, objective=None, num_classes=None):
-    """Accuracy (and mean data loss, confusion matrix) of model on every batch of loader.
+    """Accuracy (and mean data loss, confusion matrix) of model (a LinearClassifier, or any x (B, D)
+    -> scores (B, C) / (K, B, C) callable) on every batch of loader.
 
     -> dict: acc () or (K,), loss (or None), confusion (C, C) counts for a single model when
     num_classes is given (rows true class, columns predicted).

@@ -59,7 +59,7 @@ class Never:
 
 
 def fit(cfg, data=None, *, device, report=None, resume=None, stop=None, dist=None, resolved=None,
-        preprocess=None, train_loader=None, names=None):
+        preprocess=None, train_loader=None, names=None, train_accuracy=True):
     """Build the recipe and train its K members with cfg's optimizer -> PathResult.
     cfg: a checked TrainConfig; data: a DataSet (else loaded from cfg); device: a torch.device;
     report: a training.report.Reporter told of every event (default: one that writes nothing);
@@ -67,7 +67,9 @@ def fit(cfg, data=None, *, device, report=None, resume=None, stop=None, dist=Non
     end the run (default: never); dist: this process's torchrun place (None outside torchrun);
     resolved: what the caller found out already (threads, run folder); preprocess: a fixed
     Preprocess (else a resumed run's, else fitted on data.train); train_loader: the caller's own SGD
-    batches; names: the members' names (default: config.member_name of each member's values).
+    batches; names: the members' names (default: config.member_name of each member's values);
+    train_accuracy: False skips the full-batch solvers' extra pass over the training split that
+    measures it (their history's train_acc is then None; SGD's comes free with its epochs).
     A user error (bad data, a setting the data cannot honour) raises lintorch's UserError/DataError."""
     from ..data import Preprocess
     from ..output.checkpoint import check_compatible
@@ -96,7 +98,8 @@ def fit(cfg, data=None, *, device, report=None, resume=None, stop=None, dist=Non
     folder = None if resolved is None else resolved.logdir
     if header is not None:
         check_compatible(header, folder, recipe.classes, cfg.image_size, recipe.in_features)
-    run = Run(cfg, device, recipe, stop or Never(), report, None if state is None else state.members, resolved, names)
+    run = Run(cfg, device, recipe, stop or Never(), report, None if state is None else state.members, resolved, names,
+              train_accuracy)
     report.on_start(run, state)
     run.started = started
     # distributed hook: sharded batches, the step's all-reduce, agreed stopping (Local: none of it)

@@ -94,6 +94,14 @@ def full_batch_loader(split, preprocess, device):
     return eval_loader(split, preprocess, device)
 
 
+def kept_eval_loader(split, preprocess, device):
+    """eval_loader's batches, made once and kept when the split holds at most SMALL_SPLIT values
+    (a solver that passes over them more than once preprocesses them once), else eval_loader."""
+    if not split.streamed and len(split) * input_dim(split) <= SMALL_SPLIT:
+        return KeptBatches(eval_loader(split, preprocess, device))
+    return eval_loader(split, preprocess, device)
+
+
 def eval_loader(split, preprocess, device):
     if split.streamed:
         return FeatureLoader(split, EVAL_BATCH, device, shuffle=False, standardizer=preprocess)
@@ -138,14 +146,12 @@ def build(cfg, device, preprocess=None, data=None, features_state=None):
         log.info(f"default lr scaled to {base_lr:.3g} for {D} standardized features (--lr sets it)")
     configs = member_configs(cfg)
     K, C = len(configs), len(data.classes)
-    with torch.random.fork_rng(devices=[]):              # seeded, and the caller's RNG left as it was
-        # the CPU generator alone (the weights are drawn on the CPU): torch.manual_seed also queues
-        # a CUDA seeding that records its call stack, 10 ms of a 60 ms LinearProbe fit
-        torch.default_generator.manual_seed(cfg.seed)
-        single = LinearClassifier(D, C)                  # every member starts from the same W
-        model = LinearClassifier(D, C, num_models=K)
+    # every member starts from the same W, drawn on the CPU from the run's own seeded generator (the
+    # global RNG is neither read nor changed; the draws are those of torch.manual_seed(seed), randn)
+    W0 = LinearClassifier.initial_weight((C, D), generator=torch.Generator().manual_seed(cfg.seed))
+    model = LinearClassifier(D, C, num_models=K, weight_scale=0)
     with torch.no_grad():
-        model.weight.copy_(single.weight.expand(K, C, D))
+        model.weight.copy_(W0.expand(K, C, D))
     model = model.to(device)
     reg = torch.tensor([c.get("reg", cfg.reg) for c in configs], device=device)
     lr = torch.tensor([c.get("lr", base_lr) for c in configs], dtype=torch.float64)

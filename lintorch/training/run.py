@@ -17,8 +17,10 @@ class Run:
     -> Objective.loss_and_grad -> functional) or solvers (lbfgs, exact, random search) -> each
     member_done -> finish (the kept member). It writes nothing: report (training.report) is told."""
 
-    def __init__(self, cfg, device, recipe, stop, report=None, resume_members=None, resolved=None, names=None):
+    def __init__(self, cfg, device, recipe, stop, report=None, resume_members=None, resolved=None, names=None,
+                 train_accuracy=True):
         self.cfg, self.device, self.recipe, self.stop = cfg, device, recipe, stop
+        self.train_accuracy = train_accuracy   # False: the full-batch solvers skip the pass that measures it
         self.report = report or Reporter()
         self.resolved = (resolved or Resolved()).replace(lr=recipe.base_lr, val_size=len(recipe.data.val))
         self.group = distributed.Local()     # distributed hook: fit sets the group

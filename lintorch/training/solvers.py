@@ -7,12 +7,14 @@ Shapes: N training images, D features, C classes, K members (weights (K, C, D)).
 The objective is the mean one, (1/N) sum_i w_{y_i} L_i + reg * sum W^2 (bias unpenalized), which is
 scikit-learn's C * sum_i L_i + 1/2 ||W||^2 divided by C N at reg = 1 / (2 C N).
 """
+import functools
 import logging
 import time
 
 import torch
 from tqdm import tqdm
 
+from .. import functional as LF
 from ..cli import loss_text
 from ..data import Split, free_memory
 from ..errors import DataError, UserError
@@ -22,7 +24,7 @@ from ..optim.lbfgs import full_batch_evaluator, lbfgs
 from ..optim.precondition import gram_preconditioners
 from .epoch import evaluate
 from .members import pct
-from .recipe import eval_loader, full_batch_loader, mirrors_on_the_fly
+from .recipe import eval_loader, full_batch_loader, kept_eval_loader, mirrors_on_the_fly
 
 log = logging.getLogger("lintorch")
 
@@ -114,21 +116,23 @@ def fit_lbfgs(run):
 
 
 def _finish(run, full, W, b, f, statuses, steps, notes, extras, seconds, images):
-    """The full-batch solvers' ending: every member's accuracies, kept model and outcome
-    (Run.member_done), then Run.finish. W (K, C, D), b (K, C) on the run's device; f (K,) objectives -> exit status."""
+    """The full-batch solvers' ending: every member's accuracies (the training accuracy only where
+    run.train_accuracy asks for it), kept model and outcome (Run.member_done), then Run.finish.
+    W (K, C, D), b (K, C) on the run's device; f (K,) objectives -> exit status."""
     r, K = run.recipe, len(run.members)
-    model = LinearClassifier(W.shape[2], W.shape[1], num_models=K, weight_scale=0).to(run.device)
-    with torch.no_grad():
-        model.weight.copy_(W)
-        model.bias.copy_(b)
-    train_acc, val = evaluate(model, full)["acc"], evaluate(model, r.val_loader)["acc"]
+    scores = functools.partial(LF.linear, weight=W.contiguous(), bias=b.contiguous())   # the K models, no module
+    train_acc = evaluate(scores, full)["acc"] if run.train_accuracy else None
+    val = evaluate(scores, r.val_loader)["acc"]
+    solver = run.cfg.optimizer
     results = []
     for k, m in enumerate(run.members):
         status, step = statuses[k], int(steps[k])
-        m.history.append({"epoch": 1, "train_loss": float(f[k]), "train_acc": float(train_acc[k]),
+        m.history.append({"epoch": 1, "train_loss": float(f[k]),
+                          "train_acc": None if train_acc is None else float(train_acc[k]),
                           "val_acc": float(val[k]), "seconds": seconds})
-        solver = run.cfg.optimizer
-        run.report.on_scalars(run, k, {f"{solver}/train_acc": train_acc[k], f"{solver}/val_acc": val[k]}, step)
+        accuracies = {f"{solver}/val_acc": val[k]} if train_acc is None else \
+            {f"{solver}/train_acc": train_acc[k], f"{solver}/val_acc": val[k]}
+        run.report.on_scalars(run, k, accuracies, step)
         if status == "nonfinite":
             m.diverged(1, step, 0.0)
         else:
@@ -162,10 +166,10 @@ def fit_exact(run):
     (the dual, from the kernel, when D > N). Members differ by reg only. -> exit status."""
     from ..optim import exact
     cfg, r = run.cfg, run.recipe
-    full = eval_loader(r.data.train, r.preprocess, run.device)
+    full = kept_eval_loader(r.data.train, r.preprocess, run.device)     # the Gram's pass, then the accuracy's
     if mirrors_on_the_fly(cfg):     # every training image and its mirror image (N doubles)
         mirrored = Split(r.data.train.x.flip(-1), r.data.train.y)
-        full = Chained([full, eval_loader(mirrored, r.preprocess, run.device)])
+        full = Chained([full, kept_eval_loader(mirrored, r.preprocess, run.device)])
     K, C, D = r.model.weight.shape
     regs = torch.as_tensor(r.objective.reg, dtype=torch.float64).reshape(-1).expand(K).clone()
     N = len(r.data.train) * (2 if mirrors_on_the_fly(cfg) else 1)

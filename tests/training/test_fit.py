@@ -98,3 +98,43 @@ def test_fit_returns_the_whole_path_and_the_chosen_member():
     for k in range(3):
         acc = float(((xv @ res.W[k].T + res.b[k]).argmax(1) == y[240:]).float().mean())
         assert acc == pytest.approx(res.val_acc[k])
+
+
+@pytest.mark.parametrize("solver", ["exact", "lbfgs"])
+def test_a_fit_without_the_training_accuracy_is_the_same_fit(solver):
+    """train_accuracy=False (LinearProbe in memory) skips the full-batch solvers' pass that measures
+    the training accuracy, and nothing else: the same weights, objectives and validation accuracies."""
+    from lintorch.training.fit import fit
+    x, y = blobs()
+    data = DataSet(Split(x[:240], y[:240]), Split(x[240:], y[240:]), None, ["a", "b", "c"], None, None)
+    cfg = TrainConfig(dataset="tensor", data_dir=None, loss="squared" if solver == "exact" else "softmax",
+                      optimizer=solver, quiet=True, sweep=({"reg": 1e-4}, {"reg": 1e-1})).filled()
+    cfg.check()
+    full = fit(cfg, data, device=torch.device("cpu"))
+    lean = fit(cfg, data, device=torch.device("cpu"), train_accuracy=False)
+    assert torch.equal(full.W, lean.W) and torch.equal(full.b, lean.b)
+    assert (lean.objective, lean.val_acc, lean.best) == (full.objective, full.val_acc, full.best)
+    assert [h[-1]["train_acc"] for h in lean.history] == [None, None]
+    xt = full.preprocess(x[:240])
+    for k in range(2):          # the measured one is the accuracy of the kept weights on the training split
+        acc = float(((xt @ full.W[k].T + full.b[k]).argmax(1) == y[:240]).float().mean())
+        assert full.history[k][-1]["train_acc"] == pytest.approx(acc)
+
+
+def test_the_members_start_from_the_seeds_draws_and_the_global_rng_is_untouched():
+    """recipe.build draws the starting W from the run's own generator: torch.manual_seed(seed)'s
+    randn draws (what it drew before), every member the same, torch's global RNG neither read nor changed."""
+    from lintorch.model import WEIGHT_SCALE
+    from lintorch.training.recipe import build
+    x, y = blobs()
+    data = DataSet(Split(x[:240], y[:240]), Split(x[240:], y[240:]), None, ["a", "b", "c"], None, None)
+    cfg = TrainConfig(dataset="tensor", data_dir=None, loss="softmax", optimizer="lbfgs", quiet=True, seed=7,
+                      sweep=({"reg": 1e-4}, {"reg": 1e-1})).filled()
+    torch.manual_seed(99)
+    rng = torch.random.get_rng_state()
+    r = build(cfg, torch.device("cpu"), data=data)
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    torch.manual_seed(7)
+    expected = torch.randn(3, 12) * WEIGHT_SCALE
+    assert torch.equal(r.model.weight[0], expected) and torch.equal(r.model.weight[1], expected)
+    assert torch.equal(r.model.bias, torch.zeros(2, 3))
