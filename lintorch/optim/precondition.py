@@ -26,9 +26,10 @@ class Preconditioner:
 
     def __call__(self, v, members):
         A, r, _ = v.shape
-        CD = self.C * self.D
-        W = self.solve(v[..., :CD].reshape(A, r * self.C, self.D), list(members))
-        return torch.cat([W.reshape(A, r, CD).to(v), v[..., CD:]], 2)
+        out = v.clone()                                                 # the bias part stays as it is
+        W = out[..., :self.C * self.D].view(A, r, self.C, self.D)
+        W.copy_(self.solve(W.reshape(A, r * self.C, self.D), list(members)).view(A, r, self.C, self.D))
+        return out
 
 
 # Up to this D, M_k^-1 is kept whole and applied by one batched product, not by two triangular solves
@@ -120,7 +121,7 @@ def gram_preconditioners(loader, regs, num_classes, *, memory=None, block=1024):
     G.div_(n)
     floor = 1e-8 * max(float(G.diagonal().mean()), 1e-30)     # reg 0 and D > N leave G singular
     factor = D > INVERSE_MAX_D
-    M = torch.empty(len(regs), D, D, dtype=dtype, device=G.device)
+    M = torch.empty(len(regs), D, D, dtype=dtype if factor else torch.float64, device=G.device)   # small: as L-BFGS's state
     for k, r in enumerate(regs.tolist()):
         L = _cholesky(G, max(2 * r, floor))
         M[k] = L if factor else torch.cholesky_inverse(L)
