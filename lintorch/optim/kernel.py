@@ -1,7 +1,8 @@
 """L-BFGS's preconditioner where N < D: precondition.gram_preconditioners' M_k = X^T X / N + 2 reg_k I
 from a low-rank eigendecomposition shared by every member, instead of a D x D factor each.
 
-Shapes: N examples, D features, C classes, K members; v (m, P) rows of P = C * D + C parameters.
+Shapes: N examples, D features, C classes, K members; v (m, P) rows of P = C (D + 1) parameters
+(precondition.Preconditioner's layout).
 """
 import torch
 
@@ -46,19 +47,22 @@ def kernel_preconditioners(loader, regs, num_classes, *, memory=None, rank=256, 
 
 class KernelPreconditioner(Preconditioner):
     """M_k^-1 W = W tail_k + ((W V) inside_k) V^T for every member at once: V (D, k) shared, tail (K,),
-    inside (K, k)."""
+    inside (K, k); on rows of D + 1 (weights, then the bias), V with a zero last row and tail_k with a
+    last 1 leave the bias as it is."""
 
     def __init__(self, V, tail, inside, num_classes):
         super().__init__(num_classes, V.shape[0], len(tail))
         self.V, self.tail, self.inside = V, tail, inside
+        self.V1 = torch.cat([V, V.new_zeros(1, V.shape[1])])                       # (D + 1, k)
+        self.tail1 = torch.cat([tail[:, None].expand(-1, V.shape[0]), tail.new_ones(len(tail), 1)], 1)  # (K, D + 1)
 
     def __getitem__(self, members):
         members = list(members)
         return KernelPreconditioner(self.V, self.tail[members], self.inside[members], self.C)
 
-    def solve(self, W, members):                                              # W (A, n, D)
-        V = self.V
+    def solve(self, W, members):                                              # W (A, n, D + 1)
+        V = self.V1
         rows = torch.tensor(members).to(V.device, non_blocking=True)
-        tail, inside = self.tail.index_select(0, rows), self.inside.index_select(0, rows)
+        tail, inside = self.tail1.index_select(0, rows), self.inside.index_select(0, rows)
         W = W.to(V.device, V.dtype)
-        return W * tail[:, None, None] + ((W @ V) * inside[:, None, :]) @ V.T
+        return W * tail[:, None, :] + ((W @ V) * inside[:, None, :]) @ V.T

@@ -1,7 +1,8 @@
 """Full-batch L-BFGS for K linear classifiers at once (a regularization path, or one model as K = 1).
 
 Shapes: K members, N examples, D features, C classes; each member's parameters theta = (W, b),
-W (C, D), b (C,), flattened to P = C * D + C entries; m = history, the (s, y) pairs kept.
+W (C, D), b (C,), flattened to P = C (D + 1) entries, each class's weights then its bias (the layout
+optim.precondition's operators take); m = history, the (s, y) pairs kept.
 
 Each member runs its own L-BFGS (its own (s, y) history, line search, convergence test, status);
 the device work is done for all at once. A round stacks the trial points of all live members into
@@ -281,7 +282,8 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
 
     evaluate(W (A, C, D), b (A, C), active (A,) int64 indices into the K members) -> f (A,)
     objective values, dW (A, C, D), db (A, C): the A live members' objective and gradient, in
-    one pass over the data (full_batch_evaluator builds one). tol: max-abs gradient entry at which
+    one pass over the data (full_batch_evaluator builds one). W and b are views into one (A, C, D + 1)
+    buffer, not contiguous (reshape them, not view). tol: max-abs gradient entry at which
     a member has converged (scikit-learn's tol). history: (s, y) pairs kept per member.
     line_search "strong_wolfe" or "armijo" (backtracking; the curvature check guards the history).
     on_iter(calls, records) is called after every evaluate call; should_stop() polled then too.
@@ -296,17 +298,17 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
     K, C, D = W0.shape
     if precondition is not None and len(precondition) != K:
         raise ValueError(f"precondition has {len(precondition)} members, W0 {K}")
-    state = _DeviceState(torch.cat([W0.reshape(K, -1), b0.reshape(K, -1)], 1).to(torch.float64), history, precondition)
+    state = _DeviceState(torch.cat([W0, b0[..., None]], 2).to(torch.float64).view(K, -1), history, precondition)
     search = _strong_wolfe if line_search == "strong_wolfe" else _armijo
     recs = [_Member() for _ in range(K)]
     searches = {}                  # k -> its line search (None: to start at the next read)
     pending, calls = list(range(K)), 0               # the first round evaluates the start points (step 0)
     while pending:
         rows = state.rows(pending)
-        points = state.points(rows)                                                       # (A, P)
-        f, dW, db = evaluate(points[:, :C * D].view(-1, C, D), points[:, C * D:], torch.tensor(pending))
+        points = state.points(rows).view(-1, C, D + 1)                                    # (A, C, D + 1)
+        f, dW, db = evaluate(points[..., :D], points[..., D], torch.tensor(pending))
         calls += 1
-        grads = torch.cat([dW.reshape(len(pending), -1), db.reshape(len(pending), -1)], 1).to(torch.float64)
+        grads = torch.cat([dW, db[..., None]], 2).to(torch.float64).view(len(pending), -1)   # (A, P)
         # the one host sync of the round: each trial's numbers (_TRIAL) and its direction's (_DIRECTION)
         g_abs = grads.abs()
         numbers = torch.cat([torch.stack([f.to(grads), _dot(grads, state.d[rows]), g_abs.amax(1), _dot(grads, grads),
@@ -326,8 +328,8 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
             for k in pending:
                 recs[k].status = "stopped"
             break
-    theta = state.theta
-    return LBFGSResult(theta[:, :C * D].reshape(K, C, D), theta[:, C * D:].reshape(K, C),
+    theta = state.theta.view(K, C, D + 1)
+    return LBFGSResult(theta[..., :D].contiguous(), theta[..., D].contiguous(),
                        torch.tensor([r.f for r in recs], dtype=torch.float64),
                        torch.tensor([r.grad_max for r in recs], dtype=torch.float64),
                        torch.tensor([r.iterations for r in recs]), torch.tensor([r.evaluations for r in recs]),

@@ -1,8 +1,8 @@
 """L-BFGS's preconditioners: each member's M_k = X^T X / N + 2 reg_k I on every class's weight row (the
 bias left as it is), applied as M_k^-1 to all the members that ask at once.
 
-Shapes: N examples, D features, C classes, K members; v (A, r, P): r rows of P = C * D + C parameters
-for each of A members.
+Shapes: N examples, D features, C classes, K members; v (A, r, P): r rows of P = C (D + 1) parameters
+for each of A members, each class's D weights then its bias.
 
 - Preconditioner: the batched application lbfgs calls (a fixed number of kernels whatever A).
 - gram_preconditioners: a D x D Cholesky factor per member (N >= D), or M_k^-1 itself where D is
@@ -15,8 +15,11 @@ __all__ = ["Preconditioner", "gram_preconditioners"]
 
 class Preconditioner:
     """K members' M_k^-1, applied together. pre(v (A, r, P), members [A] indices into the K) -> M^-1 v
-    row by row, M the member's own (its weight part; the bias part is copied). len(pre) is K; pre[ks]
-    (a list) is the preconditioner of those members alone. Subclasses give solve(W (A, n, D), members)."""
+    row by row, M the member's own. A row of P = C (D + 1) numbers is C rows of D + 1, a class's
+    weights then its bias (lbfgs's layout), so one (D + 1) x (D + 1) operator, M^-1 with a 1 in the
+    bias's corner, applies to all of them at once and leaves the biases as they are. len(pre) is K;
+    pre[ks] (a list) is the preconditioner of those members alone. Subclasses give solve(W (A, n, D + 1),
+    members) -> (A, n, D + 1), the bias column unchanged."""
 
     def __init__(self, num_classes, D, K):
         self.C, self.D, self.K = num_classes, D, K
@@ -25,11 +28,16 @@ class Preconditioner:
         return self.K
 
     def __call__(self, v, members):
-        A, r, _ = v.shape
-        out = v.clone()                                                 # the bias part stays as it is
-        W = out[..., :self.C * self.D].view(A, r, self.C, self.D)
-        W.copy_(self.solve(W.reshape(A, r * self.C, self.D), list(members)).view(A, r, self.C, self.D))
-        return out
+        A, r, P = v.shape
+        return self.solve(v.view(A, r * self.C, self.D + 1), list(members)).view(A, r, P).to(v)
+
+
+def _with_unit_corner(M):
+    """(K, D, D) -> (K, D + 1, D + 1): M, then a last row and column of e_{D+1} (the bias's)."""
+    out = torch.zeros(M.shape[0], M.shape[1] + 1, M.shape[2] + 1, dtype=M.dtype, device=M.device)
+    out[:, :-1, :-1] = M
+    out[:, -1, -1] = 1
+    return out
 
 
 # Up to this D, M_k^-1 is kept whole and applied by one batched product, not by two triangular solves
@@ -40,11 +48,12 @@ INVERSE_MAX_D = 256
 
 
 class GramPreconditioner(Preconditioner):
-    """M_k^-1, all K stacked (K, D, D): factor=True, by two triangular solves with M_k's lower Cholesky
-    factor L_k; factor=False, M_k^-1 itself (symmetric), by one product."""
+    """M_k^-1, all K stacked (K, D + 1, D + 1) with the bias's unit corner: factor=True, by two
+    triangular solves with M_k's lower Cholesky factor L_k; factor=False, M_k^-1 itself (symmetric),
+    by one product."""
 
     def __init__(self, M, num_classes, factor=True):
-        super().__init__(num_classes, M.shape[-1], len(M))
+        super().__init__(num_classes, M.shape[-1] - 1, len(M))
         self.M, self.factor = M, factor
 
     def __getitem__(self, members):
@@ -55,7 +64,7 @@ class GramPreconditioner(Preconditioner):
         if members != list(range(self.K)):     # a copy of each one asked for: cheaper than solving with all
             M = M.index_select(0, torch.tensor(members).to(M.device, non_blocking=True))
         W = W.to(M.device, M.dtype)
-        return torch.cholesky_solve(W.mT, M).mT if self.factor else W @ M        # (A, n, D)
+        return torch.cholesky_solve(W.mT, M).mT if self.factor else W @ M        # (A, n, D + 1)
 
 
 def _cholesky(G, shift, tries=40):
@@ -126,4 +135,4 @@ def gram_preconditioners(loader, regs, num_classes, *, memory=None, block=1024):
         L = _cholesky(G, max(2 * r, floor))
         M[k] = L if factor else torch.cholesky_inverse(L)
     del G
-    return GramPreconditioner(M, num_classes, factor), None
+    return GramPreconditioner(_with_unit_corner(M), num_classes, factor), None

@@ -180,17 +180,18 @@ def textbook_direction(g, pairs, Minv=None):
 
 
 class DensePreconditioner(Preconditioner):
-    """M_k^-1 given as dense (K, D, D) matrices, on each class's weight row; the bias copied."""
+    """M_k^-1 given as dense (K, D, D) matrices, on each class's weights; the bias copied."""
 
     def __init__(self, Minv, C):
         super().__init__(C, Minv.shape[-1], len(Minv))
         self.Minv = Minv
 
-    def solve(self, W, members):
-        return W @ self.Minv[members]
+    def solve(self, W, members):                                      # rows of D + 1: weights, bias
+        return torch.cat([W[..., :-1] @ self.Minv[members], W[..., -1:]], -1)
 
     def full(self, k):                                                # the (P, P) operator of member k
-        return torch.block_diag(*[self.Minv[k]] * self.C, torch.eye(self.C, dtype=torch.float64))
+        one = torch.ones(1, 1, dtype=torch.float64)
+        return torch.block_diag(*[torch.block_diag(self.Minv[k], one)] * self.C)
 
 
 @pytest.mark.parametrize("preconditioned", [False, True])
@@ -238,12 +239,12 @@ def test_gram_preconditioner_solves_the_regularized_gram_system(factor, monkeypa
     regs = torch.tensor([1e-4, 1e-1], dtype=torch.float64)
     pre, why = precondition.gram_preconditioners(ListLoader(x, y, 70), regs, 3, block=5)   # 12 columns: blocks 5, 5, 2
     assert why is None and len(pre) == 2 and pre.factor == factor
-    v = torch.randn(3 * 12 + 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    v = torch.randn(3 * 13, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for k, r in enumerate(regs.tolist()):
         M = x.T @ x / len(y) + 2 * r * torch.eye(12, dtype=torch.float64)
-        u = pre(v[None, None], [k])[0, 0]
-        torch.testing.assert_close(u[:36].view(3, 12), torch.linalg.solve(M, v[:36].view(3, 12).T).T)
-        assert torch.equal(u[36:], v[36:])                              # the bias is left as it is
+        u = pre(v[None, None], [k])[0, 0].view(3, 13)                  # each class: 12 weights, its bias
+        torch.testing.assert_close(u[:, :12], torch.linalg.solve(M, v.view(3, 13)[:, :12].T).T)
+        assert torch.equal(u[:, 12], v.view(3, 13)[:, 12])              # the bias is left as it is
     assert precondition.gram_preconditioners(ListLoader(x, y, 70), regs, 3, memory=1000)[0] is None   # too big: refused
 
 
@@ -254,14 +255,15 @@ def test_gram_preconditioners_apply_to_any_members_together():
     x, y = correlated_problem()
     regs = torch.logspace(-4, -1, 5, dtype=torch.float64)
     pre, _ = gram_preconditioners(ListLoader(x, y, 70), regs, 3)
-    v = torch.randn(5, 2, 3 * 12 + 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    v = torch.randn(5, 2, 3 * 13, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     for members in ([0, 1, 2, 3, 4], [0, 2, 3, 4], [1, 3], [4]):
         u = pre(v[members], members)
         for j, k in enumerate(members):
             M = x.T @ x / len(y) + 2 * float(regs[k]) * torch.eye(12, dtype=torch.float64)
-            Wv = v[k, :, :36].reshape(-1, 12)
-            torch.testing.assert_close(u[j, :, :36].reshape(-1, 12), torch.linalg.solve(M, Wv.T).T)
-            assert torch.equal(u[j, :, 36:], v[k, :, 36:])
+            rows_v, rows_u = v[k].view(2, 3, 13), u[j].view(2, 3, 13)
+            Wv = rows_v[..., :12].reshape(-1, 12)
+            torch.testing.assert_close(rows_u[..., :12].reshape(-1, 12), torch.linalg.solve(M, Wv.T).T)
+            assert torch.equal(rows_u[..., 12], rows_v[..., 12])
         torch.testing.assert_close(pre[members](v[members], list(range(len(members)))), u)
 
 
