@@ -243,7 +243,8 @@ class TrainConfig:
         return out
 
     def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
+        """This config with `changes` (itself, frozen, when there are none)."""
+        return dataclasses.replace(self, **changes) if changes else self
 
     # ------------------------------------------------------------------ the derived defaults
 
@@ -360,11 +361,30 @@ def _check_rules(cfg, n):
         raise ConfigError("resume", f"{n('resume')} continues a run with its own sweep; give no {n('sweep')}")
 
 
+# (field, type, value) of the settings found within their bounds: a value's check is a pure function of
+# it, so each is made once per process (a LinearProbe fit checks about 50 settings, most at their defaults)
+_WITHIN_BOUNDS = set()
+
+
 def _check_field(f, value, name):
     """One setting within its field's choices and bounds (the flag's own type)."""
     meta = f.metadata
     if not meta.get("cli") or value is None or f.name == "sweep":
         return
+    try:
+        key = (f.name, type(value), value)
+        if key in _WITHIN_BOUNDS:
+            return
+    except TypeError:                   # an unhashable value: checked each time
+        key = None
+    _check_value(f, value, name)
+    if key is not None:
+        _WITHIN_BOUNDS.add(key)
+
+
+def _check_value(f, value, name):
+    """_check_field's check itself: ConfigError naming the setting where value is outside them."""
+    meta = f.metadata
     choices = meta["choices"]
     if f.name == "dataset":
         choices = (*choices, DATASET_TENSOR)

@@ -60,6 +60,23 @@ def test_check_names_the_field_and_spells_it_as_asked(changes, field, text):
     assert "--" not in str(e.value), str(e.value)           # the Python API's keywords, no flags
 
 
+@pytest.mark.parametrize("good, bad, text", [
+    (dict(epochs=1), dict(epochs=True), "--epochs: True is not a number"),       # equal to 1, another type
+    (dict(momentum=0.9), dict(momentum=1.5), "--momentum: 1.5 must be <= 0.999"),
+    (dict(loss="svm"), dict(loss="hinge"), "--loss: invalid choice: 'hinge'"),
+    (dict(quiet=True), dict(quiet=1), "--quiet: 1 is not True or False"),
+])
+def test_a_value_checked_once_per_process_never_lets_another_through(good, bad, text):
+    """check() remembers the values it found within bounds (once per process); a refused value is
+    refused every time, also after an equal value of another type was accepted."""
+    for _ in range(2):
+        TrainConfig(**good).check()
+        for _ in range(2):
+            with pytest.raises(ConfigError) as e:
+                TrainConfig(**bad).check()
+            assert str(e.value).startswith(text), str(e.value)
+
+
 def test_a_broken_rule_on_the_command_line_is_one_line_naming_the_flag(capsys):
     with pytest.raises(SystemExit) as e:
         parse_args(["--optimizer", "lbfgs", "--loss", "svm"])

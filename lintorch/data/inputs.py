@@ -168,10 +168,12 @@ def class_index(classes, labels, name, source):
     if label_kind(labels, name) != label_kind(classes, source):
         raise ValueError(f"{name} holds {label_kind(labels, name)}s, {source} held {label_kind(classes, source)}s "
                          f"({labels[:3].tolist()} against {classes[:3].tolist()})")
-    unknown = np.setdiff1d(labels, classes)
-    if len(unknown):
+    index = np.searchsorted(classes, labels)          # classes is sorted: a label is known where it is found there
+    known = classes[np.minimum(index, len(classes) - 1)] == labels
+    if not known.all():
+        unknown = np.unique(labels[~known])
         raise ValueError(f"{name} holds labels not in {source}: {', '.join(map(repr, unknown[:5].tolist()))}")
-    return np.searchsorted(classes, labels).astype(np.int64)
+    return index.astype(np.int64)
 
 
 def input_record(classes, sample_shape):

@@ -30,7 +30,8 @@ class Preprocess:
         for xb in chunks:
             xd = xb.double()
             s = xd.sum(0) if s is None else s + xd.sum(0)
-            s2 = xd.square().sum(0) if s2 is None else s2 + xd.square().sum(0)
+            xd.square_()                 # in place: a second (n, D) float64 temporary costs its page faults
+            s2 = xd.sum(0) if s2 is None else s2 + xd.sum(0)
             n += len(xb)
         mean = s / max(n, 1)
         std = ((s2 / max(n, 1) - mean.square()).clamp_min(0) + eps).sqrt()
@@ -67,6 +68,9 @@ class Preprocess:
         return cls(mean.float(), None if std is None else std.float(), mode)
 
     def to(self, device):
+        """This preprocessing on `device` (itself where it is there already: it is never changed)."""
+        if self.mean.device == torch.device(device):
+            return self
         return Preprocess(self.mean.to(device), None if self.std is None else self.std.to(device), self.mode)
 
     def __call__(self, x):

@@ -43,17 +43,23 @@ class Chained:
             yield from lo.batches(epoch)
 
 
+ASK_MEMORY = 64 * 2 ** 20
+
+
 def _preconditioners(cfg, full, reg, K, C, N, D, device):
     """--precondition gram or auto: each member's (X^T X / N + 2 reg I)^-1, by a D x D Cholesky
     factor each where N >= D, in low-rank kernel form (optim.kernel, one factorization shared by
     all) where N < D; or None (none, or not enough memory: half of what is free on `device`, where
-    full's batches and so the factors are)."""
+    full's batches and so the factors are, asked only where they could need more than ASK_MEMORY)."""
     mode = cfg.precondition
     if mode == "none":
         return None
     t = time.perf_counter()
     regs = torch.as_tensor(reg, dtype=torch.float64).reshape(-1).expand(K)
-    free = free_memory(device)
+    # the most either form could hold (float64; the kernel form's rank at most 256): under ASK_MEMORY
+    # bytes the free memory is not asked (reading it costs more than a small problem's whole build)
+    most = 8 * ((K + 2) * D * D if N >= D else (N + 512) * D)
+    free = free_memory(device) if most > ASK_MEMORY else None
     build = kernel_preconditioners if N < D else gram_preconditioners      # the same M, the cheaper form
     try:
         pre, why = build(full, regs, C, memory=None if free is None else free // 2)

@@ -125,3 +125,18 @@ def test_check_finite_accepts_finite_values_whose_sum_overflows():
     assert not bool(X.sum().isfinite())       # the sum's shortcut cannot decide: the element test does
     check_finite(X, "X")
     check_finite(torch.zeros(0, 3), "X")
+
+
+@pytest.mark.parametrize("classes, labels", [
+    (np.array([1, 2, 3]), np.array([0, 2, 9, 4, 0])), (np.array([1.0, 2.0]), np.array([1.0, 5.0, 3.0, 0.0])),
+    (np.array(["cat", "dog"]), np.array(["ant", "dog", "emu", "ant"])),
+    (np.array(["cat", "dog"], dtype=object), np.array(["cow", "cat"], dtype=object)),
+])
+def test_unknown_validation_labels_are_named_as_sorted_unique_values(classes, labels):
+    """Every label the training labels never held is refused, each named once, sorted (below, past
+    and between the known ones), as np.setdiff1d named them."""
+    unknown = ", ".join(map(repr, np.setdiff1d(labels, classes)[:5].tolist()))
+    with pytest.raises(ValueError, match=f"^y_val holds labels not in y: {unknown}$"):
+        class_index(classes, labels, "y_val", "y")
+    known = labels[np.isin(labels, classes)]
+    np.testing.assert_array_equal(classes[class_index(classes, known, "y_val", "y")], known)

@@ -26,3 +26,19 @@ def test_preprocess_fitted_on_the_cpu_applies_to_cuda_batches(emulated):
             out = pre(x.to("cuda"))
             assert out.device.type == "cuda"
             assert torch.equal(out.cpu(), expected)
+
+
+def test_feature_standardization_is_the_float64_mean_and_std_of_the_chunks():
+    """fit_features streams row chunks: float64 sums of x and x^2 (an independent float64 reference
+    here), the same answer whether the split comes whole or in chunks; .to() its own device is itself."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 7, generator=g) * 3 + torch.arange(7.0)
+    pre = Preprocess.fit_features([x])
+    xd = x.double()
+    std = (xd.var(0, unbiased=False) + 1e-6).sqrt()
+    torch.testing.assert_close(pre.mean.double(), xd.mean(0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(pre.std.double(), std, rtol=1e-6, atol=0)
+    chunked = Preprocess.fit_features([x[:100], x[100:]])
+    torch.testing.assert_close(chunked.mean, pre.mean)
+    torch.testing.assert_close(chunked.std, pre.std)
+    assert pre.to("cpu") is pre and pre.to(torch.device("cpu")) is pre

@@ -180,8 +180,11 @@ def test_preconditioners_are_sized_against_the_memory_of_the_device_they_live_on
             g = torch.Generator().manual_seed(0)
             yield torch.randn(20, 6, generator=g).to(self.device), torch.zeros(20, dtype=torch.long).to(self.device)
 
+    import lintorch.training.solvers as solvers
+
     def built(device, host, gpu):
         with monkeypatch.context() as m:
+            m.setattr(solvers, "ASK_MEMORY", 0)            # these tiny factors: the free memory asked all the same
             m.setattr(sources, "available_memory", lambda: host)
             m.setattr(torch.cuda, "mem_get_info", lambda device=None: (gpu, 2**40))
             return _preconditioners(TrainConfig(precondition="gram"), Full(device), 1e-3, 2, 3, 20, 6,
@@ -189,6 +192,23 @@ def test_preconditioners_are_sized_against_the_memory_of_the_device_they_live_on
     with emulated():
         assert built("cuda", host=1000, gpu=2**30) and not built("cuda", host=2**30, gpu=1000)
     assert built("cpu", host=2**30, gpu=1000) and not built("cpu", host=1000, gpu=2**30)
+
+
+def test_the_free_memory_is_asked_only_where_the_preconditioners_could_need_much_of_it(monkeypatch):
+    """Reading the free memory costs more than a small problem's whole preconditioner: it is asked
+    only where the factors (or the kernel form) could need more than ASK_MEMORY bytes."""
+    import lintorch.training.solvers as solvers
+    from lintorch.config import TrainConfig
+
+    class Full:
+        def batches(self, epoch=0):
+            yield torch.randn(20, 6, generator=torch.Generator().manual_seed(0)), torch.zeros(20, dtype=torch.long)
+    asked = []
+    monkeypatch.setattr(solvers, "free_memory", lambda device: asked.append(device) or 0)
+    cfg, cpu = TrainConfig(precondition="gram"), torch.device("cpu")
+    assert solvers._preconditioners(cfg, Full(), 1e-3, 2, 3, 20, 6, cpu) is not None and asked == []
+    monkeypatch.setattr(solvers, "ASK_MEMORY", 8 * 4 * 6 * 6 - 1)        # the factors' bound now passes it
+    assert solvers._preconditioners(cfg, Full(), 1e-3, 2, 3, 20, 6, cpu) is None and asked == [cpu]
 
 
 def test_lbfgs_bar_promises_no_total(tmp_path, monkeypatch):
