@@ -152,7 +152,8 @@ def build(cfg, device, preprocess=None, data=None, features_state=None):
     model = LinearClassifier(D, C, num_models=K, weight_scale=0)
     with torch.no_grad():
         model.weight.copy_(W0.expand(K, C, D))
-    model = model.to(device)
+    if torch.device(device).type != "cpu":         # built there (Module.to walks it even where it is)
+        model = model.to(device)
     reg = torch.tensor([c.get("reg", cfg.reg) for c in configs], device=device)
     lr = torch.tensor([c.get("lr", base_lr) for c in configs], dtype=torch.float64)
     objective = Objective.from_config(cfg, reg=reg, train_labels=data.train.y, num_classes=C, device=device)

@@ -140,3 +140,18 @@ def test_unknown_validation_labels_are_named_as_sorted_unique_values(classes, la
         class_index(classes, labels, "y_val", "y")
     known = labels[np.isin(labels, classes)]
     np.testing.assert_array_equal(classes[class_index(classes, known, "y_val", "y")], known)
+
+
+@pytest.mark.parametrize("y", [
+    np.array([3, 1, 3, 7]), np.array([-128, 127, 0, -128], dtype=np.int8), np.array([2, 65535, 2], dtype=np.uint16),
+    np.array([-5, 10, -5], dtype=np.int64) * 10 ** 6, np.array([2 ** 64 - 1, 0, 5], dtype=np.uint64),
+    np.array([1 << 17, 0, 1 << 17]), np.array([True, False, True]), np.array(["b", "a", "b"]),
+])
+def test_sorted_classes_is_np_unique_whether_counted_or_sorted(y):
+    """Labels over a short integer span are counted, others sorted: either way np.unique's classes
+    (values and dtype) and inverse."""
+    classes, index = sorted_classes(y)
+    expected, inverse = np.unique(y, return_inverse=True)
+    assert classes.dtype == expected.dtype and index.dtype == np.int64
+    np.testing.assert_array_equal(classes, expected)
+    np.testing.assert_array_equal(index, inverse.reshape(-1))
