@@ -10,6 +10,7 @@ Imports no torch, so `train.py --help` and usage errors answer at once.
 """
 import argparse
 import dataclasses
+import functools
 import itertools
 import numbers
 import os
@@ -202,7 +203,7 @@ class TrainConfig:
 
     @classmethod
     def fields(cls):
-        return dataclasses.fields(cls)
+        return _fields(cls)
 
     @classmethod
     def from_args(cls, ns):
@@ -239,7 +240,7 @@ class TrainConfig:
         out = {f.name: getattr(self, f.name) for f in self.fields() if f.name not in ("given", "resume")}
         out["sweep"] = None if self.sweep is None else [dict(c) for c in self.sweep]
         if resolved is not None:
-            out["resolved"] = dataclasses.asdict(resolved)
+            out["resolved"] = {f.name: getattr(resolved, f.name) for f in _fields(Resolved)}    # plain values
         return out
 
     def replace(self, **changes):
@@ -293,6 +294,12 @@ class TrainConfig:
         for f in self.fields():
             _check_field(f, getattr(self, f.name), name)
         _check_rules(self, name)
+
+
+@functools.lru_cache(maxsize=None)
+def _fields(cls):
+    """dataclasses.fields(cls), read once per class (it filters the class's fields on every call)."""
+    return dataclasses.fields(cls)
 
 
 def _check_rules(cfg, n):
