@@ -71,8 +71,7 @@ def _cholesky(G, shift, tries=40):
     """The lower Cholesky factor of G + shift I, the shift raised tenfold until it exists (at most
     `tries` times). FloatingPointError when G holds NaN/inf, which no shift can repair (the loop
     used to spin forever on one, deaf to SIGTERM)."""
-    if not bool(torch.isfinite(G).all()):
-        raise FloatingPointError("the training inputs' Gram matrix X^T X / N holds NaN/inf")
+    _check_finite(G)
     eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
     for _ in range(tries):
         L, info = torch.linalg.cholesky_ex(G + shift * eye)
@@ -80,6 +79,23 @@ def _cholesky(G, shift, tries=40):
             return L
         shift *= 10
     raise FloatingPointError(f"X^T X / N + {shift:.3g} I has no Cholesky factor")
+
+
+def _choleskys(G, shifts):
+    """_cholesky of G at each of the shifts (R,) -> (R, D, D) lower factors: G checked once, every
+    member factored by one batched call (the same factors as one by one); a member whose factor fails
+    goes on alone, its shift raised tenfold."""
+    _check_finite(G)
+    eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+    L, info = torch.linalg.cholesky_ex(G + shifts.to(G).view(-1, 1, 1) * eye)
+    for k in info.nonzero().flatten().tolist():
+        L[k] = _cholesky(G, float(shifts[k]) * 10, tries=39)
+    return L
+
+
+def _check_finite(G):
+    if not bool(torch.isfinite(G).all()):
+        raise FloatingPointError("the training inputs' Gram matrix X^T X / N holds NaN/inf")
 
 
 def _add_lower_gram(G, xb, block):
@@ -130,9 +146,14 @@ def gram_preconditioners(loader, regs, num_classes, *, memory=None, block=1024):
     G.div_(n)
     floor = 1e-8 * max(float(G.diagonal().mean()), 1e-30)     # reg 0 and D > N leave G singular
     factor = D > INVERSE_MAX_D
-    M = torch.empty(len(regs), D, D, dtype=dtype if factor else torch.float64, device=G.device)   # small: as L-BFGS's state
-    for k, r in enumerate(regs.tolist()):
-        L = _cholesky(G, max(2 * r, floor))
-        M[k] = L if factor else torch.cholesky_inverse(L)
+    shifts = [max(2 * r, floor) for r in regs.tolist()]
+    if factor:                  # one at a time: K float64 factors of a large D at once would be K Grams more
+        M = torch.empty(len(regs), D, D, dtype=dtype, device=G.device)
+        for k, shift in enumerate(shifts):
+            M[k] = _cholesky(G, shift)
+    else:                       # small: factored together, kept in float64 as L-BFGS's state
+        M = _choleskys(G, torch.tensor(shifts, dtype=torch.float64))
+        for k in range(len(M)):     # one by one: a batched cholesky_inverse differs in the last bit
+            M[k] = torch.cholesky_inverse(M[k])
     del G
     return GramPreconditioner(_with_unit_corner(M), num_classes, factor), None
