@@ -167,11 +167,10 @@ def _example_grad(grad, reduction, losses, weight=None):
     if reduction == "none":
         g = grad.unsqueeze(-1)
     else:
-        scale = 1.0 / losses.shape[-1] if reduction == "mean" else 1.0
-        g = (grad * scale).unsqueeze(-1).unsqueeze(-1)
+        g = (grad * (1.0 / losses.shape[-1]) if reduction == "mean" else grad).unsqueeze(-1).unsqueeze(-1)
     if weight is not None:
         g = g * weight.unsqueeze(-1)
-    return g + 0.0 * losses.unsqueeze(-1)
+    return torch.add(g, losses.unsqueeze(-1), alpha=0.0)              # g + 0 L_i: NaN where L_i is not finite
 
 
 def _own_outputs(reduction, loss, aux, losses):
@@ -265,17 +264,16 @@ def linear_backward(x, weight, dscores, need_x=True, need_weight=True, need_bias
     """dx = dS W,  dW = dS^T x,  db = sum_n dS  (dS = dL/dscores, (N, C) or (K, N, C)).
 
     dW is computed as dS^T x, not (x^T dS)^T: the result is then contiguous in nn.Linear's
-    (C, D) layout with no transpose copy.
+    (C, D) layout with no transpose copy. dS^T is taken as the (K*C, N) matrix of dS.mT: a view,
+    no copy, for the scores linear_forward returns (and a loss's dscores in their layout).
     """
     KC, D = math.prod(weight.shape[:-1]), weight.shape[-1]
     W = weight.reshape(KC, D)                                          # (K*C, D)
-    if weight.dim() == 3:
-        dscores = dscores.transpose(0, 1)                              # (N, K, C)
     # under autocast the scores (and so dS) may be half precision while x and W are not
-    dS = dscores.reshape(x.shape[0], KC).to(weight.dtype)              # (N, K*C)
-    dx = dS @ W if need_x else None
-    dW = (dS.t() @ x).view(weight.shape) if need_weight else None
-    db = dS.sum(0).view(weight.shape[:-1]) if need_bias else None
+    dS_t = dscores.mT.reshape(KC, x.shape[0]).to(weight.dtype)         # (K*C, N)
+    dx = dS_t.t() @ W if need_x else None
+    dW = (dS_t @ x).view(weight.shape) if need_weight else None
+    db = dS_t.sum(1).view(weight.shape[:-1]) if need_bias else None
     return dx, dW, db
 
 
@@ -487,10 +485,11 @@ def softmax_forward(scores, target, reduction="mean", class_weight=None):
     the L_i for the backward pass.
     """
     s = scores.to(_compute_dtype(scores))
-    shifted = s - s.amax(-1, keepdim=True)                             # (..., N, C), max 0
-    P = torch.exp(shifted)                                             # unnormalized
+    shifted = s - s.amax(-1, keepdim=True)                             # (..., N, C), max 0, a new tensor
+    shifted_y = shifted.gather(-1, _index(target, s))                  # (..., N, 1), before exp_ overwrites
+    P = shifted.exp_()                                                 # unnormalized
     z = P.sum(-1, keepdim=True)                                        # in [1, C]: log z is exact
-    losses = (z.log() - shifted.gather(-1, _index(target, s))).squeeze(-1)   # (..., N)
+    losses = z.log().sub_(shifted_y).squeeze(-1)                       # (..., N)
     if class_weight is not None:
         losses = losses * _example_weight(class_weight, target, s.dtype)
     return _reduce(losses, reduction).to(scores.dtype), P.div_(z), losses
@@ -643,7 +642,7 @@ def logistic_forward(scores, target, reduction="mean", class_weight=None):
     s = scores.to(_compute_dtype(scores))
     idx = _index(target, s)
     margins = s.neg().scatter_(-1, idx, s.gather(-1, idx))             # t * s, a new tensor
-    losses = (margins.neg().clamp_min(0) + margins.abs().neg().exp().log1p()).sum(-1)   # (..., N)
+    losses = margins.neg().clamp_min_(0).add_(margins.abs().neg_().exp_().log1p_()).sum(-1)   # (..., N)
     if class_weight is not None:
         losses = losses * _example_weight(class_weight, target, s.dtype)
     return _reduce(losses, reduction).to(scores.dtype), margins, losses
@@ -655,8 +654,8 @@ def logistic_backward(margins, losses, target, grad, reduction="mean", class_wei
     -> dscores (..., N, C) in the margins' dtype."""
     p = torch.sigmoid(margins.neg())                                   # sigma(-m) in (0, 1)
     idx = _index(target, p)
-    # -t sigma(-m): the sign written into a copy (sigmoid's backward keeps p), never into p or grad
-    dscores = p.clone().mul_(torch.ones_like(p).scatter_(-1, idx, -1.0))
+    # -t sigma(-m): the sign written into p's copy (sigmoid's backward keeps p), never into p or grad
+    dscores = p.clone().scatter_(-1, idx, p.gather(-1, idx).neg_())
     weight = _example_weight(class_weight, target, margins.dtype)
     return dscores * _example_grad(grad.to(margins.dtype), reduction, losses, weight)
 

@@ -445,18 +445,26 @@ def full_batch_evaluator(loader, objective, *, dtype=None):
         raise ValueError(f"lbfgs needs a smooth objective, not {' and '.join(nonsmooth)}: L-BFGS has no "
                          "convergence guarantee at kinks and stalls there; train nonsmooth objectives with SGD")
     reg_all = torch.as_tensor(objective.reg, dtype=torch.float64)
+    reg2_all = (2.0 * reg_all).view(-1, 1, 1)           # (K, 1, 1) or (1, 1, 1): 2 reg, R(W)'s gradient's factor
     class_weight = objective.class_weight
 
     def evaluate(W, b, active):
-        r = reg_all[active.to(reg_all.device)] if reg_all.dim() else reg_all
+        if reg_all.dim():
+            active = active.to(reg_all.device)
+            r, r2 = reg_all[active], reg2_all[active]
+        else:
+            r, r2 = reg_all, reg2_all
         # f summed where the batches are: no host sync per batch (the driver reads f once per evaluation)
         f = dW = db = None
-        n = 0
+        n = 0.0                                      # a float: dividing by it casts nothing
+        cast = {}                                    # (device, dtype) -> W, b and the class weights there, once
         for xb, yb in loader.batches(0):
-            cdt = dtype or xb.dtype
-            cw = None if class_weight is None else class_weight.to(xb.device, cdt)
-            data, gW, gb = objective.data_and_grad(xb.to(cdt), W.to(xb.device, cdt), b.to(xb.device, cdt), yb,
-                                                   class_weight=cw, reduction="sum")
+            where = (xb.device, dtype or xb.dtype)
+            if where not in cast:
+                cast[where] = (W.to(*where), b.to(*where), None if class_weight is None else class_weight.to(*where))
+            Wc, bc, cw = cast[where]
+            xb = xb if xb.dtype == where[1] else xb.to(where[1])
+            data, gW, gb = objective.data_and_grad(xb, Wc, bc, yb, class_weight=cw, reduction="sum")
             data, gW, gb = data.to(torch.float64), gW.to(W.device, torch.float64), gb.to(b.device, torch.float64)
             if f is None:                            # the first batch's own tensors start the sums
                 f, dW, db = data, gW, gb
@@ -464,7 +472,7 @@ def full_batch_evaluator(loader, objective, *, dtype=None):
                 f, dW, db = f + data, dW.add_(gW), db.add_(gb)
             n += len(yb)
         W64 = W.to(torch.float64)
-        r = r.to(W64.device, non_blocking=True)
-        f = f.to(W64.device) / n + r * W64.square().sum((-2, -1))
-        return f, dW.div_(n).add_(2 * r.view(-1, 1, 1) * W64), db.div_(n)
+        r, r2 = r.to(W64.device, non_blocking=True), r2.to(W64.device, non_blocking=True)
+        f = f.to(W64.device).div_(n).add_(r * W64.square().sum((-2, -1)))
+        return f, dW.div_(n).add_(r2 * W64), db.div_(n)
     return evaluate
