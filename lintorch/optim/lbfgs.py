@@ -51,11 +51,15 @@ class _Member:
     reached: bool = False                                 # a finite f in the current line search
     pairs: int = 0                                        # (s, y) pairs kept since its history was cleared
     gg: float = 0.0                                       # g.g at its last accepted point
+    first: float = 1.0                                    # the first trial step along its direction
+    plain: float = 1.0                                    # the first step along -g from that point
+    fallback: bool = False                                # its direction is -g, the two-loop's did not descend
 
 
-# The numbers read back each round, per trial point: at the trial, then of its member's direction.
+# The numbers read back each round, per trial point: at the trial, then of its member's direction
+# (g_old the gradient where the direction starts).
 _TRIAL = ("f", "g.d", "max |g|", "g.g", "g.g_old", "|g|_1")
-_DIRECTION = ("g.d", "first step", "max |d|", "descent")
+_DIRECTION = ("g_old.d", "max |d|")
 
 
 @dataclass
@@ -203,9 +207,7 @@ def two_loop(g, S, Y, live=None, precondition=None, members=None):
 
 class _DeviceState:
     """The K members' device state, all float64: theta, grad (K, P) at each member's last accepted
-    point; d (K, P) its direction and step (K,) its trial step along it; news (K, 4) the slope g.d,
-    first step, max |d| and descent (1, or 0 where d fell back to -g) of its newest direction; its
-    history in ring buffers S, Y (K, m, P): member k's i-th pair since its history was last cleared
+    point; d (K, P) its direction and step (K,) its trial step along it; its history in ring buffers S, Y (K, m, P): member k's i-th pair since its history was last cleared
     is in slot i % m, over the oldest, so a new pair writes P numbers, not m P. Which slots hold pairs
     is the host's count (_Member.pairs), so nothing here is read back to decide it. rows: which
     members, a slice of all K or their (A,) indices (state.rows)."""
@@ -213,7 +215,7 @@ class _DeviceState:
     def __init__(self, theta, history, precondition):
         K, P = theta.shape
         self.theta, self.grad, self.d = theta, torch.zeros_like(theta), torch.zeros_like(theta)
-        self.step, self.news = theta.new_zeros(K), theta.new_zeros(K, 4)
+        self.step = theta.new_zeros(K)
         self.S, self.Y = theta.new_zeros(K, history, P), theta.new_zeros(K, history, P)
         self.precondition = precondition
 
@@ -257,21 +259,20 @@ class _DeviceState:
     def directions(self, rows, members, g, window, live, first):
         """The next directions of members `rows` (members: their indices) at their gradients g (A, P):
         the two-loop recursion's over the ring slots window (A n flat indices, each member's newest n
-        slots oldest first; live (A, n) which hold pairs, or None), or -g where that is not a descent
-        direction (the host clears that member's history when it reads the descent flag). first (2, A):
-        each one's first trial step if the direction descends, and if it fell back to -g."""
+        slots oldest first; live (A, n) which hold pairs, or None); first (A,) their first trial steps.
+        Whether each descends is read back with the next round's numbers (steepest, if not)."""
         P = self.S.shape[2]
         shape = (len(g), len(window) // len(g), P)
         at = self.put(window, torch.int64)
-        d = two_loop(g, self.S.view(-1, P).index_select(0, at).view(shape),
-                     self.Y.view(-1, P).index_select(0, at).view(shape),
-                     None if live is None else self.put(live, torch.bool), self.precondition, members)
-        descent = _dot(g, d) < 0
-        d = torch.where(descent[:, None], d, -g)
-        first = self.put(first)
-        first = torch.where(descent, first[0], first[1])
-        self.d[rows], self.step[rows] = d, first
-        self.news[rows] = torch.stack([_dot(g, d), first, d.abs().amax(1), descent.to(d.dtype)], 1)
+        self.d[rows] = two_loop(g, self.S.view(-1, P).index_select(0, at).view(shape),
+                                self.Y.view(-1, P).index_select(0, at).view(shape),
+                                None if live is None else self.put(live, torch.bool), self.precondition, members)
+        self.step[rows] = self.put(first)
+
+    def steepest(self, rows, first):
+        """Members `rows` turn to d = -g at their point, first (A,) their first trial steps."""
+        self.d[rows] = -self.grad[rows]
+        self.step[rows] = self.put(first)
 
 
 # --------------------------------------------------------------------------- the driver
@@ -310,13 +311,15 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
         calls += 1
         grads = torch.cat([dW, db[..., None]], 2).to(torch.float64).view(len(pending), -1)   # (A, P)
         # the one host sync of the round: each trial's numbers (_TRIAL) and its direction's (_DIRECTION)
-        g_abs = grads.abs()
-        numbers = torch.cat([torch.stack([f.to(grads), _dot(grads, state.d[rows]), g_abs.amax(1), _dot(grads, grads),
-                                          _dot(grads, state.grad[rows]), g_abs.sum(1)], 1),
-                             state.news[rows]], 1).tolist()
-        accepted, going = _search(pending, numbers, grads, recs, searches, search)
+        d, g_old, g_abs = state.d[rows], state.grad[rows], grads.abs()
+        numbers = torch.stack([f.to(grads), _dot(grads, d), g_abs.amax(1), _dot(grads, grads), _dot(grads, g_old),
+                               g_abs.sum(1), _dot(g_old, d), d.abs().amax(1)], 1).tolist()
+        accepted, going, turned = _search(pending, numbers, grads, recs, searches, search)
+        if turned:                                   # directions that did not descend: -g instead
+            state.steepest(state.rows(turned), [recs[k].first for k in turned])
         if going:                                    # the searches' next trial steps
             state.step[state.rows([k for k, _ in going])] = state.put([t for _, t in going])
+        going += [(k, None) for k in turned]
         if accepted:                                 # each moves, and gets its next direction if it goes on
             fresh = _accept(state, accepted, recs, history, precondition is not None, max_iter, tol, ftol)
             searches.update(dict.fromkeys(fresh))
@@ -340,21 +343,29 @@ def _search(pending, numbers, grads, recs, searches, search):
     """The host's part of a round: each pending member's line search takes its trial's numbers (a row of
     numbers: _TRIAL then _DIRECTION); grads (A, P) the trials' gradients. -> accepted [(k, t, f, (numbers
     row, gradient row), moved)] (the start points as steps of 0), going [(k, the next trial step)]; a
-    search that failed sets its member's status."""
-    accepted, going = [], []
+    search that failed sets its member's status; turned: the members whose new direction does not descend
+    (g_old.d >= 0: rounding, or a preconditioner that is not positive definite), which drop their pairs and
+    turn to -g (that trial wasted), and stall if -g does not descend either."""
+    accepted, going, turned = [], [], []
     for j, k in enumerate(pending):
         row = numbers[j]
         f_t, gtd_t = row[:2]
-        gtd, first, d_max, descent = row[len(_TRIAL):]
+        gtd, d_max = row[len(_TRIAL):]
         rec, kept = recs[k], (row, grads[j])
         rec.evaluations += 1
         if k not in searches:                        # the start point
             accepted.append((k, 0.0, f_t, kept, False))
             continue
         if searches[k] is None:
-            if not descent:                          # its direction fell back to -g: its pairs are dropped
-                rec.pairs = 0
-            searches[k] = search(rec.f, gtd, first, d_max)
+            if not gtd < 0:
+                if rec.fallback:
+                    rec.status = "stalled"
+                    del searches[k]
+                else:
+                    rec.pairs, rec.first, rec.fallback = 0, rec.plain, True
+                    turned.append(k)
+                continue
+            searches[k] = search(rec.f, gtd, rec.first, d_max)
             next(searches[k])                        # its first trial: `first`, evaluated already
             rec.reached = False
         rec.reached |= math.isfinite(f_t)
@@ -366,7 +377,7 @@ def _search(pending, numbers, grads, recs, searches, search):
                 accepted.append((k, *stop.value, True))
             else:
                 rec.status = "stalled" if rec.reached else "nonfinite"
-    return accepted, going
+    return accepted, going, turned
 
 
 def _accept(state, accepted, recs, m, preconditioned, max_iter, tol, ftol):
@@ -393,16 +404,17 @@ def _accept(state, accepted, recs, m, preconditioned, max_iter, tol, ftol):
     state.move(state.rows(members), state.put([a[1] for a in accepted]), g_new, slots)
     if fresh:
         used = max(1, min(m, max(recs[k].pairs for k in fresh)))       # the older slots of all are empty
-        window, live, first = [], [], [[], []]
+        window, live = [], []
         for j, k in zip(rows_fresh, fresh):
-            p, g1 = recs[k].pairs, accepted[j][3][0][len(_TRIAL) - 1]
+            rec, g1 = recs[k], accepted[j][3][0][len(_TRIAL) - 1]
+            p = rec.pairs
             window += [k * m + (p - used + i) % m for i in range(used)]
             live.append([p - used + i >= 0 for i in range(used)])
-            plain = 1.0 if preconditioned or not g1 > 0 else min(1.0, 1 / g1)
-            first[0].append(1.0 if preconditioned or p > 0 else plain)
-            first[1].append(plain)
+            rec.plain = 1.0 if preconditioned or not g1 > 0 else min(1.0, 1 / g1)
+            rec.first, rec.fallback = 1.0 if preconditioned or p > 0 else rec.plain, False
         g = g_new if len(fresh) == len(accepted) else g_new[rows_fresh]
-        state.directions(state.rows(fresh), fresh, g, window, None if all(map(all, live)) else live, first)
+        state.directions(state.rows(fresh), fresh, g, window, None if all(map(all, live)) else live,
+                         [recs[k].first for k in fresh])
     return fresh
 
 

@@ -73,6 +73,42 @@ def test_batched_equals_independent_single_runs(line_search):
         torch.testing.assert_close(single.b[0], batched.b[k], rtol=1e-9, atol=1e-12)
 
 
+class Ascent(Preconditioner):
+    """M^-1 = -I, the bias's corner included: with no pairs, H0 = M^-1 points uphill; with pairs, H0 =
+    gamma M^-1 and gamma = s.y / y.M^-1 y < 0 cancel the sign."""
+
+    def solve(self, W, members):
+        return -W
+
+
+def test_a_direction_that_does_not_descend_turns_to_steepest_descent():
+    """The first direction, -M^-1 g = +g, climbs: the member drops it (one wasted evaluation), steps along -g,
+    and still reaches Newton's optimum; a member whose -g does not descend either stalls instead of looping."""
+    x, y = problem(seed=1)
+    W_n, b_n, f_n = newton(x, y, 1e-2, 4)
+    evaluate = full_batch_evaluator(ListLoader(x, y, 50), Objective(reg=1e-2))
+    trials = []
+
+    def recorded(W, b, active):
+        trials.append(torch.cat([W, b[..., None]], -1).clone())
+        return evaluate(W, b, active)
+    climbing = lbfgs(recorded, *zeros(1, 4, 6), tol=1e-8, ftol=0.0, precondition=Ascent(4, 6, 1))
+    assert climbing.status == ["converged"]
+    torch.testing.assert_close(climbing.W[0], W_n, rtol=0, atol=1e-6)
+    torch.testing.assert_close(climbing.b[0] - climbing.b[0].mean(), b_n - b_n.mean(), rtol=0, atol=1e-6)
+    assert abs(float(climbing.f[0]) - f_n) < 1e-12
+    _, gW, gb = evaluate(*zeros(1, 4, 6), torch.tensor([0]))
+    g = torch.cat([gW, gb[..., None]], -1)                            # at the start, theta 0
+    torch.testing.assert_close(trials[1], g)                          # the two-loop's d = -M^-1 g = +g, step 1
+    torch.testing.assert_close(trials[2], -g)                         # dropped: -g, step 1
+    assert int(climbing.evaluations[0]) == len(trials)
+
+    def flat_then_nan(W, b, active):                                  # g.d is NaN along any direction
+        f = (W.square().sum((1, 2)) + b.square().sum(1)) * math.nan
+        return f, W * math.nan, b * math.nan
+    assert lbfgs(flat_then_nan, *zeros(1, 2, 3)).status == ["nonfinite"]
+
+
 @pytest.mark.parametrize("line_search", ["strong_wolfe", "armijo"])
 def test_reaches_newtons_optimum(line_search):
     x, y = problem(seed=1)
