@@ -78,10 +78,12 @@ class Preprocess:
         return Preprocess(self.mean.to(device), None if self.std is None else self.std.to(device), self.mode)
 
     def __call__(self, x):
-        """x uint8 (N, 3, S, S) or (N, D) -> float32 (N, D) on x's device (fitted on one device, applied on any)."""
-        xf = x.reshape(x.shape[0], -1).to(torch.float32, copy=True)   # our own buffer
+        """x uint8 (N, 3, S, S) or (N, D) -> float32 (N, D) on x's device (fitted on one device, applied on any).
+        Features that pass through as given come back as x itself where x is float32 already (a view:
+        batches are read, never written)."""
         if self.passes_through:
-            return xf
+            return x.reshape(x.shape[0], -1).float()
+        xf = x.reshape(x.shape[0], -1).to(torch.float32, copy=True)   # our own buffer
         scale, neg_shift = self._constants(x.device)
         # in place: a second batch-sized temporary per step costs page faults on CPU
         return torch.addcmul(neg_shift, xf, scale, out=xf)

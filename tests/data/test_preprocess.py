@@ -45,14 +45,14 @@ def test_feature_standardization_is_the_float64_mean_and_std_of_the_chunks():
 
 
 def test_features_as_given_pass_through_to_the_bit():
-    """A zero-mean, std-less feature Preprocess (LinearProbe's standardize=False) copies the batches
-    without its arithmetic: the same float32 values x * 1 + 0 gave, in a buffer of their own."""
+    """A zero-mean, std-less feature Preprocess (LinearProbe's standardize=False) skips its arithmetic:
+    the same float32 values x * 1 + 0 gave, float32 batches as they are (a view), others converted."""
     g = torch.Generator().manual_seed(0)
     x = torch.cat([torch.randn(50, 5, generator=g) * 1e3, torch.tensor([[0.0, -0.0, 1e-40, -3.5, 7.0]])])
     pre = Preprocess(torch.zeros(5), None, "feature")
     assert pre.passes_through and not Preprocess(torch.ones(5), None, "feature").passes_through
     out = pre(x)
-    assert torch.equal(out, torch.addcmul(pre.neg_shift, x, pre.scale)) and out.data_ptr() != x.data_ptr()
+    assert torch.equal(out, torch.addcmul(pre.neg_shift, x, pre.scale)) and out.data_ptr() == x.data_ptr()
     assert torch.equal(pre(x.double()), torch.addcmul(pre.neg_shift, x.double().float(), pre.scale))
     assert not Preprocess.fit_features([x]).passes_through and not Preprocess.fit(torch.zeros(2, 3, 2, 2,
                                                                                dtype=torch.uint8)).passes_through

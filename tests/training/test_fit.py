@@ -138,3 +138,18 @@ def test_the_members_start_from_the_seeds_draws_and_the_global_rng_is_untouched(
     expected = torch.randn(3, 12) * WEIGHT_SCALE
     assert torch.equal(r.model.weight[0], expected) and torch.equal(r.model.weight[1], expected)
     assert torch.equal(r.model.bias, torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("solver", [*SOLVERS, "gd"])
+@pytest.mark.parametrize("standardize", [False, True])
+def test_a_fit_leaves_the_callers_arrays_as_they_were(solver, standardize):
+    """Features passed through as given reach the solvers as views of the caller's X: every solver
+    reads its batches and never writes them (X, y, X_val, y_val bit-identical after fit and predict)."""
+    x, y = blobs()
+    given = {"X": x[:240], "y": y[:240], "X_val": x[240:], "y_val": y[240:]}
+    before = {k: v.clone() for k, v in given.items()}
+    settings = SOLVERS.get(solver, dict(loss="softmax", solver="gd", epochs=3, reg=1e-3))
+    probe = LinearProbe(**settings, standardize=standardize, device="cpu").fit(*given.values())
+    probe.predict(given["X_val"]), probe.score(given["X"], given["y"])
+    LinearProbe(**settings, standardize=standardize, device="cpu").fit(given["X"], given["y"])   # carved
+    assert all(torch.equal(given[k], before[k]) for k in given)
