@@ -28,6 +28,7 @@ Resume: there is none. The histories and line-search brackets are not saved;
 LBFGSResult.state_dict() keeps each member's last accepted W, b, which warm-start a new run (its
 history rebuilt, so the iterates differ from an uninterrupted run).
 """
+import array
 import math
 from dataclasses import dataclass, field
 from typing import List
@@ -163,6 +164,13 @@ def _armijo(f, gtd, t, d_max, c1=1e-4, max_ls=25):
 # --------------------------------------------------------------------------- all members' device state
 
 _dot = torch.linalg.vecdot               # row-wise dot products: a, b (A, P) -> (A,)
+_ARRAY_CODES = {torch.float64: "d", torch.int64: "q", torch.bool: "b"}
+
+
+def _host(values, dtype):
+    """A non-empty list of host numbers as a CPU tensor, from a host buffer (a third of torch.tensor's
+    cost for a short list)."""
+    return torch.frombuffer(array.array(_ARRAY_CODES[dtype], values), dtype=dtype)
 
 
 def two_loop(g, S, Y, live=None, precondition=None, members=None):
@@ -218,15 +226,18 @@ class _DeviceState:
         self.step = theta.new_zeros(K)
         self.S, self.Y = theta.new_zeros(K, history, P), theta.new_zeros(K, history, P)
         self.precondition = precondition
+        self.on_cpu = theta.device.type == "cpu"
 
     def put(self, values, dtype=torch.float64):
-        """Host numbers as a tensor on the state's device, by a copy that does not wait for the device."""
-        return torch.tensor(values, dtype=dtype).to(self.theta.device, non_blocking=True)
+        """Host numbers (a non-empty list) as a tensor on the state's device, by a copy that does not wait
+        for the device (from a host buffer: a third of torch.tensor's cost for a short list)."""
+        host = _host(values, dtype)
+        return host if self.on_cpu else host.to(self.theta.device, non_blocking=True)
 
     def rows(self, members):
         """Members (sorted, distinct) as the state's rows: all K as a slice (views: a single model, or
         a path with every member running), else their indices."""
-        return slice(None) if len(members) == len(self.theta) else self.put(members, torch.int64)
+        return slice(None) if len(members) == self.theta.shape[0] else self.put(members, torch.int64)
 
     def points(self, rows):
         """The trial points theta + step d of `rows` -> (A, P)."""
@@ -242,7 +253,7 @@ class _DeviceState:
             j = [j for j, _ in slots]
             at = self.put([i for _, i in slots], torch.int64)
             y = g_new - self.grad[rows]
-            if len(j) < len(t):
+            if len(j) < t.shape[0]:
                 keep = self.put(j, torch.int64)
                 s_kept, y = s.index_select(0, keep), y.index_select(0, keep)
             else:
@@ -262,11 +273,13 @@ class _DeviceState:
         slots oldest first; live (A, n) which hold pairs, or None); first (A,) their first trial steps.
         Whether each descends is read back with the next round's numbers (steepest, if not)."""
         P = self.S.shape[2]
-        shape = (len(g), len(window) // len(g), P)
+        A = g.shape[0]
+        shape = (A, len(window) // A, P)
         at = self.put(window, torch.int64)
         self.d[rows] = two_loop(g, self.S.view(-1, P).index_select(0, at).view(shape),
                                 self.Y.view(-1, P).index_select(0, at).view(shape),
-                                None if live is None else self.put(live, torch.bool), self.precondition, members)
+                                None if live is None else self.put(sum(live, []), torch.bool).view(A, -1),
+                                self.precondition, members)
         self.step[rows] = self.put(first)
 
     def steepest(self, rows, first):
@@ -307,7 +320,7 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
     while pending:
         rows = state.rows(pending)
         points = state.points(rows).view(-1, C, D + 1)                                    # (A, C, D + 1)
-        f, dW, db = evaluate(points[..., :D], points[..., D], torch.tensor(pending))
+        f, dW, db = evaluate(points[..., :D], points[..., D], _host(pending, torch.int64))
         calls += 1
         grads = torch.cat([dW, db[..., None]], 2).to(torch.float64).view(len(pending), -1)   # (A, P)
         # the one host sync of the round: each trial's numbers (_TRIAL) and its direction's (_DIRECTION)
