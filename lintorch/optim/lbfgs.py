@@ -215,7 +215,8 @@ def two_loop(g, S, Y, live=None, precondition=None, members=None):
 
 class _DeviceState:
     """The K members' device state, all float64: theta, grad (K, P) at each member's last accepted
-    point; d (K, P) its direction and step (K,) its trial step along it; its history in ring buffers S, Y (K, m, P): member k's i-th pair since its history was last cleared
+    point; d (K, P) its direction and step (K,) its trial step along it; its history in ring buffers
+    S, Y (K, m, P): member k's i-th pair since its history was last cleared
     is in slot i % m, over the oldest, so a new pair writes P numbers, not m P. Which slots hold pairs
     is the host's count (_Member.pairs), so nothing here is read back to decide it. rows: which
     members, a slice of all K or their (A,) indices (state.rows)."""
@@ -297,7 +298,8 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
     evaluate(W (A, C, D), b (A, C), active (A,) int64 indices into the K members) -> f (A,)
     objective values, dW (A, C, D), db (A, C): the A live members' objective and gradient, in
     one pass over the data (full_batch_evaluator builds one). W and b are views into one (A, C, D + 1)
-    buffer, not contiguous (reshape them, not view). tol: max-abs gradient entry at which
+    buffer, not contiguous (reshape them, not view); it runs under torch.inference_mode, so it computes
+    its gradient without autograd (as full_batch_evaluator does). tol: max-abs gradient entry at which
     a member has converged (scikit-learn's tol). history: (s, y) pairs kept per member.
     line_search "strong_wolfe" or "armijo" (backtracking; the curvature check guards the history).
     on_iter(calls, records) is called after every evaluate call; should_stop() polled then too.
@@ -312,40 +314,42 @@ def lbfgs(evaluate, W0, b0, *, max_iter=1000, tol=1e-4, ftol=64 * torch.finfo(to
     K, C, D = W0.shape
     if precondition is not None and len(precondition) != K:
         raise ValueError(f"precondition has {len(precondition)} members, W0 {K}")
-    state = _DeviceState(torch.cat([W0, b0[..., None]], 2).to(torch.float64).view(K, -1), history, precondition)
-    search = _strong_wolfe if line_search == "strong_wolfe" else _armijo
-    recs = [_Member() for _ in range(K)]
-    searches = {}                  # k -> its line search (None: to start at the next read)
-    pending, calls = list(range(K)), 0               # the first round evaluates the start points (step 0)
-    while pending:
-        rows = state.rows(pending)
-        points = state.points(rows).view(-1, C, D + 1)                                    # (A, C, D + 1)
-        f, dW, db = evaluate(points[..., :D], points[..., D], _host(pending, torch.int64))
-        calls += 1
-        grads = torch.cat([dW, db[..., None]], 2).to(torch.float64).view(len(pending), -1)   # (A, P)
-        # the one host sync of the round: each trial's numbers (_TRIAL) and its direction's (_DIRECTION)
-        d, g_old, g_abs = state.d[rows], state.grad[rows], grads.abs()
-        numbers = torch.stack([f.to(grads), _dot(grads, d), g_abs.amax(1), _dot(grads, grads), _dot(grads, g_old),
-                               g_abs.sum(1), _dot(g_old, d), d.abs().amax(1)], 1).tolist()
-        accepted, going, turned = _search(pending, numbers, grads, recs, searches, search)
-        if turned:                                   # directions that did not descend: -g instead
-            state.steepest(state.rows(turned), [recs[k].first for k in turned])
-        if going:                                    # the searches' next trial steps
-            state.step[state.rows([k for k, _ in going])] = state.put([t for _, t in going])
-        going += [(k, None) for k in turned]
-        if accepted:                                 # each moves, and gets its next direction if it goes on
-            fresh = _accept(state, accepted, recs, history, precondition is not None, max_iter, tol, ftol)
-            searches.update(dict.fromkeys(fresh))
-            going += [(k, None) for k in fresh]
-        pending = sorted(k for k, _ in going)
-        if on_iter is not None:
-            on_iter(calls, recs)
-        if pending and should_stop is not None and should_stop():
-            for k in pending:
-                recs[k].status = "stopped"
-            break
-    theta = state.theta.view(K, C, D + 1)
-    return LBFGSResult(theta[..., :D].contiguous(), theta[..., D].contiguous(),
+    with torch.inference_mode():                     # no autograd bookkeeping on the rounds' many small ops
+        state = _DeviceState(torch.cat([W0, b0[..., None]], 2).to(torch.float64).view(K, -1), history, precondition)
+        search = _strong_wolfe if line_search == "strong_wolfe" else _armijo
+        recs = [_Member() for _ in range(K)]
+        searches = {}                  # k -> its line search (None: to start at the next read)
+        pending, calls = list(range(K)), 0               # the first round evaluates the start points (step 0)
+        while pending:
+            rows = state.rows(pending)
+            points = state.points(rows).view(-1, C, D + 1)                                    # (A, C, D + 1)
+            f, dW, db = evaluate(points[..., :D], points[..., D], _host(pending, torch.int64))
+            calls += 1
+            grads = torch.cat([dW, db[..., None]], 2).to(torch.float64).view(len(pending), -1)   # (A, P)
+            # the one host sync of the round: each trial's numbers (_TRIAL) and its direction's (_DIRECTION)
+            d, g_old, g_abs = state.d[rows], state.grad[rows], grads.abs()
+            numbers = torch.stack([f.to(grads), _dot(grads, d), g_abs.amax(1), _dot(grads, grads), _dot(grads, g_old),
+                                   g_abs.sum(1), _dot(g_old, d), d.abs().amax(1)], 1).tolist()
+            accepted, going, turned = _search(pending, numbers, grads, recs, searches, search)
+            if turned:                                   # directions that did not descend: -g instead
+                state.steepest(state.rows(turned), [recs[k].first for k in turned])
+            if going:                                    # the searches' next trial steps
+                state.step[state.rows([k for k, _ in going])] = state.put([t for _, t in going])
+            going += [(k, None) for k in turned]
+            if accepted:                                 # each moves, and gets its next direction if it goes on
+                fresh = _accept(state, accepted, recs, history, precondition is not None, max_iter, tol, ftol)
+                searches.update(dict.fromkeys(fresh))
+                going += [(k, None) for k in fresh]
+            pending = sorted(k for k, _ in going)
+            if on_iter is not None:
+                on_iter(calls, recs)
+            if pending and should_stop is not None and should_stop():
+                for k in pending:
+                    recs[k].status = "stopped"
+                break
+    theta = state.theta.view(K, C, D + 1)                # copies made here are ordinary tensors
+    return LBFGSResult(theta[..., :D].clone(memory_format=torch.contiguous_format),
+                       theta[..., D].clone(memory_format=torch.contiguous_format),
                        torch.tensor([r.f for r in recs], dtype=torch.float64),
                        torch.tensor([r.grad_max for r in recs], dtype=torch.float64),
                        torch.tensor([r.iterations for r in recs]), torch.tensor([r.evaluations for r in recs]),

@@ -63,6 +63,8 @@ def test_batched_equals_independent_single_runs(line_search):
     batched = lbfgs(full_batch_evaluator(loader, Objective(reg=regs)), *zeros(3, 4, 6), tol=1e-6, line_search=line_search)
     assert batched.status == ["converged"] * 3
     assert batched.calls == int(batched.evaluations.max())           # one call per round, shared
+    assert not (batched.W.is_inference() or batched.b.is_inference())    # the rounds ran under inference_mode
+    batched.W.add_(0)                                                 # ordinary tensors: in place, autograd
     for k in range(3):
         single = lbfgs(full_batch_evaluator(loader, Objective(reg=float(regs[k]))), *zeros(1, 4, 6), tol=1e-6,
                        line_search=line_search)
