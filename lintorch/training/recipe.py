@@ -79,25 +79,32 @@ def mirrors_on_the_fly(cfg):
     return cfg.flip and cfg.features == "pixels"
 
 
-# A training split of at most this many values (N x D float32: 512 KB) is one batch for L-BFGS's
-# passes: at that size each batch costs Python and dispatch, not arithmetic (2,000 x 64, 10 classes,
-# 1 thread: 4 batches of 512 took about twice the CPU time of one batch of 2,000 per evaluation;
-# python -m lintorch.bench.probe_compare)
-SMALL_SPLIT = 2 ** 17
+# L-BFGS's passes over the training split (each evaluation) go in batches of about this many values
+# (16 MB of float32): in batches of EVAL_BATCH rows each batch costs Python and dispatch, not
+# arithmetic (20,000 x 256, 10 classes, 1 thread: 1.73x scikit-learn's time in batches of 512 rows,
+# 1.25x in batches of 16,384; python -m lintorch.bench.probe_compare --n 20000 --d 256). A split
+# that fits one such batch is made once, preprocessed, and kept.
+PASS_VALUES = 2 ** 22
 
 
 def full_batch_loader(split, preprocess, device):
-    """The training split for a full-batch solver's passes: eval_loader's batches, or the whole
-    split as one batch, preprocessed once and kept, when it holds at most SMALL_SPLIT values."""
-    if not split.streamed and len(split) * input_dim(split) <= SMALL_SPLIT:
+    """The training split for L-BFGS's passes: batches of PASS_VALUES / D rows (at least
+    EVAL_BATCH), the whole split as one batch made once and kept when it holds at most PASS_VALUES values."""
+    D = input_dim(split)
+    rows = max(EVAL_BATCH, PASS_VALUES // max(D, 1))
+    if split.streamed:
+        return FeatureLoader(split, rows, device, shuffle=False, standardizer=preprocess)
+    if len(split) * D <= PASS_VALUES:
         return KeptBatches(TensorLoader(split, preprocess, len(split), device, shuffle=False))
-    return eval_loader(split, preprocess, device)
+    return TensorLoader(split, preprocess, rows, device, shuffle=False)
 
 
 def kept_eval_loader(split, preprocess, device):
-    """eval_loader's batches, made once and kept when the split holds at most SMALL_SPLIT values
-    (a solver that passes over them more than once preprocesses them once), else eval_loader."""
-    if not split.streamed and len(split) * input_dim(split) <= SMALL_SPLIT:
+    """eval_loader's batches, made once and kept when the split holds at most PASS_VALUES values (a
+    solver that passes over them more than once preprocesses them once), else eval_loader. The exact
+    solver's Gram takes these: its float64 accumulation is faster on cache-sized batches (20,000 x 256:
+    151 ms in batches of 8,192 rows, 110 ms in batches of 512)."""
+    if not split.streamed and len(split) * input_dim(split) <= PASS_VALUES:
         return KeptBatches(eval_loader(split, preprocess, device))
     return eval_loader(split, preprocess, device)
 

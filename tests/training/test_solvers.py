@@ -301,3 +301,38 @@ def test_exact_dual_path_on_cuda_takes_regs_from_the_host(emulated, regs):
         assert all(t.device.type == "cuda" for t in got)
         for a, b in zip(got, expected):
             torch.testing.assert_close(a.cpu(), b)
+
+
+def test_lbfgs_passes_over_the_split_in_one_kept_batch_or_in_batches_of_pass_values():
+    """L-BFGS's evaluations read the training split as one batch made once where it holds at most
+    PASS_VALUES values, else in batches of PASS_VALUES / D rows (at least EVAL_BATCH): the same batches
+    whatever the split, each a full pass; both reach the same optimum."""
+    from lintorch import LinearProbe
+    from lintorch.data import Preprocess
+    from lintorch.data.loaders import KeptBatches
+    from lintorch.data.split import Split
+    from lintorch.training import recipe
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (1500,), generator=g)
+    x = torch.randn(3, 40, generator=g)[y] + torch.randn(1500, 40, generator=g)
+    split, pre = Split(x, y), Preprocess(torch.zeros(40), None, "feature")
+    kept = recipe.full_batch_loader(split, pre, "cpu")
+    assert isinstance(kept, KeptBatches) and [len(b) for b, _ in kept.batches(0)] == [1500]
+    probe = LinearProbe(loss="softmax", solver="lbfgs", reg=1e-2, tol=1e-7, standardize=False, device="cpu")
+    one = probe.fit(x, y)
+    one = one.coef_.clone(), one.path_[0]["objective"]
+    old = recipe.PASS_VALUES
+    try:
+        recipe.PASS_VALUES = 600 * 40                                   # 600 rows: 600, 600, 300
+        batched = recipe.full_batch_loader(split, pre, "cpu")
+        assert not isinstance(batched, KeptBatches)
+        assert [len(b) for b, _ in batched.batches(0)] == [600, 600, 300]
+        recipe.PASS_VALUES = 40                                         # never under EVAL_BATCH rows
+        assert [len(b) for b, _ in recipe.full_batch_loader(split, pre, "cpu").batches(0)] == [512, 512, 476]
+        recipe.PASS_VALUES = 600 * 40
+        three = probe.fit(x, y)
+        three = three.coef_, three.path_[0]["objective"]
+    finally:
+        recipe.PASS_VALUES = old
+    assert three[1] == pytest.approx(one[1], rel=1e-7)                 # the same optimum, within tol
+    torch.testing.assert_close(three[0], one[0], rtol=0, atol=1e-4)
