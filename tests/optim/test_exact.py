@@ -88,3 +88,17 @@ def test_auto_picks_by_the_measured_cost_and_bad_input_is_refused():
         exact.primal_path(exact.gram_stats([(X, y)], 4), [0.0], "eigh")
     with pytest.raises(ValueError, match="unknown exact method"):
         exact.path(X, y, 4, [1.0], method="qr")
+
+
+def test_gram_stats_takes_batches_of_any_size_in_any_order():
+    """A later block larger than the first (the float64 copy is made again, larger), a tiny one, and
+    the column block chosen from D: the same statistics as one block."""
+    X, y = problem(300, 20, seed=4)
+    X32 = X.float()
+    one = exact.gram_stats([(X32, y)], 4)
+    cuts = [0, 7, 8, 200, 300]
+    many = exact.gram_stats([(X32[a:b], y[a:b]) for a, b in zip(cuts, cuts[1:])], 4)
+    assert one.n == many.n == 300
+    for name in ("mean", "A", "B", "t_mean"):
+        torch.testing.assert_close(getattr(many, name), getattr(one, name), rtol=1e-5, atol=1e-5)
+    assert many.tt == pytest.approx(one.tt, rel=1e-12)
