@@ -25,7 +25,7 @@ values on; either gives the same solutions to float64 rounding.
 """
 import torch
 
-from .gram import GramSum
+from .gram import GramSum, shifted
 
 METHODS = ("auto", "eigh", "cholesky")
 EIGH_COST = 100      # eigh's time in Cholesky factorizations at D = 6,400 (bench/RESULTS.md, "Decisions in the code")
@@ -62,7 +62,6 @@ def _check(regs, method):
 def _solve_shifted(M, rhs, shifts, method):
     """M (m, m) symmetric PSD float64, rhs (m, C) -> (R, m, C): (M + s I)^-1 rhs for every shift s.
     A singular M + s I (s = 0 with M rank deficient) is refused, not answered with noise."""
-    eye = torch.eye(M.shape[0], dtype=M.dtype, device=M.device)
     if method == "eigh":
         lam, V = torch.linalg.eigh(M)
         Q = V.T @ rhs                                                 # (m, C)
@@ -73,7 +72,7 @@ def _solve_shifted(M, rhs, shifts, method):
         return V @ (Q / den.unsqueeze(2))                             # (R, m, C)
     out = []
     for s in shifts.tolist():
-        L, info = torch.linalg.cholesky_ex(M + s * eye)
+        L, info = torch.linalg.cholesky_ex(shifted(M, s))
         if int(info) != 0:
             raise SingularGram(s)
         out.append(torch.cholesky_solve(rhs, L))
@@ -117,7 +116,7 @@ def gram_stats(batches, num_classes, block=None):
         raise ValueError("exact path: no training examples")
     G = gram.total()
     m = s / n                                               # mean of the shifted rows
-    A = (G - n * torch.outer(m, m)) / n
+    A = G.sub_(torch.outer(m, m).mul_(n)).div_(n)           # in place: G is this pass's own
     t_mean = tsum / n
     B = (TX.T - n * torch.outer(m, t_mean)) / n
     tt = float(num_classes - (t_mean.square()).sum())       # ||T||^2 / n = C, minus the centring

@@ -26,6 +26,14 @@ def lower_block(D):
     return 1024 if D >= 2048 else max(64, D // 4)
 
 
+def shifted(G, s):
+    """G (D, D) -> G + s I, a new tensor: one copy, no identity made and scaled (each a fresh D x D
+    the first time it is touched)."""
+    out = G.clone()
+    out.diagonal().add_(s)
+    return out
+
+
 def add_lower(G, xb, block, fresh=False):
     """G (D, D) += xb^T xb (xb (n, D)) on and below the diagonal, in blocks of `block` columns; the
     blocks above it are left alone (fresh: G's lower blocks are overwritten, not added to: no zeroing)."""

@@ -10,7 +10,7 @@ for each of A members, each class's D weights then its bias.
 """
 import torch
 
-from .gram import GramSum
+from .gram import GramSum, shifted
 
 __all__ = ["Preconditioner", "gram_preconditioners"]
 
@@ -74,9 +74,8 @@ def _cholesky(G, shift, tries=40):
     `tries` times). FloatingPointError when G holds NaN/inf, which no shift can repair (the loop
     used to spin forever on one, deaf to SIGTERM)."""
     _check_finite(G)
-    eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
     for _ in range(tries):
-        L, info = torch.linalg.cholesky_ex(G + shift * eye)
+        L, info = torch.linalg.cholesky_ex(shifted(G, shift))
         if int(info) == 0:
             return L
         shift *= 10

@@ -52,3 +52,11 @@ def test_the_block_halves_mid_and_large_d(D):
         assert b < D
     if D >= 2048:
         assert b == 1024
+
+
+def test_shifted_is_g_plus_s_times_the_identity_and_leaves_g_alone():
+    G = rows(5, 7).T @ rows(5, 7)                # rank 5: singular
+    before = G.clone()
+    S = gram.shifted(G, 0.25)
+    assert torch.equal(S, G + 0.25 * torch.eye(7, dtype=G.dtype))
+    assert torch.equal(G, before)
