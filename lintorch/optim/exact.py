@@ -90,9 +90,10 @@ class GramStats:
 def gram_stats(batches, num_classes, block=None):
     """batches: iterable of (xb (n_b, D) float, yb (n_b,) int) row blocks -> GramStats, in one pass.
     The rows are shifted by the first block's mean, then X^T X is summed by gram.GramSum (on and below
-    the diagonal in the blocks' dtype, into float64 every block) and T^T X in float64. block:
+    the diagonal in the blocks' dtype, into float64 every block), and each class's rows in float64:
+    T^T X = 2 S - 1 s^T (S (C, D) the per-class sums, s (D,) all rows', since t_ic = +-1). block:
     GramSum's column block (None: chosen from D)."""
-    gram = s = shift = TX = tsum = x64 = None
+    gram = s = shift = S = counts = x64 = None
     n = 0
     for xb, yb in batches:
         if gram is None:
@@ -100,24 +101,25 @@ def gram_stats(batches, num_classes, block=None):
             shift = xb.mean(0, keepdim=True)                # centre first: float32 blocks then barely cancel
             gram = GramSum(D, xb.dtype, xb.device, block, flush_rows=0)
             s = torch.zeros(D, dtype=torch.float64, device=xb.device)
-            TX = torch.zeros(num_classes, D, dtype=torch.float64, device=xb.device)
-            tsum = torch.zeros(num_classes, dtype=torch.float64, device=xb.device)
+            S = torch.zeros(num_classes, D, dtype=torch.float64, device=xb.device)
+            counts = torch.zeros(num_classes, dtype=torch.int64, device=xb.device)
         xs = xb - shift
         gram.add(xs)
         if x64 is None or len(x64) < len(xs):      # one float64 copy, reused: a fresh one per block costs 5x
             x64 = torch.empty(len(xs), D, dtype=torch.float64, device=xb.device)
         xs64 = x64[:len(xs)].copy_(xs)
-        T = targets(yb.to(xb.device), num_classes)
+        yb = yb.to(xb.device, torch.int64)
         s += xs64.sum(0)
-        TX.addmm_(T.T, xs64)                                # (C, D): 3x faster than X^T T's (D, C)
-        tsum += T.sum(0)
+        S.index_add_(0, yb, xs64)                           # 5x cheaper than the product T^T X
+        counts += torch.bincount(yb, minlength=num_classes)
         n += xb.shape[0]
     if gram is None:
         raise ValueError("exact path: no training examples")
     G = gram.total()
     m = s / n                                               # mean of the shifted rows
     A = G.sub_(torch.outer(m, m).mul_(n)).div_(n)           # in place: G is this pass's own
-    t_mean = tsum / n
+    t_mean = (2 * counts - n).double() / n
+    TX = 2 * S - s                                          # (C, D)
     B = (TX.T - n * torch.outer(m, t_mean)) / n
     tt = float(num_classes - (t_mean.square()).sum())       # ||T||^2 / n = C, minus the centring
     return GramStats(n, shift.reshape(-1).double() + m, A, B, t_mean, tt)

@@ -102,3 +102,9 @@ def test_gram_stats_takes_batches_of_any_size_in_any_order():
     for name in ("mean", "A", "B", "t_mean"):
         torch.testing.assert_close(getattr(many, name), getattr(one, name), rtol=1e-5, atol=1e-5)
     assert many.tt == pytest.approx(one.tt, rel=1e-12)
+
+
+def test_gram_stats_reads_labels_of_any_integer_dtype():
+    X, y = problem(120, 6, seed=6)
+    a, b = exact.gram_stats([(X, y)], 4), exact.gram_stats([(X, y.to(torch.int32))], 4)
+    assert torch.equal(a.B, b.B) and torch.equal(a.t_mean, b.t_mean) and a.tt == b.tt
