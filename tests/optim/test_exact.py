@@ -108,3 +108,12 @@ def test_gram_stats_reads_labels_of_any_integer_dtype():
     X, y = problem(120, 6, seed=6)
     a, b = exact.gram_stats([(X, y)], 4), exact.gram_stats([(X, y.to(torch.int32))], 4)
     assert torch.equal(a.B, b.B) and torch.equal(a.t_mean, b.t_mean) and a.tt == b.tt
+
+
+def test_class_sums_by_index_on_the_cpu_equal_the_one_hot_product_used_on_cuda():
+    X, y = problem(90, 5, seed=7)
+    S, counts = torch.zeros(4, 5, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    exact.add_class_sums(S, counts, X, y)
+    onehot = torch.nn.functional.one_hot(y, 4).double()
+    torch.testing.assert_close(S, onehot.T @ X, rtol=1e-14, atol=1e-14)
+    assert torch.equal(counts, onehot.sum(0))
