@@ -216,10 +216,10 @@ def two_loop(g, S, Y, live=None, precondition=None, members=None):
 class _DeviceState:
     """The K members' device state, all float64: theta, grad (K, P) at each member's last accepted
     point; d (K, P) its direction and step (K,) its trial step along it; its history in ring buffers
-    S, Y (K, m, P): member k's i-th pair since its history was last cleared
-    is in slot i % m, over the oldest, so a new pair writes P numbers, not m P. Which slots hold pairs
-    is the host's count (_Member.pairs), so nothing here is read back to decide it. rows: which
-    members, a slice of all K or their (A,) indices (state.rows)."""
+    S, Y (K, m, P): member k's i-th pair since its history was last cleared is in slot i % m, over
+    the oldest, so a new pair writes P numbers, not m P. Which slots hold pairs is the host's count
+    (_Member.pairs), so nothing here is read back to decide it. rows: which members, a slice of all
+    K or their (A,) indices (state.rows)."""
 
     def __init__(self, theta, history, precondition):
         K, P = theta.shape
